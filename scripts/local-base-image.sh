@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build a stand-in for the official python:3.11-slim-bookworm image from Debian
+# packages, for machines that can reach a Debian mirror but no image registry.
+#
+#   scripts/local-base-image.sh [IMAGE]        (default gradcheck-python-base:bookworm)
+#
+# The result has Debian bookworm's Python 3.11 at /usr/bin/python3 (with venv
+# and pip) and the host's CA bundle, so `pip install` inside a build works
+# where TLS is intercepted. Idempotent: does nothing if IMAGE already exists
+# (set FORCE=1 to rebuild). Needs root, debootstrap and a running Docker engine.
+#
+# Then: docker build --network host \
+#         --build-arg PYTHON_IMAGE=gradcheck-python-base:bookworm -t gradcheck .
+set -euo pipefail
+
+IMAGE="${1:-${GRADCHECK_BASE_IMAGE:-gradcheck-python-base:bookworm}}"
+SUITE="${SUITE:-bookworm}"
+PACKAGES="python3,python3-venv,python3-pip,ca-certificates"
+
+log() { echo "local-base-image: $*" >&2; }
+
+if [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "$IMAGE already exists (FORCE=1 to rebuild)"
+    exit 0
+fi
+
+command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
+
+# The Debian mirror this machine's apt already uses (deb822 or one-line format).
+mirror="${DEBIAN_MIRROR:-}"
+if [[ -z "$mirror" ]]; then
+    mirror="$(
+        { grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+              | awk '{print $2}'
+          grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+              | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
+        } | grep -E '/debian/?$' | head -n1 || true
+    )"
+fi
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+rootfs="$(mktemp -d /tmp/gradcheck-rootfs.XXXXXX)"
+trap 'rm -rf "$rootfs"' EXIT
+
+log "debootstrap $SUITE from $mirror into $rootfs"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
+    tail -n 30 "$rootfs.log" >&2
+    rm -f "$rootfs.log"
+    exit 1
+}
+rm -f "$rootfs.log"
+
+# Trust what the host trusts (pip in the build must pass TLS checks here).
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+fi
+
+# Slim it: no apt lists, caches, docs or man pages.
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+       "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* \
+       "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
+# Let pip install into a venv without Debian's externally-managed guard
+# getting in the way of anything run as root in the build.
+rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED
+
+log "importing into docker as $IMAGE"
+tar -C "$rootfs" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' \
+    -c 'CMD ["python3"]' \
+    - "$IMAGE" >/dev/null
+log "done: $(docker run --rm --network host "$IMAGE" python3 --version 2>&1)"
