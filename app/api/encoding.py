@@ -1,0 +1,162 @@
+"""Numpy results → response bytes, as JSON (orjson, straight from the arrays) or as .npz.
+
+No Python lists are built for the arrays. JSON never carries NaN or Infinity: an output that
+is not finite is refused with a 422 naming it, except log-probabilities of masked (−inf) logits,
+which are written as null (log 0).
+"""
+
+import io
+import zipfile
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Response
+
+from app.numerics.errors import InvalidProblem
+from app.numerics.gradcheck import Check, Report
+
+JSON_MEDIA_TYPE = "application/json"
+NPZ_MEDIA_TYPE = "application/x-npz"
+NPZ_METADATA_MEMBER = "metadata.json"
+
+
+def _advice(check: Check, dtype: str) -> str:
+    """Why a failing check may be the finite difference's fault, and what to try."""
+    own_error = check.estimate.truncation + check.estimate.rounding
+    hints = []
+    if dtype == "float32":
+        eps = float(np.finfo(np.float32).eps)
+        hints.append(
+            f"in float32 (eps = {eps:.2g}) a central difference cannot be much better than "
+            f"eps^(2/3) ≈ {eps ** (2 / 3):.1e}: use dtype float64 or method complex_step"
+        )
+    if own_error > check.tolerance.atol:
+        hints.append(
+            f"the numeric method's own estimated error ({own_error:.1e}) exceeds atol "
+            f"({check.tolerance.atol:g}), so the numeric side may be the one that is off"
+        )
+    return (" Note: " + "; ".join(hints) + ".") if hints else ""
+
+
+def check_fields(check: Check, dtype: str) -> dict[str, Any]:
+    """A check as its documented JSON object (`CheckModel`)."""
+    a = check.agreement
+    h = check.steps.h
+    summary = (
+        f"max abs error {a.max_abs_error:.2e}, max rel error {a.max_rel_error:.2e}; estimated "
+        f"truncation error {check.estimate.truncation:.1e}, rounding error "
+        f"{check.estimate.rounding:.1e} for {check.method} with {check.steps.rule}"
+    )
+    if a.passed:
+        message = f"passed: every element within atol + rtol·|numeric| ({summary})."
+    else:
+        message = (
+            f"failed: {a.mismatches} element(s) differ by more than atol + rtol·|numeric| "
+            f"({summary}).{_advice(check, dtype)}"
+        )
+    return {
+        "passed": a.passed,
+        "max_abs_error": a.max_abs_error,
+        "max_rel_error": a.max_rel_error,
+        "mismatches": a.mismatches,
+        "checked": a.checked,
+        "atol": check.tolerance.atol,
+        "rtol": check.tolerance.rtol,
+        "method": str(check.method),
+        "step": check.steps.base,
+        "step_rule": check.steps.rule,
+        "step_min": float(h.min()),
+        "step_max": float(h.max()),
+        "estimated_truncation_error": check.estimate.truncation,
+        "estimated_rounding_error": check.estimate.rounding,
+        "worst_mismatches": [
+            {"index": list(m.index), "analytic": m.analytic, "numeric": m.numeric} for m in a.worst
+        ],
+        "message": message,
+    }
+
+
+def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[str, Any]:
+    """The response fields of a report: arrays stay numpy arrays; only what `include` asks for."""
+    probabilities = report.softmax.probabilities
+    fields: dict[str, Any] = {
+        "batch_size": probabilities.shape[0],
+        "num_classes": probabilities.shape[1],
+        "dtype": dtype,
+    }
+    arrays = {
+        "probabilities": probabilities,
+        "log_probabilities": report.softmax.log_probabilities,
+        "loss": report.loss,
+        "gradient": report.gradient,
+        "numeric_gradient": report.numeric_gradient,
+        "jacobian": report.jacobian,
+        "numeric_jacobian": report.numeric_jacobian,
+    }
+    for name, array in arrays.items():
+        if name in include and array is not None:
+            fields[name] = array
+    if report.losses is not None:
+        fields["losses"] = report.losses
+    if report.gradient_check is not None:
+        fields["gradient_check"] = check_fields(report.gradient_check, dtype)
+    if report.jacobian_check is not None:
+        fields["jacobian_check"] = check_fields(report.jacobian_check, dtype)
+    _refuse_non_finite(fields, dtype)
+    if "loss" in fields and fields["loss"].ndim == 0:
+        fields["loss"] = float(fields["loss"])
+    return fields
+
+
+def _refuse_non_finite(fields: dict[str, Any], dtype: str) -> None:
+    """Raise InvalidProblem naming the first output and sample that is not finite."""
+    for name, value in fields.items():
+        if not isinstance(value, np.ndarray) or name == "log_probabilities":
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
+            where = f" of sample {index[0]}" if index else ""
+            raise InvalidProblem(
+                ("logits", index[0]) if index else ("logits",),
+                f"the {name}{where} is not finite in {dtype}: the logits are too large for this "
+                "precision (use dtype float64 or smaller logits)",
+            )
+
+
+def wants_npz(accept: str | None) -> bool:
+    """True if the Accept header asks for application/x-npz."""
+    return bool(accept) and NPZ_MEDIA_TYPE in (accept or "")
+
+
+def encode_json(fields: dict[str, Any]) -> bytes:
+    """orjson straight from numpy (C-contiguous arrays; NaN/inf would become null)."""
+    contiguous = {
+        k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()
+    }
+    return orjson.dumps(contiguous, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_npz(fields: dict[str, Any]) -> bytes:
+    """A zip of `.npy` members (one per array; scalars as 0-d arrays) and `metadata.json`.
+
+    Readable with `np.load(io.BytesIO(body), allow_pickle=False)`; `["metadata.json"]` gives
+    the JSON bytes of every non-array field.
+    """
+    buffer = io.BytesIO()
+    metadata = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in fields.items():
+            if isinstance(value, np.ndarray):
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
+        archive.writestr(NPZ_METADATA_MEMBER, orjson.dumps(metadata))
+    return buffer.getvalue()
+
+
+def respond(fields: dict[str, Any], accept: str | None) -> Response:
+    """The response in the format the client accepts: .npz if it asks for it, else JSON."""
+    if wants_npz(accept):
+        return Response(encode_npz(fields), media_type=NPZ_MEDIA_TYPE)
+    return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)

@@ -1,0 +1,124 @@
+"""Errors as 4xx responses that name the field and position, and never echo the input.
+
+422 bodies keep FastAPI's shape, {"detail": [{"loc": [...], "msg": ..., "type": ...}]}; other
+4xx carry one sentence in "detail". Pydantic's `input` and `ctx` are dropped: they may hold NaN,
+which JSON cannot carry, or a secret.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.schemas import UNION_TAGS
+from app.numerics.errors import InvalidProblem
+
+Location = tuple[str | int, ...]
+
+
+class RequestError(Exception):
+    """A request that is valid JSON but not a valid problem: answered with 422."""
+
+    def __init__(self, location: Location, message: str, kind: str = "value_error") -> None:
+        super().__init__(message)
+        self.errors = [{"loc": ["body", *location], "msg": message, "type": kind}]
+
+    @classmethod
+    def from_items(cls, items: list[dict[str, Any]]) -> "RequestError":
+        """A RequestError carrying several already-shaped error items."""
+        error = cls((), items[0]["msg"] if items else "invalid request")
+        error.errors = items
+        return error
+
+
+class LimitExceeded(Exception):
+    """A request over a configured size limit: answered with 413."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def pydantic_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors with union tags removed from `loc` and without `input`/`ctx`."""
+    items = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        location = [part for part in item["loc"] if part not in UNION_TAGS]
+        message = item["msg"]
+        if item["type"] == "json_invalid":
+            message = (
+                f"The body is not valid JSON: {item['ctx']['error']}" if "ctx" in item else message
+            )
+        items.append({"loc": ["body", *location], "msg": message, "type": item["type"]})
+    return _unique(items)
+
+
+def _unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items in order, without repeats."""
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        key = repr(item)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _request_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return _unprocessable(exc.errors)
+
+
+async def _invalid_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidProblem)
+    return _unprocessable(
+        [{"loc": ["body", *exc.location], "msg": exc.message, "type": "value_error"}]
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    return _unprocessable(errors)
+
+
+async def _limit_exceeded(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LimitExceeded)
+    return JSONResponse({"detail": exc.message}, status_code=413)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if exc.status_code == 413:
+        limit = request.app.state.settings.max_body_bytes
+        detail = (
+            f"The request body is larger than GRADCHECK_MAX_BODY_BYTES = {limit} bytes: "
+            "send fewer samples per request, or ask the operator to raise the limit."
+        )
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error type of the service to its 4xx shape."""
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(InvalidProblem, _invalid_problem)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(LimitExceeded, _limit_exceeded)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

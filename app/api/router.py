@@ -1,0 +1,7 @@
+"""Every router of the service, in one list that `app.main` includes."""
+
+from fastapi import APIRouter
+
+from app.api.routes import cross_entropy, health, softmax
+
+ROUTERS: list[APIRouter] = [health.router, softmax.router, cross_entropy.router]

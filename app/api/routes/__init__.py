@@ -1,0 +1,32 @@
+"""One router per concern; shared OpenAPI response documentation."""
+
+from typing import Any
+
+from app.api.encoding import NPZ_MEDIA_TYPE
+from app.api.schemas import MessageResponse, ValidationErrorResponse
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {
+        "model": MessageResponse,
+        "description": "Over a size limit; says which and how to stay under it.",
+    },
+    415: {"model": MessageResponse, "description": "The body is not sent as application/json."},
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "Invalid input, naming field and position.",
+    },
+}
+
+
+def success_response() -> dict[int | str, dict[str, Any]]:
+    """The 200 response's extra media type: .npz with one .npy member per array."""
+    return {
+        200: {
+            "content": {
+                NPZ_MEDIA_TYPE: {
+                    "schema": {"type": "string", "format": "binary"},
+                }
+            },
+            "description": "JSON by default; a .npz archive with `Accept: application/x-npz`.",
+        }
+    }

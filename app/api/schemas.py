@@ -1,0 +1,245 @@
+"""Request and response models: the documented contract of the JSON API.
+
+Requests are validated from the raw body with `Model.model_validate_json` (pydantic's Rust
+parser), then turned into numpy arrays in `app.api.problems`. Responses are encoded straight from
+numpy (`app.api.encoding`); the response models here document their schema.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from app.numerics.cross_entropy import Reduction
+from app.numerics.finite_diff import Method
+from app.numerics.gradcheck import Output
+
+# Union tags show up in pydantic's error locations; errors.py strips them.
+MATRIX, VECTOR, INDEX, INDICES, PROBABILITIES = "matrix", "vector", "index", "indices", "rows"
+UNION_TAGS = frozenset({MATRIX, VECTOR, INDEX, INDICES, PROBABILITIES})
+
+StrictNumber = Annotated[float, Field(strict=True)]
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+
+
+def _array_rank(value: Any) -> str:
+    """'matrix' for a list of lists, else 'vector'."""
+    return MATRIX if isinstance(value, list) and value and isinstance(value[0], list) else VECTOR
+
+
+def _label_kind(value: Any) -> str:
+    """'rows' for a list of lists, 'index' for a bare integer, else 'indices'."""
+    if isinstance(value, list):
+        return PROBABILITIES if value and isinstance(value[0], list) else INDICES
+    return INDEX
+
+
+Logits = Annotated[
+    Annotated[list[list[StrictNumber]], Tag(MATRIX)] | Annotated[list[StrictNumber], Tag(VECTOR)],
+    Discriminator(_array_rank),
+    Field(
+        description="N×C logits z (N ≥ 1 samples, C ≥ 2 classes); a flat list is one sample. "
+        "Finite numbers, or -Infinity to mask a class (each row keeps a finite logit).",
+        examples=[[[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]],
+    ),
+]
+
+Labels = Annotated[
+    Annotated[list[list[NonNegative]], Tag(PROBABILITIES)]
+    | Annotated[list[Annotated[int, Field(strict=True)] | StrictNumber], Tag(INDICES)]
+    | Annotated[Annotated[int, Field(strict=True)], Tag(INDEX)],
+    Discriminator(_label_kind),
+    Field(
+        description="Either N class indices (a sample whose label equals ignore_index is "
+        "ignored), or an N×C array of target probabilities / one-hot rows (entries ≥ 0; rows "
+        "need not sum to 1). With a flat `logits` (one sample) it may also be one integer or "
+        "one probability row of length C.",
+        examples=[[0, 1]],
+    ),
+]
+
+
+class NumericOptions(BaseModel):
+    """How the numeric derivative is taken."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(
+        Method.CENTRAL,
+        description="central: (f(z+h) − f(z−h))/2h; forward: (f(z+h) − f(z))/h; five_point: "
+        "(f(z−2h) − 8f(z−h) + 8f(z+h) − f(z+2h))/12h; complex_step: Im f(z+ih)/h.",
+    )
+    step: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+        None,
+        description="A fixed step h for every element. Default: eps^(1/(p+1))·max(1, |z|) for a "
+        "stencil of order p (∛eps·max(1,|z|) for central), 1e-20 for the complex step.",
+    )
+
+
+class ToleranceOptions(BaseModel):
+    """The element-wise agreement test |analytic − numeric| ≤ atol + rtol·|numeric|."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    atol: NonNegative = Field(1e-5, description="Absolute tolerance (gradcheck's default).")
+    rtol: NonNegative = Field(1e-3, description="Relative tolerance (gradcheck's default).")
+
+
+Dtype = Literal["float64", "float32"]
+DTYPE_DESCRIPTION = (
+    "Precision of every computation: float64, or float32 to see why float32 gradient checks fail."
+)
+
+CROSS_ENTROPY_DEFAULT_INCLUDE = [
+    Output.PROBABILITIES,
+    Output.LOSS,
+    Output.GRADIENT,
+    Output.NUMERIC_GRADIENT,
+    Output.JACOBIAN,
+]
+
+
+class SoftmaxRequest(BaseModel):
+    """Softmax of a batch of logits, with its Jacobian and optionally a numeric check of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logits: Logits
+    dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
+    include: list[Literal["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"]] = (
+        Field(
+            ["probabilities", "jacobian"],
+            description="Outputs to return: probabilities, log_probabilities, jacobian "
+            "(∂a_i/∂z_j = a_i(δ_ij − a_j)), numeric_jacobian (adds `jacobian_check`).",
+        )
+    )
+    numeric: NumericOptions = Field(default_factory=NumericOptions)
+    tolerance: ToleranceOptions = Field(default_factory=ToleranceOptions)
+
+
+class LossOptions(BaseModel):
+    """The loss options of PyTorch's `F.cross_entropy`, with the same semantics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: list[NonNegative] | None = Field(
+        None, description="Per-class weights w (length C, ≥ 0)."
+    )
+    ignore_index: int = Field(
+        -100, strict=True, description="An index label equal to this marks an ignored sample."
+    )
+    reduction: Reduction = Field(
+        Reduction.MEAN,
+        description="mean: Σ loss_n / D with D = Σ w_{y_n} over non-ignored samples (index "
+        "labels) or N (probability labels); sum: Σ loss_n; none: the N per-sample losses.",
+    )
+    label_smoothing: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)] = Field(
+        0.0, description="ε: the target becomes (1 − ε)·y + ε/C."
+    )
+
+
+class CrossEntropyRequest(LossOptions):
+    """Cross-entropy of a batch, with its analytic and numeric gradient and their agreement."""
+
+    logits: Logits
+    labels: Labels
+    dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
+    numeric: NumericOptions = Field(default_factory=NumericOptions)
+    tolerance: ToleranceOptions = Field(default_factory=ToleranceOptions)
+    include: list[Output] = Field(
+        default_factory=lambda: list(CROSS_ENTROPY_DEFAULT_INCLUDE),
+        description="Outputs to return. Default: probabilities, loss, gradient, "
+        "numeric_gradient (adds `gradient_check`), jacobian. On request also: "
+        "log_probabilities, numeric_jacobian (adds `jacobian_check`).",
+    )
+
+
+# ----- responses (documentation of what app.api.encoding writes) -----
+
+Matrix = list[list[float]]
+
+
+class MismatchModel(BaseModel):
+    """One element outside the tolerance."""
+
+    index: list[int] = Field(description="Position in the checked array, e.g. [n, j].")
+    analytic: float
+    numeric: float
+
+
+class CheckModel(BaseModel):
+    """Agreement of the analytic and numeric derivative, element-wise."""
+
+    passed: bool = Field(description="Every element satisfies |a − n| ≤ atol + rtol·|n|.")
+    max_abs_error: float = Field(description="max |a − n|.")
+    max_rel_error: float = Field(description="cs231n: max |a − n| / max(1e-8, |a| + |n|).")
+    mismatches: int = Field(description="How many elements fail the tolerance test.")
+    checked: int = Field(description="How many elements were compared.")
+    atol: float
+    rtol: float
+    method: Method
+    step: float = Field(description="The base step h (see step_rule).")
+    step_rule: str = Field(description="How the step of each element was chosen.")
+    step_min: float
+    step_max: float
+    estimated_truncation_error: float = Field(
+        description="≈ c·h^p·|f^(p+1)|, largest over the elements, for the step used."
+    )
+    estimated_rounding_error: float = Field(
+        description="≈ (Σ|w|)·eps·|f|/h (eps·|f'| for the complex step), largest over elements."
+    )
+    worst_mismatches: list[MismatchModel] = Field(description="Up to 5 failing elements.")
+    message: str = Field(description="The verdict in words.")
+
+
+class SoftmaxResponse(BaseModel):
+    """Softmax outputs; arrays not asked for in `include` are absent."""
+
+    batch_size: int
+    num_classes: int
+    dtype: Dtype
+    probabilities: Matrix | None = Field(None, description="a = softmax(z), N×C.")
+    log_probabilities: list[list[float | None]] | None = Field(
+        None, description="log a, N×C; null where the logit is -Infinity (log 0)."
+    )
+    jacobian: list[Matrix] | None = Field(
+        None, description="N×C×C, jacobian[n][i][j] = ∂a_i/∂z_j = a_i(δ_ij − a_j)."
+    )
+    numeric_jacobian: list[Matrix] | None = None
+    jacobian_check: CheckModel | None = None
+
+
+class CrossEntropyResponse(SoftmaxResponse):
+    """Cross-entropy outputs; arrays not asked for in `include` are absent."""
+
+    reduction: Reduction
+    loss: float | list[float] | None = Field(
+        None, description="The reduced loss (a number), or the N per-sample losses for `none`."
+    )
+    losses: list[float] = Field(description="loss_n = −Σ_c q_nc log a_nc for every sample.")
+    gradient: Matrix | None = Field(
+        None,
+        description="Analytic dL/dz = (a·Σq − q)/D, N×C; for `none`, row n is ∂loss_n/∂z_n.",
+    )
+    numeric_gradient: Matrix | None = None
+    gradient_check: CheckModel | None = None
+
+
+class ErrorItem(BaseModel):
+    """One problem with the request."""
+
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "logits", 3, 1].')
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: the request is well-formed JSON but not a valid problem."""
+
+    detail: list[ErrorItem]
+
+
+class MessageResponse(BaseModel):
+    """4xx other than 422: one sentence saying what to change."""
+
+    detail: str

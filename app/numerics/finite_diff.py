@@ -1,0 +1,221 @@
+"""Numeric derivatives by finite differences and the complex step, batched by class column.
+
+Sample n's outputs depend only on its own row z_n, so perturbing one class column j of the whole
+batch at once gives ∂f_n/∂z_nj for every n in one evaluation: C (or 2C, 4C) evaluations of the
+batch in all, never a loop over single elements.
+
+    forward       f'(x) ≈ (f(x + h) − f(x)) / h                          h = √eps·max(1, |x|)
+    central       f'(x) ≈ (f(x + h) − f(x − h)) / 2h                     h = ∛eps·max(1, |x|)
+    five_point    f'(x) ≈ (f(x − 2h) − 8f(x − h) + 8f(x + h) − f(x + 2h)) / 12h
+                                                                         h = eps^(1/5)·max(1, |x|)
+    complex_step  f'(x) ≈ Im f(x + ih) / h                               h = 1e-20
+
+Each step is rounded so that x + h − x = h exactly. The functions differentiated here are plain
+re-implementations (max taken on the real part, so they accept complex input), independent of
+the cancellation-free analytic path in `softmax.py`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.numerics.softmax import FloatArray
+
+COMPLEX_STEP = 1e-20
+
+
+class Method(StrEnum):
+    """How the numeric derivative is taken."""
+
+    CENTRAL = "central"
+    FORWARD = "forward"
+    FIVE_POINT = "five_point"
+    COMPLEX_STEP = "complex_step"
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """f'(x) ≈ Σ_k w_k·f(x + o_k·h) / h; truncation error ≈ coefficient·h^order·f^(order+1)."""
+
+    offsets: tuple[float, ...]
+    weights: tuple[float, ...]
+    order: int
+    truncation_coefficient: float
+
+
+STENCILS = {
+    Method.FORWARD: Stencil((0.0, 1.0), (-1.0, 1.0), 1, 1 / 2),
+    Method.CENTRAL: Stencil((-1.0, 1.0), (-1 / 2, 1 / 2), 2, 1 / 6),
+    Method.FIVE_POINT: Stencil(
+        (-2.0, -1.0, 1.0, 2.0), (1 / 12, -8 / 12, 8 / 12, -1 / 12), 4, 1 / 30
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The step used for every element, and how it was chosen."""
+
+    h: FloatArray
+    """Step per element, shape (N, C)."""
+    base: float
+    """h = base·max(1, |z|) when `scaled`, else h = base everywhere."""
+    scaled: bool
+
+    @property
+    def rule(self) -> str:
+        """The step rule in words, for the response."""
+        return f"h = {self.base:.3g}·max(1, |z|)" if self.scaled else f"h = {self.base:.3g}"
+
+
+def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Steps:
+    """The step per element: `step` if given, else the method's base scaled by max(1, |z|).
+
+    The base is eps^(1/(p+1)) for a stencil of order p (it balances truncation h^p against
+    rounding eps/h), and 1e-20 for the complex step (which has no subtractive cancellation).
+    Masked (−inf) logits get the unscaled base.
+    """
+    z = np.asarray(logits)
+    dtype = z.dtype.type
+    finite = np.isfinite(z)
+    if method is Method.COMPLEX_STEP:
+        base, scaled = (COMPLEX_STEP if step is None else step), False
+        return Steps(np.full(z.shape, base, dtype), base, scaled)
+    if step is not None:
+        h = np.full(z.shape, step, dtype)
+        base, scaled = step, False
+    else:
+        base = float(np.finfo(dtype).eps ** (1 / (STENCILS[method].order + 1)))
+        h = (base * np.maximum(1, np.abs(np.where(finite, z, 1)))).astype(dtype)
+        scaled = True
+    exact = np.where(finite, (z + h) - z, h)
+    return Steps(np.where(exact > 0, exact, h), base, scaled)
+
+
+def derivative_by_column(
+    f: Callable[[NDArray[np.generic]], NDArray[np.generic]],
+    logits: FloatArray,
+    steps: Steps,
+    method: Method,
+) -> FloatArray:
+    """∂f_n/∂z_nj for every sample n and class j, one class column per evaluation.
+
+    `f` maps a batch (N, C) to outputs (N,) or (N, K) with row n depending on z_n alone. The
+    result has shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j].
+    """
+    z = np.asarray(logits)
+    h = steps.h
+    num_classes = z.shape[1]
+    result: FloatArray | None = None
+    if method is Method.COMPLEX_STEP:
+        perturbed_c = z.astype(np.result_type(z.dtype, np.complex64))
+    else:
+        stencil = STENCILS[method]
+        perturbed = z.copy()
+    for j in range(num_classes):
+        if method is Method.COMPLEX_STEP:
+            perturbed_c[:, j] = z[:, j] + 1j * h[:, j]
+            column: NDArray[np.generic] = np.imag(f(perturbed_c))
+            perturbed_c[:, j] = z[:, j]
+        else:
+            column = np.zeros(0)
+            for offset, weight in zip(stencil.offsets, stencil.weights, strict=True):
+                perturbed[:, j] = z[:, j] + offset * h[:, j]
+                term = np.multiply(weight, f(perturbed))
+                column = term if column.size == 0 else column + term
+            perturbed[:, j] = z[:, j]
+        if result is None:
+            result = np.empty((*np.shape(column), num_classes), z.dtype)
+        result[..., j] = _per_row(np.asarray(column), 1 / h[:, j])
+    assert result is not None
+    return result
+
+
+def _per_row(values: NDArray[np.generic], factor: FloatArray) -> FloatArray:
+    """values (N, ...) multiplied row-wise by factor (N,)."""
+    return np.asarray(values) * factor.reshape((-1,) + (1,) * (np.ndim(values) - 1))
+
+
+def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bool_]]:
+    """(z − max Re z per row, mask of −inf entries); the masked entries are set to 0."""
+    masked = np.isneginf(np.real(z))
+    with np.errstate(invalid="ignore"):
+        shifted = z - np.max(np.real(z), axis=1, keepdims=True)
+    return np.where(masked, 0, shifted), masked
+
+
+def plain_softmax(z: NDArray[np.generic]) -> NDArray[np.generic]:
+    """a = exp(z − m) / Σ exp(z − m), real or complex, 0 on −inf entries."""
+    shifted, masked = _shifted(z)
+    e = np.where(masked, 0, np.exp(shifted))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def plain_losses(z: NDArray[np.generic], q: FloatArray) -> NDArray[np.generic]:
+    """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)), real or complex."""
+    shifted, masked = _shifted(z)
+    e = np.where(masked, 0, np.exp(shifted))
+    log_probabilities = shifted - np.log(e.sum(axis=1, keepdims=True))
+    return np.asarray(-(q * np.where(masked, 0, log_probabilities)).sum(axis=1))
+
+
+def bernoulli_cumulant(p: FloatArray, order: int) -> FloatArray:
+    """κ_order of a Bernoulli(p) variable, for order 2…6.
+
+    d^k/dx^k log Σ_c exp(z_c) along one coordinate x = z_j is κ_k(a_j), which bounds the
+    derivatives that the truncation error of a stencil is made of.
+    """
+    k2 = p * (1 - p)
+    cumulants = {
+        2: k2,
+        3: k2 * (1 - 2 * p),
+        4: k2 * (1 - 6 * k2),
+        5: k2 * (1 - 2 * p) * (1 - 12 * k2),
+        6: k2 * (1 - 30 * k2 + 120 * k2 * k2),
+    }
+    return cumulants[order]
+
+
+@dataclass(frozen=True)
+class ErrorEstimate:
+    """Estimated error of a numeric derivative: largest over the entries, in output units."""
+
+    truncation: float
+    rounding: float
+
+
+def estimate_error(
+    method: Method,
+    steps: Steps,
+    probabilities: FloatArray,
+    *,
+    derivative_scale: FloatArray,
+    value_scale: FloatArray,
+    cumulant_shift: int,
+) -> ErrorEstimate:
+    """Truncation ≈ c·h^p·|f^(p+1)| and rounding ≈ (Σ|w_k|)·eps·|f|/h, largest over entries.
+
+    Along z_j the (k)-th derivative of the loss of row n is S_n·κ_k(a_nj), and that of any
+    probability is bounded by |κ_{k+1}(a_j)|: pass derivative_scale = S_n (or 1) and
+    cumulant_shift = 0 (or 1). value_scale (N,) bounds the rounding error of one evaluation
+    of f in units of eps. The complex step has no cancellation: rounding ≈ eps·|f'|.
+    """
+    eps = float(np.finfo(probabilities.dtype).eps)
+    h = steps.h
+    scale = derivative_scale[:, None]
+    if method is Method.COMPLEX_STEP:
+        order, coefficient, weight_sum = 2, 1 / 6, 0.0
+    else:
+        stencil = STENCILS[method]
+        order, coefficient = stencil.order, stencil.truncation_coefficient
+        weight_sum = sum(abs(w) for w in stencil.weights)
+    derivative = scale * np.abs(bernoulli_cumulant(probabilities, order + 1 + cumulant_shift))
+    truncation = coefficient * h.astype(np.float64) ** order * derivative
+    if method is Method.COMPLEX_STEP:
+        rounding = eps * np.broadcast_to(scale, h.shape)
+    else:
+        rounding = weight_sum * eps * value_scale[:, None] / h
+    return ErrorEstimate(float(np.max(truncation)), float(np.max(rounding)))
