@@ -1,0 +1,87 @@
+"""Fixtures: the app in-process (httpx + ASGITransport) and a live uvicorn on 127.0.0.1."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@asynccontextmanager
+async def _asgi_client(**settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(**settings))  # type: ignore[arg-type]
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+def make_client() -> ClientFactory:
+    """Build an in-process client of an app with the given settings overrides."""
+    return _asgi_client
+
+
+@pytest.fixture
+async def asgi_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The app with default settings, in-process."""
+    async with _asgi_client() as client:
+        yield client
+
+
+def start_uvicorn(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `uvicorn app.main:app` on 127.0.0.1:port and wait until /healthz answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("uvicorn did not answer /healthz within 30 s")
+
+
+@pytest.fixture(scope="session")
+def live_url() -> Iterator[str]:
+    """Base URL of a live uvicorn serving the app on 127.0.0.1 for the whole session."""
+    port = free_port()
+    process = start_uvicorn(port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(params=["asgi", "live"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The API both in-process and through a live uvicorn on 127.0.0.1."""
+    if request.param == "asgi":
+        async with _asgi_client() as asgi:
+            yield asgi
+    else:
+        url = request.getfixturevalue("live_url")
+        async with httpx.AsyncClient(base_url=url, timeout=60) as live:
+            yield live
