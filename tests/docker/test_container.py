@@ -1,0 +1,141 @@
+"""The image, built with a real Docker engine, serving the API from a running container."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import httpx
+import pytest
+
+from tests.docker.conftest import (
+    RunningContainer,
+    free_port,
+    remove_container,
+    run,
+    start_container,
+    wait_until_healthy,
+)
+
+pytestmark = pytest.mark.docker
+
+LN2 = math.log(2.0)
+
+
+def test_container_is_healthy_by_its_own_healthcheck(container: RunningContainer) -> None:
+    state = json.loads(
+        run(["docker", "inspect", "--format", "{{json .State.Health}}", container.name]).stdout
+    )
+    assert state["Status"] == "healthy"
+    assert state["Log"], "Docker ran no health probe"
+    assert state["Log"][-1]["ExitCode"] == 0
+
+
+def test_image_healthcheck_needs_no_curl(app_image: str) -> None:
+    config = json.loads(
+        run(["docker", "image", "inspect", "--format", "{{json .Config}}", app_image]).stdout
+    )
+    test = config["Healthcheck"]["Test"]
+    assert test[0] == "CMD"
+    assert test[1] == "python3"
+    assert "/healthz" in " ".join(test)
+    assert run(["docker", "run", "--rm", "--entrypoint", "sh", app_image, "-c",
+                "command -v curl || echo none"]).stdout.strip() == "none"  # fmt: skip
+
+
+def test_healthz(http: httpx.Client) -> None:
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["status"] == "ok"
+
+
+def test_readyz(http: httpx.Client) -> None:
+    """deploy/kubernetes's readinessProbe asks /readyz."""
+    response = http.get("/readyz")
+    if response.status_code == 404:
+        pytest.xfail("the service has no /readyz yet; the Kubernetes readinessProbe needs it")
+    assert response.status_code == 200
+
+
+def test_softmax_numbers(http: httpx.Client) -> None:
+    # softmax([0, ln 2]) = [1/3, 2/3]; Jacobian a_i(δ_ij − a_j) = [[2/9, −2/9], [−2/9, 2/9]]
+    response = http.post("/v1/softmax", json={"logits": [[0.0, LN2]]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["probabilities"][0] == pytest.approx([1 / 3, 2 / 3], rel=1e-12)
+    assert body["jacobian"][0] == [
+        pytest.approx([2 / 9, -2 / 9], rel=1e-12),
+        pytest.approx([-2 / 9, 2 / 9], rel=1e-12),
+    ]
+
+
+def test_cross_entropy_numbers(http: httpx.Client) -> None:
+    # label 1: loss = −log(2/3) = log 1.5; gradient a − y = [1/3, −1/3]
+    response = http.post("/v1/cross-entropy", json={"logits": [[0.0, LN2]], "labels": [1]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["loss"] == pytest.approx(math.log(1.5), rel=1e-12)
+    assert body["gradient"][0] == pytest.approx([1 / 3, -1 / 3], rel=1e-12)
+    assert body["gradient_check"]["passed"] is True
+
+
+def test_bad_body_is_422(http: httpx.Client) -> None:
+    response = http.post("/v1/softmax", json={"logits": "not numbers"})
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_settings_reach_the_container(http: httpx.Client) -> None:
+    """GRADCHECK_MAX_BODY_BYTES=65536 is set on the session container: a bigger body is 413."""
+    logits = [[0.5] * 10] * 2000  # about 80 KB of JSON
+    response = http.post("/v1/softmax", json={"logits": logits, "include": ["probabilities"]})
+    assert response.status_code == 413, response.text[:500]
+
+
+def test_runs_as_non_root(container: RunningContainer, app_image: str) -> None:
+    assert run(["docker", "exec", container.name, "id", "-u"]).stdout.strip() != "0"
+    user = run(["docker", "image", "inspect", "--format", "{{.Config.User}}", app_image]).stdout
+    uid = user.strip().split(":")[0]
+    assert uid.isdigit(), f"USER should be numeric for runAsNonRoot, got {user!r}"
+    assert int(uid) != 0
+
+
+def test_web_concurrency_sets_the_worker_count(container: RunningContainer) -> None:
+    """WEB_CONCURRENCY=2 on the session container: a supervisor and two worker processes."""
+    top = run(["docker", "top", container.name, "-o", "pid,args"]).stdout
+    workers = [line for line in top.splitlines() if "spawn_main" in line]
+    assert len(workers) == 2, top
+    # uvicorn itself is PID 1 in the container (the entrypoint execs it): it gets SIGTERM.
+    cmdline = run(["docker", "exec", container.name, "cat", "/proc/1/cmdline"]).stdout
+    assert "uvicorn" in cmdline
+
+
+def test_hardened_run_and_graceful_stop(app_image: str) -> None:
+    """As Kubernetes runs it (deploy/kubernetes): read-only root, no capabilities, no privilege
+    escalation, one worker; then `docker stop` ends it promptly with exit code 0."""
+    name = f"gradcheck-test-hardened-{os.getpid()}"
+    port = free_port()
+    try:
+        start_container(
+            name,
+            port,
+            "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--user", "10001:10001",
+            env={"WEB_CONCURRENCY": "1"},
+        )  # fmt: skip
+        wait_until_healthy(name)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/softmax", json={"logits": [0.0, LN2]}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["probabilities"][0] == pytest.approx([1 / 3, 2 / 3], rel=1e-12)
+        started = time.monotonic()
+        run(["docker", "stop", "--time", "20", name], timeout=60)
+        assert time.monotonic() - started < 15, "SIGTERM did not stop uvicorn promptly"
+        exit_code = run(["docker", "inspect", "--format", "{{.State.ExitCode}}", name]).stdout
+        assert exit_code.strip() == "0"
+    finally:
+        remove_container(name)
