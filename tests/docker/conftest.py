@@ -150,12 +150,12 @@ def remove_container(name: str) -> None:
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[None]:
     """A Docker engine that answers; started with scripts/start-dockerd.sh if none runs."""
-    require(shutil.which("docker"), "the docker client is not installed (apt-get install docker.io)")
+    require(
+        shutil.which("docker"), "the docker client is not installed (apt-get install docker.io)"
+    )
     started_pid: int | None = None
     if not docker_answers():
-        require(
-            shutil.which("dockerd"), "no Docker engine answers and dockerd is not installed"
-        )
+        require(shutil.which("dockerd"), "no Docker engine answers and dockerd is not installed")
         require(os.geteuid() == 0, "no Docker engine answers and only root can start dockerd")
         run(["bash", str(SCRIPTS / "start-dockerd.sh")], timeout=120)
         started_pid = int(Path(DOCKERD_PIDFILE).read_text().strip())
