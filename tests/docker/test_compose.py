@@ -9,6 +9,7 @@ import httpx
 import pytest
 import yaml
 
+from app.core.config import Settings
 from tests.docker.conftest import ROOT, free_port, run, wait_until_healthy
 
 pytestmark = pytest.mark.docker
@@ -44,6 +45,15 @@ def test_default_profile_is_one_service(compose: list[str]) -> None:
     assert "python3" in service["healthcheck"]["test"]
     assert service["environment"]["PORT"] == "8000"
     assert service["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+
+
+def test_passed_through_settings_are_service_settings(compose: list[str]) -> None:
+    fields = {f"GRADCHECK_{name.upper()}" for name in Settings.model_fields}
+    config = compose_config(compose, "--profile", "scale")
+    for name in APP_SERVICES:
+        keys = {k for k in config["services"][name]["environment"] if k.startswith("GRADCHECK_")}
+        assert keys, f"{name} passes no GRADCHECK_* setting through"
+        assert keys <= fields, f"not settings of the service: {sorted(keys - fields)}"
 
 
 def test_settings_come_from_the_environment(compose: list[str]) -> None:
