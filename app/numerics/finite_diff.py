@@ -25,6 +25,8 @@ from numpy.typing import NDArray
 from app.numerics.softmax import FloatArray
 
 COMPLEX_STEP = 1e-20
+EVALUATION_ENTRIES = 1 << 18
+"""Most numbers in one perturbed stack passed to the differentiated function (bounds memory)."""
 
 
 class Method(StrEnum):
@@ -91,7 +93,8 @@ def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Step
         base = float(np.finfo(dtype).eps ** (1 / (STENCILS[method].order + 1)))
         h = (base * np.maximum(1, np.abs(np.where(finite, z, 1)))).astype(dtype)
         scaled = True
-    exact = np.where(finite, (z + h) - z, h)
+    with np.errstate(invalid="ignore"):
+        exact = np.where(finite, (z + h) - z, h)
     return Steps(np.where(exact > 0, exact, h), base, scaled)
 
 
@@ -101,49 +104,55 @@ def derivative_by_column(
     steps: Steps,
     method: Method,
 ) -> FloatArray:
-    """∂f_n/∂z_nj for every sample n and class j, one class column per evaluation.
+    """∂f_n/∂z_nj for every sample n and class j, several class columns per evaluation.
 
-    `f` maps a batch (N, C) to outputs (N,) or (N, K) with row n depending on z_n alone. The
-    result has shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j].
+    `f` maps a stack of batches (B, N, C) to outputs (B, N) or (B, N, K), row-wise along the
+    last axis. Every perturbed copy of the batch (one per column j and stencil point) becomes
+    one slice of the stack, at most EVALUATION_ENTRIES numbers per call of `f`. The result has
+    shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j].
     """
     z = np.asarray(logits)
     h = steps.h
-    num_classes = z.shape[1]
-    result: FloatArray | None = None
+    num_samples, num_classes = z.shape
     if method is Method.COMPLEX_STEP:
-        perturbed_c = z.astype(np.result_type(z.dtype, np.complex64))
+        offsets: tuple[complex | float, ...] = (1j,)
+        weights: tuple[float, ...] = (1.0,)
+        work_dtype = np.result_type(z.dtype, np.complex64)
     else:
-        stencil = STENCILS[method]
-        perturbed = z.copy()
-    for j in range(num_classes):
+        offsets, weights = STENCILS[method].offsets, STENCILS[method].weights
+        work_dtype = z.dtype
+    points = len(offsets)
+    chunk = max(1, min(num_classes, EVALUATION_ENTRIES // (points * z.size)))
+    result: FloatArray | None = None
+    for start in range(0, num_classes, chunk):
+        columns = np.arange(start, min(start + chunk, num_classes))
+        width = columns.size
+        stack = np.empty((points, width, num_samples, num_classes), work_dtype)
+        stack[...] = z
+        slots = np.arange(width)
+        for point, offset in enumerate(offsets):
+            stack[point, slots, :, columns] = z[:, columns].T + offset * h[:, columns].T
+        values = np.asarray(f(stack.reshape(points * width, num_samples, num_classes)))
+        values = values.reshape(points, width, *values.shape[1:])
         if method is Method.COMPLEX_STEP:
-            perturbed_c[:, j] = z[:, j] + 1j * h[:, j]
-            column: NDArray[np.generic] = np.imag(f(perturbed_c))
-            perturbed_c[:, j] = z[:, j]
+            combined: NDArray[np.generic] = np.imag(values[0])
         else:
-            column = np.zeros(0)
-            for offset, weight in zip(stencil.offsets, stencil.weights, strict=True):
-                perturbed[:, j] = z[:, j] + offset * h[:, j]
-                term = np.multiply(weight, f(perturbed))
-                column = term if column.size == 0 else column + term
-            perturbed[:, j] = z[:, j]
+            combined = np.multiply(weights[0], values[0])
+            for point in range(1, points):
+                combined = combined + np.multiply(weights[point], values[point])
         if result is None:
-            result = np.empty((*np.shape(column), num_classes), z.dtype)
-        result[..., j] = _per_row(np.asarray(column), 1 / h[:, j])
+            result = np.empty((*combined.shape[1:], num_classes), z.dtype)
+        inverse_h = (1 / h[:, columns]).T.reshape(width, num_samples, *(1,) * (combined.ndim - 2))
+        result[..., columns] = np.moveaxis(combined * inverse_h, 0, -1)
     assert result is not None
     return result
-
-
-def _per_row(values: NDArray[np.generic], factor: FloatArray) -> FloatArray:
-    """values (N, ...) multiplied row-wise by factor (N,)."""
-    return np.asarray(values) * factor.reshape((-1,) + (1,) * (np.ndim(values) - 1))
 
 
 def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bool_]]:
     """(z − max Re z per row, mask of −inf entries); the masked entries are set to 0."""
     masked = np.isneginf(np.real(z))
     with np.errstate(invalid="ignore"):
-        shifted = z - np.max(np.real(z), axis=1, keepdims=True)
+        shifted = z - np.max(np.real(z), axis=-1, keepdims=True)
     return np.where(masked, 0, shifted), masked
 
 
@@ -151,15 +160,15 @@ def plain_softmax(z: NDArray[np.generic]) -> NDArray[np.generic]:
     """a = exp(z − m) / Σ exp(z − m), real or complex, 0 on −inf entries."""
     shifted, masked = _shifted(z)
     e = np.where(masked, 0, np.exp(shifted))
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 def plain_losses(z: NDArray[np.generic], q: FloatArray) -> NDArray[np.generic]:
     """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)), real or complex."""
     shifted, masked = _shifted(z)
     e = np.where(masked, 0, np.exp(shifted))
-    log_probabilities = shifted - np.log(e.sum(axis=1, keepdims=True))
-    return np.asarray(-(q * np.where(masked, 0, log_probabilities)).sum(axis=1))
+    log_probabilities = shifted - np.log(e.sum(axis=-1, keepdims=True))
+    return np.asarray(-(q * np.where(masked, 0, log_probabilities)).sum(axis=-1))
 
 
 def bernoulli_cumulant(p: FloatArray, order: int) -> FloatArray:

@@ -1,0 +1,144 @@
+"""Numeric derivatives: accuracy per method, batching, steps and honest error estimates."""
+
+import numpy as np
+import pytest
+
+from app.numerics.compare import compare, rel_error
+from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.finite_diff import (
+    Method,
+    choose_steps,
+    derivative_by_column,
+    plain_losses,
+    plain_softmax,
+)
+from app.numerics.gradcheck import (
+    NumericOptions,
+    Output,
+    Tolerance,
+    analyse_cross_entropy,
+    analyse_softmax,
+)
+from tests.numerics import reference
+
+RNG = np.random.default_rng(11)
+LOGITS = RNG.normal(scale=2.0, size=(16, 7))
+LABELS = RNG.integers(0, 7, size=16)
+
+# float64 relative-error ceilings (cs231n's rel_error) that each method must reach here
+CEILINGS = {
+    Method.COMPLEX_STEP: 1e-13,
+    Method.FIVE_POINT: 1e-8,
+    Method.CENTRAL: 1e-7,
+    Method.FORWARD: 1e-3,
+}
+
+
+def _report(method: Method, dtype: type = np.float64, logits: np.ndarray = LOGITS):
+    targets = index_targets(
+        LABELS[: len(logits)] % logits.shape[1],
+        logits.shape[1],
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.05,
+        reduction=Reduction.MEAN,
+        dtype=dtype,
+    )
+    return analyse_cross_entropy(
+        logits.astype(dtype),
+        targets,
+        Reduction.MEAN,
+        frozenset({Output.NUMERIC_GRADIENT, Output.NUMERIC_JACOBIAN}),
+        NumericOptions(method),
+        Tolerance(),
+    )
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_each_method_reaches_its_accuracy_in_float64(method: Method) -> None:
+    report = _report(method)
+    assert report.gradient_check is not None
+    assert report.jacobian_check is not None
+    assert report.gradient_check.agreement.max_rel_error <= CEILINGS[method]
+    assert report.jacobian_check.agreement.max_rel_error <= CEILINGS[method]
+    assert report.gradient_check.agreement.passed
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_error_estimate_bounds_the_actual_error(method: Method) -> None:
+    check = _report(method).gradient_check
+    assert check is not None
+    estimate = check.estimate.truncation + check.estimate.rounding
+    assert check.agreement.max_abs_error <= 10 * estimate
+    if method is not Method.COMPLEX_STEP:  # an estimate, not a wild overstatement
+        assert estimate <= 1e4 * max(check.agreement.max_abs_error, 1e-300)
+
+
+def test_float32_central_is_clearly_worse_than_float64() -> None:
+    logits = np.array([[8.0, 1.0, -3.0, 0.5], [2.0, 2.0, 9.0, -1.0]] * 4)
+    worse = _report(Method.CENTRAL, np.float32, logits).gradient_check
+    better = _report(Method.CENTRAL, np.float64, logits).gradient_check
+    assert worse is not None
+    assert better is not None
+    assert worse.agreement.max_rel_error > 1000 * better.agreement.max_rel_error
+    assert worse.agreement.max_rel_error > 1e-6
+
+
+def test_complex_step_matches_mpmath_to_the_last_digits() -> None:
+    z = LOGITS[:3]
+    numeric = derivative_by_column(
+        plain_softmax, z, choose_steps(z, Method.COMPLEX_STEP, None), Method.COMPLEX_STEP
+    )
+    for row, block in zip(z, numeric, strict=True):
+        exact = [x for r in reference.jacobian(row) for x in r]
+        assert reference.relative_row_error(block.ravel(), exact) <= 1e-14
+
+
+def test_batched_columns_equal_one_element_at_a_time() -> None:
+    z = LOGITS[:4, :5]
+    q = np.eye(5)[[0, 1, 2, 3]]
+    steps = choose_steps(z, Method.CENTRAL, None)
+    batched = derivative_by_column(lambda x: plain_losses(x, q), z, steps, Method.CENTRAL)
+    for n in range(4):
+        for j in range(5):
+            plus, minus = z.copy(), z.copy()
+            plus[n, j] += steps.h[n, j]
+            minus[n, j] -= steps.h[n, j]
+            one = (plain_losses(plus, q)[n] - plain_losses(minus, q)[n]) / (2 * steps.h[n, j])
+            assert batched[n, j] == pytest.approx(one, rel=1e-12, abs=1e-15)
+
+
+def test_steps_scale_with_the_logits_and_are_exactly_representable() -> None:
+    z = np.array([[0.5, -3.0, 1e3, -np.inf]])
+    steps = choose_steps(z, Method.CENTRAL, None)
+    base = np.finfo(np.float64).eps ** (1 / 3)
+    assert steps.base == pytest.approx(base)
+    np.testing.assert_allclose(steps.h[0, :3], base * np.array([1.0, 3.0, 1e3]), rtol=1e-10)
+    assert steps.h[0, 3] == pytest.approx(base)
+    finite = z[:, :3]
+    np.testing.assert_array_equal((finite + steps.h[:, :3]) - finite, steps.h[:, :3])
+    np.testing.assert_allclose(choose_steps(z, Method.FORWARD, 1e-4).h, 1e-4, rtol=1e-9)
+    assert choose_steps(z, Method.COMPLEX_STEP, None).rule == "h = 1e-20"
+
+
+def test_softmax_check_reports_the_jacobian_agreement() -> None:
+    report = analyse_softmax(
+        LOGITS, frozenset({Output.NUMERIC_JACOBIAN}), NumericOptions(Method.FIVE_POINT)
+    )
+    assert report.jacobian is not None
+    assert report.numeric_jacobian is not None
+    assert report.jacobian_check is not None
+    assert report.jacobian_check.agreement.passed
+
+
+def test_compare_counts_and_ranks_mismatches() -> None:
+    analytic = np.array([[1.0, 2.0, 3.0]])
+    numeric = np.array([[1.0, 2.1, 3.5]])
+    agreement = compare(analytic, numeric, atol=1e-5, rtol=1e-3)
+    assert not agreement.passed
+    assert agreement.mismatches == 2
+    assert agreement.checked == 3
+    assert [m.index for m in agreement.worst] == [(0, 2), (0, 1)]
+    assert agreement.max_abs_error == pytest.approx(0.5)
+    assert agreement.max_rel_error == pytest.approx(0.5 / 6.5)
+    assert rel_error(np.zeros(2), np.zeros(2)) == 0.0
