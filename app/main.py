@@ -8,7 +8,11 @@ from app import __version__
 from app.api.deps import REQUEST_BODY_MODELS
 from app.api.errors import install_error_handlers
 from app.api.router import ROUTERS
+from app.api.routes.ops import lifespan
 from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
+from app.core.metrics import HttpMetrics
+from app.core.middleware import install_middleware
 
 DESCRIPTION = """
 Softmax and cross-entropy, their Jacobian and gradient — analytic and numeric — and a verdict on
@@ -39,13 +43,17 @@ def _openapi_with_body_models(app: FastAPI) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service: settings, routers, error handlers, OpenAPI."""
     settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(
         title="gradcheck",
         version=__version__,
         description=DESCRIPTION,
         max_body_size=settings.max_body_bytes,
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = HttpMetrics()
+    install_middleware(app, settings, app.state.metrics)
     app.dependency_overrides[get_settings] = lambda: settings
     for router in ROUTERS:
         app.include_router(router)

@@ -2,6 +2,6 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import cross_entropy, health, softmax
+from app.api.routes import cross_entropy, health, ops, softmax
 
-ROUTERS: list[APIRouter] = [health.router, softmax.router, cross_entropy.router]
+ROUTERS: list[APIRouter] = [health.router, ops.router, softmax.router, cross_entropy.router]

@@ -1,9 +1,10 @@
 """Service settings: one pydantic-settings object, read from GRADCHECK_* environment variables."""
 
 from functools import lru_cache
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -22,6 +23,37 @@ class Settings(BaseSettings):
         description="Largest total number of numbers in the requested outputs "
         "(a Jacobian alone has N·C·C).",
     )
+    request_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time from a request's arrival to its response (504 above); the "
+        "numeric derivatives stop at the next class column once it has passed.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser, comma-separated "
+        "(e.g. https://course.example.org); empty (the default) sends no CORS headers.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Level of the service's and uvicorn's logs."
+    )
+    log_json: bool = Field(
+        True, description="One JSON object per log line on stdout; false for plain text."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        """Accept uvicorn's lower-case level names too."""
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """A comma-separated string from the environment as a list of origins."""
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
 
 @lru_cache

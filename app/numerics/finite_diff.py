@@ -16,6 +16,7 @@ the cancellation-free analytic path in `softmax.py`.
 """
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,6 +28,10 @@ from app.numerics.softmax import FloatArray
 COMPLEX_STEP = 1e-20
 EVALUATION_ENTRIES = 1 << 18
 """Most numbers in one perturbed stack passed to the differentiated function (bounds memory)."""
+COLUMN_CHECKPOINT: ContextVar[Callable[[], None] | None] = ContextVar(
+    "column_checkpoint", default=None
+)
+"""Called before each group of class columns; a caller may raise from it to stop early."""
 
 
 class Method(StrEnum):
@@ -124,7 +129,10 @@ def derivative_by_column(
     points = len(offsets)
     chunk = max(1, min(num_classes, EVALUATION_ENTRIES // (points * z.size)))
     result: FloatArray | None = None
+    checkpoint = COLUMN_CHECKPOINT.get()
     for start in range(0, num_classes, chunk):
+        if checkpoint is not None:
+            checkpoint()
         columns = np.arange(start, min(start + chunk, num_classes))
         width = columns.size
         stack = np.empty((points, width, num_samples, num_classes), work_dtype)

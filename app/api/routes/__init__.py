@@ -15,6 +15,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ValidationErrorResponse,
         "description": "Invalid input, naming field and position.",
     },
+    504: {
+        "model": MessageResponse,
+        "description": "Stopped at GRADCHECK_REQUEST_TIMEOUT_SECONDS; says how to ask for less.",
+    },
 }
 
 

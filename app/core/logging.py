@@ -1,0 +1,99 @@
+"""Logs: one JSON object per line on stdout, each carrying the id of the request it belongs to.
+
+The request id lives in a context variable set by the request middleware; context variables
+follow a request into `run_in_threadpool`, so log lines written by the computation carry it too.
+Nothing here logs headers, query strings or bodies: API keys and other secrets cannot leak.
+"""
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the request being served (None outside a request)."""
+
+ACCESS_LOGGER = "gradcheck.access"
+"""One line per finished request, written by the request middleware (replaces uvicorn's)."""
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "message", "request_id", ...extra fields, "exception"}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class PlainFormatter(logging.Formatter):
+    """`time level logger [request id] message key=value ...` for reading in a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of text (plus a traceback, if any)."""
+        request_id = REQUEST_ID.get()
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+        )
+        line = " ".join(
+            part
+            for part in (
+                self.formatTime(record),
+                record.levelname,
+                record.name,
+                f"[{request_id}]" if request_id else "",
+                record.getMessage(),
+                extras,
+            )
+            if part
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+_HANDLER = logging.StreamHandler(sys.stdout)
+_HANDLER.name = "gradcheck"
+
+
+def configure_logging(level: str, json_lines: bool) -> None:
+    """Send every log (the service's and uvicorn's) through one stdout handler on the root logger.
+
+    Idempotent: calling it again only changes the level and format. Uvicorn's own access log is
+    switched off, since `ACCESS_LOGGER` writes one line per request (with its id) instead.
+    """
+    _HANDLER.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True

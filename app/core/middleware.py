@@ -1,0 +1,295 @@
+"""ASGI middleware: request id, access log and metrics; security headers; CORS; compute timeout.
+
+Outermost first, as `install_middleware` stacks them:
+
+1. `RequestObservabilityMiddleware`: accepts or generates `X-Request-ID`, echoes it, writes one
+   access-log line and the Prometheus observations per request.
+2. `SecurityHeadersMiddleware`: nosniff, no framing, no referrer on every response; on HTML
+   pages a Content-Security-Policy that allows only same-origin resources plus the page's own
+   inline scripts, by hash.
+3. Starlette's `CORSMiddleware`, only if GRADCHECK_CORS_ORIGINS names origins.
+4. `ComputeTimeoutMiddleware`: 504 once GRADCHECK_REQUEST_TIMEOUT_SECONDS have passed.
+"""
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+import time
+import uuid
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.config import Settings
+from app.core.logging import ACCESS_LOGGER, REQUEST_ID
+from app.core.metrics import UNMATCHED_ROUTE, HttpMetrics
+from app.numerics.finite_diff import COLUMN_CHECKPOINT
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+"""Ids a client may choose: no spaces, quotes or control characters (they end up in logs)."""
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LOGGED_PATH_LENGTH = 200
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+timeout_log = logging.getLogger("gradcheck.timeout")
+
+
+def request_id_for(headers: Headers) -> str:
+    """The client's X-Request-ID if it is 1–128 characters of [A-Za-z0-9._:-], else a new one."""
+    candidate = headers.get(REQUEST_ID_HEADER, "")
+    return candidate if _VALID_REQUEST_ID.fullmatch(candidate) else uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled the request ("/v1/softmax"), never the raw
+    path, so that metric labels stay few."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) if isinstance(route, BaseRoute) else None
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+def _declared_length(headers: Headers) -> int | None:
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+class RequestObservabilityMiddleware:
+    """Request id in and out, one access-log line and one metrics observation per request.
+
+    The access log holds method, path (without the query string), route, status, duration and
+    sizes, never headers or bodies: API keys and tokens stay out of the logs.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request with its id set, then log and count it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = request_id_for(headers)
+        token = REQUEST_ID.set(request_id)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        status = 500
+        received = sent = 0
+        started = time.perf_counter()
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        in_progress = self.metrics.in_progress.labels(method)
+        in_progress.inc()
+        try:
+            await self.app(scope, counting_receive, send_with_id)
+        finally:
+            in_progress.dec()
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            request_bytes = _declared_length(headers) or received
+            self.metrics.observe((method, route, str(status)), seconds, request_bytes, sent)
+            access_log.log(
+                logging.WARNING if status >= 500 else logging.INFO,
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope["path"][:_LOGGED_PATH_LENGTH],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_bytes": request_bytes,
+                    "response_bytes": sent,
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+            REQUEST_ID.reset(token)
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_INLINE_SCRIPT = re.compile(
+    rb"<script\b(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL
+)
+
+
+def html_content_security_policy(page: bytes) -> str:
+    """The CSP of an HTML page: same-origin resources only, and of inline scripts only those in
+    this page (by their SHA-256, so the page's own Swagger UI bootstrap runs and injected ones
+    do not). Inline styles are allowed: Swagger UI and ReDoc set them at run time."""
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return (
+        "default-src 'self'; "
+        f"script-src 'self'{hashes}; "
+        "style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; "
+        "worker-src 'self' blob:; "
+        "object-src 'none'; "
+        "base-uri 'self'; "
+        "form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+
+
+class SecurityHeadersMiddleware:
+    """`SECURITY_HEADERS` on every response; on HTML responses also a Content-Security-Policy.
+
+    An HTML body is held back until complete (pages are small) so its inline scripts can be
+    hashed into the policy before the headers go out.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, adding the headers to its response."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held_start: Message | None = None
+        held_body: list[bytes] = []
+
+        async def send_secured(message: Message) -> None:
+            nonlocal held_start
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if headers.get("content-type", "").startswith("text/html"):
+                    held_start = message
+                    return
+            elif held_start is not None and message["type"] == "http.response.body":
+                held_body.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                page = b"".join(held_body)
+                MutableHeaders(scope=held_start)["Content-Security-Policy"] = (
+                    html_content_security_policy(page)
+                )
+                await send(held_start)
+                message = {"type": "http.response.body", "body": page, "more_body": False}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+class ComputeTimeout(Exception):
+    """Raised between class columns of a numeric derivative once the request's time is up."""
+
+
+class ComputeTimeoutMiddleware:
+    """504 when a request has not started its response within `seconds`.
+
+    The request runs as its own task. At the deadline the client gets the 504 and the task is
+    abandoned: its later output is dropped, and numeric derivatives stop at their next class
+    column (`COLUMN_CHECKPOINT`, which follows the request into its worker thread). Work that
+    has no checkpoint runs to its end in its thread while the event loop keeps serving.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, or answer 504 at its deadline."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.seconds
+        response_started = abandoned = False
+
+        def checkpoint() -> None:
+            if time.monotonic() > deadline:
+                raise ComputeTimeout
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if abandoned:
+                return
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        token = COLUMN_CHECKPOINT.set(checkpoint)
+        try:
+            task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        finally:
+            COLUMN_CHECKPOINT.reset(token)
+        done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        if not done and response_started:
+            await task
+            return
+        if done:
+            try:
+                task.result()
+                return
+            except ComputeTimeout:
+                if response_started:
+                    raise
+        else:
+            abandoned = True
+            task.add_done_callback(_drop_result)
+        timeout_log.warning(
+            "request stopped at the compute timeout",
+            extra={"route": route_template(scope), "timeout_seconds": self.seconds},
+        )
+        await self.timeout_response()(scope, receive, send)
+
+    def timeout_response(self) -> JSONResponse:
+        """504 with a sentence saying which limit was hit and how to stay under it."""
+        return JSONResponse(
+            {
+                "detail": f"The request took longer than GRADCHECK_REQUEST_TIMEOUT_SECONDS = "
+                f"{self.seconds:g} s and was stopped: send fewer samples or classes per "
+                "request, or leave the numeric outputs out of include."
+            },
+            status_code=504,
+        )
+
+
+def _drop_result(task: "asyncio.Task[None]") -> None:
+    """Retrieve an abandoned request's outcome, so asyncio does not report it as unhandled."""
+    if not task.cancelled():
+        task.exception()
+
+
+def install_middleware(app: FastAPI, settings: Settings, metrics: HttpMetrics) -> None:
+    """Stack the middleware of the module docstring on `app` (the last added runs outermost)."""
+    app.add_middleware(ComputeTimeoutMiddleware, seconds=settings.request_timeout_seconds)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", REQUEST_ID_HEADER, "X-API-Key"],
+            expose_headers=[REQUEST_ID_HEADER],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)
