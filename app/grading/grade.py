@@ -1,0 +1,315 @@
+"""Grading: each submitted part against the reference value, for a whole class at once.
+
+A part is correct entry by entry where |submitted − expected| ≤ atol + rtol·|expected| (the
+tolerance test of `app.numerics.compare`, with the reference in the place of the numeric
+derivative). Its score is
+
+    all-or-nothing    points·[every entry correct]
+    partial credit    points·(correct entries / entries)       (PrairieLearn's matrix input)
+
+and max_rel_error is cs231n's max |s − e| / max(1e-8, |s| + |e|). The submissions of a part that
+have the expected shape are stacked into one array and compared in a single numpy expression; a
+part that is missing or unreadable scores 0 with a message saying why.
+"""
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from app.grading.submissions import describe, read_part
+from app.numerics.compare import REL_ERROR_FLOOR
+from app.numerics.cross_entropy import Reduction, Targets
+from app.numerics.errors import InvalidProblem
+from app.numerics.gradcheck import Report, analyse_cross_entropy
+from app.numerics.softmax import FloatArray, softmax_jacobian
+
+MISMATCHES_KEPT = 5
+"""How many mismatching positions are recorded per part (the first ones, in row-major order)."""
+
+
+class Part(StrEnum):
+    """The values a student can submit, in the order they are graded and reported."""
+
+    PROBABILITIES = "probabilities"
+    LOSS = "loss"
+    GRADIENT = "gradient"
+    JACOBIAN = "jacobian"
+
+
+PART_NAMES = ", ".join(Part)
+_PART_VALUES = frozenset(part.value for part in Part)
+
+
+class Reference:
+    """The expected values of one problem (float64); the N·C·C Jacobian only on first use.
+
+    The gradient is that of the reduced loss, as /v1/cross-entropy returns it: (a·Σq − q)/D.
+    Raises InvalidProblem (location ("logits",)) if a value is not finite in the problem's dtype.
+    """
+
+    def __init__(self, logits: FloatArray, targets: Targets, reduction: Reduction) -> None:
+        self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
+        self._values: dict[Part, FloatArray] = {}
+        num_samples, num_classes = logits.shape
+        self._shapes = {
+            Part.PROBABILITIES: (num_samples, num_classes),
+            Part.LOSS: (num_samples,) if reduction is Reduction.NONE else (),
+            Part.GRADIENT: (num_samples, num_classes),
+            Part.JACOBIAN: (num_samples, num_classes, num_classes),
+        }
+
+    def shape(self, part: Part) -> tuple[int, ...]:
+        """The shape a submission of `part` must have (up to axes of length 1)."""
+        return self._shapes[part]
+
+    def _compute(self, part: Part) -> FloatArray | None:
+        report = self._report
+        if part is Part.PROBABILITIES:
+            return report.softmax.probabilities
+        if part is Part.LOSS:
+            return report.loss
+        if part is Part.GRADIENT:
+            return report.gradient
+        return softmax_jacobian(report.softmax)
+
+    def value(self, part: Part) -> FloatArray:
+        """The expected value of `part`, as float64."""
+        if part not in self._values:
+            computed = self._compute(part)
+            value = np.asarray(computed, np.float64)
+            if not np.isfinite(value).all():
+                raise InvalidProblem(
+                    ("logits",),
+                    f"the expected {part} is not finite in this dtype: the logits are too large "
+                    "for this precision (use dtype float64 or smaller logits)",
+                )
+            self._values[part] = value
+        return self._values[part]
+
+
+@dataclass(frozen=True)
+class GradingOptions:
+    """What is graded and how: points per part (parts not listed are not graded) and tolerance."""
+
+    points: Mapping[Part, float]
+    atol: float
+    rtol: float
+    partial_credit: bool
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One entry outside the tolerance."""
+
+    index: tuple[int, ...]
+    submitted: float
+    expected: float
+
+
+@dataclass(frozen=True)
+class PartGrade:
+    """The grade of one part of one submission; `defect` says why it could not be compared."""
+
+    part: Part
+    score: float
+    max_score: float
+    passed: bool
+    defect: str | None
+    entries: int
+    correct: int
+    max_abs_error: float | None
+    max_rel_error: float | None
+    mismatches: tuple[Mismatch, ...]
+
+    @property
+    def fraction_correct(self) -> float:
+        """Correct entries / entries (0 for a part that could not be compared)."""
+        return self.correct / self.entries if self.entries else 0.0
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The grade of one submission. `gradable` is False when no graded part could be compared."""
+
+    parts: tuple[PartGrade, ...]
+    gradable: bool
+    format_errors: tuple[str, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def score(self) -> float:
+        """Σ part scores."""
+        return math.fsum(part.score for part in self.parts)
+
+    @property
+    def max_score(self) -> float:
+        """Σ part points."""
+        return math.fsum(part.max_score for part in self.parts)
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """Per-submission counts and errors of one part, for a stack of S submissions."""
+
+    within: np.ndarray
+    """(S, entries) booleans."""
+    correct: np.ndarray
+    max_abs_error: np.ndarray
+    max_rel_error: np.ndarray
+
+
+def _compare_stack(
+    submitted: FloatArray, expected: FloatArray, atol: float, rtol: float
+) -> _Comparison:
+    """The tolerance test and error measures of S stacked submissions (S, *shape) at once."""
+    count = submitted.shape[0]
+    expected_flat = expected.reshape(1, -1)
+    submitted_flat = submitted.reshape(count, -1)
+    difference = np.abs(submitted_flat - expected_flat)
+    within = difference <= atol + rtol * np.abs(expected_flat)
+    relative = difference / np.maximum(
+        REL_ERROR_FLOOR, np.abs(submitted_flat) + np.abs(expected_flat)
+    )
+    return _Comparison(
+        within=within,
+        correct=within.sum(axis=1),
+        max_abs_error=difference.max(axis=1, initial=0.0),
+        max_rel_error=relative.max(axis=1, initial=0.0),
+    )
+
+
+def _mismatches(
+    within: np.ndarray, submitted: FloatArray, expected: FloatArray
+) -> tuple[Mismatch, ...]:
+    """The first few entries outside the tolerance, in row-major order."""
+    positions = np.flatnonzero(~within)[:MISMATCHES_KEPT]
+    return tuple(
+        Mismatch(
+            tuple(int(i) for i in np.unravel_index(position, expected.shape)),
+            float(submitted.flat[position]),
+            float(expected.flat[position]),
+        )
+        for position in positions
+    )
+
+
+def _unreadable(part: Part, points: float, defect: str) -> PartGrade:
+    return PartGrade(part, 0.0, points, False, defect, 0, 0, None, None, ())
+
+
+def _grade_part(
+    part: Part,
+    answers: Sequence[Mapping[str, object] | None],
+    reference: Reference,
+    options: GradingOptions,
+) -> list[PartGrade]:
+    """Part `part` of every submission: readable ones stacked and compared in one go."""
+    points = options.points[part]
+    shape = reference.shape(part)
+    grades: list[PartGrade | None] = []
+    readable: list[int] = []
+    arrays: list[FloatArray] = []
+    for answer in answers:
+        if answer is None:
+            grades.append(_unreadable(part, points, f"{part}: not read, see the format errors"))
+        elif part not in answer:
+            expected = f"an array of shape {list(shape)}" if shape else "a number"
+            grades.append(_unreadable(part, points, f"{part}: missing (expected {expected})"))
+        else:
+            array = read_part(part, answer[part], shape)
+            if isinstance(array, str):
+                grades.append(_unreadable(part, points, array))
+            else:
+                readable.append(len(grades))
+                arrays.append(array)
+                grades.append(None)
+    if arrays:
+        stack = np.stack(arrays)
+        expected_value = reference.value(part)
+        comparison = _compare_stack(stack, expected_value, options.atol, options.rtol)
+        entries = comparison.within.shape[1]
+        for row, index in enumerate(readable):
+            correct = int(comparison.correct[row])
+            passed = correct == entries
+            credit = correct / entries if options.partial_credit else float(passed)
+            grades[index] = PartGrade(
+                part=part,
+                score=points * credit,
+                max_score=points,
+                passed=passed,
+                defect=None,
+                entries=entries,
+                correct=correct,
+                max_abs_error=float(comparison.max_abs_error[row]),
+                max_rel_error=float(comparison.max_rel_error[row]),
+                mismatches=()
+                if passed
+                else _mismatches(comparison.within[row], stack[row], expected_value),
+            )
+    return [grade for grade in grades if grade is not None]
+
+
+def _key_text(key: str) -> str:
+    return json.dumps(key[:20], ensure_ascii=False) + ("…" if len(key) > 20 else "")
+
+
+def _sheet(
+    submission: object, graded: Sequence[Part]
+) -> tuple[Mapping[str, object] | None, str | None, list[str]]:
+    """The submission as a mapping (None if it is not a JSON object), why not, and notes on it."""
+    if not isinstance(submission, dict):
+        return (
+            None,
+            f"the submission must be a JSON object with any of {PART_NAMES} as keys; got "
+            f"{describe(submission)}",
+            [],
+        )
+    notes = [
+        f"ignored {_key_text(key)}: not a part (the parts are {PART_NAMES})"
+        for key in submission
+        if key not in _PART_VALUES
+    ]
+    notes += [
+        f"{part}: submitted but not graded in this assignment"
+        for part in Part
+        if part in submission and part not in graded
+    ]
+    return submission, None, notes
+
+
+def _format_errors(
+    answer: Mapping[str, object] | None,
+    sheet_error: str | None,
+    parts: Sequence[PartGrade],
+    notes: Sequence[str],
+) -> list[str]:
+    """Why nothing could be graded: the sheet's defect, the absent parts, or each part's defect."""
+    if sheet_error is not None:
+        return [sheet_error]
+    assert answer is not None
+    present = [part for part in parts if part.part in answer]
+    if not present:
+        names = ", ".join(part.part for part in parts)
+        return [f"the submission holds none of the graded parts ({names}) as JSON keys", *notes]
+    return [str(part.defect) for part in present]
+
+
+def grade_batch(
+    reference: Reference, submissions: Sequence[object], options: GradingOptions
+) -> list[Grade]:
+    """Grade every submission against `reference`; each part for all students in one go."""
+    graded = [part for part in Part if part in options.points]
+    sheets = [_sheet(submission, graded) for submission in submissions]
+    answers = [answer for answer, _, _ in sheets]
+    by_part = [_grade_part(part, answers, reference, options) for part in graded]
+    grades = []
+    for student, (answer, sheet_error, notes) in enumerate(sheets):
+        parts = tuple(part_grades[student] for part_grades in by_part)
+        gradable = any(part.defect is None for part in parts)
+        format_errors = () if gradable else tuple(_format_errors(answer, sheet_error, parts, notes))
+        grades.append(Grade(parts, gradable, format_errors, tuple(notes)))
+    return grades
