@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -40,12 +40,31 @@ class Settings(BaseSettings):
     log_json: bool = Field(
         True, description="One JSON object per log line on stdout; false for plain text."
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs problem ids (HMAC-SHA256), at least 32 random characters. "
+        "Unset: a random key per process, so ids die with the process and differ between "
+        "replicas; set it for any real deployment.",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys, comma-separated; when set, every /v1 endpoint needs one in the "
+        "X-API-Key header. Empty (the default): the service is open.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         """Accept uvicorn's lower-case level names too."""
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """A comma-separated string from the environment as a list of keys."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
