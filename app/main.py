@@ -6,9 +6,11 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api.deps import REQUEST_BODY_MODELS
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.router import ROUTERS
 from app.api.routes.ops import lifespan
+from app.api.routes.web import STATIC_URL, static_files
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.core.metrics import HttpMetrics
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         max_body_size=settings.max_body_bytes,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
+    app.mount(STATIC_URL, static_files(), name="static")
     install_error_handlers(app)
     app.openapi = lambda: _openapi_with_body_models(app)  # type: ignore[method-assign]
     return app

@@ -2,6 +2,12 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import cross_entropy, health, ops, softmax
+from app.api.routes import cross_entropy, health, ops, softmax, web
 
-ROUTERS: list[APIRouter] = [health.router, ops.router, softmax.router, cross_entropy.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    ops.router,
+    softmax.router,
+    cross_entropy.router,
+    web.router,
+]

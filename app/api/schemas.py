@@ -89,6 +89,8 @@ Dtype = Literal["float64", "float32"]
 DTYPE_DESCRIPTION = (
     "Precision of every computation: float64, or float32 to see why float32 gradient checks fail."
 )
+NUMERIC_DESCRIPTION = "How the numeric derivative is taken: method and step h."
+TOLERANCE_DESCRIPTION = "The agreement test |analytic − numeric| ≤ atol + rtol·|numeric|."
 
 CROSS_ENTROPY_DEFAULT_INCLUDE = [
     Output.PROBABILITIES,
@@ -113,8 +115,10 @@ class SoftmaxRequest(BaseModel):
             "(∂a_i/∂z_j = a_i(δ_ij − a_j)), numeric_jacobian (adds `jacobian_check`).",
         )
     )
-    numeric: NumericOptions = Field(default_factory=NumericOptions)
-    tolerance: ToleranceOptions = Field(default_factory=ToleranceOptions)
+    numeric: NumericOptions = Field(default_factory=NumericOptions, description=NUMERIC_DESCRIPTION)
+    tolerance: ToleranceOptions = Field(
+        default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
+    )
 
 
 class LossOptions(BaseModel):
@@ -144,8 +148,10 @@ class CrossEntropyRequest(LossOptions):
     logits: Logits
     labels: Labels
     dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
-    numeric: NumericOptions = Field(default_factory=NumericOptions)
-    tolerance: ToleranceOptions = Field(default_factory=ToleranceOptions)
+    numeric: NumericOptions = Field(default_factory=NumericOptions, description=NUMERIC_DESCRIPTION)
+    tolerance: ToleranceOptions = Field(
+        default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
+    )
     include: list[Output] = Field(
         default_factory=lambda: list(CROSS_ENTROPY_DEFAULT_INCLUDE),
         description="Outputs to return. Default: probabilities, loss, gradient, "
@@ -163,8 +169,8 @@ class MismatchModel(BaseModel):
     """One element outside the tolerance."""
 
     index: list[int] = Field(description="Position in the checked array, e.g. [n, j].")
-    analytic: float
-    numeric: float
+    analytic: float = Field(description="The analytic derivative at that position.")
+    numeric: float = Field(description="The numeric derivative at that position.")
 
 
 class CheckModel(BaseModel):
@@ -175,13 +181,13 @@ class CheckModel(BaseModel):
     max_rel_error: float = Field(description="cs231n: max |a − n| / max(1e-8, |a| + |n|).")
     mismatches: int = Field(description="How many elements fail the tolerance test.")
     checked: int = Field(description="How many elements were compared.")
-    atol: float
-    rtol: float
-    method: Method
+    atol: float = Field(description="The absolute tolerance used.")
+    rtol: float = Field(description="The relative tolerance used.")
+    method: Method = Field(description="The finite-difference method used.")
     step: float = Field(description="The base step h (see step_rule).")
     step_rule: str = Field(description="How the step of each element was chosen.")
-    step_min: float
-    step_max: float
+    step_min: float = Field(description="The smallest step used for any element.")
+    step_max: float = Field(description="The largest step used for any element.")
     estimated_truncation_error: float = Field(
         description="≈ c·h^p·|f^(p+1)|, largest over the elements, for the step used."
     )
@@ -195,9 +201,9 @@ class CheckModel(BaseModel):
 class SoftmaxResponse(BaseModel):
     """Softmax outputs; arrays not asked for in `include` are absent."""
 
-    batch_size: int
-    num_classes: int
-    dtype: Dtype
+    batch_size: int = Field(description="N, the number of samples.")
+    num_classes: int = Field(description="C, the number of classes.")
+    dtype: Dtype = Field(description="The precision the results were computed in.")
     probabilities: Matrix | None = Field(None, description="a = softmax(z), N×C.")
     log_probabilities: list[list[float | None]] | None = Field(
         None, description="log a, N×C; null where the logit is -Infinity (log 0)."
@@ -205,14 +211,18 @@ class SoftmaxResponse(BaseModel):
     jacobian: list[Matrix] | None = Field(
         None, description="N×C×C, jacobian[n][i][j] = ∂a_i/∂z_j = a_i(δ_ij − a_j)."
     )
-    numeric_jacobian: list[Matrix] | None = None
-    jacobian_check: CheckModel | None = None
+    numeric_jacobian: list[Matrix] | None = Field(
+        None, description="N×C×C finite-difference Jacobian (with `numeric_jacobian` in include)."
+    )
+    jacobian_check: CheckModel | None = Field(
+        None, description="Agreement of `jacobian` and `numeric_jacobian`."
+    )
 
 
 class CrossEntropyResponse(SoftmaxResponse):
     """Cross-entropy outputs; arrays not asked for in `include` are absent."""
 
-    reduction: Reduction
+    reduction: Reduction = Field(description="The reduction applied to the per-sample losses.")
     loss: float | list[float] | None = Field(
         None, description="The reduced loss (a number), or the N per-sample losses for `none`."
     )
@@ -221,25 +231,29 @@ class CrossEntropyResponse(SoftmaxResponse):
         None,
         description="Analytic dL/dz = (a·Σq − q)/D, N×C; for `none`, row n is ∂loss_n/∂z_n.",
     )
-    numeric_gradient: Matrix | None = None
-    gradient_check: CheckModel | None = None
+    numeric_gradient: Matrix | None = Field(
+        None, description="Finite-difference dL/dz of the same (reduced) loss, N×C."
+    )
+    gradient_check: CheckModel | None = Field(
+        None, description="Agreement of `gradient` and `numeric_gradient`."
+    )
 
 
 class ErrorItem(BaseModel):
     """One problem with the request."""
 
     loc: list[str | int] = Field(description='Where: e.g. ["body", "logits", 3, 1].')
-    msg: str
-    type: str
+    msg: str = Field(description="What is wrong and how to fix it.")
+    type: str = Field(description='A machine-readable kind, e.g. "finite_number".')
 
 
 class ValidationErrorResponse(BaseModel):
     """422: the request is well-formed JSON but not a valid problem."""
 
-    detail: list[ErrorItem]
+    detail: list[ErrorItem] = Field(description="Every problem found, each with its location.")
 
 
 class MessageResponse(BaseModel):
     """4xx other than 422: one sentence saying what to change."""
 
-    detail: str
+    detail: str = Field(description="What to change, in one sentence.")

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, json_body, request_body_openapi
 from app.api.encoding import report_fields, respond
+from app.api.examples import CROSS_ENTROPY_EXAMPLES
 from app.api.problems import DTYPES, check_output_size, parse_logits, parse_targets, to_dtype
 from app.api.routes import ERROR_RESPONSES, success_response
 from app.api.schemas import CrossEntropyRequest, CrossEntropyResponse
@@ -45,7 +46,7 @@ def cross_entropy_fields(body: CrossEntropyRequest, settings: Settings) -> dict[
     response_model=CrossEntropyResponse,
     response_model_exclude_none=True,
     responses={**ERROR_RESPONSES, **success_response()},
-    openapi_extra=request_body_openapi(CrossEntropyRequest),
+    openapi_extra=request_body_openapi(CrossEntropyRequest, examples=CROSS_ENTROPY_EXAMPLES),
 )
 async def cross_entropy(
     body: CrossEntropyBody,

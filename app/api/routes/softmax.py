@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, json_body, request_body_openapi
 from app.api.encoding import report_fields, respond
+from app.api.examples import SOFTMAX_EXAMPLES
 from app.api.problems import check_output_size, parse_logits, to_dtype
 from app.api.routes import ERROR_RESPONSES, success_response
 from app.api.schemas import SoftmaxRequest, SoftmaxResponse
@@ -39,7 +40,7 @@ def softmax_fields(body: SoftmaxRequest, settings: Settings) -> dict[str, object
     response_model=SoftmaxResponse,
     response_model_exclude_none=True,
     responses={**ERROR_RESPONSES, **success_response()},
-    openapi_extra=request_body_openapi(SoftmaxRequest),
+    openapi_extra=request_body_openapi(SoftmaxRequest, examples=SOFTMAX_EXAMPLES),
 )
 async def softmax(
     body: SoftmaxBody,

@@ -1,0 +1,142 @@
+"""Named request examples for the OpenAPI document: one click on "Try it out → Execute".
+
+Each example is an OpenAPI Example Object (summary, description, value). Swagger UI offers them
+in a drop-down above the request body; ReDoc shows them beside the schema; the explorer page at
+/ offers them as presets. `FLOAT32_FAILS` names, for every endpoint, the example whose check is
+meant to fail.
+"""
+
+from typing import Any
+
+Example = dict[str, Any]
+
+FLOAT32_FAILS = "float32_check_fails"
+
+TWO_SAMPLES = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]
+FOUR_CLASSES = [[2.0, -1.0, 0.5, 3.0], [0.3, 1.7, -2.2, 0.9]]
+EXTREME = [[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3]]
+MASK_NOTE = (
+    " A class can also be masked with the JSON literal `-Infinity` as its logit (the service "
+    "reads it; an OpenAPI document cannot hold it, so it is not in this example)."
+)
+FLOAT32_NOTE = (
+    "In float32 (eps ≈ 1.2e-7) a central difference with the fixed step h = 1e-5 that works in "
+    "float64 has a rounding error of about eps·|f|/h ≈ 1e-2·|f|, far above atol = 1e-5: the "
+    "check fails although the analytic derivative is right. The same request in float64, or "
+    "without `numeric.step` (the default step ∛eps·max(1, |z|) ≈ 5e-3 in float32), passes."
+)
+
+CROSS_ENTROPY_EXAMPLES: dict[str, Example] = {
+    "hard_labels": {
+        "summary": "Hard labels (class indices)",
+        "description": "Two samples, three classes, labels y = [0, 1]. The targets are one-hot "
+        "rows, Σ_c q_nc = 1, so the gradient is (a − y)/N with the default `mean`.",
+        "value": {"logits": TWO_SAMPLES, "labels": [0, 1]},
+    },
+    "soft_labels": {
+        "summary": "Soft labels (probability rows summing to 1)",
+        "description": "Target distributions p instead of indices. Each row sums to 1, so the "
+        "gradient is still (a − p)/N.",
+        "value": {"logits": TWO_SAMPLES, "labels": [[0.7, 0.2, 0.1], [0.0, 0.9, 0.1]]},
+    },
+    "unnormalised_soft_labels": {
+        "summary": "Soft labels that do not sum to 1",
+        "description": "Two classes marked 1 in the first row (Σ q = 2), a row summing to 0.5 "
+        "in the second. The gradient is a·Σq − q per sample, not a − q: compare `gradient` "
+        "with `probabilities` minus the labels.",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [[1.0, 1.0, 0.0], [0.0, 0.25, 0.25]],
+            "reduction": "sum",
+        },
+    },
+    "label_smoothing_with_weights": {
+        "summary": "Label smoothing with class weights",
+        "description": "ε = 0.1 and w = [1, 2, 0.5]: q_nc = (1 − ε)·w_{y_n}·[c = y_n] + "
+        "(ε/C)·w_c, so Σ_c q_nc = (1 − ε)·w_{y_n} + (ε/C)·Σw ≠ 1 and the gradient is "
+        "(a·Σq − q)/D with D = Σ_n w_{y_n} (PyTorch's weighted mean).",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [0, 2],
+            "weight": [1.0, 2.0, 0.5],
+            "label_smoothing": 0.1,
+        },
+    },
+    "ignored_sample": {
+        "summary": "An ignored sample (ignore_index) and per-sample losses",
+        "description": "The second label equals `ignore_index` (-100): its target row is 0, "
+        "its loss and gradient are 0. With `none` every sample's loss is returned.",
+        "value": {"logits": TWO_SAMPLES, "labels": [2, -100], "reduction": "none"},
+    },
+    "extreme_logits": {
+        "summary": "Extreme logits (±1e4)",
+        "description": "Logits 2·10^4 apart: the softmax is computed with the row maximum "
+        "subtracted, so nothing overflows; probabilities are exactly 0 or 1 in float64 and "
+        "the loss is large but finite." + MASK_NOTE,
+        "value": {"logits": EXTREME, "labels": [1, 2]},
+    },
+    FLOAT32_FAILS: {
+        "summary": "A float32 check that fails",
+        "description": FLOAT32_NOTE,
+        "value": {
+            "logits": FOUR_CLASSES,
+            "labels": [3, 1],
+            "dtype": "float32",
+            "numeric": {"method": "central", "step": 1e-5},
+        },
+    },
+}
+
+SOFTMAX_EXAMPLES: dict[str, Example] = {
+    "batch_with_jacobian": {
+        "summary": "A batch: probabilities, log-probabilities and Jacobian",
+        "description": "Each sample's Jacobian is diag(a) − a·aᵀ, entry a_i(δ_ij − a_j).",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "include": ["probabilities", "log_probabilities", "jacobian"],
+        },
+    },
+    "numeric_jacobian_check": {
+        "summary": "Jacobian checked against central differences",
+        "description": "Adds the numeric Jacobian and `jacobian_check`: element-wise "
+        "|analytic − numeric| ≤ atol + rtol·|numeric|.",
+        "value": {
+            "logits": FOUR_CLASSES,
+            "include": ["probabilities", "jacobian", "numeric_jacobian"],
+        },
+    },
+    "single_sample": {
+        "summary": "One sample as a flat list",
+        "description": "A flat list is one sample (N = 1).",
+        "value": {"logits": [1.0, 2.0, 3.0]},
+    },
+    "extreme_logits": {
+        "summary": "Extreme logits (±1e4)",
+        "description": "Saturated rows: probabilities 0 and 1, a Jacobian of zeros, no "
+        "overflow." + MASK_NOTE,
+        "value": {
+            "logits": [[1e4, -1e4, 0.0], [1000.0, 999.0, -1000.0]],
+            "include": ["probabilities", "jacobian", "numeric_jacobian"],
+        },
+    },
+    "complex_step": {
+        "summary": "Complex-step derivative",
+        "description": "Im f(z + ih)/h with h = 1e-20 has no subtraction, hence no rounding "
+        "error: agreement to about 1e-16.",
+        "value": {
+            "logits": FOUR_CLASSES,
+            "include": ["jacobian", "numeric_jacobian"],
+            "numeric": {"method": "complex_step"},
+        },
+    },
+    FLOAT32_FAILS: {
+        "summary": "A float32 check that fails",
+        "description": FLOAT32_NOTE,
+        "value": {
+            "logits": FOUR_CLASSES,
+            "dtype": "float32",
+            "include": ["probabilities", "jacobian", "numeric_jacobian"],
+            "numeric": {"method": "central", "step": 1e-5},
+        },
+    },
+}

@@ -1,0 +1,532 @@
+// The explorer: editable logits, labels and options; every change (debounced) asks
+// POST v1/cross-entropy and redraws the probabilities, the Jacobian and the gradient check.
+// Validation is the API's: its 422 messages are shown next to the field they name.
+
+import {
+  attachTooltip,
+  divergingScale,
+  drawBars,
+  drawHeatmap,
+  drawLegend,
+  formatNumber,
+  logScale,
+} from "./plot.js";
+
+const API_PATH = "v1/cross-entropy";
+const DEBOUNCE_MS = 250;
+const MAX_SAMPLES = 8;
+const MAX_CLASSES = 12;
+const BASE_INCLUDE = ["probabilities", "loss", "gradient", "numeric_gradient", "jacobian"];
+const DEFAULT_OPTIONS = {
+  reduction: "mean",
+  label_smoothing: "0",
+  ignore_index: "-100",
+  dtype: "float64",
+  method: "central",
+  step: "",
+  atol: "1e-5",
+  rtol: "1e-3",
+};
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  logits: [
+    ["2", "1", "0.1"],
+    ["0.5", "2.5", "-1"],
+  ],
+  labelMode: "index",
+  indexLabels: ["0", "1"],
+  probabilityLabels: [
+    ["1", "0", "0"],
+    ["0", "1", "0"],
+  ],
+  weight: ["1", "1", "1"],
+  useWeight: false,
+  lastResult: null,
+  lastBody: null,
+};
+
+let timer = null;
+let controller = null;
+let sequence = 0;
+
+// ---------- numbers in and out ----------
+
+/** Parse a cell: a number, or inf/-inf/nan words (sent as JSON literals the API judges). */
+function parseNumber(text) {
+  const t = text.trim().toLowerCase();
+  if (t === "") return { error: "enter a number" };
+  if (/^-(inf|infinity)$/.test(t)) return { value: -Infinity };
+  if (/^\+?(inf|infinity)$/.test(t)) return { value: Infinity };
+  if (t === "nan") return { value: NaN };
+  const value = Number(t);
+  return Number.isNaN(value) ? { error: `"${text.trim()}" is not a number` } : { value };
+}
+
+/** JSON text that keeps -Infinity/Infinity/NaN as the literals the API reads and judges. */
+function toJson(value) {
+  if (typeof value === "number") {
+    if (Number.isFinite(value)) return JSON.stringify(value);
+    if (Number.isNaN(value)) return "NaN";
+    return value > 0 ? "Infinity" : "-Infinity";
+  }
+  if (Array.isArray(value)) return `[${value.map(toJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const members = Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${toJson(v)}`);
+    return `{${members.join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+// ---------- the editable grids ----------
+
+function numberInput(value, loc, label, onInput) {
+  const input = document.createElement("input");
+  input.type = "text";
+  input.inputMode = "decimal";
+  input.value = value;
+  input.dataset.loc = loc;
+  input.setAttribute("aria-label", label);
+  input.addEventListener("input", () => {
+    onInput(input.value);
+    schedule();
+  });
+  return input;
+}
+
+function renderGrid(table, matrix, field, rowTitle, onInput) {
+  table.replaceChildren();
+  const header = table.insertRow();
+  header.appendChild(document.createElement("th"));
+  const columns = matrix.length ? matrix[0].length : 0;
+  for (let c = 0; c < columns; c += 1) {
+    const th = document.createElement("th");
+    th.textContent = `c${c}`;
+    header.appendChild(th);
+  }
+  matrix.forEach((row, n) => {
+    const tr = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = rowTitle(n);
+    tr.appendChild(th);
+    row.forEach((value, c) => {
+      const cell = tr.insertCell();
+      const label = `${field} sample ${n} class ${c}`;
+      cell.appendChild(numberInput(value, `${field}.${n}.${c}`, label, (v) => onInput(n, c, v)));
+    });
+  });
+}
+
+function renderIndexLabels(table) {
+  table.replaceChildren();
+  state.indexLabels.forEach((value, n) => {
+    const tr = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = `y${n}`;
+    tr.appendChild(th);
+    const cell = tr.insertCell();
+    const input = numberInput(value, `labels.${n}`, `label of sample ${n}`, (v) => {
+      state.indexLabels[n] = v;
+    });
+    cell.appendChild(input);
+  });
+}
+
+function renderWeight() {
+  const table = $("weight-grid");
+  table.replaceChildren();
+  const tr = table.insertRow();
+  state.weight.forEach((value, c) => {
+    const cell = tr.insertCell();
+    const input = numberInput(value, `weight.${c}`, `weight of class ${c}`, (v) => {
+      state.weight[c] = v;
+    });
+    input.disabled = !state.useWeight;
+    cell.appendChild(input);
+  });
+}
+
+function renderInputs() {
+  renderGrid($("logits-grid"), state.logits, "logits", (n) => `z${n}`, (n, c, v) => {
+    state.logits[n][c] = v;
+  });
+  if (state.labelMode === "index") {
+    renderIndexLabels($("labels-grid"));
+  } else {
+    renderGrid($("labels-grid"), state.probabilityLabels, "labels", (n) => `p${n}`, (n, c, v) => {
+      state.probabilityLabels[n][c] = v;
+    });
+  }
+  renderWeight();
+  for (const radio of document.querySelectorAll("input[name=label-mode]")) {
+    radio.checked = radio.value === state.labelMode;
+  }
+  $("use-weight").checked = state.useWeight;
+  $("add-sample").disabled = state.logits.length >= MAX_SAMPLES;
+  $("remove-sample").disabled = state.logits.length <= 1;
+  $("add-class").disabled = state.logits[0].length >= MAX_CLASSES;
+  $("remove-class").disabled = state.logits[0].length <= 2;
+}
+
+function resize(addSamples, addClasses) {
+  if (addSamples > 0) {
+    state.logits.push([...state.logits[state.logits.length - 1]]);
+    state.indexLabels.push("0");
+    state.probabilityLabels.push(state.logits[0].map((_, c) => (c === 0 ? "1" : "0")));
+  } else if (addSamples < 0) {
+    state.logits.pop();
+    state.indexLabels.pop();
+    state.probabilityLabels.pop();
+  }
+  if (addClasses > 0) {
+    for (const row of state.logits) row.push("0");
+    for (const row of state.probabilityLabels) row.push("0");
+    state.weight.push("1");
+  } else if (addClasses < 0) {
+    for (const row of state.logits) row.pop();
+    for (const row of state.probabilityLabels) row.pop();
+    state.weight.pop();
+  }
+  renderInputs();
+  schedule();
+}
+
+function switchLabelMode(mode) {
+  const classes = state.logits[0].length;
+  if (mode === "probabilities") {
+    state.probabilityLabels = state.indexLabels.map((label) =>
+      Array.from({ length: classes }, (_, c) => (String(c) === label.trim() ? "1" : "0")),
+    );
+  } else {
+    state.indexLabels = state.probabilityLabels.map((row) => {
+      const values = row.map((v) => Number(v) || 0);
+      return String(values.indexOf(Math.max(...values)));
+    });
+  }
+  state.labelMode = mode;
+  renderInputs();
+  schedule();
+}
+
+// ---------- presets: the API's own named examples ----------
+
+function setOptions(options) {
+  for (const [name, value] of Object.entries(options)) $(name).value = value;
+}
+
+function applyExample(value) {
+  const logits = Array.isArray(value.logits[0]) ? value.logits : [value.logits];
+  state.logits = logits.map((row) => row.map(String));
+  const classes = logits[0].length;
+  let labels = value.labels;
+  if (typeof labels === "number") labels = [labels];
+  if (!Array.isArray(value.logits[0]) && Array.isArray(labels) && labels.length === classes) {
+    labels = [labels];
+  }
+  if (Array.isArray(labels[0])) {
+    state.labelMode = "probabilities";
+    state.probabilityLabels = labels.map((row) => row.map(String));
+    state.indexLabels = labels.map(() => "0");
+  } else {
+    state.labelMode = "index";
+    state.indexLabels = labels.map(String);
+    state.probabilityLabels = logits.map(() => logits[0].map((_, c) => (c === 0 ? "1" : "0")));
+  }
+  state.useWeight = Array.isArray(value.weight);
+  state.weight = state.useWeight ? value.weight.map(String) : logits[0].map(() => "1");
+  const numeric = value.numeric || {};
+  const tolerance = value.tolerance || {};
+  setOptions({
+    ...DEFAULT_OPTIONS,
+    reduction: value.reduction ?? DEFAULT_OPTIONS.reduction,
+    label_smoothing: String(value.label_smoothing ?? DEFAULT_OPTIONS.label_smoothing),
+    ignore_index: String(value.ignore_index ?? DEFAULT_OPTIONS.ignore_index),
+    dtype: value.dtype ?? DEFAULT_OPTIONS.dtype,
+    method: numeric.method ?? DEFAULT_OPTIONS.method,
+    step: numeric.step === undefined ? "" : String(numeric.step),
+    atol: String(tolerance.atol ?? DEFAULT_OPTIONS.atol),
+    rtol: String(tolerance.rtol ?? DEFAULT_OPTIONS.rtol),
+  });
+  renderInputs();
+  schedule();
+}
+
+async function loadPresets() {
+  const response = await fetch("openapi.json");
+  if (!response.ok) return;
+  const spec = await response.json();
+  const examples =
+    spec.paths?.["/v1/cross-entropy"]?.post?.requestBody?.content?.["application/json"]
+      ?.examples ?? {};
+  const select = $("preset");
+  for (const [name, example] of Object.entries(examples)) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = example.summary || name;
+    select.appendChild(option);
+  }
+  select.addEventListener("change", () => {
+    if (examples[select.value]) applyExample(examples[select.value].value);
+  });
+}
+
+// ---------- the request ----------
+
+function buildRequest() {
+  const errors = [];
+  const number = (text, loc) => {
+    const parsed = parseNumber(text);
+    if (parsed.error) errors.push({ loc, msg: parsed.error });
+    return parsed.value;
+  };
+  const body = {
+    logits: state.logits.map((row, n) => row.map((v, c) => number(v, ["logits", n, c]))),
+  };
+  if (state.labelMode === "index") {
+    body.labels = state.indexLabels.map((v, n) => {
+      const t = v.trim();
+      return /^-?\d+$/.test(t) ? parseInt(t, 10) : number(t, ["labels", n]);
+    });
+  } else {
+    body.labels = state.probabilityLabels.map((row, n) =>
+      row.map((v, c) => number(v, ["labels", n, c])),
+    );
+  }
+  if (state.useWeight) body.weight = state.weight.map((v, c) => number(v, ["weight", c]));
+  body.reduction = $("reduction").value;
+  body.label_smoothing = number($("label_smoothing").value, ["label_smoothing"]);
+  const ignore = $("ignore_index").value.trim();
+  if (/^-?\d+$/.test(ignore)) body.ignore_index = parseInt(ignore, 10);
+  else errors.push({ loc: ["ignore_index"], msg: "ignore_index must be an integer" });
+  body.dtype = $("dtype").value;
+  body.numeric = { method: $("method").value };
+  if ($("step").value.trim() !== "") body.numeric.step = number($("step").value, ["numeric", "step"]);
+  body.tolerance = {
+    atol: number($("atol").value, ["tolerance", "atol"]),
+    rtol: number($("rtol").value, ["tolerance", "rtol"]),
+  };
+  body.include = $("check-jacobian").checked
+    ? [...BASE_INCLUDE, "numeric_jacobian"]
+    : BASE_INCLUDE;
+  return { body, errors };
+}
+
+function setStatus(text, kind) {
+  const status = $("status");
+  status.textContent = text;
+  status.className = `status ${kind}`;
+  document.body.dataset.state = kind;
+}
+
+function schedule() {
+  clearTimeout(timer);
+  setStatus("Updating…", "pending");
+  timer = setTimeout(update, DEBOUNCE_MS);
+}
+
+async function update() {
+  clearErrors();
+  const { body, errors } = buildRequest();
+  if (errors.length) {
+    showErrors(errors);
+    return;
+  }
+  if (controller) controller.abort();
+  controller = new AbortController();
+  sequence += 1;
+  const mine = sequence;
+  let response;
+  let payload;
+  try {
+    response = await fetch(API_PATH, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: toJson(body),
+      signal: controller.signal,
+    });
+    payload = await response.json();
+  } catch (error) {
+    if (error.name !== "AbortError") setStatus(`The service did not answer: ${error.message}`, "error");
+    return;
+  }
+  if (mine !== sequence) return;
+  if (response.ok) {
+    state.lastResult = payload;
+    state.lastBody = body;
+    render();
+    const updates = Number(document.body.dataset.updates || 0) + 1;
+    document.body.dataset.updates = String(updates);
+    setStatus(`Computed by the API: N = ${payload.batch_size}, C = ${payload.num_classes}, ${payload.dtype}.`, "ready");
+  } else if (Array.isArray(payload.detail)) {
+    showErrors(payload.detail.map((item) => ({ loc: item.loc.slice(1), msg: item.msg })));
+  } else {
+    showErrors([{ loc: [], msg: `${response.status}: ${payload.detail}` }]);
+  }
+}
+
+// ---------- errors next to their field ----------
+
+function clearErrors() {
+  for (const slot of document.querySelectorAll("[data-error-for]")) slot.replaceChildren();
+  for (const input of document.querySelectorAll(".invalid")) input.classList.remove("invalid");
+}
+
+function describeLocation(loc) {
+  const [field, n, c] = loc;
+  if ((field === "logits" || field === "labels") && n !== undefined) {
+    return c !== undefined ? `sample ${n}, class ${c}: ` : `sample ${n}: `;
+  }
+  if (field === "weight" && n !== undefined) return `class ${n}: `;
+  return "";
+}
+
+function showErrors(items) {
+  for (const { loc, msg } of items) {
+    const path = loc.map(String);
+    const input = document.querySelector(`[data-loc="${CSS.escape(path.join("."))}"]`);
+    if (input) input.classList.add("invalid");
+    let slot = null;
+    for (let k = path.length; k >= 0 && !slot; k -= 1) {
+      slot = document.querySelector(`[data-error-for="${CSS.escape(path.slice(0, k).join("."))}"]`);
+    }
+    const line = document.createElement("span");
+    line.textContent = describeLocation(loc) + msg;
+    slot.appendChild(line);
+  }
+  const count = items.length;
+  setStatus(
+    `The API refused the input (${count} problem${count === 1 ? "" : "s"}, marked in red); the plots show the last valid input.`,
+    "invalid",
+  );
+}
+
+// ---------- drawing ----------
+
+function availableWidth(canvas) {
+  return canvas.closest(".panel").clientWidth - 32;
+}
+
+function targetsForBars(result) {
+  if (state.labelMode === "probabilities") {
+    return state.probabilityLabels.map((row) => {
+      const values = row.map((v) => Math.max(0, Number(v) || 0));
+      const total = values.reduce((a, b) => a + b, 0);
+      return total > 0 ? values.map((v) => v / total) : values;
+    });
+  }
+  const ignore = Number($("ignore_index").value);
+  return state.indexLabels.map((label) => {
+    const y = Number(label);
+    return Array.from({ length: result.num_classes }, (_, c) => (c === y && y !== ignore ? 1 : 0));
+  });
+}
+
+function renderVerdict(element, name, check) {
+  element.replaceChildren();
+  element.className = "verdict";
+  if (!check) return;
+  element.classList.add(check.passed ? "pass" : "fail");
+  const title = document.createElement("strong");
+  title.textContent = `${name} check ${check.passed ? "passed" : "failed"}`;
+  const detail = document.createElement("span");
+  detail.textContent = ` ${check.message}`;
+  element.append(title, detail);
+}
+
+function renderLoss(result) {
+  const losses = result.losses.map(formatNumber).join(", ");
+  const loss = Array.isArray(result.loss) ? `[${result.loss.map(formatNumber).join(", ")}]` : formatNumber(result.loss);
+  $("loss").textContent = `loss (${result.reduction}) = ${loss}; per-sample losses L_n = [${losses}]`;
+}
+
+function renderJacobian(result) {
+  const select = $("jacobian-sample");
+  const chosen = Math.min(Number(select.value) || 0, result.batch_size - 1);
+  select.replaceChildren();
+  for (let n = 0; n < result.batch_size; n += 1) {
+    const option = document.createElement("option");
+    option.value = String(n);
+    option.textContent = String(n);
+    select.appendChild(option);
+  }
+  select.value = String(chosen);
+  const matrix = result.jacobian[chosen];
+  const maxAbs = Math.max(...matrix.flat().map(Math.abs));
+  const scale = divergingScale(maxAbs);
+  const canvas = $("jacobian");
+  drawHeatmap(canvas, matrix, { scale, rowName: "i", columnName: "j", available: availableWidth(canvas) - 90 });
+  drawLegend($("jacobian-legend"), scale, canvas.clientHeight);
+}
+
+function renderGradients(result) {
+  const analytic = result.gradient;
+  const numeric = result.numeric_gradient;
+  const { atol, rtol } = result.gradient_check;
+  const error = analytic.map((row, n) => row.map((v, c) => Math.abs(v - numeric[n][c])));
+  const failing = error.map((row, n) => row.map((e, c) => e > atol + rtol * Math.abs(numeric[n][c])));
+  const maxAbs = Math.max(...analytic.flat().map(Math.abs), ...numeric.flat().map(Math.abs));
+  const scale = divergingScale(maxAbs);
+  const available = (availableWidth($("gradient")) - 240) / 3;
+  const options = { scale, rowName: "sample", columnName: "class", available };
+  drawHeatmap($("gradient"), analytic, options);
+  drawHeatmap($("numeric-gradient"), numeric, options);
+  drawLegend($("gradient-legend"), scale, $("gradient").clientHeight);
+  const errorScale = logScale(error.flat());
+  drawHeatmap($("gradient-error"), error, { ...options, scale: errorScale, outline: failing });
+  drawLegend($("error-legend"), errorScale, $("gradient").clientHeight);
+}
+
+function render() {
+  const result = state.lastResult;
+  if (!result) return;
+  renderVerdict($("gradient-verdict"), "Gradient", result.gradient_check);
+  renderVerdict($("jacobian-verdict"), "Jacobian", result.jacobian_check);
+  renderLoss(result);
+  const bars = $("bars");
+  drawBars(bars, result.probabilities, targetsForBars(result), availableWidth(bars));
+  renderJacobian(result);
+  renderGradients(result);
+}
+
+// ---------- wiring ----------
+
+function wire() {
+  $("add-sample").addEventListener("click", () => resize(1, 0));
+  $("remove-sample").addEventListener("click", () => resize(-1, 0));
+  $("add-class").addEventListener("click", () => resize(0, 1));
+  $("remove-class").addEventListener("click", () => resize(0, -1));
+  for (const radio of document.querySelectorAll("input[name=label-mode]")) {
+    radio.addEventListener("change", () => switchLabelMode(radio.value));
+  }
+  $("use-weight").addEventListener("change", () => {
+    state.useWeight = $("use-weight").checked;
+    renderWeight();
+    schedule();
+  });
+  for (const id of [...Object.keys(DEFAULT_OPTIONS), "check-jacobian"]) {
+    $(id).addEventListener("input", schedule);
+    $(id).addEventListener("change", schedule);
+  }
+  $("controls").addEventListener("submit", (event) => event.preventDefault());
+  $("jacobian-sample").addEventListener("change", () => renderJacobian(state.lastResult));
+  const tooltip = $("tooltip");
+  const describe = (r, c, g) =>
+    `${g.rowName} ${r}, ${g.columnName} ${c}: ${formatNumber(g.matrix[r][c])} (${g.matrix[r][c]})`;
+  for (const id of ["bars", "jacobian", "gradient", "numeric-gradient", "gradient-error"]) {
+    attachTooltip($(id), tooltip, describe);
+  }
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(render, 150);
+  });
+}
+
+wire();
+setOptions(DEFAULT_OPTIONS);
+renderInputs();
+schedule();
+loadPresets().catch(() => {
+  // The presets are a convenience; the page works without them.
+});
