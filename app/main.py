@@ -11,6 +11,7 @@ from app.api.errors import install_error_handlers
 from app.api.router import ROUTERS
 from app.api.routes.ops import lifespan
 from app.api.routes.web import STATIC_URL, static_files
+from app.api.security import api_key_guard, is_api_router, signing_key
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.core.metrics import HttpMetrics
@@ -59,8 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = HttpMetrics()
     install_middleware(app, settings, app.state.metrics)
     app.dependency_overrides[get_settings] = lambda: settings
+    app.state.signing_key = signing_key(settings)
+    api_keys = api_key_guard(settings)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, dependencies=api_keys if is_api_router(router) else None)
     install_docs(app)
     app.mount(STATIC_URL, static_files(), name="static")
     install_error_handlers(app)

@@ -48,8 +48,8 @@ class Presentation:
     feedback: Feedback
     atol: float
     rtol: float
-    expected: Mapping[Part, FloatArray] | None
-    """The reference values, only when the request sets reveal_expected."""
+    expected: Mapping[Part, FloatArray | float] | None
+    """The reference values (a float for a scalar loss), only when reveal_expected is set."""
 
 
 def _number(value: float) -> str:

@@ -33,7 +33,9 @@ def describe(value: object) -> str:
         return f"the string {quoted}{'…' if len(value) > 20 else ''}"
     if isinstance(value, dict):
         return "an object"
-    return f"a {type(value).__name__}"
+    if isinstance(value, list):
+        return "an array"
+    return "a number"
 
 
 def _is_number(value: object) -> bool:

@@ -1,0 +1,254 @@
+"""Autograding: POST /v1/problems, /v1/grade and /v1/grade/batch.
+
+A problem is either generated from a seed (and then named by its signed `problem_id`) or given
+in full like the body of /v1/cross-entropy; both go through the same parsing as that endpoint
+(`app.api.problems`), so the reference values are exactly the ones /v1/cross-entropy returns.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import SettingsDep, json_body, request_body_openapi
+from app.api.encoding import JSON_MEDIA_TYPE, encode_json
+from app.api.errors import RequestError
+from app.api.grading_schemas import (
+    AnyGradeResult,
+    BatchGradeRequest,
+    BatchGradeResponse,
+    GradeRequest,
+    GradingRequestBase,
+    ProblemRequest,
+    ProblemResponse,
+)
+from app.api.problems import DTYPES, check_output_size, parse_logits, parse_targets, to_dtype
+from app.api.routes import ERROR_RESPONSES
+from app.api.schemas import LossOptions
+from app.core.config import Settings
+from app.grading.formats import Presentation, gradescope, native, prairielearn
+from app.grading.grade import GradingOptions, Part, Reference, grade_batch
+from app.grading.problems import (
+    GENERATOR_ALGORITHM,
+    GENERATOR_NAME,
+    GeneratedProblem,
+    ProblemSpec,
+    generate_problem,
+)
+from app.grading.tokens import InvalidProblemId, decode_problem_id, encode_problem_id
+from app.numerics.cross_entropy import Reduction
+from app.numerics.errors import InvalidProblem
+
+router = APIRouter(prefix="/v1", tags=["grading"])
+
+ProblemBody = Annotated[ProblemRequest, Depends(json_body(ProblemRequest))]
+GradeBody = Annotated[GradeRequest, Depends(json_body(GradeRequest))]
+BatchGradeBody = Annotated[BatchGradeRequest, Depends(json_body(BatchGradeRequest))]
+CHECKED_PARTS = (Part.PROBABILITIES, Part.LOSS, Part.GRADIENT)
+"""Parts computed when a problem is issued, so that grading it later cannot fail."""
+
+
+def _signing_key(request: Request) -> bytes:
+    key: bytes = request.app.state.signing_key
+    return key
+
+
+SigningKey = Annotated[bytes, Depends(_signing_key)]
+
+
+@contextmanager
+def _located(*prefix: str) -> Iterator[None]:
+    """Re-raise request errors with their locations moved under `prefix` (e.g. "problem")."""
+    try:
+        yield
+    except RequestError as error:
+        for item in error.errors:
+            item["loc"] = [item["loc"][0], *prefix, *item["loc"][1:]]
+        raise
+    except InvalidProblem as error:
+        raise InvalidProblem((*prefix, *error.location), error.message) from None
+
+
+def _loss_options(spec: ProblemSpec) -> LossOptions:
+    return LossOptions(
+        weight=None if spec.weight is None else list(spec.weight),
+        ignore_index=spec.ignore_index,
+        reduction=spec.reduction,
+        label_smoothing=spec.label_smoothing,
+    )
+
+
+def _generated(spec: ProblemSpec) -> tuple[GeneratedProblem, Reference]:
+    """The numbers of a generated problem and its reference values."""
+    problem = generate_problem(spec)
+    targets = parse_targets(
+        _loss_options(spec),
+        problem.labels.tolist(),
+        problem.logits.shape,
+        False,
+        DTYPES[spec.dtype],
+    )
+    logits = to_dtype(problem.logits, spec.dtype, False)
+    return problem, Reference(logits, targets, spec.reduction)
+
+
+def _spec(body: ProblemRequest) -> ProblemSpec:
+    return ProblemSpec(
+        seed=body.seed,
+        batch_size=body.batch_size,
+        num_classes=body.num_classes,
+        label_type=body.label_type,
+        logit_scale=body.logit_scale,
+        weight=None if body.weight is None else tuple(body.weight),
+        ignore_index=body.ignore_index,
+        reduction=Reduction(body.reduction),
+        label_smoothing=body.label_smoothing,
+        dtype=body.dtype,
+    )
+
+
+def problem_fields(body: ProblemRequest, key: bytes) -> dict[str, Any]:
+    """Generate, check that it can be graded, sign: the response fields of /v1/problems."""
+    spec = _spec(body)
+    try:
+        problem, reference = _generated(spec)
+        for part in CHECKED_PARTS:
+            reference.value(part)
+    except InvalidProblem as error:
+        # only the reduction's divisor or a dtype overflow can fail; name the option to change
+        raise RequestError(("reduction",), error.message) from None
+    return {
+        "problem_id": encode_problem_id(spec, key),
+        "logits": problem.logits,
+        "labels": problem.labels,
+        "weight": body.weight,
+        "ignore_index": spec.ignore_index,
+        "reduction": str(spec.reduction),
+        "label_smoothing": spec.label_smoothing,
+        "dtype": spec.dtype,
+        "parameters": {
+            "seed": spec.seed,
+            "batch_size": spec.batch_size,
+            "num_classes": spec.num_classes,
+            "label_type": str(spec.label_type),
+            "logit_scale": spec.logit_scale,
+        },
+        "generator": {
+            "name": GENERATOR_NAME,
+            "algorithm": GENERATOR_ALGORITHM,
+            "numpy": np.__version__,
+        },
+    }
+
+
+def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Reference:
+    """The reference of the request's problem: regenerated from its id, or parsed in full."""
+    if (body.problem_id is None) == (body.problem is None):
+        raise RequestError(
+            ("problem_id",),
+            "give exactly one of problem_id (from POST /v1/problems) and problem (logits, "
+            "labels and loss options)",
+        )
+    if body.problem_id is not None:
+        try:
+            spec = decode_problem_id(body.problem_id, key)
+        except InvalidProblemId as error:
+            raise RequestError(("problem_id",), str(error)) from None
+        with _located("problem_id"):
+            return _generated(spec)[1]
+    problem = body.problem
+    assert problem is not None
+    with _located("problem"):
+        logits, flat = parse_logits(problem.logits, settings)
+        targets = parse_targets(problem, problem.labels, logits.shape, flat, DTYPES[problem.dtype])
+        return Reference(to_dtype(logits, problem.dtype, flat), targets, problem.reduction)
+
+
+def _options(body: GradingRequestBase) -> GradingOptions:
+    if not sum(body.points.values()) > 0:
+        raise RequestError(("points",), "points must give at least one part more than 0 points")
+    return GradingOptions(
+        points=dict(body.points),
+        atol=body.tolerance.atol,
+        rtol=body.tolerance.rtol,
+        partial_credit=body.partial_credit,
+    )
+
+
+def grade_fields(
+    body: GradingRequestBase, submissions: Sequence[object], settings: Settings, key: bytes
+) -> list[dict[str, Any]]:
+    """Grade every submission against the request's problem, in the requested format."""
+    options = _options(body)
+    reference = _reference(body, settings, key)
+    location = ("problem_id",) if body.problem_id is not None else ("problem",)
+    with _located(*location):
+        grades = grade_batch(reference, submissions, options)
+        expected = None
+        if body.reveal_expected:
+            num_samples, num_classes = reference.shape(Part.PROBABILITIES)
+            check_output_size(
+                (len(submissions) * num_samples, num_classes),
+                {str(part) for part in options.points},
+                settings,
+            )
+            values = {part: reference.value(part) for part in options.points}
+            expected = {part: v if v.ndim else float(v) for part, v in values.items()}
+    view = Presentation(body.feedback, options.atol, options.rtol, expected)
+    if body.format == "gradescope":
+        return [gradescope(grade, view, body.visibility) for grade in grades]
+    if body.format == "prairielearn":
+        return [prairielearn(grade, view) for grade in grades]
+    return [native(grade, view) for grade in grades]
+
+
+@router.post(
+    "/problems",
+    summary="A seeded cross-entropy problem with a signed id",
+    response_model=ProblemResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=request_body_openapi(ProblemRequest),
+)
+async def problems(body: ProblemBody, key: SigningKey) -> Response:
+    """The same request gives the same logits and labels on every run and machine (see
+    `generator`). `problem_id` signs the parameters (HMAC-SHA256 with GRADCHECK_SECRET_KEY): pass
+    it to /v1/grade, which regenerates the problem, so no state is kept and ids cannot be forged."""
+    fields = await run_in_threadpool(problem_fields, body, key)
+    return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
+
+
+@router.post(
+    "/grade",
+    summary="Grade one student's answer",
+    response_model=AnyGradeResult,
+    responses=ERROR_RESPONSES,
+    openapi_extra=request_body_openapi(GradeRequest),
+)
+async def grade(body: GradeBody, settings: SettingsDep, key: SigningKey) -> Response:
+    """Compare each graded part of `submission` with the reference value (the loss, and the
+    gradient of the reduced loss, as /v1/cross-entropy computes them): correct where
+    |submitted − expected| ≤ atol + rtol·|expected|. A defect in the student's answer (missing
+    part, wrong shape, NaN, strings) scores 0 for that part with a message — never an HTTP
+    error; `gradable` is false when nothing could be read. Only the caller's own mistakes (the
+    problem, the options) are 4xx."""
+    results = await run_in_threadpool(grade_fields, body, [body.submission], settings, key)
+    return Response(encode_json(results[0]), media_type=JSON_MEDIA_TYPE)
+
+
+@router.post(
+    "/grade/batch",
+    summary="Grade a whole class in one call",
+    response_model=BatchGradeResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=request_body_openapi(BatchGradeRequest),
+)
+async def grade_batch_route(
+    body: BatchGradeBody, settings: SettingsDep, key: SigningKey
+) -> Response:
+    """As /v1/grade for every entry of `submissions` (each part compared for all students in one
+    numpy operation); `results` are in the order of `submissions`."""
+    results = await run_in_threadpool(grade_fields, body, body.submissions, settings, key)
+    return Response(encode_json({"results": results}), media_type=JSON_MEDIA_TYPE)
