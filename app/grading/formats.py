@@ -48,8 +48,15 @@ class Presentation:
     feedback: Feedback
     atol: float
     rtol: float
-    expected: Mapping[Part, FloatArray | float] | None
-    """The reference values (a float for a scalar loss), only when reveal_expected is set."""
+    expected: Mapping[Part, FloatArray] | None
+    """The reference values, only when the request sets reveal_expected."""
+
+
+def _revealed(view: Presentation, part: Part) -> FloatArray | float:
+    """The expected value of `part` as JSON-ready numpy (a 0-d array as a float)."""
+    assert view.expected is not None
+    value = view.expected[part]
+    return float(value) if value.ndim == 0 else value
 
 
 def _number(value: float) -> str:
@@ -127,7 +134,7 @@ def _part_fields(grade: PartGrade, view: Presentation) -> dict[str, Any]:
             for m in grade.mismatches
         ]
     if view.expected is not None:
-        fields["expected"] = view.expected[grade.part]
+        fields["expected"] = _revealed(view, grade.part)
     return fields
 
 
@@ -157,7 +164,7 @@ def gradescope(grade: Grade, view: Presentation, visibility: str) -> dict[str, A
             "visibility": visibility,
         }
         if view.expected is not None:
-            test["extra_data"] = {"expected": view.expected[part.part]}
+            test["extra_data"] = {"expected": _revealed(view, part.part)}
         tests.append(test)
     return {
         "score": grade.score,
@@ -179,7 +186,7 @@ def prairielearn(grade: Grade, view: Presentation) -> dict[str, Any]:
             "message": part_message(part, view),
         }
         if view.expected is not None:
-            test["expected"] = view.expected[part.part]
+            test["expected"] = _revealed(view, part.part)
         tests.append(test)
     fraction = grade.score / grade.max_score if grade.gradable and grade.max_score > 0 else 0.0
     return {

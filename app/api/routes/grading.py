@@ -195,8 +195,7 @@ def grade_fields(
                 {str(part) for part in options.points},
                 settings,
             )
-            values = {part: reference.value(part) for part in options.points}
-            expected = {part: v if v.ndim else float(v) for part, v in values.items()}
+            expected = {part: reference.value(part) for part in options.points}
     view = Presentation(body.feedback, options.atol, options.rtol, expected)
     if body.format == "gradescope":
         return [gradescope(grade, view, body.visibility) for grade in grades]
