@@ -430,7 +430,7 @@ function renderVerdict(element, name, check) {
   const title = document.createElement("strong");
   title.textContent = `${name} check ${check.passed ? "passed" : "failed"}`;
   const detail = document.createElement("span");
-  detail.textContent = ` ${check.message}`;
+  detail.textContent = ` — ${check.message.replace(/^(passed|failed): /, "")}`;
   element.append(title, detail);
 }
 
@@ -472,7 +472,7 @@ function renderGradients(result) {
   drawHeatmap($("gradient"), analytic, options);
   drawHeatmap($("numeric-gradient"), numeric, options);
   drawLegend($("gradient-legend"), scale, $("gradient").clientHeight);
-  const errorScale = logScale(error.flat());
+  const errorScale = logScale(error.flat(), atol, "atol");
   drawHeatmap($("gradient-error"), error, { ...options, scale: errorScale, outline: failing });
   drawLegend($("error-legend"), errorScale, $("gradient").clientHeight);
 }

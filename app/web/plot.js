@@ -44,17 +44,23 @@ export function divergingScale(maxAbs) {
   };
 }
 
-/** A log10 scale for non-negative values (errors); zeros get the palest colour. */
-export function logScale(values) {
+/**
+ * A log10 scale for non-negative values (errors) whose range also covers `reference` (atol),
+ * marked on the legend: errors far below it look pale, errors above it dark red.
+ * Zeros get the palest colour.
+ */
+export function logScale(values, reference, referenceLabel) {
   const positive = values.filter((v) => v > 0);
-  let hi = positive.length ? Math.ceil(Math.log10(Math.max(...positive))) : -15;
-  let lo = positive.length ? Math.floor(Math.log10(Math.min(...positive))) : -16;
+  const bounds = reference > 0 ? [...positive, reference] : positive;
+  let hi = bounds.length ? Math.ceil(Math.log10(Math.max(...bounds))) : -15;
+  let lo = bounds.length ? Math.floor(Math.log10(Math.min(...bounds))) : -16;
   if (hi <= lo) hi = lo + 1;
   lo = Math.max(lo, hi - 17);
   return {
     kind: "log",
     min: lo,
     max: hi,
+    marks: reference > 0 ? [[reference, referenceLabel]] : [],
     colour: (v) => interpolate(SEQUENTIAL, v > 0 ? (Math.log10(v) - lo) / (hi - lo) : 0),
   };
 }
@@ -77,7 +83,7 @@ export function formatNumber(v) {
   if (v === null || v === undefined) return "–";
   if (v === 0) return "0";
   const magnitude = Math.abs(v);
-  if (magnitude < 1e-3 || magnitude >= 1e4) return v.toExponential(1);
+  if (magnitude < 1e-2 || magnitude >= 1e4) return v.toExponential(1).replace("e-", "e−");
   return v.toPrecision(3).replace(/\.?0+$/, "");
 }
 
@@ -138,7 +144,7 @@ export function drawHeatmap(canvas, matrix, { scale, rowName, columnName, outlin
 
 /** A vertical colour bar for `scale` with its bounds (10^k labels for a log scale). */
 export function drawLegend(canvas, scale, height) {
-  const barHeight = Math.max(80, Math.min(220, height - 24));
+  const barHeight = Math.max(120, Math.min(220, height - 24));
   const context = prepare(canvas, 78, barHeight + 24);
   const x = 6;
   const y = 12;
@@ -168,10 +174,19 @@ export function drawLegend(canvas, scale, height) {
           [0.5, "0"],
           [1, formatNumber(scale.min)],
         ];
+  const marks = (scale.marks || []).map(([value, label]) => [
+    y + (1 - (Math.log10(value) - scale.min) / (scale.max - scale.min)) * (barHeight - 1),
+    label,
+  ]);
   for (const [t, label] of ticks) {
     const ty = y + t * (barHeight - 1);
     context.fillRect(x + 14, ty, 4, 1);
-    context.fillText(label, x + 22, ty);
+    if (marks.every(([my]) => Math.abs(my - ty) > 12)) context.fillText(label, x + 22, ty);
+  }
+  context.font = `bold ${SMALL_FONT}`;
+  for (const [my, label] of marks) {
+    context.fillRect(x - 4, my, 22, 2);
+    context.fillText(label, x + 22, my);
   }
 }
 
