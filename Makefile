@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: install run test lint typecheck pytest bench accuracy audit clean
+.PHONY: install run test lint typecheck pytest bench accuracy audit clean browser-deps
 
 # .venv is rebuilt only when the lock or the project file changes.
 $(VENV)/.installed: pyproject.toml uv.lock
@@ -32,6 +32,10 @@ pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Debian's chromium for tests/browser (root; does nothing when it is already there).
+browser-deps:
+	bash ci/browser-setup.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts
