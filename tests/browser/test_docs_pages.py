@@ -1,4 +1,4 @@
-"""/docs (Swagger UI) and /redoc in real headless Chromium, with the network beyond 127.0.0.1 cut."""
+"""/docs (Swagger UI) and /redoc in real headless Chromium, with all traffic off 127.0.0.1 cut."""
 
 from pathlib import Path
 

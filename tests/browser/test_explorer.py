@@ -29,7 +29,8 @@ DISTINCT_COLOURS = """id => {
 def wait_for_update(page: Page, count: int) -> None:
     """Wait until the page has drawn its `count`-th API answer and is not waiting for another."""
     page.wait_for_function(
-        "n => Number(document.body.dataset.updates) >= n && document.body.dataset.state === 'ready'",
+        "n => Number(document.body.dataset.updates) >= n"
+        " && document.body.dataset.state === 'ready'",
         arg=count,
         timeout=TIMEOUT_MS,
     )
