@@ -14,16 +14,34 @@ and then, with a = softmax(z_n),
 The reduced loss is Σ_n loss_n / D with D = 1 for `sum`; for `mean`, D = Σ_{n not ignored}
 w_{y_n} with index labels and D = N with probability labels (PyTorch's convention); `none`
 keeps the per-sample values, and its "gradient" row n is ∂loss_n/∂z_n.
+
+Accuracy (float64; docs/accuracy.md): the loss is a sum of non-negative terms and cannot cancel,
+and its sums are pairwise (per sample) and correctly rounded (math.fsum, the reduction). The
+gradient a·Σq − q cancels for real when the targets nearly equal the prediction; the rows where
+it does are recomputed in double-double arithmetic from the logits and from the targets' exact
+definition (`Targets.exact_q`), so that every gradient row is accurate to ~1e-15 of its own
+largest entry unless that entry is below ~1e-17 of the terms a·Σq and q it is made of.
 """
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
+from app.numerics import double_double as dd
 from app.numerics.errors import InvalidProblem
-from app.numerics.softmax import FloatArray, Softmax
+from app.numerics.softmax import FloatArray, Softmax, exp_shifted_double_double
+
+CANCELLATION_LIMIT = 8.0
+"""Gradient rows whose largest term a_c·Σq + q_c exceeds this many times their largest entry
+are recomputed in double-double (in float64 they would lose more than ~1e-15 of that entry)."""
+
+ExactTargets = Callable[[NDArray[np.intp]], dd.DD]
+"""rows ↦ q of those rows as double-double, from the targets' definition (exact inputs)."""
 
 
 class Reduction(StrEnum):
@@ -42,6 +60,8 @@ class Targets:
     """Effective targets, shape (N, C), all ≥ 0."""
     divisor: float
     """D: the reduced loss is Σ_n loss_n / D (1 for `sum` and `none`)."""
+    exact_q: ExactTargets | None = None
+    """q of chosen rows to ~32 digits, when q's float64 rounding is not exact (None: q is)."""
 
 
 def index_targets(
@@ -79,7 +99,7 @@ def index_targets(
 
     divisor = 1.0
     if reduction is Reduction.MEAN:
-        divisor = float(w[classes].sum(dtype=np.float64))
+        divisor = math.fsum(w[classes].astype(np.float64).tolist())
         if not divisor > 0:
             what = "every sample is ignored" if rows.size == 0 else "their classes weigh 0"
             raise InvalidProblem(
@@ -87,7 +107,10 @@ def index_targets(
                 f"reduction 'mean' divides by the summed weight of the non-ignored targets, "
                 f"and {what}: use reduction 'sum' or 'none'",
             )
-    return Targets(q, divisor)
+    exact_q = None
+    if label_smoothing and dtype is np.float64:
+        exact_q = partial(_exact_index_targets, labels, w, label_smoothing, ignore_index)
+    return Targets(q, divisor, exact_q)
 
 
 def probability_targets(
@@ -105,7 +128,61 @@ def probability_targets(
     if weight is not None:
         q *= np.asarray(weight, dtype)
     divisor = float(num_samples) if reduction is Reduction.MEAN else 1.0
-    return Targets(q.astype(dtype, copy=False), divisor)
+    exact_q = None
+    if (label_smoothing or weight is not None) and dtype is np.float64:
+        w = None if weight is None else np.asarray(weight, np.float64)
+        exact_q = partial(_exact_probability_targets, p, w, label_smoothing)
+    return Targets(q.astype(dtype, copy=False), divisor, exact_q)
+
+
+def _constant(value: float, shape: tuple[int, ...] = ()) -> dd.DD:
+    return dd.DD(np.full(shape, value), np.zeros(shape))
+
+
+def _smoothing_parts(label_smoothing: float, num_classes: int) -> tuple[dd.DD, dd.DD]:
+    """(1 − ε, ε/C) as exact-enough double-doubles."""
+    keep = dd.two_sum(np.ones(()), np.full((), -label_smoothing))
+    share = dd.divide(_constant(label_smoothing), _constant(float(num_classes)))
+    return keep, share
+
+
+def _exact_index_targets(
+    labels: NDArray[np.integer],
+    weight: FloatArray,
+    label_smoothing: float,
+    ignore_index: int,
+    rows: NDArray[np.intp],
+) -> dd.DD:
+    """q = (1 − ε)·w_y·onehot(y) + (ε/C)·w of `rows` in double-double (0 for ignored rows)."""
+    w = np.asarray(weight, np.float64)
+    keep, share = _smoothing_parts(label_smoothing, w.size)
+    label = labels[rows]
+    active = label != ignore_index
+    spread = dd.multiply(share, dd.DD(w, np.zeros_like(w)))
+    mask = np.where(active, 1.0, 0.0)[:, None]
+    q = dd.DD(spread.hi * mask, spread.lo * mask)
+    hit = np.flatnonzero(active)
+    y = label[active]
+    on_label = dd.add(
+        dd.DD(q.hi[hit, y], q.lo[hit, y]), dd.multiply(keep, dd.DD(w[y], np.zeros(y.size)))
+    )
+    q.hi[hit, y], q.lo[hit, y] = on_label
+    return q
+
+
+def _exact_probability_targets(
+    probabilities: FloatArray,
+    weight: FloatArray | None,
+    label_smoothing: float,
+    rows: NDArray[np.intp],
+) -> dd.DD:
+    """q = w·((1 − ε)·p + ε/C) of `rows` in double-double."""
+    p = probabilities[rows]
+    keep, share = _smoothing_parts(label_smoothing, p.shape[1])
+    q = dd.add(dd.multiply(keep, dd.DD(p, np.zeros_like(p))), share)
+    if weight is not None:
+        q = dd.multiply(q, dd.DD(weight, np.zeros_like(weight)))
+    return q
 
 
 def check_target_support(logits: FloatArray, q: FloatArray) -> None:
@@ -122,32 +199,92 @@ def check_target_support(logits: FloatArray, q: FloatArray) -> None:
 
 
 def per_sample_losses(sm: Softmax, q: FloatArray) -> FloatArray:
-    """loss_n = −Σ_c q_nc·log a_nc, shape (N,); every term is ≥ 0, so the sum cannot cancel."""
+    """loss_n = −Σ_c q_nc·log a_nc, shape (N,); every term is ≥ 0, so the (pairwise) sum
+    cannot cancel."""
     neg_log = np.negative(sm.log_probabilities)
     neg_log[q == 0] = 0  # masked classes (−log a = inf) carry no target mass
-    losses: FloatArray = np.einsum("nc,nc->n", q, neg_log)
+    neg_log *= q
+    losses: FloatArray = neg_log.sum(axis=1)
     return losses
 
 
-def per_sample_gradient(sm: Softmax, q: FloatArray) -> FloatArray:
+def per_sample_gradient(
+    sm: Softmax, q: FloatArray, *, exact_q: ExactTargets | None = None
+) -> FloatArray:
     """∂loss_n/∂z_n = a·Σ_c q_c − q, shape (N, C).
 
     At the argmax k the same value is computed as (Σ_{c≠k} q_c − q_k·t) / (1 + t), which is
     exact algebra (a_k = 1/(1 + t)) but avoids the cancellation of a_k·Σq − q_k when a_k → 1.
+    Float64 rows that still cancel (largest term > CANCELLATION_LIMIT × largest entry: targets
+    close to the prediction) are recomputed in double-double from `sm.logits` and `exact_q`
+    (default: q taken as exact).
     """
     a = sm.probabilities
     rows = np.arange(q.shape[0])
     k = sm.argmax
+    t = sm.tail
     total = q.sum(axis=1)
-    gradient: FloatArray = a * total[:, None] - q
+    scaled = a * total[:, None]
+    gradient: FloatArray = scaled - q
     q_k = q[rows, k]
     rest = q.sum(axis=1, where=np.arange(q.shape[1]) != k[:, None])
-    gradient[rows, k] = (rest - q_k * sm.tail) / (1 + sm.tail)
+    gradient[rows, k] = (rest - q_k * t) / (1 + t)
+    if a.dtype == np.float64 and sm.logits is not None:
+        scaled += q
+        scaled[rows, k] = (rest + q_k * t) / (1 + t)
+        cancelling = np.flatnonzero(
+            scaled.max(axis=1) > CANCELLATION_LIMIT * np.abs(gradient).max(axis=1)
+        )
+        if cancelling.size:
+            refined = _gradient_double_double(sm.logits, k, q, cancelling, exact_q)
+            finite = np.isfinite(refined).all(axis=1)
+            gradient[cancelling[finite]] = refined[finite]
     return gradient
 
 
+def _gradient_double_double(
+    logits: FloatArray,
+    argmax: NDArray[np.intp],
+    q: FloatArray,
+    rows: NDArray[np.intp],
+    exact_q: ExactTargets | None,
+) -> FloatArray:
+    """a·Σq − q of `rows` in double-double, rounded to float64 (non-finite where it overflowed).
+
+    Each row of q is scaled by a power of two to a largest entry in [1/2, 1) (exact), which
+    keeps Dekker's products in range; at the argmax (Σ_{c≠k} q_c − q_k·t)/(1 + t) as in float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        target = exact_q(rows) if exact_q is not None else dd.DD(q[rows], np.zeros_like(q[rows]))
+        _, exponent = np.frexp(np.max(target.hi, axis=1, keepdims=True))
+        target = dd.DD(np.ldexp(target.hi, -exponent), np.ldexp(target.lo, -exponent))
+        k = argmax[rows]
+        e = exp_shifted_double_double(logits[rows], k)
+        off_argmax = np.arange(q.shape[1]) != k[:, None]
+        t = dd.sum_rows(dd.DD(e.hi * off_argmax, e.lo * off_argmax))
+        total = dd.sum_rows(target)
+        rest = dd.sum_rows(dd.DD(target.hi * off_argmax, target.lo * off_argmax))
+        on = (np.arange(rows.size), k)
+        q_k = dd.DD(target.hi[on], target.lo[on])
+        denominator = dd.add(_constant(1.0, t.hi.shape), t)
+
+        a = dd.divide(e, dd.DD(denominator.hi[:, None], denominator.lo[:, None]))
+        gradient = dd.add(
+            dd.multiply(a, dd.DD(total.hi[:, None], total.lo[:, None])), dd.negate(target)
+        )
+        at_argmax = dd.divide(dd.add(rest, dd.negate(dd.multiply(q_k, t))), denominator)
+        result = gradient.hi + gradient.lo
+        result[on] = at_argmax.hi + at_argmax.lo
+        refined: FloatArray = np.ldexp(result, exponent)
+    return refined
+
+
 def reduce_losses(losses: FloatArray, targets: Targets, reduction: Reduction) -> FloatArray:
-    """The reported loss: Σ_n loss_n / D for `mean` and `sum` (a 0-d array), `losses` for `none`."""
+    """The reported loss: Σ_n loss_n / D for `mean` and `sum` (a 0-d array), `losses` for `none`.
+
+    The sum is math.fsum's (correctly rounded), so the result is within ~1 ulp of the exact
+    Σ loss_n / D of the computed losses."""
     if reduction is Reduction.NONE:
         return losses
-    return np.asarray(losses.sum() / losses.dtype.type(targets.divisor))
+    total = math.fsum(losses.astype(np.float64).tolist())  # correctly rounded
+    return np.asarray(losses.dtype.type(total / targets.divisor))

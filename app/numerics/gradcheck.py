@@ -153,7 +153,7 @@ def analyse_cross_entropy(
     sm = softmax(logits)
     losses = per_sample_losses(sm, targets.q)
     scale = logits.dtype.type(1 / targets.divisor)
-    gradient = per_sample_gradient(sm, targets.q) * scale
+    gradient = per_sample_gradient(sm, targets.q, exact_q=targets.exact_q) * scale
 
     numeric_gradient = gradient_check = None
     if Output.NUMERIC_GRADIENT in include:
