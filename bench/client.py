@@ -1,0 +1,108 @@
+"""A minimal HTTP/1.1 keep-alive client for 127.0.0.1, cheap enough not to be what is measured.
+
+`Connection` (blocking) receives a large body with `recv_into` straight into one buffer;
+`requests_per_second` drives a fixed number of concurrent connections with asyncio for a fixed
+time. Bodies must come with Content-Length (every response of the service does).
+"""
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+
+import uvloop
+
+HEADER_END = b"\r\n\r\n"
+
+
+def build_request(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    """The bytes of one HTTP/1.1 request with a Content-Length."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers
+
+
+@dataclass
+class Reply:
+    """One response: status, lower-cased headers and the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytearray
+
+
+class Connection:
+    """One keep-alive connection to 127.0.0.1:port."""
+
+    def __init__(self, port: int, timeout: float = 120.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(self, raw_request: bytes) -> Reply:
+        """Send a request built by `build_request` and read the whole response."""
+        self.sock.sendall(raw_request)
+        buffer = bytearray()
+        while HEADER_END not in buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buffer += chunk
+        head_length = buffer.index(HEADER_END)
+        status, headers = _parse_head(bytes(buffer[:head_length]))
+        length = int(headers["content-length"])
+        body = bytearray(length)
+        received = buffer[head_length + len(HEADER_END) :]
+        body[: len(received)] = received
+        view = memoryview(body)
+        filled = len(received)
+        while filled < length:
+            count = self.sock.recv_into(view[filled:], min(length - filled, 1 << 22))
+            if not count:
+                raise ConnectionError("the server closed the connection mid-body")
+            filled += count
+        return Reply(status, headers, body)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+async def _drive(port: int, raw_request: bytes, stop_at: float, counts: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < stop_at:
+            writer.write(raw_request)
+            head = await reader.readuntil(HEADER_END)
+            status, headers = _parse_head(head[: -len(HEADER_END)])
+            await reader.readexactly(int(headers["content-length"]))
+            if status != 200:
+                raise RuntimeError(f"status {status} during the throughput run")
+            counts[0] += 1
+    finally:
+        writer.close()
+
+
+def requests_per_second(port: int, raw_request: bytes, concurrency: int, seconds: float) -> float:
+    """Completed requests per second with `concurrency` connections kept busy for `seconds`."""
+
+    async def run() -> float:
+        counts = [0]
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(
+            *(_drive(port, raw_request, stop_at, counts) for _ in range(concurrency))
+        )
+        return counts[0] / (time.perf_counter() - started)
+
+    return uvloop.run(run())
