@@ -18,7 +18,8 @@
 #
 # Runtime settings, all from the environment:
 #   PORT (8000), HOST (0.0.0.0)   where uvicorn listens (also read by HEALTHCHECK)
-#   WEB_CONCURRENCY (1)           uvicorn worker processes
+#   WEB_CONCURRENCY (1)           uvicorn worker processes (more than one: metrics
+#                                 are summed through PROMETHEUS_MULTIPROC_DIR)
 #   GRADCHECK_*                   service limits (app/core/config.py)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -71,6 +72,7 @@ RUN groupadd --system --gid "${APP_UID}" gradcheck \
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /srv/gradcheck /srv/gradcheck
+COPY deploy/docker/entrypoint.sh /usr/local/bin/gradcheck-entrypoint
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
@@ -89,9 +91,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 
-# uvicorn reads UVICORN_HOST / UVICORN_PORT (click's auto env vars) and
-# WEB_CONCURRENCY (worker count) itself; this entrypoint only maps the
-# conventional HOST / PORT onto them, then execs the command, so uvicorn is
-# PID 1 and gets SIGTERM directly.
-ENTRYPOINT ["/bin/sh", "-c", "export UVICORN_HOST=\"${UVICORN_HOST:-${HOST:-0.0.0.0}}\" UVICORN_PORT=\"${UVICORN_PORT:-${PORT:-8000}}\"; exec \"$@\"", "gradcheck"]
+# The entrypoint maps HOST / PORT onto uvicorn's UVICORN_HOST / UVICORN_PORT, gives
+# several workers a shared Prometheus directory, then execs the command: uvicorn is
+# PID 1 and gets SIGTERM directly. uvicorn reads WEB_CONCURRENCY (workers) itself.
+ENTRYPOINT ["/bin/sh", "/usr/local/bin/gradcheck-entrypoint"]
 CMD ["uvicorn", "app.main:app", "--proxy-headers", "--timeout-graceful-shutdown", "20"]

@@ -55,9 +55,21 @@ def test_healthz(http: httpx.Client) -> None:
 def test_readyz(http: httpx.Client) -> None:
     """deploy/kubernetes's readinessProbe asks /readyz."""
     response = http.get("/readyz")
-    if response.status_code == 404:
-        pytest.xfail("the service has no /readyz yet; the Kubernetes readinessProbe needs it")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ready"
+
+
+def test_metrics_are_shared_by_the_workers(container: RunningContainer, http: httpx.Client) -> None:
+    """WEB_CONCURRENCY=2: the entrypoint gave uvicorn a PROMETHEUS_MULTIPROC_DIR."""
+    environ = run(["docker", "exec", container.name, "cat", "/proc/1/environ"]).stdout
+    variables = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
+    directory = variables.get("PROMETHEUS_MULTIPROC_DIR", "")
+    assert directory.startswith("/tmp/gradcheck-metrics."), variables
+    listing = run(["docker", "exec", container.name, "ls", directory]).stdout
+    assert listing.strip(), "no worker wrote its metrics there"
+    response = http.get("/metrics")
     assert response.status_code == 200
+    assert "gradcheck_http_requests" in response.text
 
 
 def test_softmax_numbers(http: httpx.Client) -> None:
