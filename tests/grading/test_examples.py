@@ -1,0 +1,218 @@
+"""The autograder examples, run as Gradescope and PrairieLearn would run them, against a live
+server on 127.0.0.1 with API keys and a signing secret; temporary directories stand in for
+/autograder and /grade. The scripts run under the system's python3 (standard library only)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, start_uvicorn
+from tests.grading.test_formats import check_gradescope, check_prairielearn
+from tests.helpers import free_port, require
+
+pytestmark = pytest.mark.live
+
+API_KEY = "example-course-key-0123456789"
+RUN_AUTOGRADER = ROOT / "examples" / "gradescope" / "run_autograder"
+PL_EXAMPLES = ROOT / "examples" / "prairielearn"
+SYSTEM_PYTHON = shutil.which("python3")
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[str]:
+    """A live server that needs an API key and signs with a fixed secret."""
+    port = free_port()
+    env = {"GRADCHECK_API_KEYS": API_KEY, "GRADCHECK_SECRET_KEY": "example-secret-" + "x" * 32}
+    process = start_uvicorn(port, env)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def call(url: str, path: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(url + path, json=body, headers={"X-API-Key": API_KEY}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def correct_answer(url: str, problem: dict[str, Any], parts: tuple[str, ...]) -> dict[str, Any]:
+    body = {key: problem[key] for key in ("logits", "labels", "reduction")}
+    values = call(
+        url, "/v1/cross-entropy", {**body, "include": ["probabilities", "loss", "gradient"]}
+    )
+    return {part: values[part] for part in parts}
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    require(SYSTEM_PYTHON is not None, "python3 is not on PATH")
+    return subprocess.run(
+        command,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+# ----- Gradescope -----
+
+
+def gradescope_dir(tmp_path: Path, answer: str | None, email: str = "ada@example.edu") -> Path:
+    root = tmp_path / "autograder"
+    (root / "submission").mkdir(parents=True)
+    metadata = {"users": [{"email": email, "id": 1, "name": "Ada"}]}
+    (root / "submission_metadata.json").write_text(json.dumps(metadata))
+    if answer is not None:
+        (root / "submission" / "answer.json").write_text(answer)
+    return root
+
+
+def run_autograder(root: Path, url: str, key: str = API_KEY) -> dict[str, Any]:
+    env = {"AUTOGRADER_ROOT": str(root), "GRADCHECK_URL": url, "GRADCHECK_API_KEY": key}
+    run(["bash", str(RUN_AUTOGRADER)], env)
+    results: dict[str, Any] = json.loads((root / "results" / "results.json").read_text())
+    return results
+
+
+def student_problem(url: str, email: str) -> dict[str, Any]:
+    """The problem the course handed this student: the seed rule of run_autograder."""
+    body = {"seed": f"hw3-softmax:{email}", "batch_size": 4, "num_classes": 3}
+    problem: dict[str, Any] = call(url, "/v1/problems", body)
+    return problem
+
+
+def test_gradescope_full_marks_for_the_students_own_problem(service: str, tmp_path: Path) -> None:
+    answer = correct_answer(
+        service, student_problem(service, "ada@example.edu"), ("loss", "gradient")
+    )
+    results = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
+    check_gradescope(results)
+    assert results["score"] == 5.0
+    assert [(t["name"], t["status"]) for t in results["tests"]] == [
+        ("loss", "passed"),
+        ("gradient", "passed"),
+    ]
+
+
+def test_gradescope_someone_elses_answer_fails(service: str, tmp_path: Path) -> None:
+    answer = correct_answer(
+        service, student_problem(service, "bob@example.edu"), ("loss", "gradient")
+    )
+    results = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
+    check_gradescope(results)
+    assert results["score"] < 5.0
+    assert results["tests"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("answer", "output"),
+    [
+        (
+            '{"loss": NaN, "gradient": [[0, 0], [0, 0], [0, 0], [0, 0]]}',
+            "Not gradable: loss is NaN",
+        ),
+        ('{"loss": 0.5, "gradient": "todo"}', 'gradient is the string "todo"'),
+        ("{not json", "answer.json is not valid JSON"),
+        (None, "No answer found"),
+    ],
+)
+def test_gradescope_bad_uploads_get_zero_with_a_reason(
+    service: str, tmp_path: Path, answer: str | None, output: str
+) -> None:
+    results = run_autograder(gradescope_dir(tmp_path, answer), service)
+    check_gradescope(results)
+    assert results["score"] == 0.0
+    texts = [results["output"], *(test["output"] for test in results["tests"])]
+    assert any(output in text for text in texts)
+
+
+def test_gradescope_when_the_service_refuses(service: str, tmp_path: Path) -> None:
+    results = run_autograder(gradescope_dir(tmp_path, "{}"), service, key="not-the-key")
+    assert results["score"] == 0.0
+    assert "could not be reached" in results["output"]
+
+
+# ----- PrairieLearn -----
+
+
+def load_server(url: str) -> Any:
+    """examples/prairielearn/server.py, imported with the service's address and key."""
+    spec = importlib.util.spec_from_file_location("pl_server", PL_EXAMPLES / "server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.URL, module.API_KEY = url, API_KEY
+    return module
+
+
+def grade_dir(tmp_path: Path, url: str, answer: str | None) -> tuple[Path, dict[str, Any]]:
+    data: dict[str, Any] = {"params": {}, "variant_seed": 1234567, "submitted_answers": {}}
+    load_server(url).generate(data)
+    root = tmp_path / "grade"
+    (root / "data").mkdir(parents=True)
+    (root / "student").mkdir()
+    (root / "data" / "data.json").write_text(json.dumps(data))
+    if answer is not None:
+        (root / "student" / "answer.json").write_text(answer)
+    return root, data["params"]
+
+
+def run_grader(root: Path, url: str) -> dict[str, Any]:
+    env = {"PL_GRADE_ROOT": str(root), "GRADCHECK_URL": url, "GRADCHECK_API_KEY": API_KEY}
+    run([str(SYSTEM_PYTHON), str(PL_EXAMPLES / "grade.py")], env)
+    results: dict[str, Any] = json.loads((root / "results" / "results.json").read_text())
+    return results
+
+
+def test_prairielearn_generate_then_grade(service: str, tmp_path: Path) -> None:
+    root, params = grade_dir(tmp_path, service, None)
+    assert len(params["logits"]) == 3
+    assert len(params["logits"][0]) == 4
+    answer = correct_answer(
+        service, params | {"reduction": "mean"}, ("probabilities", "loss", "gradient")
+    )
+    (root / "student" / "answer.json").write_text(json.dumps(answer))
+    results = run_grader(root, service)
+    check_prairielearn(results)
+    assert results["gradable"] is True
+    assert results["score"] == 1.0
+    assert [(t["name"], t["points"], t["max_points"]) for t in results["tests"]] == [
+        ("probabilities", 1.0, 1.0),
+        ("loss", 1.0, 1.0),
+        ("gradient", 2.0, 2.0),
+    ]
+
+
+def test_prairielearn_partial_credit_and_format_errors(service: str, tmp_path: Path) -> None:
+    root, params = grade_dir(tmp_path, service, None)
+    answer = correct_answer(
+        service, params | {"reduction": "mean"}, ("probabilities", "loss", "gradient")
+    )
+    answer["gradient"][0] = [0.0, 0.0, 0.0, 0.0]  # 4 of 12 entries wrong
+    (root / "student" / "answer.json").write_text(json.dumps(answer))
+    results = run_grader(root, service)
+    check_prairielearn(results)
+    assert results["score"] == pytest.approx((1 + 1 + 2 * 8 / 12) / 4)
+
+    (root / "student" / "answer.json").write_text('["not", "an", "object"]')
+    results = run_grader(root, service)
+    check_prairielearn(results)
+    assert results["gradable"] is False
+    assert results["format_errors"][0].startswith("the submission must be a JSON object")
+
+
+def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_path: Path) -> None:
+    root, _ = grade_dir(tmp_path, service, "{}")
+    closed = f"http://127.0.0.1:{free_port()}"
+    results = run_grader(root, closed)
+    assert results["gradable"] is False
+    assert "not counted" in results["message"]
