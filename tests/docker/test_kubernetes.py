@@ -113,8 +113,13 @@ def test_service_and_hpa_point_at_the_deployment() -> None:
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
     config_map = found["ConfigMap"]
-    (env_from,) = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
-    assert env_from["configMapRef"]["name"] == config_map["metadata"]["name"]
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    config_refs = [item["configMapRef"]["name"] for item in env_from if "configMapRef" in item]
+    assert config_refs == [config_map["metadata"]["name"]]
+    # Secrets come from a Secret made outside version control; pods start without it.
+    (secret_ref,) = [item["secretRef"] for item in env_from if "secretRef" in item]
+    assert secret_ref["optional"] is True
+    assert "Secret" not in found, "no secret values in the repository"
     assert all(key.startswith("GRADCHECK_") for key in config_map["data"])
 
 
