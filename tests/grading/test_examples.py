@@ -216,3 +216,16 @@ def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_pat
     results = run_grader(root, closed)
     assert results["gradable"] is False
     assert "not counted" in results["message"]
+
+
+# ----- the documentation shows exactly these scripts -----
+
+
+@pytest.mark.parametrize(
+    "example", [RUN_AUTOGRADER, PL_EXAMPLES / "server.py", PL_EXAMPLES / "grade.py"]
+)
+def test_the_docs_show_the_tested_scripts(example: Path) -> None:
+    docs = (ROOT / "docs" / "autograder.md").read_text()
+    assert (
+        f"```{'bash' if example == RUN_AUTOGRADER else 'python'}\n{example.read_text()}```" in docs
+    )
