@@ -51,7 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="gradcheck",
         version=__version__,
         description=DESCRIPTION,
-        max_body_size=settings.max_body_bytes,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,

@@ -2,6 +2,7 @@
 
 The request id lives in a context variable set by the request middleware; context variables
 follow a request into `run_in_threadpool`, so log lines written by the computation carry it too.
+Each record is stamped with it when created (a log-record factory), whatever handler writes it.
 Nothing here logs headers, query strings or bodies: API keys and other secrets cannot leak.
 """
 
@@ -24,6 +25,28 @@ _RECORD_ATTRIBUTES = frozenset(
 )
 
 
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra=` fields and its request id (if it was written during a request)."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_ATTRIBUTES
+        and not key.startswith("_")
+        and not (key == "request_id" and value is None)
+    }
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """A LogRecord stamped with the current request id when it is created (not when a handler
+    formats it later, perhaps outside the request)."""
+    record = _base_record_factory(*args, **kwargs)
+    record.request_id = REQUEST_ID.get()
+    return record
+
+
+_base_record_factory = logging.getLogRecordFactory()
+
+
 class JsonFormatter(logging.Formatter):
     """`{"time", "level", "logger", "message", "request_id", ...extra fields, "exception"}`."""
 
@@ -35,12 +58,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = REQUEST_ID.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_extra_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
@@ -51,12 +69,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of text (plus a traceback, if any)."""
-        request_id = REQUEST_ID.get()
-        extras = " ".join(
-            f"{key}={value}"
-            for key, value in record.__dict__.items()
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
-        )
+        extras = _extra_fields(record)
+        request_id = extras.pop("request_id", None)
         line = " ".join(
             part
             for part in (
@@ -65,7 +79,7 @@ class PlainFormatter(logging.Formatter):
                 record.name,
                 f"[{request_id}]" if request_id else "",
                 record.getMessage(),
-                extras,
+                " ".join(f"{key}={value}" for key, value in extras.items()),
             )
             if part
         )
@@ -84,6 +98,7 @@ def configure_logging(level: str, json_lines: bool) -> None:
     Idempotent: calling it again only changes the level and format. Uvicorn's own access log is
     switched off, since `ACCESS_LOGGER` writes one line per request (with its id) instead.
     """
+    logging.setLogRecordFactory(_record_with_request_id)
     _HANDLER.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()
     if _HANDLER not in root.handlers:

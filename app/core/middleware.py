@@ -8,7 +8,8 @@ Outermost first, as `install_middleware` stacks them:
    pages a Content-Security-Policy that allows only same-origin resources plus the page's own
    inline scripts, by hash.
 3. Starlette's `CORSMiddleware`, only if GRADCHECK_CORS_ORIGINS names origins.
-4. `ComputeTimeoutMiddleware`: 504 once GRADCHECK_REQUEST_TIMEOUT_SECONDS have passed.
+4. `BodySizeLimitMiddleware`: 413 for bodies over GRADCHECK_MAX_BODY_BYTES.
+5. `ComputeTimeoutMiddleware`: 504 once GRADCHECK_REQUEST_TIMEOUT_SECONDS have passed.
 """
 
 import asyncio
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import LimitExceeded
 from app.core.config import Settings
 from app.core.logging import ACCESS_LOGGER, REQUEST_ID
 from app.core.metrics import UNMATCHED_ROUTE, HttpMetrics
@@ -201,6 +203,51 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_secured)
 
 
+def body_too_large(limit: int) -> str:
+    """The 413 message of the body size limit."""
+    return (
+        f"The request body is larger than GRADCHECK_MAX_BODY_BYTES = {limit} bytes: "
+        "send fewer samples per request, or ask the operator to raise the limit."
+    )
+
+
+class BodySizeLimitMiddleware:
+    """413 for a body over `max_bytes`, as JSON naming the limit.
+
+    A Content-Length over the limit is answered before the body is read; a chunked body is
+    counted as it is read and refused once it passes the limit (the route's read raises
+    `LimitExceeded`, which the error handlers answer). Starlette's own limit is not used: for
+    a Content-Length over it, it replaces whatever response the app sends by a plain-text 413.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse or count the body, then serve the request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(Headers(scope=scope))
+        if declared is not None and declared > self.max_bytes:
+            response = JSONResponse({"detail": body_too_large(self.max_bytes)}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise LimitExceeded(body_too_large(self.max_bytes))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 class ComputeTimeout(Exception):
     """Raised between class columns of a numeric derivative once the request's time is up."""
 
@@ -283,6 +330,7 @@ def _drop_result(task: "asyncio.Task[None]") -> None:
 def install_middleware(app: FastAPI, settings: Settings, metrics: HttpMetrics) -> None:
     """Stack the middleware of the module docstring on `app` (the last added runs outermost)."""
     app.add_middleware(ComputeTimeoutMiddleware, seconds=settings.request_timeout_seconds)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -73,7 +73,9 @@ any_shape_requests = st.fixed_dictionaries(
 rectangular_requests = st.fixed_dictionaries(
     {
         "logits": rectangular_rows | st.lists(numbers, min_size=2, max_size=4),
-        "labels": huge_integers | st.lists(huge_integers, min_size=1, max_size=3) | rectangular_rows,
+        "labels": huge_integers
+        | st.lists(huge_integers, min_size=1, max_size=3)
+        | rectangular_rows,
     },
     optional=options,
 )

@@ -1,0 +1,116 @@
+"""The per-request compute timeout: 504 with a clear message, the app keeps serving, and the
+numeric derivatives stop at their next checkpoint."""
+
+import asyncio
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from app.core.middleware import ComputeTimeout, ComputeTimeoutMiddleware
+from app.numerics.finite_diff import (
+    COLUMN_CHECKPOINT,
+    Method,
+    choose_steps,
+    derivative_by_column,
+    plain_losses,
+    plain_softmax,
+)
+from tests.conftest import ClientFactory
+
+
+def slow_cross_entropy() -> dict[str, object]:
+    """A numeric gradient of 128 × 1000 logits: several seconds of work even on a fast machine."""
+    rng = np.random.default_rng(7)
+    return {
+        "logits": rng.normal(size=(128, 1000)).round(3).tolist(),
+        "labels": rng.integers(0, 1000, 128).tolist(),
+        "include": ["loss", "numeric_gradient"],
+    }
+
+
+async def test_slow_request_gets_504_and_the_app_keeps_serving(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(request_timeout_seconds=0.5) as client:
+        response = await client.post("/v1/cross-entropy", json=slow_cross_entropy())
+        health = await client.get("/healthz")
+        quick = await client.post("/v1/softmax", json={"logits": [[0.0, 1.0]]})
+    assert response.status_code == 504
+    assert "GRADCHECK_REQUEST_TIMEOUT_SECONDS = 0.5 s" in response.json()["detail"]
+    assert health.status_code == 200
+    assert quick.status_code == 200
+
+
+def test_checkpoint_stops_the_numeric_derivative_early() -> None:
+    """The checkpoint runs before each group of columns; raising from it ends the work."""
+    calls = 0
+
+    def stop_on_third_call() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ComputeTimeout
+
+    logits = np.random.default_rng(0).normal(size=(512, 600))
+    targets = np.full_like(logits, 1 / 600)
+    steps = choose_steps(logits, Method.CENTRAL, None)
+    token = COLUMN_CHECKPOINT.set(stop_on_third_call)
+    try:
+        with pytest.raises(ComputeTimeout):
+            derivative_by_column(lambda z: plain_losses(z, targets), logits, steps, Method.CENTRAL)
+    finally:
+        COLUMN_CHECKPOINT.reset(token)
+    assert calls == 3
+
+
+def test_checkpoint_is_optional() -> None:
+    logits = np.array([[0.0, 1.0, 2.0]])
+    steps = choose_steps(logits, Method.CENTRAL, None)
+    assert COLUMN_CHECKPOINT.get() is None
+    assert derivative_by_column(plain_softmax, logits, steps, Method.CENTRAL).shape == (1, 3, 3)
+
+
+async def test_work_without_checkpoints_is_abandoned_and_its_late_output_dropped() -> None:
+    """A thread that ignores the deadline: the client still gets its 504 at the deadline."""
+    finished = threading.Event()
+
+    def blocking_work() -> str:
+        finished.wait(timeout=10)
+        return "late"
+
+    async def slow(_: Request) -> PlainTextResponse:
+        return PlainTextResponse(await run_in_threadpool(blocking_work))
+
+    app = ComputeTimeoutMiddleware(Starlette(routes=[Route("/", slow)]), seconds=0.2)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.get("/")
+        finished.set()
+        await asyncio.sleep(0.1)  # let the abandoned task try to send its response
+    assert response.status_code == 504
+
+
+async def test_response_started_before_the_deadline_is_not_cut() -> None:
+    async def stream(_: Request) -> StreamingResponse:
+        async def parts():  # type: ignore[no-untyped-def]
+            yield b"first "
+            await asyncio.sleep(0.4)
+            yield b"second"
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    app = ComputeTimeoutMiddleware(Starlette(routes=[Route("/", stream)]), seconds=0.2)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.get("/")
+    assert response.status_code == 200
+    assert response.content == b"first second"
