@@ -58,7 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
     install_middleware(app, settings, app.state.metrics)
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def app_settings() -> Settings:  # async: FastAPI would run a plain def in a thread
+        return settings
+
+    app.dependency_overrides[get_settings] = app_settings
     app.state.signing_key = signing_key(settings)
     api_keys = api_key_guard(settings)
     for router in ROUTERS:

@@ -42,21 +42,53 @@ class Reply:
     body: bytearray
 
 
+class _ClosedBeforeResponse(ConnectionError):
+    """The server closed the connection before sending any byte of a response."""
+
+
 class Connection:
     """One keep-alive connection to 127.0.0.1:port."""
 
     def __init__(self, port: int, timeout: float = 120.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = port
+        self.timeout = timeout
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def request(self, raw_request: bytes) -> Reply:
-        """Send a request built by `build_request` and read the whole response."""
-        self.sock.sendall(raw_request)
+        """Send a request built by `build_request` and read the whole response.
+
+        If the server has closed the idle connection (uvicorn's keep-alive timeout) before
+        answering, reconnect and send once more, as HTTP client libraries do.
+        """
+        try:
+            return self._exchange(raw_request)
+        except ConnectionError as error:
+            if not isinstance(error, _ClosedBeforeResponse):
+                raise
+            self.sock.close()
+            self.sock = self._connect()
+            return self._exchange(raw_request)
+
+    def _exchange(self, raw_request: bytes) -> Reply:
+        try:
+            self.sock.sendall(raw_request)
+        except (BrokenPipeError, ConnectionResetError) as error:
+            raise _ClosedBeforeResponse from error
         buffer = bytearray()
         while HEADER_END not in buffer:
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError as error:
+                raise _ClosedBeforeResponse from error
             if not chunk:
-                raise ConnectionError("the server closed the connection")
+                if buffer:
+                    raise ConnectionError("the server closed the connection mid-response")
+                raise _ClosedBeforeResponse
             buffer += chunk
         head_length = buffer.index(HEADER_END)
         status, headers = _parse_head(bytes(buffer[:head_length]))

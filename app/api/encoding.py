@@ -78,7 +78,8 @@ def check_fields(check: Check, dtype: str) -> dict[str, Any]:
 
 
 def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[str, Any]:
-    """The response fields of a report: arrays stay numpy arrays; only what `include` asks for."""
+    """The response fields of a report, only what `include` asks for: arrays stay numpy arrays
+    (the reduced loss a 0-d array: a number in JSON, a 0-d `.npy` member in .npz)."""
     probabilities = report.softmax.probabilities
     fields: dict[str, Any] = {
         "batch_size": probabilities.shape[0],
@@ -104,8 +105,6 @@ def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[s
     if report.jacobian_check is not None:
         fields["jacobian_check"] = check_fields(report.jacobian_check, dtype)
     _refuse_non_finite(fields, dtype)
-    if "loss" in fields and fields["loss"].ndim == 0:
-        fields["loss"] = float(fields["loss"])
     return fields
 
 
@@ -130,12 +129,17 @@ def wants_npz(accept: str | None) -> bool:
     return bool(accept) and NPZ_MEDIA_TYPE in (accept or "")
 
 
+def _json_ready(value: Any) -> Any:
+    """0-d arrays as Python numbers, other arrays C-contiguous (what orjson serialises)."""
+    if not isinstance(value, np.ndarray):
+        return value
+    return value.item() if value.ndim == 0 else np.ascontiguousarray(value)
+
+
 def encode_json(fields: dict[str, Any]) -> bytes:
-    """orjson straight from numpy (C-contiguous arrays; NaN/inf would become null)."""
-    contiguous = {
-        k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()
-    }
-    return orjson.dumps(contiguous, option=orjson.OPT_SERIALIZE_NUMPY)
+    """orjson straight from numpy (NaN/inf would become null): no Python lists are built."""
+    ready = {name: _json_ready(value) for name, value in fields.items()}
+    return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_npz(fields: dict[str, Any]) -> bytes:

@@ -57,5 +57,5 @@ async def cross_entropy(
     targets) with effective targets q: loss_n = −Σ_c q_nc log a_nc, and its gradient
     ∂loss_n/∂z_nj = a_nj·Σ_c q_nc − q_nj (a − y only when the target sums to 1), divided by the
     reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|."""
-    fields = await run_in_threadpool(cross_entropy_fields, body, settings)
-    return await run_in_threadpool(respond, fields, accept)
+    # One worker thread computes and encodes: the event loop stays free, for one thread hop.
+    return await run_in_threadpool(lambda: respond(cross_entropy_fields(body, settings), accept))

@@ -50,5 +50,5 @@ async def softmax(
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
-    fields = await run_in_threadpool(softmax_fields, body, settings)
-    return await run_in_threadpool(respond, fields, accept)
+    # One worker thread computes and encodes: the event loop stays free, for one thread hop.
+    return await run_in_threadpool(lambda: respond(softmax_fields(body, settings), accept))
