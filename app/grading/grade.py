@@ -52,7 +52,8 @@ class Reference:
     """
 
     def __init__(self, logits: FloatArray, targets: Targets, reduction: Reduction) -> None:
-        self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
+        with np.errstate(over="ignore", invalid="ignore"):  # `value` refuses what is not finite
+            self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
         self._values: dict[Part, FloatArray] = {}
         num_samples, num_classes = logits.shape
         self._shapes = {
@@ -79,13 +80,15 @@ class Reference:
     def value(self, part: Part) -> FloatArray:
         """The expected value of `part`, as float64."""
         if part not in self._values:
-            computed = self._compute(part)
+            with np.errstate(over="ignore", invalid="ignore"):
+                computed = self._compute(part)
             value = np.asarray(computed, np.float64)
             if not np.isfinite(value).all():
                 raise InvalidProblem(
                     ("logits",),
-                    f"the expected {part} is not finite in this dtype: the logits are too large "
-                    "for this precision (use dtype float64 or smaller logits)",
+                    f"the expected {part} is not finite in this dtype: the logits or class "
+                    "weights are too large for this precision (use dtype float64, smaller "
+                    "logits or smaller weights)",
                 )
             self._values[part] = value
         return self._values[part]

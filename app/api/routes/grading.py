@@ -118,8 +118,11 @@ def problem_fields(body: ProblemRequest, key: bytes) -> dict[str, Any]:
         for part in CHECKED_PARTS:
             reference.value(part)
     except InvalidProblem as error:
-        # only the reduction's divisor or a dtype overflow can fail; name the option to change
-        raise RequestError(("reduction",), error.message) from None
+        # Generated labels are valid and |logits| ≤ 6000, so only two things can fail: a 'mean'
+        # whose divisor is 0 (reported on labels), or class weights so large that a value
+        # overflows the dtype.
+        field = "reduction" if error.location[:1] == ("labels",) else "weight"
+        raise RequestError((field,), error.message) from None
     return {
         "problem_id": encode_problem_id(spec, key),
         "logits": problem.logits,

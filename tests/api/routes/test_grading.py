@@ -120,6 +120,11 @@ async def test_a_problem_is_a_cross_entropy_body(client: httpx.AsyncClient) -> N
         ({"label_type": "onehot"}, ["body", "label_type"]),
         ({"weight": [1.0, 2.0]}, ["body", "weight"]),
         ({"weight": [0.0, 0.0, 0.0]}, ["body", "reduction"]),
+        ({"weight": [1e308, 1e308, 1e308], "reduction": "sum"}, ["body", "weight"]),
+        (
+            {"weight": [1e38, 1e38, 1e38], "dtype": "float32", "reduction": "sum"},
+            ["body", "weight"],
+        ),
         ({"colour": "red"}, ["body", "colour"]),
     ],
 )
