@@ -403,6 +403,11 @@ function showErrors(items) {
 
 // ---------- drawing ----------
 
+/** An error's order of magnitude, short enough for a small cell: "2e−11". */
+function formatMagnitude(v) {
+  return v === 0 ? "0" : v.toExponential(0).replace("e-", "e−");
+}
+
 function availableWidth(canvas) {
   return canvas.closest(".panel").clientWidth - 32;
 }
@@ -455,7 +460,7 @@ function renderJacobian(result) {
   const maxAbs = Math.max(...matrix.flat().map(Math.abs));
   const scale = divergingScale(maxAbs);
   const canvas = $("jacobian");
-  drawHeatmap(canvas, matrix, { scale, rowName: "i", columnName: "j", available: availableWidth(canvas) - 90 });
+  drawHeatmap(canvas, matrix, { scale, rowName: "i", columnName: "j", available: availableWidth(canvas) - 110 });
   drawLegend($("jacobian-legend"), scale, canvas.clientHeight);
 }
 
@@ -467,13 +472,18 @@ function renderGradients(result) {
   const failing = error.map((row, n) => row.map((e, c) => e > atol + rtol * Math.abs(numeric[n][c])));
   const maxAbs = Math.max(...analytic.flat().map(Math.abs), ...numeric.flat().map(Math.abs));
   const scale = divergingScale(maxAbs);
-  const available = (availableWidth($("gradient")) - 240) / 3;
+  const available = (availableWidth($("gradient")) - 140) / 2;
   const options = { scale, rowName: "sample", columnName: "class", available };
   drawHeatmap($("gradient"), analytic, options);
   drawHeatmap($("numeric-gradient"), numeric, options);
   drawLegend($("gradient-legend"), scale, $("gradient").clientHeight);
-  const errorScale = logScale(error.flat(), atol, "atol");
-  drawHeatmap($("gradient-error"), error, { ...options, scale: errorScale, outline: failing });
+  const errorScale = logScale(error.flat(), atol, `atol ${formatNumber(atol)}`);
+  drawHeatmap($("gradient-error"), error, {
+    ...options,
+    scale: errorScale,
+    outline: failing,
+    format: formatMagnitude,
+  });
   drawLegend($("error-legend"), errorScale, $("gradient").clientHeight);
 }
 

@@ -93,10 +93,15 @@ function cellSize(columns, available) {
 
 /**
  * Draw `matrix` (rows × columns) as coloured cells with row and column indices.
- * `outline[r][c]` true draws a thick frame (a failing element). Returns the cell geometry,
+ * `outline[r][c]` true draws a thick frame (a failing element); `format` writes a cell's value
+ * when the cells are wide enough. Returns the cell geometry,
  * which `attachTooltip` uses.
  */
-export function drawHeatmap(canvas, matrix, { scale, rowName, columnName, outline, available }) {
+export function drawHeatmap(
+  canvas,
+  matrix,
+  { scale, rowName, columnName, outline, available, format = formatNumber },
+) {
   const rows = matrix.length;
   const columns = rows ? matrix[0].length : 0;
   const cell = cellSize(columns, (available || 320) - 40);
@@ -119,7 +124,7 @@ export function drawHeatmap(canvas, matrix, { scale, rowName, columnName, outlin
       context.fillRect(left + c * cell, top + r * cell, cell, cell);
       if (cell >= 44) {
         context.fillStyle = inkFor(colour);
-        context.fillText(formatNumber(value), left + (c + 0.5) * cell, top + (r + 0.5) * cell);
+        context.fillText(format(value), left + (c + 0.5) * cell, top + (r + 0.5) * cell);
       }
     }
   }
@@ -145,7 +150,7 @@ export function drawHeatmap(canvas, matrix, { scale, rowName, columnName, outlin
 /** A vertical colour bar for `scale` with its bounds (10^k labels for a log scale). */
 export function drawLegend(canvas, scale, height) {
   const barHeight = Math.max(120, Math.min(220, height - 24));
-  const context = prepare(canvas, 78, barHeight + 24);
+  const context = prepare(canvas, 100, barHeight + 24);
   const x = 6;
   const y = 12;
   for (let i = 0; i < barHeight; i += 1) {

@@ -1,17 +1,18 @@
 """Headless Debian Chromium driven by Playwright, with every non-loopback request blocked.
 
 Playwright's own browser downloads are not used: the system's `chromium` (installed by
-ci/browser-setup.sh) is launched through `executable_path`.
+ci/browser-setup.sh) is launched through `executable_path`. The async API is used so that the
+browser shares pytest-asyncio's session event loop with the other async tests.
 """
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
 
 from tests.helpers import require
 
@@ -41,19 +42,19 @@ class Traffic:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+async def browser() -> AsyncIterator[Browser]:
     """Debian's chromium, headless (skips, or fails under GRADCHECK_REQUIRE_ALL=1, without it).
 
     Playwright starts every launch with a new temporary profile (--user-data-dir).
     """
     executable = shutil.which("chromium")
     require(executable is not None, "Debian's chromium is not installed: bash ci/browser-setup.sh")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
         )
         yield browser
-        browser.close()
+        await browser.close()
 
 
 @pytest.fixture
@@ -63,28 +64,28 @@ def traffic() -> Traffic:
 
 
 @pytest.fixture
-def page(browser: Browser, traffic: Traffic) -> Iterator[Page]:
+async def page(browser: Browser, traffic: Traffic) -> AsyncIterator[Page]:
     """A page in a new context where every request not to 127.0.0.1 is aborted and counted."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
 
-    def guard(route: Route) -> None:
+    async def guard(route: Route) -> None:
         url = urlsplit(route.request.url)
         if url.scheme in LOCAL_SCHEMES or url.hostname in LOOPBACK:
-            route.continue_()
+            await route.continue_()
         else:
             traffic.outbound.append(route.request.url)
-            route.abort()
+            await route.abort()
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type == "error":
             traffic.console_errors.append(message.text)
 
-    context.route("**/*", guard)
-    page = context.new_page()
+    await context.route("**/*", guard)
+    page = await context.new_page()
     page.on("console", on_console)
     page.on("pageerror", lambda error: traffic.page_errors.append(str(error)))
     yield page
-    context.close()
+    await context.close()
 
 
 @pytest.fixture(scope="session")

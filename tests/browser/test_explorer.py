@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.async_api import Page, expect
 
 from app.api.examples import FLOAT32_FAILS
 from tests.browser.conftest import Traffic
@@ -26,9 +26,11 @@ DISTINCT_COLOURS = """id => {
 }"""
 
 
-def wait_for_update(page: Page, count: int) -> None:
-    """Wait until the page has drawn its `count`-th API answer and is not waiting for another."""
-    page.wait_for_function(
+async def wait_for_update(page: Page, count: int) -> None:
+    """Wait until the page has drawn its `count`-th API answer and is not waiting for another.
+
+    Functions, not expression strings: the page's CSP forbids eval."""
+    await page.wait_for_function(
         "n => Number(document.body.dataset.updates) >= n"
         " && document.body.dataset.state === 'ready'",
         arg=count,
@@ -36,77 +38,77 @@ def wait_for_update(page: Page, count: int) -> None:
     )
 
 
-def updates(page: Page) -> int:
-    return int(page.evaluate("() => Number(document.body.dataset.updates)"))
+async def updates(page: Page) -> int:
+    return int(await page.evaluate("() => Number(document.body.dataset.updates)"))
 
 
-def canvas_image(page: Page, canvas_id: str) -> str:
-    return str(page.evaluate("id => document.getElementById(id).toDataURL()", canvas_id))
+async def canvas_image(page: Page, canvas_id: str) -> str:
+    return str(await page.evaluate("id => document.getElementById(id).toDataURL()", canvas_id))
 
 
 @pytest.fixture
-def explorer(page: Page, live_url: str) -> Page:
+async def explorer(page: Page, live_url: str) -> Page:
     """The explorer after its first answer from the API."""
-    page.goto(f"{live_url}/", wait_until="networkidle")
-    wait_for_update(page, 1)
+    await page.goto(f"{live_url}/", wait_until="networkidle")
+    await wait_for_update(page, 1)
     return page
 
 
-def test_explorer_draws_every_plot_with_a_legend(
+async def test_explorer_draws_every_plot_with_a_legend(
     explorer: Page, traffic: Traffic, artifacts: Path
 ) -> None:
     for canvas_id in PLOTS + LEGENDS:
-        colours = explorer.evaluate(DISTINCT_COLOURS, canvas_id)
+        colours = await explorer.evaluate(DISTINCT_COLOURS, canvas_id)
         assert colours > 3, f"{canvas_id} looks blank ({colours} colours)"
-    expect(explorer.locator("#gradient-verdict")).to_contain_text("Gradient check passed")
-    expect(explorer.locator("#loss")).to_contain_text("loss (mean) =")
-    explorer.screenshot(path=artifacts / "explorer.png", full_page=True)
+    await expect(explorer.locator("#gradient-verdict")).to_contain_text("Gradient check passed")
+    await expect(explorer.locator("#loss")).to_contain_text("loss (mean) =")
+    await explorer.screenshot(path=artifacts / "explorer.png", full_page=True)
     assert traffic.outbound == []
     assert traffic.page_errors == []
     assert traffic.console_errors == []
 
 
-def test_explorer_redraws_after_an_edit(explorer: Page, traffic: Traffic) -> None:
-    before = {canvas_id: canvas_image(explorer, canvas_id) for canvas_id in PLOTS}
-    loss_before = explorer.locator("#loss").inner_text()
-    seen = updates(explorer)
-    explorer.locator('[data-loc="logits.0.1"]').fill("6")
-    wait_for_update(explorer, seen + 1)
-    expect(explorer.locator("#loss")).not_to_have_text(loss_before)
-    changed = [c for c in PLOTS if canvas_image(explorer, c) != before[c]]
+async def test_explorer_redraws_after_an_edit(explorer: Page, traffic: Traffic) -> None:
+    before = {canvas_id: await canvas_image(explorer, canvas_id) for canvas_id in PLOTS}
+    loss_before = await explorer.locator("#loss").inner_text()
+    seen = await updates(explorer)
+    await explorer.locator('[data-loc="logits.0.1"]').fill("6")
+    await wait_for_update(explorer, seen + 1)
+    await expect(explorer.locator("#loss")).not_to_have_text(loss_before)
+    changed = [c for c in PLOTS if await canvas_image(explorer, c) != before[c]]
     assert changed == PLOTS
     assert traffic.page_errors == []
 
 
-def test_explorer_shows_the_api_error_next_to_the_field(
+async def test_explorer_shows_the_api_error_next_to_the_field(
     explorer: Page, traffic: Traffic, artifacts: Path
 ) -> None:
     cell = explorer.locator('[data-loc="logits.1.2"]')
-    cell.fill("inf")
-    explorer.wait_for_function(
+    await cell.fill("inf")
+    await explorer.wait_for_function(
         "() => document.body.dataset.state === 'invalid'", timeout=TIMEOUT_MS
     )
     message = explorer.locator('[data-error-for="logits"]')
-    expect(message).to_contain_text("sample 1, class 2")
-    expect(message).to_contain_text("+Infinity")
-    expect(cell).to_have_class("invalid")
-    explorer.screenshot(path=artifacts / "explorer-422.png")
-    seen = updates(explorer)
-    cell.fill("-1")
-    wait_for_update(explorer, seen + 1)
-    expect(message).to_be_empty()
+    await expect(message).to_contain_text("sample 1, class 2")
+    await expect(message).to_contain_text("+Infinity")
+    await expect(cell).to_have_class("invalid")
+    await explorer.screenshot(path=artifacts / "explorer-422.png")
+    seen = await updates(explorer)
+    await cell.fill("-1")
+    await wait_for_update(explorer, seen + 1)
+    await expect(message).to_be_empty()
     assert traffic.page_errors == []
 
 
-def test_explorer_float32_preset_fails_its_check(
+async def test_explorer_float32_preset_fails_its_check(
     explorer: Page, traffic: Traffic, artifacts: Path
 ) -> None:
-    seen = updates(explorer)
-    explorer.locator("#preset").select_option(FLOAT32_FAILS)
-    wait_for_update(explorer, seen + 1)
-    expect(explorer.locator("#dtype")).to_have_value("float32")
+    seen = await updates(explorer)
+    await explorer.locator("#preset").select_option(FLOAT32_FAILS)
+    await wait_for_update(explorer, seen + 1)
+    await expect(explorer.locator("#dtype")).to_have_value("float32")
     verdict = explorer.locator("#gradient-verdict")
-    expect(verdict).to_have_class("verdict fail")
-    expect(verdict).to_contain_text("Gradient check failed")
-    explorer.screenshot(path=artifacts / "explorer-float32.png", full_page=True)
+    await expect(verdict).to_have_class("verdict fail")
+    await expect(verdict).to_contain_text("Gradient check failed")
+    await explorer.screenshot(path=artifacts / "explorer-float32.png", full_page=True)
     assert traffic.page_errors == []
