@@ -38,8 +38,11 @@ def describe(value: object) -> str:
     return "a number"
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def _is_number(value: object) -> bool:
-    return type(value) is float or type(value) is int
+    return type(value) in _NUMBER_TYPES
 
 
 def _shape(value: object, where: str, depth: int = 0) -> tuple[int, ...]:
@@ -52,9 +55,12 @@ def _shape(value: object, where: str, depth: int = 0) -> tuple[int, ...]:
         raise _Defect(f"{where} is nested more than {MAX_NESTING} lists deep")
     if not value:
         return (0,)
+    if not isinstance(value[0], list):  # a row of numbers: one C-level pass over its types
+        if set(map(type, value)) <= _NUMBER_TYPES:
+            return (len(value),)
+        bad = next(i for i, item in enumerate(value) if not _is_number(item))
+        raise _Defect(f"{where}[{bad}] is {describe(value[bad])}, not a number")
     first = _shape(value[0], f"{where}[0]", depth + 1)
-    if first == () and all(_is_number(item) for item in value):
-        return (len(value),)
     for i, item in enumerate(value[1:], start=1):
         shape = _shape(item, f"{where}[{i}]", depth + 1)
         if shape != first:
