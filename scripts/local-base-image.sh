@@ -12,6 +12,8 @@
 # Then: docker build --network host \
 #         --build-arg PYTHON_IMAGE=gradcheck-python-base:bookworm -t gradcheck .
 set -euo pipefail
+# dockerd and debootstrap live in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 IMAGE="${1:-${GRADCHECK_BASE_IMAGE:-gradcheck-python-base:bookworm}}"
 SUITE="${SUITE:-bookworm}"

@@ -10,6 +10,8 @@
 # (default /run/gradcheck-dockerd.pid) and its log to $DOCKERD_LOG
 # (default /tmp/gradcheck-dockerd.log). Needs root.
 set -euo pipefail
+# dockerd and debootstrap live in /usr/sbin, which a non-login PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 PIDFILE="${DOCKERD_PIDFILE:-/run/gradcheck-dockerd.pid}"
 LOG="${DOCKERD_LOG:-/tmp/gradcheck-dockerd.log}"

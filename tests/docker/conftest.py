@@ -44,6 +44,11 @@ def require(condition: object, reason: str) -> None:
     pytest.skip(reason)
 
 
+def find_tool(name: str) -> str | None:
+    """A program on PATH, or in /usr/sbin or /sbin (daemons live there; CI's PATH may lack it)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -155,7 +160,7 @@ def docker_engine() -> Iterator[None]:
     )
     started_pid: int | None = None
     if not docker_answers():
-        require(shutil.which("dockerd"), "no Docker engine answers and dockerd is not installed")
+        require(find_tool("dockerd"), "no Docker engine answers and dockerd is not installed")
         require(os.geteuid() == 0, "no Docker engine answers and only root can start dockerd")
         run(["bash", str(SCRIPTS / "start-dockerd.sh")], timeout=120)
         started_pid = int(Path(DOCKERD_PIDFILE).read_text().strip())
@@ -191,7 +196,7 @@ def python_base_image(docker_engine: None) -> str:
         return OFFICIAL_PYTHON_IMAGE
     if not _image_exists(STAND_IN_PYTHON_IMAGE):
         require(
-            shutil.which("debootstrap"),
+            find_tool("debootstrap"),
             "no Python base image in the engine and debootstrap is not installed to build one",
         )
         started = time.monotonic()
@@ -263,9 +268,7 @@ def compose() -> list[str]:
 @pytest.fixture(scope="session")
 def nginx_bin() -> str:
     """Path of the nginx binary (Debian installs it in /usr/sbin)."""
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-    )
+    found = find_tool("nginx")
     require(found, "nginx is not installed (apt-get install nginx)")
     assert found is not None
     return found
