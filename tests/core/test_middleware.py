@@ -89,6 +89,8 @@ async def test_one_access_log_line_per_request(
         ("POST", "/v1/softmax", {"logits": [[0.0] * 600]}, {"max_body_bytes": 1024}),
         ("GET", "/no/such/page", None, {}),
         ("GET", "/healthz", None, {}),
+        ("POST", "/v1/softmax", SOFTMAX, {"api_keys": ["another-key-42"]}),
+        ("POST", "/v1/softmax", SOFTMAX, {"api_keys": [SECRET]}),
     ],
 )
 async def test_secrets_stay_out_of_logs_and_error_bodies(
