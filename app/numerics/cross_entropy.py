@@ -223,18 +223,18 @@ def per_sample_gradient(
     rows = np.arange(q.shape[0])
     k = sm.argmax
     t = sm.tail
-    total = q.sum(axis=1)
-    scaled = a * total[:, None]
-    gradient: FloatArray = scaled - q
     q_k = q[rows, k]
-    rest = q.sum(axis=1, where=np.arange(q.shape[1]) != k[:, None])
+    off_argmax = q.copy()
+    off_argmax[rows, k] = 0
+    rest = off_argmax.sum(axis=1)
+    scaled = a * (rest + q_k)[:, None]
+    gradient: FloatArray = scaled - q
     gradient[rows, k] = (rest - q_k * t) / (1 + t)
     if a.dtype == np.float64 and sm.logits is not None:
         scaled += q
         scaled[rows, k] = (rest + q_k * t) / (1 + t)
-        cancelling = np.flatnonzero(
-            scaled.max(axis=1) > CANCELLATION_LIMIT * np.abs(gradient).max(axis=1)
-        )
+        largest = np.maximum(gradient.max(axis=1), -gradient.min(axis=1))
+        cancelling = np.flatnonzero(scaled.max(axis=1) > CANCELLATION_LIMIT * largest)
         if cancelling.size:
             refined = _gradient_double_double(sm.logits, k, q, cancelling, exact_q)
             finite = np.isfinite(refined).all(axis=1)
