@@ -219,7 +219,13 @@ def estimate_error(
     Along z_j the (k)-th derivative of the loss of row n is S_n·κ_k(a_nj), and that of any
     probability is bounded by |κ_{k+1}(a_j)|: pass derivative_scale = S_n (or 1) and
     cumulant_shift = 0 (or 1). value_scale (N,) bounds the rounding error of one evaluation
-    of f in units of eps. The complex step has no cancellation: rounding ≈ eps·|f'|.
+    of f in units of eps (see loss_rounding_scale, softmax_rounding_scale). The complex step
+    has no cancellation: rounding ≈ eps·|f'|.
+
+    The Taylor term c·h^p·|f^(p+1)| means nothing once h is not small (h = eps^(1/5)·|z| is
+    74 at |z| = 1e5): the truncation error is also capped by what a stencil can return at all,
+    (Σ|w_k·o_k| + 1)·max|f'|, with max|f'| = S_n for the loss (|a_j·S − q_j| ≤ S) and 1/4 for
+    a probability (|a_i(δ_ij − a_j)| ≤ 1/4).
     """
     eps = float(np.finfo(probabilities.dtype).eps)
     h = steps.h
@@ -232,8 +238,51 @@ def estimate_error(
         weight_sum = sum(abs(w) for w in stencil.weights)
     derivative = scale * np.abs(bernoulli_cumulant(probabilities, order + 1 + cumulant_shift))
     truncation = coefficient * h.astype(np.float64) ** order * derivative
+    if method is not Method.COMPLEX_STEP:
+        stencil = STENCILS[method]
+        reach = sum(abs(w * o) for w, o in zip(stencil.weights, stencil.offsets, strict=True))
+        largest_slope = scale * (0.25 if cumulant_shift else 1.0)
+        truncation = np.minimum(truncation, (reach + 1) * largest_slope)
     if method is Method.COMPLEX_STEP:
         rounding = eps * np.broadcast_to(scale, h.shape)
     else:
         rounding = weight_sum * eps * value_scale[:, None] / h
     return ErrorEstimate(float(np.max(truncation)), float(np.max(rounding)))
+
+
+def _shift_magnitudes(logits: FloatArray) -> FloatArray:
+    """|z − max z| per entry, 0 on −inf entries (their exponential is exactly 0)."""
+    z = np.asarray(logits, np.float64)
+    finite = np.isfinite(z)
+    top = np.max(np.where(finite, z, -np.inf), axis=1, keepdims=True)
+    magnitudes: FloatArray = np.where(finite, np.abs(z - np.where(finite, top, 0)), 0.0)
+    return magnitudes
+
+
+def softmax_rounding_scale(logits: FloatArray, probabilities: FloatArray) -> FloatArray:
+    """Rounding error of one plain_softmax evaluation, largest in each row, in units of eps.
+
+    fl(z_i − m) is off by eps·|s_i|/2, which moves exp(s_i) by that much relatively; with the
+    exp, the sum and the division: |δa_i| ≲ eps·a_i·(2 + |s_i| + Σ_c a_c·|s_c|).
+    """
+    s = _shift_magnitudes(logits)
+    a = np.asarray(probabilities, np.float64)
+    spread = np.sum(a * s, axis=1, keepdims=True)
+    scale: FloatArray = np.max(a * (2 + s + spread), axis=1)
+    return scale
+
+
+def loss_rounding_scale(logits: FloatArray, q: FloatArray, probabilities: FloatArray) -> FloatArray:
+    """Rounding error of one plain_losses evaluation per row, in units of eps.
+
+    loss = −Σ_c q_c·(s_c − L), L = log Σ exp(s): each fl(s_c) is off by eps·|s_c|/2, which
+    reaches the loss directly (weight q_c) and through L (weight S·a_c); L, its sum and the
+    final sum add a few eps·S·(1 + L):  S·(2 + L) + Σ_c (q_c + S·a_c)·|s_c|.
+    """
+    s = _shift_magnitudes(logits)
+    a = np.asarray(probabilities, np.float64)
+    weights = np.asarray(q, np.float64)
+    total = weights.sum(axis=1)
+    log_sum = -np.log(a.max(axis=1))
+    scale: FloatArray = total * (2 + log_sum) + np.sum((weights + total[:, None] * a) * s, axis=1)
+    return scale

@@ -24,8 +24,10 @@ from app.numerics.finite_diff import (
     choose_steps,
     derivative_by_column,
     estimate_error,
+    loss_rounding_scale,
     plain_losses,
     plain_softmax,
+    softmax_rounding_scale,
 )
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
@@ -84,12 +86,6 @@ class Report:
     jacobian_check: Check | None = None
 
 
-def _max_abs_finite(logits: FloatArray) -> FloatArray:
-    """max_c |z_nc| over the finite entries of each row, shape (N,)."""
-    largest: FloatArray = np.max(np.abs(np.where(np.isfinite(logits), logits, 0)), axis=1)
-    return largest
-
-
 def _jacobian_outputs(
     logits: FloatArray,
     sm: Softmax,
@@ -116,7 +112,7 @@ def _jacobian_outputs(
                 steps,
                 sm.probabilities,
                 derivative_scale=ones,
-                value_scale=1 + _max_abs_finite(logits),
+                value_scale=softmax_rounding_scale(logits, sm.probabilities),
                 cumulant_shift=1,
             ),
         )
@@ -174,8 +170,7 @@ def analyse_cross_entropy(
                 steps,
                 sm.probabilities,
                 derivative_scale=total / targets.divisor,
-                value_scale=(np.abs(losses) + total * (1 + _max_abs_finite(logits)))
-                / targets.divisor,
+                value_scale=loss_rounding_scale(logits, q, sm.probabilities) / targets.divisor,
                 cumulant_shift=0,
             ),
         )
