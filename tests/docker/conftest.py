@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import free_port, require
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 OFFICIAL_PYTHON_IMAGE = "python:3.11-slim-bookworm"
@@ -35,25 +36,9 @@ TEST_IMAGE = os.environ.get("GRADCHECK_TEST_IMAGE", "gradcheck:test")
 DOCKERD_PIDFILE = "/run/gradcheck-dockerd.pid"
 
 
-def require(condition: object, reason: str) -> None:
-    """Skip with `reason` unless `condition`; with GRADCHECK_REQUIRE_ALL=1, fail instead."""
-    if condition:
-        return
-    if os.environ.get("GRADCHECK_REQUIRE_ALL") == "1":
-        pytest.fail(f"GRADCHECK_REQUIRE_ALL=1 but: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 def find_tool(name: str) -> str | None:
     """A program on PATH, or in /usr/sbin or /sbin (daemons live there; CI's PATH may lack it)."""
     return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 import httpx
 import pytest
 
 from tests.docker.conftest import (
+    ROOT,
     RunningContainer,
-    free_port,
     remove_container,
     run,
     start_container,
     wait_until_healthy,
 )
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -151,3 +153,20 @@ def test_hardened_run_and_graceful_stop(app_image: str) -> None:
         assert exit_code.strip() == "0"
     finally:
         remove_container(name)
+
+
+def test_the_api_test_suite_passes_against_the_container(container: RunningContainer) -> None:
+    """The httpx API tests (their live half) with GRADCHECK_BASE_URL pointing at the container."""
+    env = {**os.environ, "GRADCHECK_BASE_URL": container.url}
+    env.pop("PYTEST_ADDOPTS", None)
+    suite = ["tests/api/routes/test_cross_entropy.py", "tests/api/routes/test_softmax.py",
+             "tests/api/routes/test_health.py"]  # fmt: skip
+    result = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "live", *suite],
+        check=False,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
