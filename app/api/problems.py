@@ -169,6 +169,12 @@ def parse_targets(
                 "class index labels must be integers (or send an N×C array of probabilities)",
                 "int_type",
             )
+        if label != request.ignore_index and not 0 <= label < num_classes:
+            raise RequestError(
+                ("labels",) if isinstance(labels, int) else ("labels", n),
+                f"label {label} is not a class index in [0, {num_classes}) "
+                f"nor ignore_index ({request.ignore_index})",
+            )
     if len(indices) != num_samples:
         raise RequestError(
             ("labels",),

@@ -130,7 +130,11 @@ class LossOptions(BaseModel):
         None, description="Per-class weights w (length C, ≥ 0)."
     )
     ignore_index: int = Field(
-        -100, strict=True, description="An index label equal to this marks an ignored sample."
+        -100,
+        strict=True,
+        ge=-(2**63),
+        lt=2**63,
+        description="An index label equal to this marks an ignored sample.",
     )
     reduction: Reduction = Field(
         Reduction.MEAN,

@@ -233,6 +233,12 @@ BAD_INPUTS = [
     ("bool", {"logits": [[1.0, True]], "labels": [0]}, ["body", "logits", 0, 1]),
     ("not an array", {"logits": 3, "labels": [0]}, ["body", "logits"]),
     ("label out of range", {"logits": LOGITS, "labels": [0, 3]}, ["body", "labels", 1]),
+    ("label beyond int64", {"logits": LOGITS, "labels": [0, 2**64]}, ["body", "labels", 1]),
+    (
+        "ignore_index beyond int64",
+        {"logits": LOGITS, "labels": [0, 1], "ignore_index": -(2**70)},
+        ["body", "ignore_index"],
+    ),
     ("negative label", {"logits": LOGITS, "labels": [-2, 0]}, ["body", "labels", 0]),
     ("fractional label", {"logits": LOGITS, "labels": [0, 1.5]}, ["body", "labels", 1]),
     ("too few labels", {"logits": LOGITS, "labels": [0]}, ["body", "labels"]),
