@@ -283,6 +283,8 @@ class Measurement:
     worst_row: dict[str, int]
     condition: list[float]
     """Per row, the gradient's cancellation factor (see Exact.condition)."""
+    gradient_rows: list[float]
+    """Per row, the gradient's error."""
 
 
 def _worst(values: list[float]) -> tuple[float, int]:
@@ -332,7 +334,7 @@ def measure(case: Case, report: Report | None = None, seed: int = 0) -> Measurem
     worst_row: dict[str, int] = {}
     for name, values in per_output.items():
         errors[name], worst_row[name] = _worst(values)
-    return Measurement(case, errors, worst_row, reference.condition)
+    return Measurement(case, errors, worst_row, reference.condition, per_output["gradient"])
 
 
 # ---------------------------------------------------------------- the generator
