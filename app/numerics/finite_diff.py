@@ -157,27 +157,39 @@ def derivative_by_column(
     return result
 
 
-def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bool_]]:
-    """(z − max Re z per row, mask of −inf entries); the masked entries are set to 0."""
-    masked = np.isneginf(np.real(z))
+def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bool_] | None]:
+    """(z − max Re z per row with −inf entries set to 0, mask of the −inf entries or None)."""
+    real = np.real(z)
+    masked = real == -np.inf
     with np.errstate(invalid="ignore"):
-        shifted = z - np.max(np.real(z), axis=-1, keepdims=True)
-    return np.where(masked, 0, shifted), masked
+        shifted = z - np.max(real, axis=-1, keepdims=True)
+    if not masked.any():
+        return shifted, None
+    shifted[masked] = 0
+    return shifted, masked
 
 
 def plain_softmax(z: NDArray[np.generic]) -> NDArray[np.generic]:
     """a = exp(z − m) / Σ exp(z − m), real or complex, 0 on −inf entries."""
     shifted, masked = _shifted(z)
-    e = np.where(masked, 0, np.exp(shifted))
-    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+    e = np.exp(shifted)
+    if masked is not None:
+        e[masked] = 0
+    np.divide(e, e.sum(axis=-1, keepdims=True), out=e)
+    return np.asarray(e)
 
 
 def plain_losses(z: NDArray[np.generic], q: FloatArray) -> NDArray[np.generic]:
     """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)), real or complex."""
     shifted, masked = _shifted(z)
-    e = np.where(masked, 0, np.exp(shifted))
-    log_probabilities = shifted - np.log(e.sum(axis=-1, keepdims=True))
-    return np.asarray(-(q * np.where(masked, 0, log_probabilities)).sum(axis=-1))
+    e = np.exp(shifted)
+    if masked is not None:
+        e[masked] = 0
+    log_probabilities = np.subtract(shifted, np.log(e.sum(axis=-1, keepdims=True)), out=shifted)
+    if masked is not None:
+        log_probabilities[masked] = 0
+    np.multiply(log_probabilities, q, out=log_probabilities)
+    return np.asarray(np.negative(log_probabilities.sum(axis=-1)))
 
 
 def bernoulli_cumulant(p: FloatArray, order: int) -> FloatArray:
