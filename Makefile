@@ -51,6 +51,13 @@ security: install
 		echo "security: SKIPPED pip-audit: $(AUDIT_PROBE) is not reachable from here, nothing was audited"; \
 	fi
 
+# Worst per-row error of every output on adversarial cases against mpmath (docs/accuracy.md),
+# written to accuracy/results.md and .json. PyTorch's figures appear beside ours when torch is
+# importable (never a project dependency): $(BIN)/pip install torch==2.13.0 (a local CPU wheel).
+# ACCURACY_ARGS=--size quick for a short run.
+accuracy: install
+	$(BIN)/python -m accuracy.report $(ACCURACY_ARGS)
+
 # Debian's chromium for tests/browser (root; does nothing when it is already there).
 browser-deps:
 	bash ci/browser-setup.sh

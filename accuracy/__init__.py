@@ -1,0 +1,1 @@
+"""The `make accuracy` report (see report.py)."""

@@ -1,0 +1,252 @@
+"""`make accuracy`: worst per-row error of every output on the adversarial cases, vs mpmath.
+
+    python -m accuracy.report [--size full|quick] [--seed N]
+
+Runs tests/numerics/adversarial.py's cases through the service's numerics and, when `torch`
+is importable, through PyTorch (F.softmax, F.log_softmax, 1 − softmax, autograd Jacobian,
+F.cross_entropy and its autograd gradient, all float64); prints a Markdown table and writes
+it to accuracy/results.md, with the raw figures in accuracy/results.json.
+"""
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.numerics.gradcheck import Report
+from app.numerics.softmax import Softmax
+from tests.numerics.adversarial import (
+    MAX_JACOBIAN_CLASSES,
+    OUTPUTS,
+    Case,
+    Measurement,
+    cases,
+    measure,
+)
+
+HERE = Path(__file__).parent
+GUARANTEE = 1e-13
+GRADIENT_CANCELLATION_LIMIT = 1e17
+"""Gradient rows cancelling more than this are reported apart (see docs/accuracy.md)."""
+
+
+def torch_version() -> str | None:
+    """PyTorch's version, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return str(torch.__version__)
+
+
+def torch_report(case: Case) -> Report:
+    """The same outputs from PyTorch in float64 (autograd for the derivatives)."""
+    import torch
+    from torch.nn import functional
+
+    z = torch.tensor(case.logits, dtype=torch.float64, requires_grad=True)
+    probabilities = torch.softmax(z, dim=1)
+    log_probabilities = torch.log_softmax(z, dim=1)
+    jacobian = None
+    if case.logits.shape[1] <= MAX_JACOBIAN_CLASSES:
+        row_jacobian = torch.func.jacrev(lambda row: torch.softmax(row, dim=-1))
+        jacobian = torch.func.vmap(row_jacobian)(z.detach()).numpy()
+    weight = None if case.weight is None else torch.tensor(case.weight, dtype=torch.float64)
+    if case.labels is not None:
+        target = torch.tensor(case.labels, dtype=torch.int64)
+    else:
+        target = torch.tensor(case.probabilities, dtype=torch.float64)
+    options: dict[str, Any] = {
+        "weight": weight,
+        "ignore_index": case.ignore_index,
+        "label_smoothing": case.label_smoothing,
+    }
+    losses = functional.cross_entropy(z, target, reduction="none", **options)
+    loss = functional.cross_entropy(z, target, reduction=str(case.reduction), **options)
+    (gradient,) = torch.autograd.grad(loss.sum(), z)
+    detached = probabilities.detach().numpy()
+    softmax = Softmax(
+        detached,
+        log_probabilities.detach().numpy(),
+        1 - detached,
+        np.argmax(case.logits, axis=1),
+        np.zeros(case.logits.shape[0]),
+    )
+    return Report(
+        softmax=softmax,
+        losses=losses.detach().numpy(),
+        loss=np.asarray(loss.detach().numpy()),
+        gradient=gradient.numpy(),
+        jacobian=jacobian,
+    )
+
+
+@dataclass
+class Worst:
+    """The largest error seen for one output, and the case it came from."""
+
+    error: float = 0.0
+    where: str = ""
+
+    def update(self, error: float, case: Case) -> None:
+        if not error <= self.error:  # NaN counts as worst
+            self.error, self.where = error, f"{case.family}; {case.options()}; {case.logits.shape}"
+
+
+def _format(error: float | None) -> str:
+    if error is None:
+        return "–"
+    if math.isnan(error) or math.isinf(error):
+        return "NaN/inf"
+    return f"{error:.1e}"
+
+
+def run(size: str, seed: int) -> dict[str, Any]:
+    """Measure every case; the aggregated figures as a JSON-able dict."""
+    version = torch_version()
+    ours: dict[str, Worst] = defaultdict(Worst)
+    theirs: dict[str, Worst] = defaultdict(Worst)
+    by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_family_torch: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    beyond: list[tuple[float, float, str]] = []
+    beyond_torch: list[tuple[float, float, str]] = []
+    start = time.perf_counter()
+    all_cases = cases(size, seed)  # type: ignore[arg-type]
+    rows = 0
+    for case in all_cases:
+        rows += case.logits.shape[0]
+        mine = measure(case)
+        guaranteed = _split_gradient(mine, beyond)
+        for output, error in guaranteed.items():
+            ours[output].update(error, case)
+            by_family[case.family][output].append(error)
+        if version is not None:
+            other = measure(case, torch_report(case))
+            for output, error in _split_gradient(other, beyond_torch).items():
+                theirs[output].update(error, case)
+                by_family_torch[case.family][output].append(error)
+    elapsed = time.perf_counter() - start
+    return {
+        "size": size,
+        "seed": seed,
+        "cases": len(all_cases),
+        "rows": rows,
+        "seconds": round(elapsed, 1),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch": version,
+        "outputs": {
+            output: {
+                "gradcheck": ours[output].error,
+                "gradcheck_where": ours[output].where,
+                "torch": theirs[output].error if version else None,
+                "torch_where": theirs[output].where if version else None,
+            }
+            for output in OUTPUTS
+        },
+        "families": {
+            family: {
+                output: {
+                    "gradcheck": max(errors),
+                    "torch": max(by_family_torch[family][output]) if version else None,
+                }
+                for output, errors in outputs.items()
+            }
+            for family, outputs in by_family.items()
+        },
+        "beyond_cancellation_limit": {
+            "rows": len(beyond),
+            "worst_error": max((e for e, _, _ in beyond), default=0.0),
+            "worst_error_per_term": max((e / c for e, c, _ in beyond), default=0.0),
+            "torch_worst_error": max((e for e, _, _ in beyond_torch), default=None),
+        },
+    }
+
+
+def _split_gradient(
+    measurement: Measurement, beyond: list[tuple[float, float, str]]
+) -> dict[str, float]:
+    """The errors within the guarantee's scope; gradient rows cancelling beyond the limit go
+    to `beyond` as (error, cancellation, case)."""
+    errors = dict(measurement.errors)
+    kept = []
+    rows = zip(measurement.gradient_rows, measurement.condition, strict=True)
+    for error, condition in rows:
+        if condition > GRADIENT_CANCELLATION_LIMIT:
+            beyond.append((error, condition, measurement.case.family))
+        else:
+            kept.append(error)
+    errors["gradient"] = max(kept, default=0.0)
+    return errors
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    version = results["torch"]
+    torch_column = f"PyTorch {version}" if version else "PyTorch (not installed)"
+    lines = [
+        f"Worst per-row relative error over {results['cases']} adversarial cases "
+        f"({results['rows']} rows, size `{results['size']}`, seed {results['seed']}) against "
+        f"mpmath at 60+ digits; numpy {results['numpy']}, Python {results['python']}.",
+        "",
+        f"| output | gradcheck | {torch_column} | gradcheck's worst case |",
+        "|---|---|---|---|",
+    ]
+    for output, figures in results["outputs"].items():
+        lines.append(
+            f"| {output} | {_format(figures['gradcheck'])} | {_format(figures['torch'])} "
+            f"| {figures['gradcheck_where']} |"
+        )
+    beyond = results["beyond_cancellation_limit"]
+    lines += [
+        "",
+        f"Gradient rows cancelling by more than {GRADIENT_CANCELLATION_LIMIT:.0e} (largest term "
+        f"a_c·Σq + q_c over largest exact entry), left out above: {beyond['rows']}; their worst "
+        f"row error {_format(beyond['worst_error'])}, i.e. "
+        f"{_format(beyond['worst_error_per_term'])} of their largest term"
+        + (f" (PyTorch: {_format(beyond['torch_worst_error'])})." if version else "."),
+        "",
+        "By family (gradcheck / PyTorch):",
+        "",
+        "| family | " + " | ".join(OUTPUTS) + " |",
+        "|---|" + "---|" * len(OUTPUTS),
+    ]
+    for family, outputs in results["families"].items():
+        cells = []
+        for output in OUTPUTS:
+            figures = outputs.get(output)
+            if figures is None:
+                cells.append("–")
+            elif version:
+                cells.append(f"{_format(figures['gradcheck'])} / {_format(figures['torch'])}")
+            else:
+                cells.append(_format(figures["gradcheck"]))
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["quick", "full"], default="full")
+    parser.add_argument("--seed", type=int, default=2026)
+    arguments = parser.parse_args()
+    results = run(arguments.size, arguments.seed)
+    table = markdown(results)
+    print(table)
+    (HERE / "results.md").write_text(table)
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    worst = max(figures["gradcheck"] for figures in results["outputs"].values())
+    print(f"worst row error of gradcheck: {worst:.2e} (guarantee {GUARANTEE:.0e})")
+    if not worst <= GUARANTEE:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
