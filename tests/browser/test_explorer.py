@@ -112,3 +112,13 @@ async def test_explorer_float32_preset_fails_its_check(
     await expect(verdict).to_contain_text("Gradient check failed")
     await explorer.screenshot(path=artifacts / "explorer-float32.png", full_page=True)
     assert traffic.page_errors == []
+
+
+async def test_explorer_sends_a_minus_infinity_mask(explorer: Page, traffic: Traffic) -> None:
+    """`-inf` in a logit cell goes out as the JSON literal -Infinity: the class is masked."""
+    seen = await updates(explorer)
+    await explorer.locator('[data-loc="logits.0.2"]').fill("-inf")
+    await wait_for_update(explorer, seen + 1)
+    await expect(explorer.locator("#gradient-verdict")).to_contain_text("Gradient check passed")
+    await expect(explorer.locator('[data-error-for="logits"]')).to_be_empty()
+    assert traffic.page_errors == []
