@@ -19,6 +19,11 @@ from app.numerics.softmax import FloatArray
 
 DTYPES: dict[str, type[np.floating]] = {"float64": np.float64, "float32": np.float32}
 SQUARE_OUTPUTS = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
+MAX_MAGNITUDE = 1e15
+"""Largest |value| accepted for logits, weights and probability labels. Beyond it float64 cannot
+resolve a unit change of a logit (its spacing there is 0.125), softmax is exactly one-hot, and
+products such as q·z or the error estimates' h⁴ could overflow; refusing it keeps every output
+finite."""
 
 
 def _matrix(
@@ -79,6 +84,7 @@ def parse_logits(
             f"logits must be finite numbers or -Infinity (a mask), got {what}",
             "finite_number",
         )
+    _refuse_huge("logits", logits, flat)
     all_masked = ~np.isfinite(logits).any(axis=1)
     if all_masked.any():
         n = int(np.flatnonzero(all_masked)[0])
@@ -87,6 +93,18 @@ def parse_logits(
             f"sample {n} has every logit -Infinity: keep at least one finite logit per sample",
         )
     return logits, flat
+
+
+def _refuse_huge(field: str, values: FloatArray, flat: bool) -> None:
+    """422 at the first finite entry with |value| > MAX_MAGNITUDE."""
+    with np.errstate(invalid="ignore"):
+        huge = np.isfinite(values) & (np.abs(values) > MAX_MAGNITUDE)
+    if huge.any():
+        raise RequestError(
+            _where(field, _first(huge), flat),
+            f"{field} must lie within ±{MAX_MAGNITUDE:.0e}: beyond it float64 cannot resolve a "
+            "unit change and softmax is exactly one-hot",
+        )
 
 
 def to_dtype(logits: FloatArray, dtype: str, flat: bool) -> FloatArray:
@@ -143,7 +161,9 @@ def parse_targets(
                 ("weight",),
                 f"weight needs one entry per class: {num_classes}, got {len(request.weight)}",
             )
-        weight = np.asarray(request.weight, dtype)
+        weight_values = np.asarray(request.weight, np.float64)
+        _refuse_huge("weight", weight_values[None, :], flat=True)
+        weight = weight_values.astype(dtype)
 
     is_probability_row = (
         flat_logits
@@ -213,4 +233,5 @@ def _probability_rows(rows: Sequence[object], shape: tuple[int, int], flat: bool
             _where("labels", _first(negative), flat),
             "probability labels must be finite and ≥ 0",
         )
+    _refuse_huge("labels", array, flat)
     return array

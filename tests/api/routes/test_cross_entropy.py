@@ -214,6 +214,17 @@ BAD_INPUTS = [
         ["body", "logits", 1, 0],
     ),
     ("huge literal", {"logits": [[1.0, 1e999]], "labels": [0]}, ["body", "logits", 0, 1]),
+    ("huge logit", {"logits": [[0.0, 2.5e224]], "labels": [0]}, ["body", "logits", 0, 1]),
+    (
+        "huge probability",
+        {"logits": [[0.0, 1.0]], "labels": [[0.0, 7e83]]},
+        ["body", "labels", 0, 1],
+    ),
+    (
+        "huge weight",
+        {"logits": LOGITS, "labels": [0, 1], "weight": [1.0, 1e300, 1.0]},
+        ["body", "weight", 1],
+    ),
     (
         "all masked row",
         {"logits": [[0.0, 1.0], [-INF, -INF]], "labels": [0, 1], "reduction": "sum"},
