@@ -21,7 +21,8 @@ REQUESTS = 5_000
 CONCURRENCY = 50
 WALL_CLOCK_CAP_SECONDS = 300
 HEALTHZ_BUDGET_SECONDS = 0.1
-PINGS = 15
+MIN_PINGS = 5
+MAX_PINGS = 15
 
 
 def small_requests() -> list[tuple[str, dict[str, object]]]:
@@ -136,9 +137,10 @@ async def test_healthz_answers_while_a_large_request_computes(
     start_server: ServerFactory,
 ) -> None:
     """One worker (the default): the computation runs in a thread, so the event loop keeps
-    answering. The median of several pings is asserted, against the noise of a shared machine."""
+    answering. The median of the pings answered while it computes is asserted (at least
+    MIN_PINGS of them), against the noise of a shared machine."""
     server = start_server()
-    large = cross_entropy_problem(128, 400)
+    large = cross_entropy_problem(256, 400)
     async with (
         httpx.AsyncClient(base_url=server.url, timeout=120) as worker,
         httpx.AsyncClient(base_url=server.url, timeout=5) as prober,
@@ -152,24 +154,23 @@ async def test_healthz_answers_while_a_large_request_computes(
             ):
                 await asyncio.sleep(0.02)
         pings = []
-        for _ in range(PINGS):
+        while len(pings) < MAX_PINGS and not computation.done():
             started = time.perf_counter()
             response = await prober.get("/healthz")
-            pings.append(time.perf_counter() - started)
             assert response.status_code == 200
+            if not computation.done():  # answered while the computation was still running
+                pings.append(time.perf_counter() - started)
             await asyncio.sleep(0.05)
-        still_computing = not computation.done()
         result = await computation
 
     record(
         "healthz_under_load",
         {
-            "pings": PINGS,
-            "median_ms": round(statistics.median(pings) * 1000, 2),
-            "max_ms": round(max(pings) * 1000, 2),
-            "pinged_during_computation": still_computing,
+            "pings_during_computation": len(pings),
+            "median_ms": round(statistics.median(pings) * 1000, 2) if pings else None,
+            "max_ms": round(max(pings) * 1000, 2) if pings else None,
         },
     )
-    assert still_computing, "the large request ended before the pings: make it larger"
+    assert len(pings) >= MIN_PINGS, "the large request ended before enough pings: enlarge it"
     assert result.status_code == 200
     assert statistics.median(pings) < HEALTHZ_BUDGET_SECONDS
