@@ -117,19 +117,22 @@ def run(size: str, seed: int) -> dict[str, Any]:
     by_family_torch: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     beyond: list[tuple[float, float, str]] = []
     beyond_torch: list[tuple[float, float, str]] = []
+    subnormal: list[float] = []
+    subnormal_torch: list[float] = []
     start = time.perf_counter()
     all_cases = cases(size, seed)  # type: ignore[arg-type]
-    rows = 0
+    rows = subnormal_cases = 0
     for case in all_cases:
         rows += case.logits.shape[0]
         mine = measure(case)
-        guaranteed = _split_gradient(mine, beyond)
+        subnormal_cases += mine.subnormal_loss
+        guaranteed = _in_scope(mine, beyond, subnormal)
         for output, error in guaranteed.items():
             ours[output].update(error, case)
             by_family[case.family][output].append(error)
         if version is not None:
             other = measure(case, torch_report(case))
-            for output, error in _split_gradient(other, beyond_torch).items():
+            for output, error in _in_scope(other, beyond_torch, subnormal_torch).items():
                 theirs[output].update(error, case)
                 by_family_torch[case.family][output].append(error)
     elapsed = time.perf_counter() - start
@@ -165,16 +168,22 @@ def run(size: str, seed: int) -> dict[str, Any]:
             "rows": len(beyond),
             "worst_error": max((e for e, _, _ in beyond), default=0.0),
             "worst_error_per_term": max((e / c for e, c, _ in beyond), default=0.0),
-            "torch_worst_error": max((e for e, _, _ in beyond_torch), default=None),
+            "torch_worst_error_per_term": max((e / c for e, c, _ in beyond_torch), default=None),
+        },
+        "subnormal_losses": {
+            "cases": subnormal_cases,
+            "worst_error": max(subnormal, default=0.0),
+            "torch_worst_error": max(subnormal_torch, default=None),
         },
     }
 
 
-def _split_gradient(
-    measurement: Measurement, beyond: list[tuple[float, float, str]]
+def _in_scope(
+    measurement: Measurement, beyond: list[tuple[float, float, str]], subnormal: list[float]
 ) -> dict[str, float]:
-    """The errors within the guarantee's scope; gradient rows cancelling beyond the limit go
-    to `beyond` as (error, cancellation, case)."""
+    """The errors within the guarantee's scope. Gradient rows cancelling beyond the limit go
+    to `beyond` as (error, cancellation, family); the loss errors of cases with subnormal exact
+    losses go to `subnormal`."""
     errors = dict(measurement.errors)
     kept = []
     rows = zip(measurement.gradient_rows, measurement.condition, strict=True)
@@ -184,6 +193,10 @@ def _split_gradient(
         else:
             kept.append(error)
     errors["gradient"] = max(kept, default=0.0)
+    if measurement.subnormal_loss:
+        for output in ("losses", "loss"):
+            if output in errors:
+                subnormal.append(errors.pop(output))
     return errors
 
 
@@ -205,13 +218,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {figures['gradcheck_where']} |"
         )
     beyond = results["beyond_cancellation_limit"]
+    subnormal = results["subnormal_losses"]
     lines += [
         "",
-        f"Gradient rows cancelling by more than {GRADIENT_CANCELLATION_LIMIT:.0e} (largest term "
-        f"a_c·Σq + q_c over largest exact entry), left out above: {beyond['rows']}; their worst "
-        f"row error {_format(beyond['worst_error'])}, i.e. "
-        f"{_format(beyond['worst_error_per_term'])} of their largest term"
-        + (f" (PyTorch: {_format(beyond['torch_worst_error'])})." if version else "."),
+        f"Left out above: {beyond['rows']} gradient rows cancelling by more than "
+        f"{GRADIENT_CANCELLATION_LIMIT:.0e} (largest term a_c·Σq + q_c over the largest exact "
+        f"entry: targets equal to the prediction to 17+ digits). Their worst error is "
+        f"{_format(beyond['worst_error_per_term'])} of the row's largest term"
+        + (f" (PyTorch: {_format(beyond['torch_worst_error_per_term'])})." if version else ".")
+        + f" And the losses of the {subnormal['cases']} cases with a subnormal exact loss "
+        f"(below 2^-1022): worst "
+        f"{_format(subnormal['worst_error'])} of 2^-1022"
+        + (f" (PyTorch: {_format(subnormal['torch_worst_error'])})." if version else "."),
         "",
         "By family (gradcheck / PyTorch):",
         "",
