@@ -120,10 +120,10 @@ async def test_a_problem_is_a_cross_entropy_body(client: httpx.AsyncClient) -> N
         ({"label_type": "onehot"}, ["body", "label_type"]),
         ({"weight": [1.0, 2.0]}, ["body", "weight"]),
         ({"weight": [0.0, 0.0, 0.0]}, ["body", "reduction"]),
-        ({"weight": [1e308, 1e308, 1e308], "reduction": "sum"}, ["body", "weight"]),
+        ({"weight": [1e308, 1e308, 1e308], "reduction": "sum"}, ["body", "weight", 0]),
         (
             {"weight": [1e38, 1e38, 1e38], "dtype": "float32", "reduction": "sum"},
-            ["body", "weight"],
+            ["body", "weight", 0],
         ),
         ({"colour": "red"}, ["body", "colour"]),
     ],
@@ -350,7 +350,7 @@ async def test_a_problem_in_full(client: httpx.AsyncClient) -> None:
         ({"problem": {"logits": [[1.0, 2.0]], "labels": [0], "reduction": "avg"}}, None),
         (
             {"problem": {"logits": [[3e38, -3e38]], "labels": [1], "dtype": "float32"}},
-            ["problem", "logits"],
+            ["problem", "logits", 0, 0],
         ),
         ({}, ["problem_id"]),
         ({"problem_id": "x", "problem": {"logits": [[1.0, 2.0]], "labels": [0]}}, ["problem_id"]),
