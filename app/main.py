@@ -58,11 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
     install_middleware(app, settings, app.state.metrics)
-
-    async def app_settings() -> Settings:  # async: FastAPI would run a plain def in a thread
-        return settings
-
-    app.dependency_overrides[get_settings] = app_settings
+    # No dependency_overrides: while any is set, FastAPI re-inspects every dependency of every
+    # request. Routes read these settings from app.state (`app.api.deps.SettingsDep`).
     app.state.signing_key = signing_key(settings)
     api_keys = api_key_guard(settings)
     for router in ROUTERS:
