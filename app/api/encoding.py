@@ -142,6 +142,17 @@ def encode_json(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _write_npy(archive: zipfile.ZipFile, member_name: str, array: np.ndarray) -> None:
+    """One `.npy` member (format 1.0 header, then the C-order bytes), written in one piece:
+    the array's buffer is checksummed and copied once, never cut into temporary chunks."""
+    contiguous = array if array.flags.c_contiguous else array.copy(order="C")
+    with archive.open(member_name, "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(
+            member, np.lib.format.header_data_from_array_1_0(contiguous)
+        )
+        member.write(contiguous.reshape(-1).view(np.uint8).data)
+
+
 def encode_npz(fields: dict[str, Any]) -> bytes:
     """A zip of `.npy` members (one per array; scalars as 0-d arrays) and `metadata.json`.
 
@@ -153,8 +164,7 @@ def encode_npz(fields: dict[str, Any]) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, value in fields.items():
             if isinstance(value, np.ndarray):
-                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, value, allow_pickle=False)
+                _write_npy(archive, f"{name}.npy", value)
         archive.writestr(NPZ_METADATA_MEMBER, orjson.dumps(metadata))
     return buffer.getvalue()
 
