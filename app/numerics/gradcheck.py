@@ -3,10 +3,12 @@
 This is the whole data path of the service below HTTP; it only composes the other modules.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+from numpy.typing import NDArray
 
 from app.numerics.compare import Agreement, compare
 from app.numerics.cross_entropy import (
@@ -86,6 +88,39 @@ class Report:
     jacobian_check: Check | None = None
 
 
+def _numeric_check(
+    f: Callable[[NDArray[np.generic]], NDArray[np.generic]],
+    analytic: FloatArray,
+    logits: FloatArray,
+    sm: Softmax,
+    numeric: NumericOptions,
+    tolerance: Tolerance,
+    *,
+    scale: float,
+    derivative_scale: FloatArray,
+    value_scale: FloatArray,
+    cumulant_shift: int,
+) -> tuple[FloatArray, Check]:
+    """scale·(numeric derivative of f by columns), and its check against `analytic`.
+
+    `derivative_scale`, `value_scale` and `cumulant_shift` feed the error estimate (see
+    finite_diff.estimate_error).
+    """
+    steps = choose_steps(logits, numeric.method, numeric.step)
+    values = derivative_by_column(f, logits, steps, numeric.method)
+    values *= logits.dtype.type(scale)
+    estimate = estimate_error(
+        numeric.method,
+        steps,
+        sm.probabilities,
+        derivative_scale=derivative_scale,
+        value_scale=value_scale,
+        cumulant_shift=cumulant_shift,
+    )
+    agreement = compare(analytic, values, atol=tolerance.atol, rtol=tolerance.rtol)
+    return values, Check(agreement, numeric.method, steps, tolerance, estimate)
+
+
 def _jacobian_outputs(
     logits: FloatArray,
     sm: Softmax,
@@ -98,23 +133,18 @@ def _jacobian_outputs(
     if Output.JACOBIAN in include or Output.NUMERIC_JACOBIAN in include:
         jacobian = softmax_jacobian(sm)
     if Output.NUMERIC_JACOBIAN in include:
-        steps = choose_steps(logits, numeric.method, numeric.step)
-        numeric_jacobian = derivative_by_column(plain_softmax, logits, steps, numeric.method)
         assert jacobian is not None
-        ones = np.ones(logits.shape[0])
-        check = Check(
-            compare(jacobian, numeric_jacobian, atol=tolerance.atol, rtol=tolerance.rtol),
-            numeric.method,
-            steps,
+        numeric_jacobian, check = _numeric_check(
+            plain_softmax,
+            jacobian,
+            logits,
+            sm,
+            numeric,
             tolerance,
-            estimate_error(
-                numeric.method,
-                steps,
-                sm.probabilities,
-                derivative_scale=ones,
-                value_scale=softmax_rounding_scale(logits, sm.probabilities),
-                cumulant_shift=1,
-            ),
+            scale=1.0,
+            derivative_scale=np.ones(logits.shape[0]),
+            value_scale=softmax_rounding_scale(logits, sm.probabilities),
+            cumulant_shift=1,
         )
     return jacobian, numeric_jacobian, check
 
@@ -153,26 +183,18 @@ def analyse_cross_entropy(
 
     numeric_gradient = gradient_check = None
     if Output.NUMERIC_GRADIENT in include:
-        steps = choose_steps(logits, numeric.method, numeric.step)
         q = targets.q
-        numeric_gradient = derivative_by_column(
-            lambda z: plain_losses(z, q), logits, steps, numeric.method
-        )
-        numeric_gradient *= scale
-        total = q.sum(axis=1, dtype=np.float64)
-        gradient_check = Check(
-            compare(gradient, numeric_gradient, atol=tolerance.atol, rtol=tolerance.rtol),
-            numeric.method,
-            steps,
+        numeric_gradient, gradient_check = _numeric_check(
+            lambda z: plain_losses(z, q),
+            gradient,
+            logits,
+            sm,
+            numeric,
             tolerance,
-            estimate_error(
-                numeric.method,
-                steps,
-                sm.probabilities,
-                derivative_scale=total / targets.divisor,
-                value_scale=loss_rounding_scale(logits, q, sm.probabilities) / targets.divisor,
-                cumulant_shift=0,
-            ),
+            scale=1 / targets.divisor,
+            derivative_scale=q.sum(axis=1, dtype=np.float64) / targets.divisor,
+            value_scale=loss_rounding_scale(logits, q, sm.probabilities) / targets.divisor,
+            cumulant_shift=0,
         )
     jacobian, numeric_jacobian, jacobian_check = _jacobian_outputs(
         logits, sm, include, numeric, tolerance
