@@ -53,12 +53,12 @@ security: install
 
 # Issue 6's benchmark: bench/run.py starts uvicorn (bench.app:app = the service plus a bare
 # endpoint) on 127.0.0.1 at a free port, runs every case beside its baseline, stops it, prints
-# the table and writes bench/results/bench.{json,md,png} (docs/performance.md). About 4 minutes;
+# the table and writes bench/results/bench.{json,md,png} (README, Performance). About 4 minutes;
 # BENCH_ARGS=--quick for a seconds-long run at tiny sizes.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Worst per-row error of every output on adversarial cases against mpmath (docs/accuracy.md),
+# Worst per-row error of every output on adversarial cases against mpmath (README, Accuracy),
 # written to accuracy/results.md and .json. PyTorch's figures appear beside ours when torch is
 # importable (never a project dependency): $(BIN)/pip install torch==2.13.0 (a local CPU wheel).
 # ACCURACY_ARGS=--size quick for a short run.

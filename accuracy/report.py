@@ -34,7 +34,7 @@ from tests.numerics.adversarial import (
 HERE = Path(__file__).parent
 GUARANTEE = 1e-13
 GRADIENT_CANCELLATION_LIMIT = 1e17
-"""Gradient rows cancelling more than this are reported apart (see docs/accuracy.md)."""
+"""Gradient rows cancelling more than this are reported apart (README, Accuracy)."""
 
 
 def torch_version() -> str | None:

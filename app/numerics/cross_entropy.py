@@ -15,7 +15,7 @@ The reduced loss is Σ_n loss_n / D with D = 1 for `sum`; for `mean`, D = Σ_{n 
 w_{y_n} with index labels and D = N with probability labels (PyTorch's convention); `none`
 keeps the per-sample values, and its "gradient" row n is ∂loss_n/∂z_n.
 
-Accuracy (float64; docs/accuracy.md): the loss is a sum of non-negative terms and cannot cancel,
+Accuracy (float64; README, Accuracy): the loss is a sum of non-negative terms and cannot cancel,
 and its sums are pairwise (per sample) and correctly rounded (math.fsum, the reduction). The
 gradient a·Σq − q cancels for real when the targets nearly equal the prediction; the rows where
 it does are recomputed in double-double arithmetic from the logits and from the targets' exact

@@ -225,7 +225,7 @@ def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_pat
     "example", [RUN_AUTOGRADER, PL_EXAMPLES / "server.py", PL_EXAMPLES / "grade.py"]
 )
 def test_the_docs_show_the_tested_scripts(example: Path) -> None:
-    docs = (ROOT / "docs" / "autograder.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     assert (
         f"```{'bash' if example == RUN_AUTOGRADER else 'python'}\n{example.read_text()}```" in docs
     )

@@ -1,6 +1,6 @@
 """Accuracy of every float64 output against 60-digit mpmath, on adversarial cases.
 
-The guarantee (docs/accuracy.md): for each sample, the largest error in its row (its C×C block
+The guarantee (README, Accuracy): for each sample, the largest error in its row (its C×C block
 for the Jacobian) is at most 1e-13 of the row's largest exact magnitude, for probabilities,
 log-probabilities, 1 − a, the Jacobian, per-sample and reduced losses; and for the gradient
 unless the row cancels by more than 1e17 (then its error stays below 1e-30 of its largest
