@@ -1,9 +1,9 @@
 """Numeric derivatives by finite differences and the complex step, batched by class column.
 
 Sample n's outputs depend only on its own row z_n, so perturbing one class column j of the whole
-batch at once gives ∂f_n/∂z_nj for every n: C (or 2C, 4C) perturbed copies of the batch in all,
-never a loop over single elements. The copies of several columns are stacked and evaluated in one
-call, so that small batches do not pay Python's per-call overhead C times.
+batch at once gives ∂f_n/∂z_nj for every n: C (or 2C, 4C) perturbed batches in all, never a loop
+over single elements. Several columns are evaluated in one call, so that small batches do not
+pay Python's per-call overhead C times.
 
     forward       f'(x) ≈ (f(x + h) − f(x)) / h                          h = √eps·max(1, |x|)
     central       f'(x) ≈ (f(x + h) − f(x − h)) / 2h                     h = ∛eps·max(1, |x|)
@@ -11,15 +11,17 @@ call, so that small batches do not pay Python's per-call overhead C times.
                                                                          h = eps^(1/5)·max(1, |x|)
     complex_step  f'(x) ≈ Im f(x + ih) / h                               h = 1e-20
 
-Each step is rounded so that x + h − x = h exactly. The functions differentiated here are plain
-re-implementations (max taken on the real part, so they accept complex input), independent of
-the cancellation-free analytic path in `softmax.py`.
+Each step is rounded so that x + h − x = h exactly. The functions differentiated here
+(LossColumns, SoftmaxColumns) are plain evaluations of the loss and of softmax, independent of
+the cancellation-free analytic path in `softmax.py`; with one column replaced, they re-sum only
+what that column changes.
 """
 
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,17 +106,27 @@ def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Step
     return Steps(np.where(exact > 0, exact, h), base, scaled)
 
 
+class ColumnFunction(Protocol):
+    """f evaluated with one class column replaced: what the numeric derivative needs.
+
+    `values` (P, W, N) are new values of the columns `columns` (W,) of the batch (one set per
+    stencil point P); the result (P, W, N) or (P, W, N, K) is f of each such batch, row by row.
+    """
+
+    outputs_per_sample: int
+
+    def __call__(
+        self, columns: NDArray[np.intp], values: NDArray[np.generic]
+    ) -> NDArray[np.generic]: ...
+
+
 def derivative_by_column(
-    f: Callable[[NDArray[np.generic]], NDArray[np.generic]],
-    logits: FloatArray,
-    steps: Steps,
-    method: Method,
+    f: ColumnFunction, logits: FloatArray, steps: Steps, method: Method
 ) -> FloatArray:
     """∂f_n/∂z_nj for every sample n and class j, several class columns per evaluation.
 
-    `f` maps a stack of batches (B, N, C) to outputs (B, N) or (B, N, K), row-wise along the
-    last axis. Every perturbed copy of the batch (one per column j and stencil point) becomes
-    one slice of the stack, at most EVALUATION_ENTRIES numbers per call of `f`. The result has
+    For each column j and stencil point, f is evaluated on the whole batch with z_nj moved to
+    z_nj + offset·h_nj; at most EVALUATION_ENTRIES output numbers per call of `f`. The result has
     shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j].
     """
     z = np.asarray(logits)
@@ -123,38 +135,107 @@ def derivative_by_column(
     if method is Method.COMPLEX_STEP:
         offsets: tuple[complex | float, ...] = (1j,)
         weights: tuple[float, ...] = (1.0,)
-        work_dtype = np.result_type(z.dtype, np.complex64)
     else:
         offsets, weights = STENCILS[method].offsets, STENCILS[method].weights
-        work_dtype = z.dtype
     points = len(offsets)
-    chunk = max(1, min(num_classes, EVALUATION_ENTRIES // (points * z.size)))
+    per_column = points * num_samples * f.outputs_per_sample
+    chunk = max(1, min(num_classes, EVALUATION_ENTRIES // per_column))
     result: FloatArray | None = None
     checkpoint = COLUMN_CHECKPOINT.get()
     for start in range(0, num_classes, chunk):
         if checkpoint is not None:
             checkpoint()
         columns = np.arange(start, min(start + chunk, num_classes))
-        width = columns.size
-        stack = np.empty((points, width, num_samples, num_classes), work_dtype)
-        stack[...] = z
-        slots = np.arange(width)
-        for point, offset in enumerate(offsets):
-            stack[point, slots, :, columns] = z[:, columns].T + offset * h[:, columns].T
-        values = np.asarray(f(stack.reshape(points * width, num_samples, num_classes)))
-        values = values.reshape(points, width, *values.shape[1:])
+        base, step = z[:, columns].T, h[:, columns].T
+        values = np.stack([base + offset * step for offset in offsets])
+        evaluated = np.asarray(f(columns, values))
         if method is Method.COMPLEX_STEP:
-            combined: NDArray[np.generic] = np.imag(values[0])
+            combined: NDArray[np.generic] = np.imag(evaluated[0])
         else:
-            combined = np.multiply(weights[0], values[0])
+            combined = np.multiply(weights[0], evaluated[0])
             for point in range(1, points):
-                combined = combined + np.multiply(weights[point], values[point])
+                combined = combined + np.multiply(weights[point], evaluated[point])
         if result is None:
             result = np.empty((*combined.shape[1:], num_classes), z.dtype)
-        inverse_h = (1 / h[:, columns]).T.reshape(width, num_samples, *(1,) * (combined.ndim - 2))
+        inverse_h = (1 / step).reshape(*step.shape, *(1,) * (combined.ndim - 2))
         result[..., columns] = np.moveaxis(np.multiply(combined, inverse_h), 0, -1)
     assert result is not None
     return result
+
+
+class _Rows:
+    """Per-row parts of a batch that one replaced column leaves unchanged.
+
+    With m = max_c z_c, s = z − m and e = exp(s) (0 and 0 on −inf entries), E = Σ_c e_c.
+    """
+
+    def __init__(self, logits: FloatArray) -> None:
+        z = np.asarray(logits)
+        self.masked = np.isneginf(z)
+        self.maximum = np.max(z, axis=1)
+        with np.errstate(invalid="ignore"):
+            self.shifted = np.where(self.masked, 0, z - self.maximum[:, None])
+        self.exp = np.where(self.masked, 0, np.exp(self.shifted))
+        self.total = self.exp.sum(axis=1)
+
+    def replaced(
+        self, columns: NDArray[np.intp], values: NDArray[np.generic]
+    ) -> tuple[NDArray[np.generic], NDArray[np.generic], NDArray[np.generic]]:
+        """(s', e', E') for the batches with column j set to `values`: s' = x − m (0 where x is
+        −inf), e' = exp(x − m), E' = E − e_j + e'."""
+        masked = np.isneginf(np.real(values))
+        with np.errstate(invalid="ignore"):
+            shifted = values - self.maximum
+        shifted = np.where(masked, 0, shifted)
+        exp = np.where(masked, 0, np.exp(shifted))
+        total = (self.total - self.exp[:, columns].T) + exp
+        return shifted, exp, total
+
+
+class LossColumns:
+    """Per-sample cross-entropy losses with one column replaced, for `derivative_by_column`.
+
+        loss_n(z with z_nj := x) = S_n·log(E_n − e_nj + exp(x − m_n)) − (Σ_c q_nc s_nc − q_nj s_nj
+                                   + q_nj (x − m_n)),            S_n = Σ_c q_nc
+
+    the same value as −Σ_c q_nc·log a_nc evaluated on the whole perturbed row (`plain_losses`),
+    with the unchanged terms summed once instead of once per column. Real or complex x.
+    """
+
+    outputs_per_sample = 1
+
+    def __init__(self, logits: FloatArray, q: FloatArray) -> None:
+        self.rows = _Rows(logits)
+        self.q = q
+        self.target_total = q.sum(axis=1)
+        self.target_dot_shifted = (q * self.rows.shifted).sum(axis=1)
+
+    def __call__(
+        self, columns: NDArray[np.intp], values: NDArray[np.generic]
+    ) -> NDArray[np.generic]:
+        shifted, _, total = self.rows.replaced(columns, values)
+        q_j = self.q[:, columns].T
+        unchanged = self.target_dot_shifted - q_j * self.rows.shifted[:, columns].T
+        dot = unchanged + np.multiply(q_j, shifted)
+        return np.asarray(self.target_total * np.log(total) - dot)
+
+
+class SoftmaxColumns:
+    """Softmax rows with one column replaced, for `derivative_by_column`: a'_i = e_i / E' for
+    i ≠ j and a'_j = exp(x − m) / E', with E' = E − e_j + exp(x − m). Real or complex x."""
+
+    def __init__(self, logits: FloatArray) -> None:
+        self.rows = _Rows(logits)
+        self.outputs_per_sample = int(np.shape(logits)[1])
+
+    def __call__(
+        self, columns: NDArray[np.intp], values: NDArray[np.generic]
+    ) -> NDArray[np.generic]:
+        _, exp, total = self.rows.replaced(columns, values)
+        probabilities = self.rows.exp / total[..., None]
+        for slot, column in enumerate(columns):
+            probabilities[:, slot, :, column] = np.divide(exp[:, slot], total[:, slot])
+        return np.asarray(probabilities)
 
 
 def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bool_] | None]:
@@ -169,18 +250,9 @@ def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bo
     return shifted, masked
 
 
-def plain_softmax(z: NDArray[np.generic]) -> NDArray[np.generic]:
-    """a = exp(z − m) / Σ exp(z − m), real or complex, 0 on −inf entries."""
-    shifted, masked = _shifted(z)
-    e = np.exp(shifted)
-    if masked is not None:
-        e[masked] = 0
-    np.divide(e, e.sum(axis=-1, keepdims=True), out=e)
-    return np.asarray(e)
-
-
 def plain_losses(z: NDArray[np.generic], q: FloatArray) -> NDArray[np.generic]:
-    """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)), real or complex."""
+    """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)) of whole rows, real or complex
+    (the reference that LossColumns must agree with, and the benchmark's per-element loop)."""
     shifted, masked = _shifted(z)
     e = np.exp(shifted)
     if masked is not None:

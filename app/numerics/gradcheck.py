@@ -3,12 +3,10 @@
 This is the whole data path of the service below HTTP; it only composes the other modules.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from numpy.typing import NDArray
 
 from app.numerics.compare import Agreement, compare
 from app.numerics.cross_entropy import (
@@ -20,15 +18,16 @@ from app.numerics.cross_entropy import (
     reduce_losses,
 )
 from app.numerics.finite_diff import (
+    ColumnFunction,
     ErrorEstimate,
+    LossColumns,
     Method,
+    SoftmaxColumns,
     Steps,
     choose_steps,
     derivative_by_column,
     estimate_error,
     loss_rounding_scale,
-    plain_losses,
-    plain_softmax,
     softmax_rounding_scale,
 )
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
@@ -89,7 +88,7 @@ class Report:
 
 
 def _numeric_check(
-    f: Callable[[NDArray[np.generic]], NDArray[np.generic]],
+    f: ColumnFunction,
     analytic: FloatArray,
     logits: FloatArray,
     sm: Softmax,
@@ -135,7 +134,7 @@ def _jacobian_outputs(
     if Output.NUMERIC_JACOBIAN in include:
         assert jacobian is not None
         numeric_jacobian, check = _numeric_check(
-            plain_softmax,
+            SoftmaxColumns(logits),
             jacobian,
             logits,
             sm,
@@ -185,7 +184,7 @@ def analyse_cross_entropy(
     if Output.NUMERIC_GRADIENT in include:
         q = targets.q
         numeric_gradient, gradient_check = _numeric_check(
-            lambda z: plain_losses(z, q),
+            LossColumns(logits, q),
             gradient,
             logits,
             sm,

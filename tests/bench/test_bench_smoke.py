@@ -25,7 +25,9 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
     rows = results[0]["rows"]
     assert sorted({row["case"].split()[0] for row in rows}) == ["1", "2", "3", "4", "5"]
     for row in rows:
-        assert row["measured"] > 0 and row["baseline"] > 0, row
+        assert row["baseline"] > 0, row
+        # a tiny request may grow the server's memory by nothing at all
+        assert row["measured"] > 0 or (row["unit"] == "bytes" and row["measured"] == 0), row
         assert math.isfinite(row["ratio"]), row
         assert row["target"] and row["ratio_meaning"], row
 

@@ -51,12 +51,24 @@ def start_server() -> Iterator[ServerFactory]:
 
 
 def cross_entropy_problem(samples: int, classes: int, seed: int = 0) -> dict[str, object]:
-    """A cross-entropy request whose numeric gradient costs about samples·classes² work."""
+    """A cross-entropy request with its loss, gradient and numeric gradient."""
     rng = np.random.default_rng(seed)
     return {
         "logits": rng.normal(size=(samples, classes)).round(4).tolist(),
         "labels": rng.integers(0, classes, samples).tolist(),
         "include": ["loss", "gradient", "numeric_gradient"],
+    }
+
+
+def slow_problem() -> dict[str, object]:
+    """A request that computes for seconds: a five-point numeric Jacobian of 48 × 400 logits
+    (7.7M entries, each costing four softmax evaluations), under the default output limit."""
+    rng = np.random.default_rng(11)
+    return {
+        "logits": rng.normal(size=(48, 400)).round(4).tolist(),
+        "labels": rng.integers(0, 400, 48).tolist(),
+        "include": ["loss", "numeric_jacobian"],
+        "numeric": {"method": "five_point"},
     }
 
 

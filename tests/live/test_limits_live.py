@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live.conftest import ServerFactory, cross_entropy_problem
+from tests.live.conftest import ServerFactory, slow_problem
 
 pytestmark = pytest.mark.live
 
@@ -82,7 +82,7 @@ def test_compute_timeout_answers_504_stops_the_work_and_keeps_serving(
     idle (an unstopped one would burn a full core for many more seconds)."""
     server = start_server(GRADCHECK_REQUEST_TIMEOUT_SECONDS="1")
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        response = client.post("/v1/cross-entropy", json=cross_entropy_problem(256, 1000))
+        response = client.post("/v1/cross-entropy", json=slow_problem())
         health = client.get("/healthz")
         time.sleep(0.5)  # the checkpoint comes at most one column group later
         before = cpu_seconds(server.process.pid)

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.live.conftest import ServerFactory, cross_entropy_problem, metric_value
+from tests.live.conftest import ServerFactory, cross_entropy_problem, metric_value, slow_problem
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -140,7 +140,7 @@ async def test_healthz_answers_while_a_large_request_computes(
     answering. The median of the pings answered while it computes is asserted (at least
     MIN_PINGS of them), against the noise of a shared machine."""
     server = start_server()
-    large = cross_entropy_problem(256, 400)
+    large = slow_problem()
     async with (
         httpx.AsyncClient(base_url=server.url, timeout=120) as worker,
         httpx.AsyncClient(base_url=server.url, timeout=5) as prober,

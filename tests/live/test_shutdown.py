@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from tests.live.conftest import ServerFactory, cross_entropy_problem, metric_value
+from tests.live.conftest import ServerFactory, metric_value, slow_problem
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -30,9 +30,7 @@ async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(
         httpx.AsyncClient(base_url=server.url, timeout=120) as worker,
         httpx.AsyncClient(base_url=server.url, timeout=5) as prober,
     ):
-        in_flight = asyncio.create_task(
-            worker.post("/v1/cross-entropy", json=cross_entropy_problem(256, 400))
-        )
+        in_flight = asyncio.create_task(worker.post("/v1/cross-entropy", json=slow_problem()))
         async with asyncio.timeout(60):
             while not metric_value(
                 (await prober.get("/metrics")).text,
@@ -50,6 +48,6 @@ async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(
 
     assert refused_while_in_flight, "the request ended before new connections were refused"
     assert response.status_code == 200
-    assert len(response.json()["numeric_gradient"]) == 256
+    assert len(response.json()["numeric_jacobian"]) == 48
     # After its graceful shutdown uvicorn re-raises the signal, so the exit is by SIGTERM.
     assert await asyncio.to_thread(server.process.wait, 30) == -signal.SIGTERM
