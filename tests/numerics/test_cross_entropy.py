@@ -30,6 +30,25 @@ PROBABILITY_LABELS[1] *= 1.7  # a soft target that does not sum to one
 WEIGHT = [0.5, 2.0, 1.0, 0.0]
 
 
+def hard_targets(
+    labels: list[int] | np.ndarray,
+    num_classes: int,
+    *,
+    smoothing: float = 0.0,
+    reduction: Reduction = Reduction.SUM,
+) -> Targets:
+    """Unweighted float64 targets of class-index labels (ignore_index −100)."""
+    return index_targets(
+        np.asarray(labels),
+        num_classes,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=smoothing,
+        reduction=reduction,
+        dtype=np.float64,
+    )
+
+
 def targets_for(
     kind: str, weight: list[float] | None, smoothing: float, reduction: Reduction
 ) -> Targets:
@@ -176,29 +195,13 @@ def test_mean_with_nothing_to_average_is_refused(
 
 def test_label_out_of_range_is_refused_with_its_position() -> None:
     with pytest.raises(InvalidProblem) as error:
-        index_targets(
-            np.array([0, 3]),
-            3,
-            weight=None,
-            ignore_index=-100,
-            label_smoothing=0.0,
-            reduction=Reduction.SUM,
-            dtype=np.float64,
-        )
+        hard_targets([0, 3], 3)
     assert error.value.location == ("labels", 1)
 
 
 def test_target_mass_on_masked_logit_is_refused() -> None:
     z = np.array([[0.0, -np.inf, 1.0]])
-    targets = index_targets(
-        np.array([0]),
-        3,
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=0.1,
-        reduction=Reduction.SUM,
-        dtype=np.float64,
-    )
+    targets = hard_targets([0], 3, smoothing=0.1)
     with pytest.raises(InvalidProblem) as error:
         analyse_cross_entropy(z, targets, Reduction.SUM, frozenset())
     assert error.value.location == ("logits", 0, 1)
@@ -206,15 +209,7 @@ def test_target_mass_on_masked_logit_is_refused() -> None:
 
 def test_masked_logit_without_target_mass_is_fine() -> None:
     z = np.array([[0.0, -np.inf, 1.0]])
-    targets = index_targets(
-        np.array([2]),
-        3,
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=0.0,
-        reduction=Reduction.SUM,
-        dtype=np.float64,
-    )
+    targets = hard_targets([2], 3)
     report = analyse_cross_entropy(z, targets, Reduction.SUM, frozenset(Output))
     exact = reference.losses_index(z.tolist(), [2])[0]
     assert float(report.loss) == pytest.approx(float(exact), rel=1e-15)
@@ -226,15 +221,7 @@ def test_masked_logit_without_target_mass_is_fine() -> None:
 
 def test_saturated_loss_and_gradient_are_not_flushed_to_zero() -> None:
     z = np.array([[0.0, 48.0, -10.0]])
-    targets = index_targets(
-        np.array([1]),
-        3,
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=0.0,
-        reduction=Reduction.SUM,
-        dtype=np.float64,
-    )
+    targets = hard_targets([1], 3)
     report = analyse_cross_entropy(z, targets, Reduction.SUM, frozenset())
     exact = reference.losses_index(z.tolist(), [1])[0]
     assert exact < 1e-20
@@ -251,15 +238,7 @@ def test_saturated_loss_and_gradient_are_not_flushed_to_zero() -> None:
 )
 def test_gradient_rows_sum_to_zero_when_targets_sum_to_one(z: np.ndarray, smoothing: float) -> None:
     labels = np.arange(z.shape[0]) % z.shape[1]
-    targets = index_targets(
-        labels,
-        z.shape[1],
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=smoothing,
-        reduction=Reduction.SUM,
-        dtype=np.float64,
-    )
+    targets = hard_targets(labels, z.shape[1], smoothing=smoothing)
     gradient = per_sample_gradient(softmax(z), targets.q)
     assert np.all(np.abs(gradient.sum(axis=1)) <= 1e-14 * z.shape[1])
     losses = per_sample_losses(softmax(z), targets.q)
