@@ -14,6 +14,7 @@ import orjson
 from fastapi import Response
 
 from app.numerics.errors import InvalidProblem
+from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
 
 JSON_MEDIA_TYPE = "application/json"
@@ -170,7 +171,12 @@ def encode_npz(fields: dict[str, Any]) -> bytes:
 
 
 def respond(fields: dict[str, Any], accept: str | None) -> Response:
-    """The response in the format the client accepts: .npz if it asks for it, else JSON."""
+    """The response in the format the client accepts: .npz if it asks for it, else JSON.
+
+    A request already past its compute timeout stops here rather than encode a response that
+    nobody will read.
+    """
+    reach_checkpoint()
     if wants_npz(accept):
         return Response(encode_npz(fields), media_type=NPZ_MEDIA_TYPE)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)

@@ -37,6 +37,13 @@ COLUMN_CHECKPOINT: ContextVar[Callable[[], None] | None] = ContextVar(
 """Called before each group of class columns; a caller may raise from it to stop early."""
 
 
+def reach_checkpoint() -> None:
+    """Call the current `COLUMN_CHECKPOINT`, if one is set (it raises to stop the work)."""
+    checkpoint = COLUMN_CHECKPOINT.get()
+    if checkpoint is not None:
+        checkpoint()
+
+
 class Method(StrEnum):
     """How the numeric derivative is taken."""
 
@@ -141,10 +148,8 @@ def derivative_by_column(
     per_column = points * num_samples * f.outputs_per_sample
     chunk = max(1, min(num_classes, EVALUATION_ENTRIES // per_column))
     result: FloatArray | None = None
-    checkpoint = COLUMN_CHECKPOINT.get()
     for start in range(0, num_classes, chunk):
-        if checkpoint is not None:
-            checkpoint()
+        reach_checkpoint()
         columns = np.arange(start, min(start + chunk, num_classes))
         base, step = z[:, columns].T, h[:, columns].T
         values = np.stack([base + offset * step for offset in offsets])

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
+from app.api.encoding import respond
 from app.core.middleware import ComputeTimeout, ComputeTimeoutMiddleware
 from app.numerics.finite_diff import (
     COLUMN_CHECKPOINT,
@@ -69,6 +70,26 @@ def test_checkpoint_stops_the_numeric_derivative_early() -> None:
     finally:
         COLUMN_CHECKPOINT.reset(token)
     assert calls == 3
+
+
+def test_a_late_result_is_not_encoded() -> None:
+    """Past the deadline, `respond` stops before serialising (the checkpoint is reached once)."""
+    calls = 0
+
+    def deadline_passed() -> None:
+        nonlocal calls
+        calls += 1
+        raise ComputeTimeout
+
+    fields = {"loss": np.zeros(3)}
+    assert respond(fields, None).body == b'{"loss":[0.0,0.0,0.0]}'
+    token = COLUMN_CHECKPOINT.set(deadline_passed)
+    try:
+        with pytest.raises(ComputeTimeout):
+            respond(fields, "application/x-npz")
+    finally:
+        COLUMN_CHECKPOINT.reset(token)
+    assert calls == 1
 
 
 def test_checkpoint_is_optional() -> None:

@@ -61,8 +61,9 @@ def cross_entropy_problem(samples: int, classes: int, seed: int = 0) -> dict[str
 
 
 def slow_problem() -> dict[str, object]:
-    """A request that computes for seconds: a five-point numeric Jacobian of 48 × 400 logits
-    (7.7M entries, each costing four softmax evaluations), under the default output limit."""
+    """A request that computes for about a second: a five-point numeric Jacobian of 48 × 400
+    logits (7.7M entries, each costing four softmax evaluations), under the default output
+    limit."""
     rng = np.random.default_rng(11)
     return {
         "logits": rng.normal(size=(48, 400)).round(4).tolist(),
