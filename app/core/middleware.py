@@ -258,7 +258,8 @@ class ComputeTimeoutMiddleware:
     The request runs as its own task. At the deadline the client gets the 504 and the task is
     abandoned: its later output is dropped, and numeric derivatives stop at their next class
     column and before encoding (`COLUMN_CHECKPOINT`, which follows the request into its worker
-    thread). Work that has no checkpoint runs to its end in its thread while the event loop keeps serving.
+    thread). Work that has no checkpoint runs to its end in its thread while the event loop
+    keeps serving.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
