@@ -124,13 +124,31 @@ def to_dtype(logits: FloatArray, dtype: str, flat: bool) -> FloatArray:
     return cast
 
 
+def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
+    """How many numbers the outputs in `include` hold for (N, C) logits (C·C per sample for a
+    Jacobian, C for the others)."""
+    num_samples, num_classes = shape
+    return num_samples * sum(
+        num_classes * num_classes if item in SQUARE_OUTPUTS else num_classes for item in include
+    )
+
+
+def request_entries(
+    value: Sequence[float] | Sequence[Sequence[float]], include: Collection[str]
+) -> int:
+    """Numbers in the logits plus the requested outputs, from the lengths of the JSON lists
+    alone (a ragged or empty batch is refused later, by `parse_logits`)."""
+    if not value:
+        return 0
+    first = value[0]
+    shape = (len(value), len(first)) if isinstance(first, list) else (1, len(value))
+    return shape[0] * shape[1] + output_entries(shape, include)
+
+
 def check_output_size(shape: tuple[int, ...], include: Collection[str], settings: Settings) -> None:
     """413 if the requested outputs would hold more numbers than GRADCHECK_MAX_OUTPUT_ENTRIES."""
     num_samples, num_classes = shape
-    per_sample = sum(
-        num_classes * num_classes if item in SQUARE_OUTPUTS else num_classes for item in include
-    )
-    entries = num_samples * per_sample
+    entries = output_entries(shape, include)
     if entries > settings.max_output_entries:
         square = sorted(set(include) & SQUARE_OUTPUTS)
         hint = (

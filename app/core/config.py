@@ -29,6 +29,14 @@ class Settings(BaseSettings):
         description="Longest time from a request's arrival to its response (504 above); the "
         "numeric derivatives stop at the next class column once it has passed.",
     )
+    inline_max_entries: int = Field(
+        2048,
+        ge=0,
+        description="Requests whose logits and requested outputs hold at most this many "
+        "numbers are computed on the event loop (well under a millisecond, less than the hop "
+        "to a worker thread costs under load); larger ones in a worker thread. 0: always a "
+        "worker thread.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser, comma-separated "

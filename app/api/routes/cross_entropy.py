@@ -3,12 +3,19 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, json_body, request_body_openapi
 from app.api.encoding import report_fields, respond
 from app.api.examples import CROSS_ENTROPY_EXAMPLES
-from app.api.problems import DTYPES, check_output_size, parse_logits, parse_targets, to_dtype
+from app.api.offload import compute
+from app.api.problems import (
+    DTYPES,
+    check_output_size,
+    parse_logits,
+    parse_targets,
+    request_entries,
+    to_dtype,
+)
 from app.api.routes import ERROR_RESPONSES, success_response
 from app.api.schemas import CrossEntropyRequest, CrossEntropyResponse
 from app.core.config import Settings
@@ -57,5 +64,7 @@ async def cross_entropy(
     targets) with effective targets q: loss_n = −Σ_c q_nc log a_nc, and its gradient
     ∂loss_n/∂z_nj = a_nj·Σ_c q_nc − q_nj (a − y only when the target sums to 1), divided by the
     reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|."""
-    # One worker thread computes and encodes: the event loop stays free, for one thread hop.
-    return await run_in_threadpool(lambda: respond(cross_entropy_fields(body, settings), accept))
+    entries = request_entries(body.logits, body.include)
+    return await compute(
+        entries, settings, lambda: respond(cross_entropy_fields(body, settings), accept)
+    )

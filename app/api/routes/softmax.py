@@ -3,12 +3,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, json_body, request_body_openapi
 from app.api.encoding import report_fields, respond
 from app.api.examples import SOFTMAX_EXAMPLES
-from app.api.problems import check_output_size, parse_logits, to_dtype
+from app.api.offload import compute
+from app.api.problems import check_output_size, parse_logits, request_entries, to_dtype
 from app.api.routes import ERROR_RESPONSES, success_response
 from app.api.schemas import SoftmaxRequest, SoftmaxResponse
 from app.core.config import Settings
@@ -50,5 +50,5 @@ async def softmax(
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
-    # One worker thread computes and encodes: the event loop stays free, for one thread hop.
-    return await run_in_threadpool(lambda: respond(softmax_fields(body, settings), accept))
+    entries = request_entries(body.logits, body.include)
+    return await compute(entries, settings, lambda: respond(softmax_fields(body, settings), accept))
