@@ -22,6 +22,10 @@ from app.numerics.gradcheck import Output, analyse_cross_entropy
 from bench.client import Connection, build_request
 
 CROSS_ENTROPY_PATH = "/v1/cross-entropy"
+CONSTANT_PATH = "/bench/constant"
+"""The bare endpoint (bench/app.py): a constant, through the same middleware."""
+HOP_PATH = "/bench/hop"
+"""The same constant returned from a worker thread."""
 JSON_HEADERS = {"Content-Type": "application/json"}
 NPZ_HEADERS = {**JSON_HEADERS, "Accept": "application/x-npz"}
 DEFAULT_INCLUDE = frozenset(Output(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE)

@@ -176,31 +176,34 @@ def numeric_gradient(server: Server, plan: Plan) -> tuple[list[Row], dict[str, A
     return rows, details
 
 
-def small_requests(server: Server, plan: Plan) -> Row:
-    """Case 3: requests per second of small requests vs the bare endpoint, one worker."""
+def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
+    """Case 3: requests per second of small requests vs the bare endpoint, one worker; with
+    the rate of the bare endpoint behind one thread hop, for reference."""
     body = orjson.dumps(cases.problem(*plan.small), option=orjson.OPT_SERIALIZE_NUMPY)
-    endpoint = build_request("POST", cases.CROSS_ENTROPY_PATH, body, cases.JSON_HEADERS)
-    bare = build_request("POST", "/bench/constant", body, cases.JSON_HEADERS)
+    requests = {
+        "service": build_request("POST", cases.CROSS_ENTROPY_PATH, body, cases.JSON_HEADERS),
+        "bare": build_request("POST", cases.CONSTANT_PATH, body, cases.JSON_HEADERS),
+        "bare_with_thread_hop": build_request("POST", cases.HOP_PATH, body, cases.JSON_HEADERS),
+    }
     connection = Connection(server.port)
-    for raw in (endpoint, bare):
+    for raw in requests.values():
         reply = connection.request(raw)
         if reply.status != 200:
             raise RuntimeError(f"{reply.status}: {bytes(reply.body[:300])!r}")
     connection.close()
     warm_up = min(0.5, plan.rps_seconds)
-    requests_per_second(server.port, endpoint, plan.concurrency, warm_up)
-    requests_per_second(server.port, bare, plan.concurrency, warm_up)
-    endpoint_rates, bare_rates = [], []
+    for raw in requests.values():
+        requests_per_second(server.port, raw, plan.concurrency, warm_up)
+    rates: dict[str, list[float]] = {name: [] for name in requests}
     for _ in range(plan.rps_runs):
-        bare_rates.append(
-            requests_per_second(server.port, bare, plan.concurrency, plan.rps_seconds)
-        )
-        endpoint_rates.append(
-            requests_per_second(server.port, endpoint, plan.concurrency, plan.rps_seconds)
-        )
-    rate, bare_rate = statistics.median(endpoint_rates), statistics.median(bare_rates)
+        for name, raw in requests.items():
+            rates[name].append(
+                requests_per_second(server.port, raw, plan.concurrency, plan.rps_seconds)
+            )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    rate, bare_rate = medians["service"], medians["bare"]
     n, c = plan.small
-    return Row(
+    row = Row(
         f"3 small requests/s (N={n}, C={c}, {plan.concurrency} connections)",
         rate,
         bare_rate,
@@ -210,6 +213,11 @@ def small_requests(server: Server, plan: Plan) -> Row:
         "≥ 0.6",
         rate / bare_rate >= 0.6,
     )
+    details = {
+        "requests_per_second": medians,
+        "bare_with_thread_hop_over_bare": medians["bare_with_thread_hop"] / bare_rate,
+    }
+    return row, details
 
 
 def geometric(low: int, high: int, points: int) -> list[int]:
@@ -414,7 +422,7 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
     with running_server(env) as server:
         case1, case4, large_details = large_response(server, plan)
         case2, loop_details = numeric_gradient(server, plan)
-        case3 = small_requests(server, plan)
+        case3, small_details = small_requests(server, plan)
         scaling_rows, points = scaling(server, plan, settings)
     memory_rows, memory_details = peak_memory(plan, settings, env)
     rows = [case1, *case2, case3, case4, *scaling_rows, *memory_rows]
@@ -426,6 +434,7 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
         "rows": [asdict(row) for row in rows],
         "large_response": large_details,
         "loop_baseline": loop_details,
+        "small_requests": small_details,
         "scaling": points,
         "memory": memory_details,
     }

@@ -67,3 +67,15 @@ def test_scaling_reaches_the_configured_limit(results: tuple[dict[str, Any], Pat
         entries = [p["output_entries"] for p in payload["scaling"] if p["axis"] == axis]
         assert entries == sorted(entries) and len(entries) >= 2
         assert limit / 2 < entries[-1] <= limit
+
+
+def test_small_requests_report_the_thread_hop_ceiling(
+    results: tuple[dict[str, Any], Path],
+) -> None:
+    details = results[0]["small_requests"]
+    rates = details["requests_per_second"]
+    assert set(rates) == {"service", "bare", "bare_with_thread_hop"}
+    assert all(rate > 0 for rate in rates.values())
+    assert (
+        details["bare_with_thread_hop_over_bare"] == rates["bare_with_thread_hop"] / rates["bare"]
+    )
