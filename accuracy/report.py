@@ -33,8 +33,6 @@ from tests.numerics.adversarial import (
 
 HERE = Path(__file__).parent
 GUARANTEE = 1e-13
-GRADIENT_CANCELLATION_LIMIT = 1e17
-"""Gradient rows cancelling more than this are reported apart (README, Accuracy)."""
 
 
 def torch_version() -> str | None:
@@ -115,8 +113,6 @@ def run(size: str, seed: int) -> dict[str, Any]:
     theirs: dict[str, Worst] = defaultdict(Worst)
     by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     by_family_torch: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    beyond: list[tuple[float, float, str]] = []
-    beyond_torch: list[tuple[float, float, str]] = []
     subnormal: list[float] = []
     subnormal_torch: list[float] = []
     start = time.perf_counter()
@@ -126,13 +122,13 @@ def run(size: str, seed: int) -> dict[str, Any]:
         rows += case.logits.shape[0]
         mine = measure(case)
         subnormal_cases += mine.subnormal_loss
-        guaranteed = _in_scope(mine, beyond, subnormal)
+        guaranteed = _in_scope(mine, subnormal)
         for output, error in guaranteed.items():
             ours[output].update(error, case)
             by_family[case.family][output].append(error)
         if version is not None:
             other = measure(case, torch_report(case))
-            for output, error in _in_scope(other, beyond_torch, subnormal_torch).items():
+            for output, error in _in_scope(other, subnormal_torch).items():
                 theirs[output].update(error, case)
                 by_family_torch[case.family][output].append(error)
     elapsed = time.perf_counter() - start
@@ -164,12 +160,6 @@ def run(size: str, seed: int) -> dict[str, Any]:
             }
             for family, outputs in by_family.items()
         },
-        "beyond_cancellation_limit": {
-            "rows": len(beyond),
-            "worst_error": max((e for e, _, _ in beyond), default=0.0),
-            "worst_error_per_term": max((e / c for e, c, _ in beyond), default=0.0),
-            "torch_worst_error_per_term": max((e / c for e, c, _ in beyond_torch), default=None),
-        },
         "subnormal_losses": {
             "cases": subnormal_cases,
             "worst_error": max(subnormal, default=0.0),
@@ -178,21 +168,10 @@ def run(size: str, seed: int) -> dict[str, Any]:
     }
 
 
-def _in_scope(
-    measurement: Measurement, beyond: list[tuple[float, float, str]], subnormal: list[float]
-) -> dict[str, float]:
-    """The errors within the guarantee's scope. Gradient rows cancelling beyond the limit go
-    to `beyond` as (error, cancellation, family); the loss errors of cases with subnormal exact
-    losses go to `subnormal`."""
+def _in_scope(measurement: Measurement, subnormal: list[float]) -> dict[str, float]:
+    """The errors within the guarantee's scope: the loss errors of cases with subnormal exact
+    losses go to `subnormal` instead."""
     errors = dict(measurement.errors)
-    kept = []
-    rows = zip(measurement.gradient_rows, measurement.condition, strict=True)
-    for error, condition in rows:
-        if condition > GRADIENT_CANCELLATION_LIMIT:
-            beyond.append((error, condition, measurement.case.family))
-        else:
-            kept.append(error)
-    errors["gradient"] = max(kept, default=0.0)
     if measurement.subnormal_loss:
         for output in ("losses", "loss"):
             if output in errors:
@@ -217,16 +196,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {output} | {_format(figures['gradcheck'])} | {_format(figures['torch'])} "
             f"| {figures['gradcheck_where']} |"
         )
-    beyond = results["beyond_cancellation_limit"]
     subnormal = results["subnormal_losses"]
     lines += [
         "",
-        f"Left out above: {beyond['rows']} gradient rows cancelling by more than "
-        f"{GRADIENT_CANCELLATION_LIMIT:.0e} (largest term a_c·Σq + q_c over the largest exact "
-        f"entry: targets equal to the prediction to 17+ digits). Their worst error is "
-        f"{_format(beyond['worst_error_per_term'])} of the row's largest term"
-        + (f" (PyTorch: {_format(beyond['torch_worst_error_per_term'])})." if version else ".")
-        + f" And the losses of the {subnormal['cases']} cases with a subnormal exact loss "
+        f"Left out above: the losses of the {subnormal['cases']} cases with a subnormal exact loss "
         f"(below 2^-1022): worst "
         f"{_format(subnormal['worst_error'])} of 2^-1022"
         + (f" (PyTorch: {_format(subnormal['torch_worst_error'])})." if version else "."),

@@ -36,6 +36,8 @@ from app.numerics import double_double as dd
 from app.numerics.errors import InvalidProblem
 from app.numerics.softmax import FloatArray, Softmax, exp_shifted_double_double
 
+NEAR_UNIFORM_SPREAD = 2.0**-56
+"""Rows whose finite logits all lie within this of each other take `_near_uniform_gradient`."""
 CANCELLATION_LIMIT = 8.0
 """Gradient rows whose largest term a_c·Σq + q_c exceeds this many times their largest entry
 are recomputed in double-double (in float64 they would lose more than ~1e-15 of that entry)."""
@@ -275,8 +277,55 @@ def _gradient_double_double(
         at_argmax = dd.divide(dd.add(rest, dd.negate(dd.multiply(q_k, t))), denominator)
         result = gradient.hi + gradient.lo
         result[on] = at_argmax.hi + at_argmax.lo
+        z = logits[rows]
+        finite = np.isfinite(z)
+        spread = np.max(z, axis=1) - np.min(np.where(finite, z, np.inf), axis=1)
+        near = np.flatnonzero(spread <= NEAR_UNIFORM_SPREAD)
+        if near.size:
+            near_target = dd.DD(target.hi[near], target.lo[near])
+            total_near = dd.DD(total.hi[near], total.lo[near])
+            result[near] = _near_uniform_gradient(z[near], finite[near], near_target, total_near)
         refined: FloatArray = np.ldexp(result, exponent)
     return refined
+
+
+def _near_uniform_gradient(
+    z: FloatArray, finite: NDArray[np.bool_], q: dd.DD, total: dd.DD
+) -> FloatArray:
+    """a·S − q for rows whose finite logits differ by at most NEAR_UNIFORM_SPREAD.
+
+    With C finite classes and u_c = z_c − mean z, a_c = (1 + u_c + O(u²))/C, so
+        ∂loss/∂z_c = (S·(C·z_c − Σz) + C·(S − C·q_c)) / C²
+    to a relative O(spread) ≤ 2^-56. Double-double cannot reach these entries when they are
+    far smaller than 2^-106 of 1/C (tiny logits with targets near uniform). C·z_c − Σz is
+    formed on z scaled to a largest magnitude in [1/2, 1) (exact), and S − C·q_c is exactly 0
+    in rows of equal targets; masked classes get 0 (a_c = q_c = 0).
+    """
+    count = finite.sum(axis=1).astype(np.float64)[:, None]
+    values = np.where(finite, z, 0.0)
+    _, power = np.frexp(np.max(np.abs(values), axis=1, keepdims=True))
+    values = np.ldexp(values, -power)
+    zeros = np.zeros_like(values)
+    z_total = dd.sum_rows(dd.DD(values, zeros))
+    spread_terms = dd.add(
+        dd.two_product(np.broadcast_to(count, values.shape), values),
+        dd.negate(dd.DD(z_total.hi[:, None], z_total.lo[:, None])),
+    )
+    row_total = dd.DD(total.hi[:, None], total.lo[:, None])
+    squared = dd.DD(np.broadcast_to(count * count, values.shape), zeros)
+    first = dd.divide(dd.multiply(row_total, spread_terms), squared)
+    first = dd.DD(np.ldexp(first.hi, power), np.ldexp(first.lo, power))
+    differences = dd.add(
+        row_total, dd.negate(dd.multiply(dd.DD(np.broadcast_to(count, values.shape), zeros), q))
+    )
+    equal = ((q.hi == q.hi[:, :1]) & (q.lo == q.lo[:, :1])) | ~finite
+    differences = dd.DD(
+        np.where(equal.all(axis=1, keepdims=True), 0.0, differences.hi),
+        np.where(equal.all(axis=1, keepdims=True), 0.0, differences.lo),
+    )
+    second = dd.divide(differences, dd.DD(np.broadcast_to(count, values.shape), zeros))
+    gradient = dd.add(first, second)
+    return np.where(finite, gradient.hi + gradient.lo, 0.0)
 
 
 def reduce_losses(losses: FloatArray, targets: Targets, reduction: Reduction) -> FloatArray:

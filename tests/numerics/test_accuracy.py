@@ -2,9 +2,8 @@
 
 The guarantee (README, Accuracy): for each sample, the largest error in its row (its C×C block
 for the Jacobian) is at most 1e-13 of the row's largest exact magnitude, for probabilities,
-log-probabilities, 1 − a, the Jacobian, per-sample and reduced losses; and for the gradient
-unless the row cancels by more than 1e17 (then its error stays below 1e-30 of its largest
-term a_c·Σq + q_c). The numeric derivatives' error estimates bound their actual error.
+log-probabilities, 1 − a, the Jacobian, per-sample and reduced losses, and the gradient, however
+much its row cancels. The numeric derivatives' error estimates bound their actual error.
 """
 
 import re
@@ -20,8 +19,6 @@ from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
 from tests.numerics.adversarial import Case, cases, exact, measure, row_error
 
 GUARANTEE = 1e-13
-DOUBLE_DOUBLE = 1e-30
-"""Error of a gradient row recomputed in double-double, relative to its largest term."""
 
 SMALLEST_SUBNORMAL = 2.0**-1074
 QUICK = cases("quick")
@@ -35,12 +32,10 @@ def _case_id(case: Case) -> str:
 def test_every_output_is_within_the_guarantee(case: Case) -> None:
     measurement = measure(case)
     for output, error in measurement.errors.items():
-        if output != "gradient":
-            assert error <= GUARANTEE, f"{output}: {error:.3g} (row {measurement.worst_row})"
+        assert error <= GUARANTEE, f"{output}: {error:.3g} (row {measurement.worst_row})"
     rows = zip(measurement.gradient_rows, measurement.condition, strict=True)
     for n, (error, condition) in enumerate(rows):
-        allowed = max(GUARANTEE, DOUBLE_DOUBLE * condition)
-        assert error <= allowed, f"gradient row {n}: {error:.3g}, cancellation {condition:.3g}"
+        assert error <= GUARANTEE, f"gradient row {n}: {error:.3g}, cancellation {condition:.3g}"
 
 
 def test_the_generator_covers_every_family_and_loss_option() -> None:
@@ -74,6 +69,38 @@ def test_soft_labels_equal_to_the_rounded_prediction_need_the_double_double_path
     for n, row in enumerate(reference):
         assert row_error(report.gradient[n], row) <= GUARANTEE
         assert row_error(float64_formula[n], row) > 1e-4  # what the refinement saves
+
+
+TINY_NEAR_UNIFORM = {
+    "1e-200, smoothed index labels": (1e-200, "index"),
+    "1e-310 (subnormal), smoothed index labels": (1e-310, "index"),
+    "1e-200, uniform probabilities": (1e-200, "probability"),
+    "1e-20, uniform probabilities, -inf mask": (1e-20, "probability"),
+    "1e-18, random probabilities": (1e-18, "random"),
+}
+
+
+@pytest.mark.parametrize("name", list(TINY_NEAR_UNIFORM))
+def test_tiny_logits_with_near_uniform_targets_keep_their_gradient(name: str) -> None:
+    """a_c − 1/C is about (z_c − mean z)/C: with logits of 1e-200 it lies far below what
+    double-double resolves, and the gradient comes from the linear form of a near 1/C."""
+    scale, kind = TINY_NEAR_UNIFORM[name]
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0.0, scale, (4, 6))
+    if "mask" in name:
+        logits[:, 2] = -np.inf
+    finite = np.isfinite(logits)
+    if kind == "index":
+        case = Case(name, logits, labels=np.arange(4), label_smoothing=1.0, reduction=Reduction.SUM)
+    else:
+        q = finite / finite.sum(axis=1, keepdims=True)
+        if kind == "random":
+            q = q * rng.uniform(0.5, 1.5, q.shape)
+        case = Case(name, logits, probabilities=q, reduction=Reduction.NONE)
+    report = analyse_cross_entropy(logits, case.targets(), case.reduction, frozenset())
+    assert report.gradient is not None
+    for n, row in enumerate(exact(case).gradient):
+        assert row_error(report.gradient[n], row) <= GUARANTEE, n
 
 
 def test_double_double_exp_agrees_with_mpmath_to_32_digits() -> None:
