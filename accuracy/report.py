@@ -26,7 +26,6 @@ from tests.numerics.adversarial import (
     MAX_JACOBIAN_CLASSES,
     OUTPUTS,
     Case,
-    Measurement,
     cases,
     measure,
 )
@@ -113,22 +112,18 @@ def run(size: str, seed: int) -> dict[str, Any]:
     theirs: dict[str, Worst] = defaultdict(Worst)
     by_family: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     by_family_torch: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    subnormal: list[float] = []
-    subnormal_torch: list[float] = []
     start = time.perf_counter()
     all_cases = cases(size, seed)  # type: ignore[arg-type]
-    rows = subnormal_cases = 0
+    rows = 0
     for case in all_cases:
         rows += case.logits.shape[0]
         mine = measure(case)
-        subnormal_cases += mine.subnormal_loss
-        guaranteed = _in_scope(mine, subnormal)
-        for output, error in guaranteed.items():
+        for output, error in mine.errors.items():
             ours[output].update(error, case)
             by_family[case.family][output].append(error)
         if version is not None:
             other = measure(case, torch_report(case))
-            for output, error in _in_scope(other, subnormal_torch).items():
+            for output, error in other.errors.items():
                 theirs[output].update(error, case)
                 by_family_torch[case.family][output].append(error)
     elapsed = time.perf_counter() - start
@@ -160,23 +155,7 @@ def run(size: str, seed: int) -> dict[str, Any]:
             }
             for family, outputs in by_family.items()
         },
-        "subnormal_losses": {
-            "cases": subnormal_cases,
-            "worst_error": max(subnormal, default=0.0),
-            "torch_worst_error": max(subnormal_torch, default=None),
-        },
     }
-
-
-def _in_scope(measurement: Measurement, subnormal: list[float]) -> dict[str, float]:
-    """The errors within the guarantee's scope: the loss errors of cases with subnormal exact
-    losses go to `subnormal` instead."""
-    errors = dict(measurement.errors)
-    if measurement.subnormal_loss:
-        for output in ("losses", "loss"):
-            if output in errors:
-                subnormal.append(errors.pop(output))
-    return errors
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -196,13 +175,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {output} | {_format(figures['gradcheck'])} | {_format(figures['torch'])} "
             f"| {figures['gradcheck_where']} |"
         )
-    subnormal = results["subnormal_losses"]
     lines += [
-        "",
-        f"Left out above: the losses of the {subnormal['cases']} cases with a subnormal exact loss "
-        f"(below 2^-1022): worst "
-        f"{_format(subnormal['worst_error'])} of 2^-1022"
-        + (f" (PyTorch: {_format(subnormal['torch_worst_error'])})." if version else "."),
         "",
         "By family (gradcheck / PyTorch):",
         "",

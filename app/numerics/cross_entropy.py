@@ -64,6 +64,9 @@ class Targets:
     """D: the reduced loss is Σ_n loss_n / D (1 for `sum` and `none`)."""
     exact_q: ExactTargets | None = None
     """q of chosen rows to ~32 digits, when q's float64 rounding is not exact (None: q is)."""
+    factors: tuple[FloatArray, FloatArray] | None = None
+    """(w, p′) with q = w·p′ rounded, when class weights make q a rounded product: the loss
+    forms (w·(−log a))·p′, so that the rounding of a subnormal q is not multiplied by −log a."""
 
 
 def index_targets(
@@ -109,10 +112,15 @@ def index_targets(
                 f"reduction 'mean' divides by the summed weight of the non-ignored targets, "
                 f"and {what}: use reduction 'sum' or 'none'",
             )
-    exact_q = None
+    exact_q = factors = None
     if label_smoothing and dtype is np.float64:
         exact_q = partial(_exact_index_targets, labels, w, label_smoothing, ignore_index)
-    return Targets(q, divisor, exact_q)
+    if label_smoothing and weight is not None:
+        base = np.zeros_like(q)
+        base[rows] = label_smoothing / num_classes
+        base[rows, classes] += 1 - label_smoothing
+        factors = (w, base)
+    return Targets(q, divisor, exact_q, factors)
 
 
 def probability_targets(
@@ -126,15 +134,20 @@ def probability_targets(
     """Effective targets for probability labels: w·((1 − ε)·p + ε/C); `mean` divides by N."""
     p = np.asarray(probabilities, dtype)
     num_samples, num_classes = p.shape
-    q = (1 - label_smoothing) * p + label_smoothing / num_classes if label_smoothing else p.copy()
+    base = (1 - label_smoothing) * p + label_smoothing / num_classes if label_smoothing else p
+    factors = None
     if weight is not None:
-        q *= np.asarray(weight, dtype)
+        w = np.asarray(weight, dtype)
+        q = base * w
+        factors = (w, base)
+    else:
+        q = base if label_smoothing else p.copy()
     divisor = float(num_samples) if reduction is Reduction.MEAN else 1.0
     exact_q = None
     if (label_smoothing or weight is not None) and dtype is np.float64:
-        w = None if weight is None else np.asarray(weight, np.float64)
-        exact_q = partial(_exact_probability_targets, p, w, label_smoothing)
-    return Targets(q.astype(dtype, copy=False), divisor, exact_q)
+        exact_w = None if weight is None else np.asarray(weight, np.float64)
+        exact_q = partial(_exact_probability_targets, p, exact_w, label_smoothing)
+    return Targets(q.astype(dtype, copy=False), divisor, exact_q, factors)
 
 
 def _constant(value: float, shape: tuple[int, ...] = ()) -> dd.DD:
@@ -200,12 +213,20 @@ def check_target_support(logits: FloatArray, q: FloatArray) -> None:
         )
 
 
-def per_sample_losses(sm: Softmax, q: FloatArray) -> FloatArray:
+def per_sample_losses(
+    sm: Softmax, q: FloatArray, *, factors: tuple[FloatArray, FloatArray] | None = None
+) -> FloatArray:
     """loss_n = −Σ_c q_nc·log a_nc, shape (N,); every term is ≥ 0, so the (pairwise) sum
-    cannot cancel."""
+    cannot cancel. With `factors` (w, p′) each term is (w_c·(−log a_nc))·p′_nc: q = w·p′ is
+    never rounded on its own, which matters when it is subnormal."""
     neg_log = np.negative(sm.log_probabilities)
-    neg_log[q == 0] = 0  # masked classes (−log a = inf) carry no target mass
-    neg_log *= q
+    neg_log[(q == 0) & np.isinf(neg_log)] = 0  # masked classes (−log a = inf), no target
+    if factors is None:
+        neg_log *= q
+    else:
+        weight, base = factors
+        neg_log *= weight
+        neg_log *= base
     losses: FloatArray = neg_log.sum(axis=1)
     return losses
 

@@ -176,7 +176,7 @@ def analyse_cross_entropy(
     """
     check_target_support(logits, targets.q)
     sm = softmax(logits)
-    losses = per_sample_losses(sm, targets.q)
+    losses = per_sample_losses(sm, targets.q, factors=targets.factors)
     scale = logits.dtype.type(1 / targets.divisor)
     gradient = per_sample_gradient(sm, targets.q, exact_q=targets.exact_q) * scale
 

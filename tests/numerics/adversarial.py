@@ -289,8 +289,6 @@ class Measurement:
     """Per row, the gradient's cancellation factor (see Exact.condition)."""
     gradient_rows: list[float]
     """Per row, the gradient's error."""
-    subnormal_loss: bool
-    """Some exact per-sample or reduced loss is nonzero and below 2^-1022 (subnormal)."""
 
 
 def _worst(values: list[float]) -> tuple[float, int]:
@@ -340,11 +338,7 @@ def measure(case: Case, report: Report | None = None, seed: int = 0) -> Measurem
     worst_row: dict[str, int] = {}
     for name, values in per_output.items():
         errors[name], worst_row[name] = _worst(values)
-    values = [*reference.losses, *([] if reference.loss is None else [reference.loss])]
-    subnormal = any(0 < abs(v) < SMALLEST_NORMAL for v in values)
-    return Measurement(
-        case, errors, worst_row, reference.condition, per_output["gradient"], subnormal
-    )
+    return Measurement(case, errors, worst_row, reference.condition, per_output["gradient"])
 
 
 # ---------------------------------------------------------------- the generator

@@ -103,6 +103,37 @@ def test_tiny_logits_with_near_uniform_targets_keep_their_gradient(name: str) ->
         assert row_error(report.gradient[n], row) <= GUARANTEE, n
 
 
+@pytest.mark.parametrize("labels", ["probability", "index"])
+def test_subnormal_weighted_targets_are_not_rounded_before_the_log(labels: str) -> None:
+    """Saturated rows (gap 745) with small class weights: q = w·p or (ε/C)·w is subnormal
+    and its own rounding, multiplied by −log a ≈ 745, would cost hundreds of subnormal ulps
+    (or all of a term, when q underflows to 0); the loss forms (w·(−log a))·p instead."""
+    logits = np.array([[0.0, 0.66, 744.1, -1.2, 0.0], [0.4, 1.7, 0.7, 746.4, -0.3]])
+    weight = np.array([0.28, 1.69, 2.28, 1.59, 1e-3])
+    if labels == "probability":
+        p = np.array([[2.5e-323, 1e-323, 0.44, 0.0, 6.5e-321], [0.0, 0.0, 0.0, 0.63, 1e-321]])
+        case = Case("subnormal", logits, probabilities=p, weight=weight, reduction=Reduction.SUM)
+    else:  # (ε/C)·w = 1.5 subnormal ulps on six classes, each rounded by half an ulp
+        logits = np.hstack([logits, np.zeros((2, 3))])
+        logits[0, [2, 3]] = logits[0, [3, 2]]  # both rows lead at class 3, their label
+        weight = np.full(8, 5.93e-322)
+        weight[3] = 2.28
+        case = Case(
+            "subnormal",
+            logits,
+            labels=np.array([3, 3]),
+            weight=weight,
+            label_smoothing=0.1,
+            reduction=Reduction.SUM,
+        )
+    report = analyse_cross_entropy(logits, case.targets(), case.reduction, frozenset())
+    reference = exact(case)
+    assert report.losses is not None and reference.loss is not None
+    for n, value in enumerate(reference.losses):
+        assert row_error(report.losses[n : n + 1], [value]) <= GUARANTEE, n
+    assert row_error(np.asarray(report.loss).reshape(1), [reference.loss]) <= GUARANTEE
+
+
 def test_double_double_exp_agrees_with_mpmath_to_32_digits() -> None:
     rng = np.random.default_rng(3)
     hi = np.concatenate([-rng.uniform(0, 700, 200), -rng.uniform(0, 1, 200), [-1e-300, 0.0]])
