@@ -276,14 +276,14 @@ def bernoulli_cumulant(p: FloatArray, order: int) -> FloatArray:
     derivatives that the truncation error of a stencil is made of.
     """
     k2 = p * (1 - p)
-    cumulants = {
-        2: k2,
-        3: k2 * (1 - 2 * p),
-        4: k2 * (1 - 6 * k2),
-        5: k2 * (1 - 2 * p) * (1 - 12 * k2),
-        6: k2 * (1 - 30 * k2 + 120 * k2 * k2),
+    cumulants: dict[int, Callable[[], FloatArray]] = {
+        2: lambda: k2,
+        3: lambda: k2 * (1 - 2 * p),
+        4: lambda: k2 * (1 - 6 * k2),
+        5: lambda: k2 * (1 - 2 * p) * (1 - 12 * k2),
+        6: lambda: k2 * (1 - 30 * k2 + 120 * k2 * k2),
     }
-    return cumulants[order]
+    return cumulants[order]()
 
 
 @dataclass(frozen=True)
