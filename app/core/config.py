@@ -33,8 +33,8 @@ class Settings(BaseSettings):
         2048,
         ge=0,
         description="Requests whose logits and requested outputs hold at most this many "
-        "numbers are computed on the event loop (well under a millisecond, less than the hop "
-        "to a worker thread costs under load); larger ones in a worker thread. 0: always a "
+        "numbers are computed on the event loop (about 1 ms, 3 ms at worst, where a hop to a "
+        "worker thread costs more under load); larger ones in a worker thread. 0: always a "
         "worker thread.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
