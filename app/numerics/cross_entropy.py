@@ -327,24 +327,26 @@ def _near_uniform_gradient(
     _, power = np.frexp(np.max(np.abs(values), axis=1, keepdims=True))
     values = np.ldexp(values, -power)
     zeros = np.zeros_like(values)
+    classes = dd.DD(np.broadcast_to(count, values.shape), zeros)
     z_total = dd.sum_rows(dd.DD(values, zeros))
     spread_terms = dd.add(
-        dd.two_product(np.broadcast_to(count, values.shape), values),
+        dd.two_product(classes.hi, values),
         dd.negate(dd.DD(z_total.hi[:, None], z_total.lo[:, None])),
     )
     row_total = dd.DD(total.hi[:, None], total.lo[:, None])
     squared = dd.DD(np.broadcast_to(count * count, values.shape), zeros)
     first = dd.divide(dd.multiply(row_total, spread_terms), squared)
     first = dd.DD(np.ldexp(first.hi, power), np.ldexp(first.lo, power))
-    differences = dd.add(
-        row_total, dd.negate(dd.multiply(dd.DD(np.broadcast_to(count, values.shape), zeros), q))
+    differences = dd.add(row_total, dd.negate(dd.multiply(classes, q)))
+    reference = np.argmax(finite, axis=1)[:, None]  # the first finite class
+    same = (q.hi == np.take_along_axis(q.hi, reference, axis=1)) & (
+        q.lo == np.take_along_axis(q.lo, reference, axis=1)
     )
-    equal = ((q.hi == q.hi[:, :1]) & (q.lo == q.lo[:, :1])) | ~finite
+    equal_targets = (same | ~finite).all(axis=1, keepdims=True)
     differences = dd.DD(
-        np.where(equal.all(axis=1, keepdims=True), 0.0, differences.hi),
-        np.where(equal.all(axis=1, keepdims=True), 0.0, differences.lo),
+        np.where(equal_targets, 0.0, differences.hi), np.where(equal_targets, 0.0, differences.lo)
     )
-    second = dd.divide(differences, dd.DD(np.broadcast_to(count, values.shape), zeros))
+    second = dd.divide(differences, classes)
     gradient = dd.add(first, second)
     return np.where(finite, gradient.hi + gradient.lo, 0.0)
 

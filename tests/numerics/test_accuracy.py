@@ -88,7 +88,7 @@ def test_tiny_logits_with_near_uniform_targets_keep_their_gradient(name: str) ->
     rng = np.random.default_rng(5)
     logits = rng.normal(0.0, scale, (4, 6))
     if "mask" in name:
-        logits[:, 2] = -np.inf
+        logits[:, 0] = -np.inf
     finite = np.isfinite(logits)
     if kind == "index":
         case = Case(name, logits, labels=np.arange(4), label_smoothing=1.0, reduction=Reduction.SUM)
