@@ -111,8 +111,7 @@ def post_json(connection: Connection, payload: dict[str, Any]) -> dict[str, Any]
     """End to end as a client sees it: encode, POST, receive, decode the JSON response."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     reply = connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, JSON_HEADERS))
-    if reply.status != 200:
-        raise RuntimeError(f"{reply.status}: {bytes(reply.body[:300])!r}")
+    reply.raise_for_status()
     decoded: dict[str, Any] = orjson.loads(reply.body)
     return decoded
 
@@ -121,8 +120,7 @@ def post_npz(connection: Connection, payload: dict[str, Any]) -> dict[str, Any]:
     """End to end with `Accept: application/x-npz`: every array read, metadata decoded."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     reply = connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, NPZ_HEADERS))
-    if reply.status != 200:
-        raise RuntimeError(f"{reply.status}: {bytes(reply.body[:300])!r}")
+    reply.raise_for_status()
     with np.load(io.BytesIO(reply.body), allow_pickle=False) as archive:
         fields: dict[str, Any] = orjson.loads(archive[NPZ_METADATA_MEMBER])
         fields.update(

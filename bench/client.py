@@ -41,6 +41,12 @@ class Reply:
     headers: dict[str, str]
     body: bytearray
 
+    def raise_for_status(self) -> "Reply":
+        """This reply, or RuntimeError with the start of the body unless the status is 200."""
+        if self.status != 200:
+            raise RuntimeError(f"{self.status}: {bytes(self.body[:300])!r}")
+        return self
+
 
 class _ClosedBeforeResponse(ConnectionError):
     """The server closed the connection before sending any byte of a response."""

@@ -187,9 +187,7 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
     }
     connection = Connection(server.port)
     for raw in requests.values():
-        reply = connection.request(raw)
-        if reply.status != 200:
-            raise RuntimeError(f"{reply.status}: {bytes(reply.body[:300])!r}")
+        connection.request(raw).raise_for_status()
     connection.close()
     warm_up = min(0.5, plan.rps_seconds)
     for raw in requests.values():
@@ -338,9 +336,7 @@ def peak_memory(
                 orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
                 cases.NPZ_HEADERS if fmt == "npz" else cases.JSON_HEADERS,
             )
-            reply = connection.request(raw)
-            if reply.status != 200:
-                raise RuntimeError(f"{reply.status}: {bytes(reply.body[:300])!r}")
+            reply = connection.request(raw).raise_for_status()
             growth[fmt] = server.peak_rss_bytes() - before
             response_bytes[fmt] = len(reply.body)
             post(connection, small)
