@@ -294,6 +294,20 @@ class ErrorEstimate:
     rounding: float
 
 
+@dataclass(frozen=True)
+class RowErrors:
+    """Estimated errors of a numeric derivative, largest in each sample (row), shape (N,)."""
+
+    truncation: FloatArray
+    rounding: FloatArray
+
+    def over(self, rows: slice) -> ErrorEstimate:
+        """The estimate of the samples `rows`: the largest of their rows'."""
+        return ErrorEstimate(
+            float(np.max(self.truncation[rows])), float(np.max(self.rounding[rows]))
+        )
+
+
 def estimate_error(
     method: Method,
     steps: Steps,
@@ -302,8 +316,8 @@ def estimate_error(
     derivative_scale: FloatArray,
     value_scale: FloatArray,
     cumulant_shift: int,
-) -> ErrorEstimate:
-    """Truncation ≈ c·h^p·|f^(p+1)| and rounding ≈ (Σ|w_k|)·eps·|f|/h, largest over entries.
+) -> RowErrors:
+    """Truncation ≈ c·h^p·|f^(p+1)| and rounding ≈ (Σ|w_k|)·eps·|f|/h, largest in each row.
 
     Along z_j the (k)-th derivative of the loss of row n is S_n·κ_k(a_nj), and that of any
     probability is bounded by |κ_{k+1}(a_j)|: pass derivative_scale = S_n (or 1) and
@@ -336,7 +350,7 @@ def estimate_error(
         rounding = eps * np.broadcast_to(scale, h.shape)
     else:
         rounding = weight_sum * eps * value_scale[:, None] / h
-    return ErrorEstimate(float(np.max(truncation)), float(np.max(rounding)))
+    return RowErrors(np.max(truncation, axis=1), np.max(rounding, axis=1))
 
 
 def _shift_magnitudes(logits: FloatArray) -> FloatArray:

@@ -3,6 +3,7 @@
 This is the whole data path of the service below HTTP; it only composes the other modules.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,15 +14,18 @@ from app.numerics.cross_entropy import (
     Reduction,
     Targets,
     check_target_support,
+    joined_targets,
     per_sample_gradient,
     per_sample_losses,
     reduce_losses,
 )
+from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import (
     ColumnFunction,
     ErrorEstimate,
     LossColumns,
     Method,
+    RowErrors,
     SoftmaxColumns,
     Steps,
     choose_steps,
@@ -87,28 +91,55 @@ class Report:
     jacobian_check: Check | None = None
 
 
-def _numeric_check(
+@dataclass(frozen=True)
+class LossProblem:
+    """One cross-entropy problem: logits (N, C), their effective targets, the reduction."""
+
+    logits: FloatArray
+    targets: Targets
+    reduction: Reduction
+
+
+@dataclass(frozen=True)
+class _NumericRows:
+    """A numeric derivative of a whole batch, its steps and its estimated error by row."""
+
+    values: FloatArray
+    steps: Steps
+    errors: RowErrors
+
+    def check(
+        self, analytic: FloatArray, rows: slice, method: Method, tolerance: Tolerance
+    ) -> tuple[FloatArray, Check]:
+        """The numeric derivative of the samples `rows`, and its check against `analytic`
+        (theirs)."""
+        values = self.values[rows]
+        steps = Steps(self.steps.h[rows], self.steps.base, self.steps.scaled)
+        agreement = compare(analytic, values, atol=tolerance.atol, rtol=tolerance.rtol)
+        return values, Check(agreement, method, steps, tolerance, self.errors.over(rows))
+
+
+def _numeric_rows(
     f: ColumnFunction,
-    analytic: FloatArray,
     logits: FloatArray,
     sm: Softmax,
     numeric: NumericOptions,
-    tolerance: Tolerance,
     *,
-    scale: float,
+    scale: FloatArray | None,
     derivative_scale: FloatArray,
     value_scale: FloatArray,
     cumulant_shift: int,
-) -> tuple[FloatArray, Check]:
-    """scale·(numeric derivative of f by columns), and its check against `analytic`.
+) -> _NumericRows:
+    """scale·(numeric derivative of f by columns), with `scale` (N, 1) per sample or None.
 
     `derivative_scale`, `value_scale` and `cumulant_shift` feed the error estimate (see
     finite_diff.estimate_error).
     """
     steps = choose_steps(logits, numeric.method, numeric.step)
     values = derivative_by_column(f, logits, steps, numeric.method)
-    values *= logits.dtype.type(scale)
-    estimate = estimate_error(
+    if scale is not None:
+        values *= scale
+    errors = estimate_error(
         numeric.method,
         steps,
         sm.probabilities,
@@ -116,36 +147,28 @@ def _numeric_check(
         value_scale=value_scale,
         cumulant_shift=cumulant_shift,
     )
-    agreement = compare(analytic, values, atol=tolerance.atol, rtol=tolerance.rtol)
-    return values, Check(agreement, numeric.method, steps, tolerance, estimate)
+    return _NumericRows(values, steps, errors)
 
 
-def _jacobian_outputs(
-    logits: FloatArray,
-    sm: Softmax,
-    include: frozenset[Output],
-    numeric: NumericOptions,
-    tolerance: Tolerance,
-) -> tuple[FloatArray | None, FloatArray | None, Check | None]:
-    """The analytic Jacobian, the numeric one and their check, as far as `include` asks."""
-    jacobian = numeric_jacobian = check = None
+def _jacobian_rows(
+    logits: FloatArray, sm: Softmax, include: frozenset[Output], numeric: NumericOptions
+) -> tuple[FloatArray | None, _NumericRows | None]:
+    """The analytic Jacobian and the numeric one, as far as `include` asks."""
+    jacobian = numeric_jacobian = None
     if Output.JACOBIAN in include or Output.NUMERIC_JACOBIAN in include:
         jacobian = softmax_jacobian(sm)
     if Output.NUMERIC_JACOBIAN in include:
-        assert jacobian is not None
-        numeric_jacobian, check = _numeric_check(
+        numeric_jacobian = _numeric_rows(
             SoftmaxColumns(logits),
-            jacobian,
             logits,
             sm,
             numeric,
-            tolerance,
-            scale=1.0,
+            scale=None,
             derivative_scale=np.ones(logits.shape[0]),
             value_scale=softmax_rounding_scale(logits, sm.probabilities),
             cumulant_shift=1,
         )
-    return jacobian, numeric_jacobian, check
+    return jacobian, numeric_jacobian
 
 
 def analyse_softmax(
@@ -156,7 +179,13 @@ def analyse_softmax(
 ) -> Report:
     """Softmax of `logits` (N, C), with its Jacobian and a numeric check of it if asked."""
     sm = softmax(logits)
-    jacobian, numeric_jacobian, check = _jacobian_outputs(logits, sm, include, numeric, tolerance)
+    jacobian, numeric_rows = _jacobian_rows(logits, sm, include, numeric)
+    numeric_jacobian = check = None
+    if numeric_rows is not None:
+        assert jacobian is not None
+        numeric_jacobian, check = numeric_rows.check(
+            jacobian, slice(None), numeric.method, tolerance
+        )
     return Report(
         softmax=sm, jacobian=jacobian, numeric_jacobian=numeric_jacobian, jacobian_check=check
     )
@@ -174,38 +203,99 @@ def analyse_cross_entropy(
 
     Raises InvalidProblem when target mass sits on a −inf logit.
     """
-    check_target_support(logits, targets.q)
-    sm = softmax(logits)
-    losses = per_sample_losses(sm, targets.q, factors=targets.factors)
-    scale = logits.dtype.type(1 / targets.divisor)
-    gradient = per_sample_gradient(sm, targets.q, exact_q=targets.exact_q) * scale
+    problem = LossProblem(logits, targets, reduction)
+    (result,) = analyse_cross_entropy_batch([problem], include, numeric, tolerance)
+    if isinstance(result, InvalidProblem):
+        raise result
+    return result
 
-    numeric_gradient = gradient_check = None
+
+def analyse_cross_entropy_batch(
+    problems: Sequence[LossProblem],
+    include: frozenset[Output],
+    numeric: NumericOptions = NumericOptions(),
+    tolerance: Tolerance = Tolerance(),
+) -> list[Report | InvalidProblem]:
+    """`analyse_cross_entropy` of each problem (all of one C and dtype), computed in one pass.
+
+    Every step but the reductions (the loss, the checks' maxima) works row by row, so the rows
+    of all problems are stacked and computed together, and each problem's report is the one it
+    would get alone: numpy's cost per call, not per number, dominates small problems. A problem
+    with target mass on a −inf logit gets its InvalidProblem instead of a report.
+    """
+    refusals: list[InvalidProblem | None] = []
+    for problem in problems:
+        try:
+            check_target_support(problem.logits, problem.targets.q)
+        except InvalidProblem as error:
+            refusals.append(error)
+        else:
+            refusals.append(None)
+    valid = [problem for problem, refusal in zip(problems, refusals, strict=True) if not refusal]
+    reports = iter(_analyse_stacked(valid, include, numeric, tolerance) if valid else [])
+    return [refusal or next(reports) for refusal in refusals]
+
+
+def _analyse_stacked(
+    problems: Sequence[LossProblem],
+    include: frozenset[Output],
+    numeric: NumericOptions,
+    tolerance: Tolerance,
+) -> list[Report]:
+    """The reports of `problems`, whose rows are computed as one stacked batch."""
+    sizes = [problem.logits.shape[0] for problem in problems]
+    if len(problems) == 1:
+        logits, targets = problems[0].logits, problems[0].targets
+    else:
+        logits = np.concatenate([problem.logits for problem in problems])
+        targets = joined_targets([problem.targets for problem in problems])
+    divisors = np.repeat([problem.targets.divisor for problem in problems], sizes)
+    scale = (1 / divisors).astype(logits.dtype)[:, None]
+    q = targets.q
+
+    sm = softmax(logits)
+    losses = per_sample_losses(sm, q, factors=targets.factors)
+    gradient = per_sample_gradient(sm, q, exact_q=targets.exact_q) * scale
+    numeric_gradient = None
     if Output.NUMERIC_GRADIENT in include:
-        q = targets.q
-        numeric_gradient, gradient_check = _numeric_check(
+        numeric_gradient = _numeric_rows(
             LossColumns(logits, q),
-            gradient,
             logits,
             sm,
             numeric,
-            tolerance,
-            scale=1 / targets.divisor,
-            derivative_scale=q.sum(axis=1, dtype=np.float64) / targets.divisor,
-            value_scale=loss_rounding_scale(logits, q, sm.probabilities) / targets.divisor,
+            scale=scale,
+            derivative_scale=q.sum(axis=1, dtype=np.float64) / divisors,
+            value_scale=loss_rounding_scale(logits, q, sm.probabilities) / divisors,
             cumulant_shift=0,
         )
-    jacobian, numeric_jacobian, jacobian_check = _jacobian_outputs(
-        logits, sm, include, numeric, tolerance
-    )
-    return Report(
-        softmax=sm,
-        losses=losses,
-        loss=reduce_losses(losses, targets, reduction),
-        gradient=gradient,
-        numeric_gradient=numeric_gradient,
-        jacobian=jacobian,
-        numeric_jacobian=numeric_jacobian,
-        gradient_check=gradient_check,
-        jacobian_check=jacobian_check,
-    )
+    jacobian, numeric_jacobian = _jacobian_rows(logits, sm, include, numeric)
+
+    reports = []
+    stop = 0
+    for problem, size in zip(problems, sizes, strict=True):
+        rows = slice(stop, stop + size)
+        stop += size
+        numeric_part = gradient_check = numeric_jacobian_part = jacobian_check = None
+        if numeric_gradient is not None:
+            numeric_part, gradient_check = numeric_gradient.check(
+                gradient[rows], rows, numeric.method, tolerance
+            )
+        if numeric_jacobian is not None:
+            assert jacobian is not None
+            numeric_jacobian_part, jacobian_check = numeric_jacobian.check(
+                jacobian[rows], rows, numeric.method, tolerance
+            )
+        reports.append(
+            Report(
+                softmax=sm.rows(rows),
+                losses=losses[rows],
+                loss=reduce_losses(losses[rows], problem.targets, problem.reduction),
+                gradient=gradient[rows],
+                numeric_gradient=numeric_part,
+                jacobian=None if jacobian is None else jacobian[rows],
+                numeric_jacobian=numeric_jacobian_part,
+                gradient_check=gradient_check,
+                jacobian_check=jacobian_check,
+            )
+        )
+    return reports

@@ -45,6 +45,17 @@ class Softmax:
     logits: FloatArray | None = None
     """The logits z themselves (not a copy), for recomputing in double-double where needed."""
 
+    def rows(self, part: slice) -> "Softmax":
+        """The softmax of the samples `part` (views, no copies)."""
+        return Softmax(
+            self.probabilities[part],
+            self.log_probabilities[part],
+            self.complement[part],
+            self.argmax[part],
+            self.tail[part],
+            None if self.logits is None else self.logits[part],
+        )
+
 
 def _two_difference(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
     """TwoSum for x − y: returns (d, r) with d = fl(x − y) and x − y = d + r exactly (finite x)."""

@@ -1,0 +1,169 @@
+"""Problems computed together (`analyse_cross_entropy_batch`) get exactly the reports they get alone."""
+
+from collections import defaultdict
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.errors import InvalidProblem
+from app.numerics.finite_diff import Method
+from app.numerics.gradcheck import (
+    Check,
+    LossProblem,
+    NumericOptions,
+    Output,
+    Report,
+    analyse_cross_entropy,
+    analyse_cross_entropy_batch,
+)
+from app.numerics.softmax import Softmax
+from tests.numerics.adversarial import cases
+
+EVERY_OUTPUT = frozenset(Output)
+
+
+def assert_identical(together: Report, alone: Report) -> None:
+    """Every array bit for bit, every check field for field."""
+    for field in fields(Report):
+        mine, theirs = getattr(together, field.name), getattr(alone, field.name)
+        if isinstance(theirs, Softmax):
+            for part in fields(Softmax):
+                np.testing.assert_array_equal(
+                    getattr(mine, part.name), getattr(theirs, part.name), strict=True
+                )
+        elif isinstance(theirs, Check):
+            assert mine.agreement == theirs.agreement
+            assert mine.estimate == theirs.estimate
+            np.testing.assert_array_equal(mine.steps.h, theirs.steps.h, strict=True)
+            assert (mine.steps.base, mine.steps.scaled) == (theirs.steps.base, theirs.steps.scaled)
+        elif theirs is None:
+            assert mine is None, field.name
+        else:
+            np.testing.assert_array_equal(mine, theirs, err_msg=field.name, strict=True)
+
+
+def by_width(problems: list[LossProblem]) -> list[list[LossProblem]]:
+    groups: dict[int, list[LossProblem]] = defaultdict(list)
+    for problem in problems:
+        groups[problem.logits.shape[1]].append(problem)
+    return list(groups.values())
+
+
+ADVERSARIAL = by_width([LossProblem(c.logits, c.targets(), c.reduction) for c in cases("quick")])
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_adversarial_cases_batched_by_width_match_their_lone_reports(method: Method) -> None:
+    """Cancelling, tiny, huge, masked and near-uniform rows under every loss option, mixed in
+    one batch per number of classes."""
+    numeric = NumericOptions(method)
+    assert sum(len(group) > 1 for group in ADVERSARIAL) >= 3
+    for group in ADVERSARIAL:
+        together = analyse_cross_entropy_batch(group, EVERY_OUTPUT, numeric)
+        for problem, report in zip(group, together, strict=True):
+            assert isinstance(report, Report)
+            alone = analyse_cross_entropy(
+                problem.logits, problem.targets, problem.reduction, EVERY_OUTPUT, numeric
+            )
+            assert_identical(report, alone)
+
+
+@st.composite
+def loss_problems(draw: st.DrawFn, num_classes: int, dtype: type[np.floating]) -> LossProblem:
+    """A small random problem with random loss options, masks included."""
+    rows = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    logits = rng.normal(
+        scale=draw(st.sampled_from([1e-300, 1e-9, 1.0, 30.0])), size=(rows, num_classes)
+    )
+    mask = rng.random((rows, num_classes)) < draw(st.sampled_from([0.0, 0.3]))
+    mask[:, 0] = False
+    logits[mask] = -np.inf
+    weight = rng.uniform(0, 3, num_classes).astype(dtype) if draw(st.booleans()) else None
+    smoothing = draw(st.sampled_from([0.0, 0.1, 1.0]))
+    reduction = draw(st.sampled_from(list(Reduction)))
+    if draw(st.booleans()):
+        labels = np.zeros(rows, np.int64)
+        labels[rng.random(rows) < 0.3] = -100
+        targets = index_targets(
+            labels,
+            num_classes,
+            weight=None if weight is None else weight + 1,
+            ignore_index=-100,
+            label_smoothing=smoothing,
+            reduction=Reduction.SUM if reduction is Reduction.MEAN else reduction,
+            dtype=dtype,
+        )
+    else:
+        probabilities = rng.dirichlet(np.ones(num_classes), rows) * ~mask
+        targets = probability_targets(
+            probabilities, weight=weight, label_smoothing=0.0, reduction=reduction, dtype=dtype
+        )
+    return LossProblem(logits.astype(dtype), targets, reduction)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    num_classes=st.integers(2, 6),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    method=st.sampled_from(list(Method)),
+)
+def test_random_problems_batched_match_their_lone_reports(
+    data: st.DataObject, num_classes: int, dtype: type[np.floating], method: Method
+) -> None:
+    problems = data.draw(st.lists(loss_problems(num_classes, dtype), min_size=1, max_size=5))
+    numeric = NumericOptions(method)
+    together = analyse_cross_entropy_batch(problems, EVERY_OUTPUT, numeric)
+    for problem, result in zip(problems, together, strict=True):
+        try:
+            alone = analyse_cross_entropy(
+                problem.logits, problem.targets, problem.reduction, EVERY_OUTPUT, numeric
+            )
+        except InvalidProblem as error:
+            assert isinstance(result, InvalidProblem)
+            assert (result.location, str(result)) == (error.location, str(error))
+        else:
+            assert isinstance(result, Report)
+            assert_identical(result, alone)
+
+
+def test_a_refused_problem_leaves_the_others_of_its_batch_their_reports() -> None:
+    logits = np.array([[0.0, 1.0, -np.inf], [2.0, 0.0, 1.0]])
+    fine = LossProblem(
+        logits,
+        index_targets(
+            np.array([0, 1]),
+            3,
+            weight=None,
+            ignore_index=-100,
+            label_smoothing=0.0,
+            reduction=Reduction.MEAN,
+            dtype=np.float64,
+        ),
+        Reduction.MEAN,
+    )
+    on_a_mask = LossProblem(
+        logits,
+        index_targets(
+            np.array([2, 1]),
+            3,
+            weight=None,
+            ignore_index=-100,
+            label_smoothing=0.0,
+            reduction=Reduction.MEAN,
+            dtype=np.float64,
+        ),
+        Reduction.MEAN,
+    )
+    first, refused, last = analyse_cross_entropy_batch([fine, on_a_mask, fine], EVERY_OUTPUT)
+    assert isinstance(refused, InvalidProblem)
+    assert refused.location == ("logits", 0, 2)
+    alone = analyse_cross_entropy(logits, fine.targets, Reduction.MEAN, EVERY_OUTPUT)
+    for report in (first, last):
+        assert isinstance(report, Report)
+        assert_identical(report, alone)
