@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.coalesce import Coalescer
 from app.api.deps import REQUEST_BODY_MODELS
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
+    app.state.coalescer = Coalescer(settings.coalesce_wait_seconds)
     install_middleware(app, settings, app.state.metrics)
     # No dependency_overrides: while any is set, FastAPI re-inspects every dependency of every
     # request. Routes read these settings from app.state (`app.api.deps.SettingsDep`).

@@ -31,7 +31,8 @@ INLINE_PARSE_BYTES = 32 * 1024
 thread would cost."""
 
 REQUEST_BODY_MODELS: list[type[BaseModel]] = []
-"""Models read by `json_body`, added to the OpenAPI components by `app.main`."""
+"""Models of JSON request bodies (`request_body_openapi`), added to the OpenAPI components by
+`app.main`."""
 
 
 def _is_json(content_type: str) -> bool:
@@ -41,34 +42,40 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
-    """A dependency that reads the body as `model`: 415 unless JSON, 422 naming each bad field.
+async def read_json_body(request: Request, model: type[Model]) -> Model:
+    """The body as `model`: 415 unless JSON, 422 naming each bad field.
 
     The body is validated straight from bytes (`model_validate_json`), which is several times
     faster than `json.loads` plus validation for large arrays, and accepts the `-Infinity`
     literal that Python's `json` writes for a masked logit. Bodies over INLINE_PARSE_BYTES are
     parsed in a worker thread, so that a large body never holds up the event loop.
     """
-    REQUEST_BODY_MODELS.append(model)
+    if not _is_json(request.headers.get("content-type", "")):
+        raise HTTPException(
+            415, "Send the body as JSON with the header Content-Type: application/json."
+        )
+    body = await request.body()
+    try:
+        if len(body) > INLINE_PARSE_BYTES:
+            return await run_in_threadpool(model.model_validate_json, body)
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise RequestError.from_items(pydantic_errors(error)) from None
+
+
+def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
+    """A dependency that reads the body as `model` (`read_json_body`)."""
 
     async def parse(request: Request) -> Model:
-        if not _is_json(request.headers.get("content-type", "")):
-            raise HTTPException(
-                415, "Send the body as JSON with the header Content-Type: application/json."
-            )
-        body = await request.body()
-        try:
-            if len(body) > INLINE_PARSE_BYTES:
-                return await run_in_threadpool(model.model_validate_json, body)
-            return model.model_validate_json(body)
-        except ValidationError as error:
-            raise RequestError.from_items(pydantic_errors(error)) from None
+        return await read_json_body(request, model)
 
     return parse
 
 
 def request_body_openapi(model: type[BaseModel], **content: Any) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON request body of `model` (with `content` extras)."""
+    """`openapi_extra` documenting a JSON request body of `model` (with `content` extras); adds
+    `model` to REQUEST_BODY_MODELS."""
+    REQUEST_BODY_MODELS.append(model)
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {
         "requestBody": {

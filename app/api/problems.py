@@ -75,6 +75,13 @@ def parse_logits(
         raise LimitExceeded(
             f"{num_classes} classes exceed GRADCHECK_MAX_CLASSES = {settings.max_classes}."
         )
+    if not np.abs(logits).max() <= MAX_MAGNITUDE:  # some NaN, ±inf or huge entry: which?
+        _refuse_unusable_logits(logits, flat)
+    return logits, flat
+
+
+def _refuse_unusable_logits(logits: FloatArray, flat: bool) -> None:
+    """422 at the first NaN, +inf or huge logit, or the first row that is all −inf (a mask)."""
     bad = np.isnan(logits) | np.isposinf(logits)
     if bad.any():
         index = _first(bad)
@@ -92,7 +99,6 @@ def parse_logits(
             ("logits",) if flat else ("logits", n),
             f"sample {n} has every logit -Infinity: keep at least one finite logit per sample",
         )
-    return logits, flat
 
 
 def _refuse_huge(field: str, values: FloatArray, flat: bool) -> None:

@@ -22,6 +22,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+ACCEPT_HEADER: dict[str, Any] = {
+    "name": "accept",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "application/x-npz for .npz",
+}
+"""The Accept header in OpenAPI, for routes that read it from the request themselves."""
+
+
 def success_response() -> dict[int | str, dict[str, Any]]:
     """The 200 response's extra media type: .npz with one .npy member per array."""
     return {
