@@ -1,0 +1,154 @@
+"""Small cross-entropy requests that arrive together share one computation, and each gets the
+response it would get alone (app/api/coalesce.py)."""
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.api import coalesce
+from app.api.coalesce import MAX_COALESCED, Coalescer, LossCall
+from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.errors import InvalidProblem
+from app.numerics.gradcheck import LossProblem, NumericOptions, Output, Report, Tolerance
+from tests.conftest import ClientFactory
+
+JSON = {"content-type": "application/json"}
+
+
+def body(seed: int, **options: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(3, 4))
+    return {"logits": logits.tolist(), "labels": rng.integers(0, 4, 3).tolist(), **options}
+
+
+BODIES = [
+    body(1),
+    body(2, reduction="sum"),
+    body(3, weight=[1.0, 2.0, 0.5, 1.0], label_smoothing=0.1),
+    body(4, labels=[[0.1, 0.2, 0.3, 0.4]] * 3),
+    body(5, include=["loss", "gradient"]),
+    body(6, dtype="float32"),
+    {"logits": [[0.0, 1.0], [2.0, -1.0]], "labels": [1, 0]},  # another C
+    body(8, numeric={"method": "complex_step"}),
+    body(9),
+]
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of problems in every batch that the coalescer computes."""
+    sizes: list[int] = []
+    original = coalesce.analyse_cross_entropy_batch
+
+    def recording(problems: Sequence[LossProblem], *args: Any) -> list[Report | InvalidProblem]:
+        sizes.append(len(problems))
+        return original(problems, *args)
+
+    monkeypatch.setattr(coalesce, "analyse_cross_entropy_batch", recording)
+    return sizes
+
+
+async def test_concurrent_requests_share_batches_and_get_their_lone_responses(
+    make_client: ClientFactory, batch_sizes: list[int]
+) -> None:
+    async with make_client() as client:
+        alone = [await client.post("/v1/cross-entropy", json=b) for b in BODIES]
+        assert batch_sizes == [1] * len(BODIES)
+        batch_sizes.clear()
+        together = await asyncio.gather(
+            *(client.post("/v1/cross-entropy", json=b) for b in BODIES + BODIES)
+        )
+    assert [r.status_code for r in alone] == [200] * len(BODIES)
+    for response, reference in zip(together, alone + alone, strict=True):
+        assert response.status_code == 200
+        assert response.content == reference.content
+    assert sum(batch_sizes) == 2 * len(BODIES)
+    assert max(batch_sizes) > 2, batch_sizes  # equal options and C share a batch
+    # float32, C = 2, complex step and other outputs cannot share with the float64 central ones
+    assert len(batch_sizes) >= 5, batch_sizes
+
+
+async def test_a_refused_request_does_not_affect_the_others_of_its_batch(
+    make_client: ClientFactory, batch_sizes: list[int]
+) -> None:
+    masked = body(10, labels=[0, 1, 2])
+    masked["logits"][1][1] = float("-inf")  # target mass on a masked class: infinite loss
+    async with make_client() as client:
+        reference = await client.post("/v1/cross-entropy", json=BODIES[0])
+        batch_sizes.clear()
+        first, refused, last = await asyncio.gather(
+            *(
+                client.post("/v1/cross-entropy", content=json.dumps(b), headers=JSON)
+                for b in (BODIES[0], masked, BODIES[0])
+            )
+        )
+    assert batch_sizes == [3]
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "logits", 1, 1]
+    assert first.content == last.content == reference.content
+
+
+def loss_call(seed: int) -> LossCall:
+    rng = np.random.default_rng(seed)
+    targets = index_targets(
+        rng.integers(0, 3, 2),
+        3,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.0,
+        reduction=Reduction.MEAN,
+        dtype=np.float64,
+    )
+    problem = LossProblem(rng.normal(size=(2, 3)), targets, Reduction.MEAN)
+    return LossCall(problem, frozenset(Output), NumericOptions(), Tolerance())
+
+
+async def test_a_lone_call_never_waits_for_company(batch_sizes: list[int]) -> None:
+    coalescer = Coalescer(wait_seconds=60.0)
+    for seed in range(3):
+        await asyncio.wait_for(coalescer.analyse(loss_call(seed)), timeout=5)
+    assert batch_sizes == [1, 1, 1]
+
+
+async def test_under_concurrent_traffic_a_call_waits_for_the_next_ones(
+    batch_sizes: list[int],
+) -> None:
+    """After a batch of several calls, the next call waits up to `wait_seconds`, so that calls
+    arriving soon after it (other clients' next requests) share its batch."""
+    coalescer = Coalescer(wait_seconds=0.5)
+    await asyncio.gather(*(coalescer.analyse(loss_call(seed)) for seed in range(2)))
+    first = asyncio.ensure_future(coalescer.analyse(loss_call(2)))
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    second = await asyncio.wait_for(coalescer.analyse(loss_call(3)), timeout=5)
+    report = await first
+    assert batch_sizes == [2, 2]
+    for seed, result in ((2, report), (3, second)):
+        np.testing.assert_array_equal(result.gradient, loss_call(seed).analyse().gradient)
+
+
+async def test_a_full_batch_is_computed_at_once(batch_sizes: list[int]) -> None:
+    coalescer = Coalescer(wait_seconds=60.0)
+    calls = [loss_call(seed) for seed in range(MAX_COALESCED + 3)]
+    reports = await asyncio.wait_for(
+        asyncio.gather(*(coalescer.analyse(call) for call in calls)), timeout=5
+    )
+    assert batch_sizes == [MAX_COALESCED, 3]
+    for call, report in zip(calls, reports, strict=True):
+        np.testing.assert_array_equal(report.loss, call.analyse().loss)
+
+
+async def test_an_abandoned_call_leaves_its_batch_to_the_others(batch_sizes: list[int]) -> None:
+    coalescer = Coalescer(wait_seconds=0.0)
+    abandoned = asyncio.ensure_future(coalescer.analyse(loss_call(0)))
+    kept = asyncio.ensure_future(coalescer.analyse(loss_call(1)))
+    await asyncio.sleep(0)  # both are waiting for the batch
+    abandoned.cancel()
+    report = await kept
+    assert abandoned.cancelled()
+    assert batch_sizes == [2]
+    np.testing.assert_array_equal(report.gradient, loss_call(1).analyse().gradient)
