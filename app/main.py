@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
-    app.state.coalescer = Coalescer(settings.coalesce_wait_seconds)
+    app.state.coalescer = Coalescer(app.state.metrics.coalesced.observe)
     install_middleware(app, settings, app.state.metrics)
     # No dependency_overrides: while any is set, FastAPI re-inspects every dependency of every
     # request. Routes read these settings from app.state (`app.api.deps.SettingsDep`).

@@ -192,6 +192,7 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
     warm_up = min(0.5, plan.rps_seconds)
     for raw in requests.values():
         requests_per_second(server.port, raw, plan.concurrency, warm_up)
+    batches_before = coalesced_batches(server)
     rates: dict[str, list[float]] = {name: [] for name in requests}
     for _ in range(plan.rps_runs):
         for name, raw in requests.items():
@@ -211,11 +212,31 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
         "≥ 0.6",
         rate / bare_rate >= 0.6,
     )
+    batches, requests_in_batches = (
+        after - before
+        for after, before in zip(coalesced_batches(server), batches_before, strict=True)
+    )
     details = {
         "requests_per_second": medians,
         "bare_with_thread_hop_over_bare": medians["bare_with_thread_hop"] / bare_rate,
+        "mean_requests_per_coalesced_batch": requests_in_batches / max(batches, 1),
     }
     return row, details
+
+
+def coalesced_batches(server: Server) -> tuple[float, float]:
+    """(batches, requests in them) computed by the server's coalescer so far (/metrics)."""
+    connection = Connection(server.port)
+    text = connection.request(build_request("GET", "/metrics")).raise_for_status().body.decode()
+    connection.close()
+    values = dict(
+        line.split(" ", 1)
+        for line in text.splitlines()
+        if line.startswith("gradcheck_coalesced_requests_")
+    )
+    return float(values["gradcheck_coalesced_requests_count"]), float(
+        values["gradcheck_coalesced_requests_sum"]
+    )
 
 
 def geometric(low: int, high: int, points: int) -> list[int]:

@@ -27,8 +27,6 @@ from app.numerics.gradcheck import (
 MAX_COALESCED = 16
 """Most problems computed in one batch (each has at most GRADCHECK_INLINE_MAX_ENTRIES numbers),
 which bounds how long one batch holds the event loop."""
-CONCURRENCY_MEMORY_SECONDS = 0.1
-"""Traffic counts as concurrent for this long after a batch held more than one call."""
 
 
 @dataclass(frozen=True)
@@ -82,19 +80,13 @@ class _Batch:
 
 
 class Coalescer:
-    """Collects calls into batches; see the module docstring.
+    """Collects the calls of one turn of the event loop into batches (module docstring)."""
 
-    A batch is computed at the end of the event loop's turn, or, while traffic is concurrent
-    (the last batch held more than one call), `wait_seconds` after its first call arrived, so
-    that the other clients' requests, still on the way, join it. Either way, at once when it
-    holds MAX_COALESCED calls.
-    """
-
-    def __init__(self, wait_seconds: float) -> None:
-        self.wait_seconds = wait_seconds
+    def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
+        """`on_batch(size)` is told the number of calls of every batch computed."""
+        self.on_batch = on_batch
         self._pending: dict[tuple[object, ...], _Batch] = {}
-        self._flush_handle: asyncio.Handle | None = None
-        self._concurrent_until = 0.0
+        self._flush_scheduled = False
 
     async def analyse(self, call: LossCall) -> Report:
         """The report of `call`, computed together with the calls that arrive with it."""
@@ -106,23 +98,22 @@ class Coalescer:
         batch.futures.append(future)
         if len(batch.calls) >= MAX_COALESCED:
             del self._pending[key]
-            self._concurrent_until = loop.time() + CONCURRENCY_MEMORY_SECONDS
-            _outside_any_request(batch.run)
-        elif self._flush_handle is None:
-            empty = contextvars.Context()
-            if self.wait_seconds and loop.time() < self._concurrent_until:
-                self._flush_handle = loop.call_later(self.wait_seconds, self._flush, context=empty)
-            else:
-                self._flush_handle = loop.call_soon(self._flush, context=empty)
+            self._run(batch)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, context=contextvars.Context())
         return await future
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        self._flush_scheduled = False
         pending, self._pending = self._pending, {}
-        if any(len(batch.calls) > 1 for batch in pending.values()):
-            self._concurrent_until = asyncio.get_running_loop().time() + CONCURRENCY_MEMORY_SECONDS
         for batch in pending.values():
-            batch.run()
+            self._run(batch)
+
+    def _run(self, batch: _Batch) -> None:
+        if self.on_batch is not None:
+            self.on_batch(len(batch.calls))
+        _outside_any_request(batch.run)
 
 
 def _outside_any_request(work: Callable[[], None]) -> None:

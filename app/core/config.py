@@ -37,14 +37,6 @@ class Settings(BaseSettings):
         "worker thread costs more under load); larger ones in a worker thread. 0: always a "
         "worker thread.",
     )
-    coalesce_wait_seconds: float = Field(
-        0.001,
-        ge=0,
-        le=0.1,
-        description="Under concurrent traffic (the last batch held more than one request), how "
-        "long a small cross-entropy request waits for others to share its computation; a lone "
-        "client never waits. 0: only requests already on the event loop share.",
-    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser, comma-separated "

@@ -25,6 +25,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))
 """256 B … 64 MiB in factors of 4."""
+BATCH_BUCKETS = (1, 2, 4, 8, 16)
 
 
 def multiprocess_mode() -> bool:
@@ -33,8 +34,8 @@ def multiprocess_mode() -> bool:
 
 
 class HttpMetrics:
-    """Request count, latency and payload sizes per (method, route, status), and requests in
-    progress per method."""
+    """Request count, latency and payload sizes per (method, route, status), requests in
+    progress per method, and how many requests each coalesced computation served."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -70,6 +71,12 @@ class HttpMetrics:
             "HTTP requests being served right now.",
             ("method",),
             multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.coalesced = Histogram(
+            "gradcheck_coalesced_requests",
+            "Small cross-entropy requests computed together in one batch (app/api/coalesce.py).",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
 

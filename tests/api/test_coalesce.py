@@ -62,6 +62,7 @@ async def test_concurrent_requests_share_batches_and_get_their_lone_responses(
         together = await asyncio.gather(
             *(client.post("/v1/cross-entropy", json=b) for b in BODIES + BODIES)
         )
+        metrics = (await client.get("/metrics")).text
     assert [r.status_code for r in alone] == [200] * len(BODIES)
     for response, reference in zip(together, alone + alone, strict=True):
         assert response.status_code == 200
@@ -70,6 +71,8 @@ async def test_concurrent_requests_share_batches_and_get_their_lone_responses(
     assert max(batch_sizes) > 2, batch_sizes  # equal options and C share a batch
     # float32, C = 2, complex step and other outputs cannot share with the float64 central ones
     assert len(batch_sizes) >= 5, batch_sizes
+    assert f"gradcheck_coalesced_requests_count {len(BODIES) + len(batch_sizes)}.0" in metrics
+    assert f"gradcheck_coalesced_requests_sum {3 * len(BODIES)}.0" in metrics
 
 
 async def test_a_refused_request_does_not_affect_the_others_of_its_batch(
@@ -107,32 +110,18 @@ def loss_call(seed: int) -> LossCall:
     return LossCall(problem, frozenset(Output), NumericOptions(), Tolerance())
 
 
-async def test_a_lone_call_never_waits_for_company(batch_sizes: list[int]) -> None:
-    coalescer = Coalescer(wait_seconds=60.0)
-    for seed in range(3):
-        await asyncio.wait_for(coalescer.analyse(loss_call(seed)), timeout=5)
-    assert batch_sizes == [1, 1, 1]
-
-
-async def test_under_concurrent_traffic_a_call_waits_for_the_next_ones(
-    batch_sizes: list[int],
-) -> None:
-    """After a batch of several calls, the next call waits up to `wait_seconds`, so that calls
-    arriving soon after it (other clients' next requests) share its batch."""
-    coalescer = Coalescer(wait_seconds=0.5)
-    await asyncio.gather(*(coalescer.analyse(loss_call(seed)) for seed in range(2)))
-    first = asyncio.ensure_future(coalescer.analyse(loss_call(2)))
-    await asyncio.sleep(0.05)
-    assert not first.done()
-    second = await asyncio.wait_for(coalescer.analyse(loss_call(3)), timeout=5)
-    report = await first
-    assert batch_sizes == [2, 2]
-    for seed, result in ((2, report), (3, second)):
-        np.testing.assert_array_equal(result.gradient, loss_call(seed).analyse().gradient)
+async def test_calls_of_one_turn_share_a_batch_and_later_ones_do_not() -> None:
+    sizes: list[int] = []
+    coalescer = Coalescer(sizes.append)
+    reports = await asyncio.gather(*(coalescer.analyse(loss_call(seed)) for seed in range(3)))
+    later = await coalescer.analyse(loss_call(3))
+    assert sizes == [3, 1]
+    for seed, report in enumerate([*reports, later]):
+        np.testing.assert_array_equal(report.gradient, loss_call(seed).analyse().gradient)
 
 
 async def test_a_full_batch_is_computed_at_once(batch_sizes: list[int]) -> None:
-    coalescer = Coalescer(wait_seconds=60.0)
+    coalescer = Coalescer()
     calls = [loss_call(seed) for seed in range(MAX_COALESCED + 3)]
     reports = await asyncio.wait_for(
         asyncio.gather(*(coalescer.analyse(call) for call in calls)), timeout=5
@@ -143,7 +132,7 @@ async def test_a_full_batch_is_computed_at_once(batch_sizes: list[int]) -> None:
 
 
 async def test_an_abandoned_call_leaves_its_batch_to_the_others(batch_sizes: list[int]) -> None:
-    coalescer = Coalescer(wait_seconds=0.0)
+    coalescer = Coalescer()
     abandoned = asyncio.ensure_future(coalescer.analyse(loss_call(0)))
     kept = asyncio.ensure_future(coalescer.analyse(loss_call(1)))
     await asyncio.sleep(0)  # both are waiting for the batch
