@@ -27,6 +27,11 @@ from app.numerics.gradcheck import (
 MAX_COALESCED = 16
 """Most problems computed in one batch (each has at most GRADCHECK_INLINE_MAX_ENTRIES numbers),
 which bounds how long one batch holds the event loop."""
+QUIET_TURNS = 3
+"""Turns of the event loop without a new call before a batch is computed: a request's data,
+once read, reaches the coalescer within two turns (the compute-timeout task, then the route)."""
+MAX_WAIT_SECONDS = 0.002
+"""Longest a call waits for company while calls keep arriving."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,22 @@ class _Batch:
 
 
 class Coalescer:
-    """Collects the calls of one turn of the event loop into batches (module docstring)."""
+    """Collects calls into batches (module docstring).
+
+    A batch is computed once the event loop has run QUIET_TURNS turns in which no call arrived
+    (what is still on the way in this process has joined by then; when the loop has nothing
+    else to do these turns take microseconds), or MAX_WAIT_SECONDS after its first call, or at
+    once when it holds MAX_COALESCED calls.
+    """
 
     def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
         """`on_batch(size)` is told the number of calls of every batch computed."""
         self.on_batch = on_batch
         self._pending: dict[tuple[object, ...], _Batch] = {}
-        self._flush_scheduled = False
+        self._waiting_since: float | None = None
+        self._arrivals = 0
+        self._arrivals_seen = 0
+        self._quiet_turns = 0
 
     async def analyse(self, call: LossCall) -> Report:
         """The report of `call`, computed together with the calls that arrive with it."""
@@ -96,16 +110,29 @@ class Coalescer:
         batch = self._pending.setdefault(key, _Batch())
         batch.calls.append(call)
         batch.futures.append(future)
+        self._arrivals += 1
         if len(batch.calls) >= MAX_COALESCED:
             del self._pending[key]
             self._run(batch)
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush, context=contextvars.Context())
+        elif self._waiting_since is None:
+            self._waiting_since = loop.time()
+            self._arrivals_seen, self._quiet_turns = self._arrivals, 0
+            loop.call_soon(self._flush_when_quiet, context=contextvars.Context())
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def _flush_when_quiet(self) -> None:
+        """Once per turn of the loop: compute the pending batches if calls stopped arriving."""
+        loop = asyncio.get_running_loop()
+        if self._arrivals != self._arrivals_seen:
+            self._arrivals_seen, self._quiet_turns = self._arrivals, 0
+        else:
+            self._quiet_turns += 1
+        assert self._waiting_since is not None
+        waited = loop.time() - self._waiting_since
+        if self._quiet_turns < QUIET_TURNS and waited < MAX_WAIT_SECONDS and self._pending:
+            loop.call_soon(self._flush_when_quiet)
+            return
+        self._waiting_since = None
         pending, self._pending = self._pending, {}
         for batch in pending.values():
             self._run(batch)
