@@ -137,7 +137,9 @@ def _json_ready(value: Any) -> Any:
     """0-d arrays as Python numbers, other arrays C-contiguous (what orjson serialises)."""
     if not isinstance(value, np.ndarray):
         return value
-    return value.item() if value.ndim == 0 else np.ascontiguousarray(value)
+    if value.ndim == 0:
+        return value.item()
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
 def encode_json(fields: dict[str, Any]) -> bytes:

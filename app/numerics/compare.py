@@ -8,6 +8,7 @@ max_rel_error            max |analytic − numeric| / max(1e-8, |analytic| + |nu
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from app.numerics.softmax import FloatArray
 
@@ -47,23 +48,59 @@ def compare(
     analytic: FloatArray, numeric: FloatArray, *, atol: float, rtol: float, keep: int = 5
 ) -> Agreement:
     """Check |analytic − numeric| ≤ atol + rtol·|numeric| everywhere (computed in float64)."""
+    (agreement,) = compare_blocks(
+        analytic, numeric, np.zeros(1, np.intp), atol=atol, rtol=rtol, keep=keep
+    )
+    return agreement
+
+
+def compare_blocks(
+    analytic: FloatArray,
+    numeric: FloatArray,
+    starts: NDArray[np.intp],
+    *,
+    atol: float,
+    rtol: float,
+    keep: int = 5,
+) -> list[Agreement]:
+    """`compare` of each block of samples (rows along the first axis) [starts[i],
+    starts[i + 1]), in one pass over the whole array: per-sample maxima and counts, then their
+    maxima and sums per block. Every block must hold at least one sample."""
     x = np.asarray(analytic, np.float64)
     y = np.asarray(numeric, np.float64)
     difference = np.abs(x - y)
-    failing = difference > atol + rtol * np.abs(y)
-    count = int(np.count_nonzero(failing))
-    worst: list[Mismatch] = []
-    if count:
-        positions = np.flatnonzero(failing)
-        order = np.argsort(difference.ravel()[positions])[::-1][:keep]
-        for flat in positions[order]:
-            index = tuple(int(i) for i in np.unravel_index(flat, x.shape))
-            worst.append(Mismatch(index, float(x[index]), float(y[index])))
-    return Agreement(
-        passed=count == 0,
-        max_abs_error=float(difference.max(initial=0.0)),
-        max_rel_error=rel_error(x, y) if x.size else 0.0,
-        mismatches=count,
-        checked=int(x.size),
-        worst=worst,
-    )
+    magnitude = np.abs(y)
+    failing = difference > atol + rtol * magnitude
+    relative = difference / np.maximum(REL_ERROR_FLOOR, np.abs(x) + magnitude)
+    per_sample = (x.shape[0], -1)
+    counts = np.add.reduceat(np.count_nonzero(failing.reshape(per_sample), axis=1), starts)
+    max_abs = np.maximum.reduceat(difference.reshape(per_sample).max(axis=1), starts)
+    max_rel = np.maximum.reduceat(relative.reshape(per_sample).max(axis=1), starts)
+    stops = [*starts[1:].tolist(), x.shape[0]]
+    agreements = []
+    for block, (start, stop) in enumerate(zip(starts.tolist(), stops, strict=True)):
+        count = int(counts[block])
+        worst = _worst(x[start:stop], y[start:stop], atol, rtol, keep) if count else []
+        agreements.append(
+            Agreement(
+                passed=count == 0,
+                max_abs_error=float(max_abs[block]),
+                max_rel_error=float(max_rel[block]),
+                mismatches=count,
+                checked=int(x[start:stop].size),
+                worst=worst,
+            )
+        )
+    return agreements
+
+
+def _worst(x: FloatArray, y: FloatArray, atol: float, rtol: float, keep: int) -> list[Mismatch]:
+    """Up to `keep` elements outside the tolerance, largest error first."""
+    difference = np.abs(x - y)
+    positions = np.flatnonzero(difference > atol + rtol * np.abs(y))
+    order = np.argsort(difference.ravel()[positions])[::-1][:keep]
+    worst = []
+    for flat in positions[order]:
+        index = tuple(int(i) for i in np.unravel_index(flat, x.shape))
+        worst.append(Mismatch(index, float(x[index]), float(y[index])))
+    return worst

@@ -301,11 +301,12 @@ class RowErrors:
     truncation: FloatArray
     rounding: FloatArray
 
-    def over(self, rows: slice) -> ErrorEstimate:
-        """The estimate of the samples `rows`: the largest of their rows'."""
-        return ErrorEstimate(
-            float(np.max(self.truncation[rows])), float(np.max(self.rounding[rows]))
-        )
+    def over_blocks(self, starts: NDArray[np.intp]) -> list[ErrorEstimate]:
+        """The estimate of each block of samples [starts[i], starts[i + 1]): the largest of its
+        rows'."""
+        truncation = np.maximum.reduceat(self.truncation, starts).tolist()
+        rounding = np.maximum.reduceat(self.rounding, starts).tolist()
+        return [ErrorEstimate(t, r) for t, r in zip(truncation, rounding, strict=True)]
 
 
 def estimate_error(

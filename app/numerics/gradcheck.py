@@ -9,7 +9,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from app.numerics.compare import Agreement, compare
+from app.numerics.compare import Agreement, compare_blocks
 from app.numerics.cross_entropy import (
     Reduction,
     Targets,
@@ -108,15 +108,33 @@ class _NumericRows:
     steps: Steps
     errors: RowErrors
 
-    def check(
-        self, analytic: FloatArray, rows: slice, method: Method, tolerance: Tolerance
-    ) -> tuple[FloatArray, Check]:
-        """The numeric derivative of the samples `rows`, and its check against `analytic`
-        (theirs)."""
-        values = self.values[rows]
-        steps = Steps(self.steps.h[rows], self.steps.base, self.steps.scaled)
-        agreement = compare(analytic, values, atol=tolerance.atol, rtol=tolerance.rtol)
-        return values, Check(agreement, method, steps, tolerance, self.errors.over(rows))
+    def checks(
+        self,
+        analytic: FloatArray,
+        blocks: Sequence[slice],
+        method: Method,
+        tolerance: Tolerance,
+    ) -> list[tuple[FloatArray, Check]]:
+        """For each block of samples: its numeric derivative, and its check against
+        `analytic` (the whole batch's)."""
+        starts = np.array([block.start for block in blocks], np.intp)
+        agreements = compare_blocks(
+            analytic, self.values, starts, atol=tolerance.atol, rtol=tolerance.rtol
+        )
+        estimates = self.errors.over_blocks(starts)
+        return [
+            (
+                self.values[rows],
+                Check(
+                    agreement,
+                    method,
+                    Steps(self.steps.h[rows], self.steps.base, self.steps.scaled),
+                    tolerance,
+                    estimate,
+                ),
+            )
+            for rows, agreement, estimate in zip(blocks, agreements, estimates, strict=True)
+        ]
 
 
 def _numeric_rows(
@@ -183,8 +201,8 @@ def analyse_softmax(
     numeric_jacobian = check = None
     if numeric_rows is not None:
         assert jacobian is not None
-        numeric_jacobian, check = numeric_rows.check(
-            jacobian, slice(None), numeric.method, tolerance
+        ((numeric_jacobian, check),) = numeric_rows.checks(
+            jacobian, [slice(0, logits.shape[0])], numeric.method, tolerance
         )
     return Report(
         softmax=sm, jacobian=jacobian, numeric_jacobian=numeric_jacobian, jacobian_check=check
@@ -223,17 +241,30 @@ def analyse_cross_entropy_batch(
     would get alone: numpy's cost per call, not per number, dominates small problems. A problem
     with target mass on a −inf logit gets its InvalidProblem instead of a report.
     """
-    refusals: list[InvalidProblem | None] = []
-    for problem in problems:
-        try:
-            check_target_support(problem.logits, problem.targets.q)
-        except InvalidProblem as error:
-            refusals.append(error)
-        else:
-            refusals.append(None)
+    refusals = [_refusal(problem) for problem in problems] if _any_refused(problems) else []
+    if not any(refusals):
+        return [*_analyse_stacked(problems, include, numeric, tolerance)]
     valid = [problem for problem, refusal in zip(problems, refusals, strict=True) if not refusal]
     reports = iter(_analyse_stacked(valid, include, numeric, tolerance) if valid else [])
     return [refusal or next(reports) for refusal in refusals]
+
+
+def _any_refused(problems: Sequence[LossProblem]) -> bool:
+    """Whether some problem puts target mass on a −inf logit (one check over all of them)."""
+    if len(problems) == 1:
+        return _refusal(problems[0]) is not None
+    logits = np.concatenate([problem.logits for problem in problems])
+    q = np.concatenate([problem.targets.q for problem in problems])
+    return bool((np.isneginf(logits) & (q > 0)).any())
+
+
+def _refusal(problem: LossProblem) -> InvalidProblem | None:
+    """The InvalidProblem of a problem with target mass on a −inf logit, else None."""
+    try:
+        check_target_support(problem.logits, problem.targets.q)
+    except InvalidProblem as error:
+        return error
+    return None
 
 
 def _analyse_stacked(
@@ -270,21 +301,23 @@ def _analyse_stacked(
         )
     jacobian, numeric_jacobian = _jacobian_rows(logits, sm, include, numeric)
 
-    reports = []
+    blocks = []
     stop = 0
-    for problem, size in zip(problems, sizes, strict=True):
-        rows = slice(stop, stop + size)
+    for size in sizes:
+        blocks.append(slice(stop, stop + size))
         stop += size
-        numeric_part = gradient_check = numeric_jacobian_part = jacobian_check = None
-        if numeric_gradient is not None:
-            numeric_part, gradient_check = numeric_gradient.check(
-                gradient[rows], rows, numeric.method, tolerance
-            )
-        if numeric_jacobian is not None:
-            assert jacobian is not None
-            numeric_jacobian_part, jacobian_check = numeric_jacobian.check(
-                jacobian[rows], rows, numeric.method, tolerance
-            )
+    unchecked: Sequence[tuple[FloatArray | None, Check | None]] = [(None, None)] * len(problems)
+    gradient_checks = jacobian_checks = unchecked
+    if numeric_gradient is not None:
+        gradient_checks = [*numeric_gradient.checks(gradient, blocks, numeric.method, tolerance)]
+    if numeric_jacobian is not None:
+        assert jacobian is not None
+        jacobian_checks = [*numeric_jacobian.checks(jacobian, blocks, numeric.method, tolerance)]
+    reports = []
+    for problem, rows, (numeric_part, gradient_check), (
+        numeric_jacobian_part,
+        jacobian_check,
+    ) in zip(problems, blocks, gradient_checks, jacobian_checks, strict=True):
         reports.append(
             Report(
                 softmax=sm.rows(rows),
