@@ -171,40 +171,64 @@ def derivative_by_column(
 class _Rows:
     """Per-row parts of a batch that one replaced column leaves unchanged.
 
-    With m = max_c z_c, s = z − m and e = exp(s) (0 and 0 on −inf entries), E = Σ_c e_c.
+    With m = max_c z_c (at c = k), s = z − m and e = exp(s) (0 and 0 on −inf entries),
+    E = Σ_c e_c; m2 = max_{c≠k} z_c and T = Σ_{c≠k} exp(z_c − m2) (−inf and 0 if no other
+    entry is finite).
     """
 
     def __init__(self, logits: FloatArray) -> None:
         z = np.asarray(logits)
+        rows = np.arange(z.shape[0])
         self.masked = np.isneginf(z)
-        self.maximum = np.max(z, axis=1)
-        with np.errstate(invalid="ignore"):
-            self.shifted = np.where(self.masked, 0, z - self.maximum[:, None])
+        self.argmax = np.argmax(z, axis=1)
+        self.maximum = z[rows, self.argmax]
+        self.below_maximum = z - self.maximum[:, None]
+        """z − m: s with −inf kept on −inf entries."""
+        self.shifted = np.where(self.masked, 0, self.below_maximum)
         self.exp = np.where(self.masked, 0, np.exp(self.shifted))
         self.total = self.exp.sum(axis=1)
+        others = z.copy()
+        others[rows, self.argmax] = -np.inf
+        second = np.max(others, axis=1)
+        has_second = np.isfinite(second)
+        second_exp = np.exp(others - np.where(has_second, second, 0)[:, None])
+        self.second = second - self.maximum
+        """m2 − m ≤ 0 (−inf if the row has one finite entry)."""
+        self.second_total = np.where(has_second, second_exp.sum(axis=1), 0)
 
     def replaced(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
-    ) -> tuple[NDArray[np.generic], NDArray[np.generic], NDArray[np.generic]]:
-        """(s', e', E') for the batches with column j set to `values`: s' = x − m (0 where x is
-        −inf), e' = exp(x − m), E' = E − e_j + e'."""
+    ) -> tuple[NDArray[np.generic], ...]:
+        """(s', d, e', E') for the batches with column j set to `values` x: s' = x − m (0 where
+        x is −inf) and, relative to the perturbed row's maximum m' = m + d,
+        e' = exp(x − m') and E' = Σ_{c≠j} exp(z_c − m') + e'.
+
+        Σ_{c≠j} exp(z_c − m') is (E − e_j)·exp(−d) for j ≠ k, and T·exp(m2 − m') for j = k
+        (whose own move can leave another entry the largest). Taking the exponentials relative
+        to m' keeps them from overflowing when a step moves x far above m (h = ∛eps·|z| is
+        about 700 at |z| = 1e8) and from underflowing when it moves the maximum far down.
+        """
         masked = np.isneginf(np.real(values))
         with np.errstate(invalid="ignore"):
             shifted = values - self.maximum
         shifted = np.where(masked, 0, shifted)
-        exp = np.where(masked, 0, np.exp(shifted))
-        total = (self.total - self.exp[:, columns].T) + exp
-        return shifted, exp, total
+        top = self.argmax == columns[:, None]  # (W, N): is column j the row's argmax?
+        base = np.where(top, self.second, 0.0)  # max_{c≠j} z_c − m
+        rest = np.where(top, self.second_total, self.total - self.exp[:, columns].T)
+        lift = np.maximum(base, np.real(shifted))
+        exp = np.where(masked, 0, np.exp(shifted - lift))
+        total = rest * np.exp(base - lift) + exp
+        return shifted, lift, exp, total
 
 
 class LossColumns:
     """Per-sample cross-entropy losses with one column replaced, for `derivative_by_column`.
 
-        loss_n(z with z_nj := x) = S_n·log(E_n − e_nj + exp(x − m_n)) − (Σ_c q_nc s_nc − q_nj s_nj
-                                   + q_nj (x − m_n)),            S_n = Σ_c q_nc
+        loss_n(z with z_nj := x) = S_n·(d + log E'_n) − (Σ_c q_nc s_nc − q_nj s_nj + q_nj (x − m_n))
 
-    the same value as −Σ_c q_nc·log a_nc evaluated on the whole perturbed row (`plain_losses`),
-    with the unchanged terms summed once instead of once per column. Real or complex x.
+    with S_n = Σ_c q_nc and d, E' from `_Rows.replaced`: the same value as −Σ_c q_nc·log a_nc
+    evaluated on the whole perturbed row (`plain_losses`), with the unchanged terms summed once
+    instead of once per column. Real or complex x.
     """
 
     outputs_per_sample = 1
@@ -218,16 +242,17 @@ class LossColumns:
     def __call__(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
     ) -> NDArray[np.generic]:
-        shifted, _, total = self.rows.replaced(columns, values)
+        shifted, lift, _, total = self.rows.replaced(columns, values)
         q_j = self.q[:, columns].T
         unchanged = self.target_dot_shifted - q_j * self.rows.shifted[:, columns].T
         dot = unchanged + np.multiply(q_j, shifted)
-        return np.asarray(self.target_total * np.log(total) - dot)
+        return np.asarray(self.target_total * (lift + np.log(total)) - dot)
 
 
 class SoftmaxColumns:
     """Softmax rows with one column replaced, for `derivative_by_column`: a'_i = e_i / E' for
-    i ≠ j and a'_j = exp(x − m) / E', with E' = E − e_j + exp(x − m). Real or complex x."""
+    i ≠ j and a'_j = exp(x − m) / E', with E' = E − e_j + exp(x − m) (all relative to
+    max(m, x): see `_Rows.replaced`). Real or complex x."""
 
     def __init__(self, logits: FloatArray) -> None:
         self.rows = _Rows(logits)
@@ -236,8 +261,10 @@ class SoftmaxColumns:
     def __call__(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
     ) -> NDArray[np.generic]:
-        _, exp, total = self.rows.replaced(columns, values)
-        probabilities = self.rows.exp / total[..., None]
+        _, lift, exp, total = self.rows.replaced(columns, values)
+        # exp(z_i − m') for i ≠ j, where z_i ≤ m'; column j's old entry (capped) is replaced below
+        unchanged = np.exp(np.minimum(self.rows.below_maximum - lift[..., None], 0))
+        probabilities = unchanged / total[..., None]
         for slot, column in enumerate(columns):
             probabilities[:, slot, :, column] = np.divide(exp[:, slot], total[:, slot])
         return np.asarray(probabilities)

@@ -139,6 +139,28 @@ async def test_extreme_logits_are_exact_and_finite(asgi_client: httpx.AsyncClien
     assert all(math.isfinite(x) for row in body["gradient"] for x in row)
 
 
+@pytest.mark.parametrize("method", ["central", "five_point", "complex_step"])
+@pytest.mark.parametrize("scale", [1.2e8, 1e12, 1e15])
+async def test_huge_logits_get_finite_numeric_derivatives(
+    asgi_client: httpx.AsyncClient, method: str, scale: float
+) -> None:
+    """Steps of h = ∛eps·|z| (≈ 700 at |z| = 1e8) move a logit far above or below the others;
+    the numeric derivatives stay finite (no overflow) and the response is a 200."""
+    logits = [[0.0, scale], [scale, scale * (1 - 1e-9), -np.inf], [-scale, 0.0, 1.0]]
+    body = {
+        "logits": [row + [0.0] * (3 - len(row)) for row in logits],
+        "labels": [1, 0, 2],
+        "include": ["gradient", "numeric_gradient", "numeric_jacobian"],
+        "numeric": {"method": method},
+    }
+    response = await post(asgi_client, body)
+    assert response.status_code == 200, response.text
+    result = strict_json(response)
+    for name in ("gradient", "numeric_gradient", "numeric_jacobian"):
+        assert np.isfinite(np.asarray(result[name], float)).all(), name
+    assert result["gradient_check"]["checked"] == 9
+
+
 async def test_optional_outputs_and_numeric_jacobian(asgi_client: httpx.AsyncClient) -> None:
     response = await post(
         asgi_client,
