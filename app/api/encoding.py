@@ -112,17 +112,11 @@ def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[s
 
 def _refuse_non_finite(fields: dict[str, Any], dtype: str) -> None:
     """Raise InvalidProblem naming the first output and sample that is not finite."""
-    arrays = {
-        name: value
-        for name, value in fields.items()
-        if isinstance(value, np.ndarray) and name != "log_probabilities"
-    }
-    # one sum over every output; only a non-finite (or overflowing) one is looked into
-    if not arrays or math.isfinite(
-        np.concatenate([value.reshape(-1) for value in arrays.values()]).sum()
-    ):
-        return
-    for name, value in arrays.items():
+    for name, value in fields.items():
+        if not isinstance(value, np.ndarray) or name == "log_probabilities":
+            continue
+        if math.isfinite(value.sum()):  # one pass, no copy; an overflowing sum is looked into
+            continue
         bad = ~np.isfinite(value)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
