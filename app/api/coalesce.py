@@ -3,11 +3,11 @@
 For a small problem numpy's fixed cost per call, not the numbers, is the price: eight 8 × 10
 problems stacked cost about what two of them cost one by one (`make bench`, case 3). Requests
 small enough to be computed on the event loop (`app.api.offload`) and asking for the same
-outputs, numeric options, tolerance, dtype and number of classes are collected while the loop
-runs its ready callbacks, then computed once (`analyse_cross_entropy_batch`) at the end of that
-turn. Each request gets exactly the report it would get alone: every step is row by row (tested
-bit for bit in tests/numerics/test_batch.py). A lone request waits for nothing but the rest of
-the loop's current turn.
+outputs, numeric options, tolerance, dtype and number of classes are collected, then computed
+once (`analyse_cross_entropy_batch`) when no more arrive (see `Coalescer`). Each request gets
+exactly the report it would get alone: every step is row by row (tested bit for bit in
+tests/numerics/test_batch.py). A lone request waits only for a few idle turns of the event
+loop, microseconds.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from app.numerics.gradcheck import (
     Output,
     Report,
     Tolerance,
+    analyse_cross_entropy,
     analyse_cross_entropy_batch,
 )
 
@@ -50,12 +51,15 @@ class LossCall:
 
     def analyse(self) -> Report:
         """The report of this call alone (raises InvalidProblem)."""
-        (result,) = analyse_cross_entropy_batch(
-            [self.problem], self.include, self.numeric, self.tolerance
+        problem = self.problem
+        return analyse_cross_entropy(
+            problem.logits,
+            problem.targets,
+            problem.reduction,
+            self.include,
+            self.numeric,
+            self.tolerance,
         )
-        if isinstance(result, Exception):
-            raise result
-        return result
 
 
 @dataclass

@@ -241,27 +241,26 @@ def analyse_cross_entropy_batch(
     would get alone: numpy's cost per call, not per number, dominates small problems. A problem
     with target mass on a −inf logit gets its InvalidProblem instead of a report.
     """
-    refusals = [_refusal(problem) for problem in problems] if _any_refused(problems) else []
-    if not any(refusals):
-        return [*_analyse_stacked(problems, include, numeric, tolerance)]
+    refusals = _refusals(problems)
     valid = [problem for problem, refusal in zip(problems, refusals, strict=True) if not refusal]
     reports = iter(_analyse_stacked(valid, include, numeric, tolerance) if valid else [])
     return [refusal or next(reports) for refusal in refusals]
 
 
-def _any_refused(problems: Sequence[LossProblem]) -> bool:
-    """Whether some problem puts target mass on a −inf logit (one check over all of them)."""
-    if len(problems) == 1:
-        return _refusal(problems[0]) is not None
-    logits = np.concatenate([problem.logits for problem in problems])
-    q = np.concatenate([problem.targets.q for problem in problems])
-    return bool((np.isneginf(logits) & (q > 0)).any())
+def _refusals(problems: Sequence[LossProblem]) -> list[InvalidProblem | None]:
+    """Each problem's InvalidProblem if it puts target mass on a −inf logit, else None (one
+    check over all of them first: usually none does)."""
+    if len(problems) > 1:
+        logits = np.concatenate([problem.logits for problem in problems])
+        q = np.concatenate([problem.targets.q for problem in problems])
+        if _refusal(logits, q) is None:
+            return [None] * len(problems)
+    return [_refusal(problem.logits, problem.targets.q) for problem in problems]
 
 
-def _refusal(problem: LossProblem) -> InvalidProblem | None:
-    """The InvalidProblem of a problem with target mass on a −inf logit, else None."""
+def _refusal(logits: FloatArray, q: FloatArray) -> InvalidProblem | None:
     try:
-        check_target_support(problem.logits, problem.targets.q)
+        check_target_support(logits, q)
     except InvalidProblem as error:
         return error
     return None
