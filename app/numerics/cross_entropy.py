@@ -85,26 +85,29 @@ def index_targets(
     `mean` whose divisor Σ w_{y_n} over non-ignored samples is 0 (PyTorch would return NaN).
     """
     labels = np.asarray(labels)
-    w = np.ones(num_classes, dtype) if weight is None else np.asarray(weight, dtype)
     active = labels != ignore_index
-    bad = active & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        n = int(np.flatnonzero(bad)[0])
+    classes = labels[active]
+    if classes.size and not (classes.min() >= 0 and classes.max() < num_classes):
+        n = int(np.flatnonzero(active & ((labels < 0) | (labels >= num_classes)))[0])
         raise InvalidProblem(
             ("labels", n),
             f"label {int(labels[n])} is not a class index in [0, {num_classes}) "
             f"nor ignore_index ({ignore_index})",
         )
     rows = np.flatnonzero(active)
-    classes = labels[active]
+    w = None if weight is None else np.asarray(weight, dtype)
     q = np.zeros((labels.shape[0], num_classes), dtype)
     if label_smoothing:
-        q[rows] = (label_smoothing / num_classes) * w
-    q[rows, classes] += (1 - label_smoothing) * w[classes]
+        q[rows] = (
+            label_smoothing / num_classes if w is None else (label_smoothing / num_classes) * w
+        )
+    q[rows, classes] += 1 - label_smoothing if w is None else (1 - label_smoothing) * w[classes]
 
     divisor = 1.0
     if reduction is Reduction.MEAN:
-        divisor = math.fsum(w[classes].astype(np.float64).tolist())
+        divisor = (
+            float(classes.size) if w is None else math.fsum(w[classes].astype(np.float64).tolist())
+        )
         if not divisor > 0:
             what = "every sample is ignored" if rows.size == 0 else "their classes weigh 0"
             raise InvalidProblem(
@@ -114,8 +117,9 @@ def index_targets(
             )
     exact_q = factors = None
     if label_smoothing and dtype is np.float64:
-        exact_q = partial(_exact_index_targets, labels, w, label_smoothing, ignore_index)
-    if label_smoothing and weight is not None:
+        exact_w = np.ones(num_classes) if w is None else w
+        exact_q = partial(_exact_index_targets, labels, exact_w, label_smoothing, ignore_index)
+    if label_smoothing and w is not None:
         base = np.zeros_like(q)
         base[rows] = label_smoothing / num_classes
         base[rows, classes] += 1 - label_smoothing
