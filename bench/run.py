@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,7 @@ def numeric_gradient(server: Server, plan: Plan) -> tuple[list[Row], dict[str, A
     for method in (Method.CENTRAL, Method.COMPLEX_STEP):
         request = cases.numeric_gradient_payload(payload, method)
         service_gradient = np.asarray(cases.post_json(connection, request)["numeric_gradient"])
-        service = cases.median_time(lambda r=request: cases.post_json(connection, r), plan.repeats)
+        service = cases.median_time(partial(cases.post_json, connection, request), plan.repeats)
         loop = cases.loop_baseline(
             payload, method, service_gradient, plan.loop_elements, plan.repeats
         )
@@ -276,10 +277,10 @@ def scaling(
             payload = cases.problem(n, c)
             fields = cases.post_npz(connection, payload)
             npz = cases.median_time(
-                lambda p=payload: cases.post_npz(connection, p), plan.scaling_repeats
+                partial(cases.post_npz, connection, payload), plan.scaling_repeats
             )
             json_time = cases.median_time(
-                lambda p=payload: cases.post_json(connection, p), plan.scaling_repeats
+                partial(cases.post_json, connection, payload), plan.scaling_repeats
             )
             points.append(
                 {
@@ -434,7 +435,11 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
     env = {}
     if plan.max_output_entries is not None:
         env["GRADCHECK_MAX_OUTPUT_ENTRIES"] = str(plan.max_output_entries)
-    settings = Settings(**({"max_output_entries": plan.max_output_entries} if env else {}))
+    settings = (
+        Settings()
+        if plan.max_output_entries is None
+        else Settings(max_output_entries=plan.max_output_entries)
+    )
     started = time.perf_counter()
     info = machine()
     with running_server(env) as server:
