@@ -134,34 +134,23 @@ def test_random_problems_batched_match_their_lone_reports(
             assert_identical(result, alone)
 
 
+def labelled(logits: np.ndarray, labels: list[int]) -> LossProblem:
+    """Unweighted class-index labels under `mean`."""
+    targets = index_targets(
+        np.array(labels),
+        logits.shape[1],
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.0,
+        reduction=Reduction.MEAN,
+        dtype=np.float64,
+    )
+    return LossProblem(logits, targets, Reduction.MEAN)
+
+
 def test_a_refused_problem_leaves_the_others_of_its_batch_their_reports() -> None:
     logits = np.array([[0.0, 1.0, -np.inf], [2.0, 0.0, 1.0]])
-    fine = LossProblem(
-        logits,
-        index_targets(
-            np.array([0, 1]),
-            3,
-            weight=None,
-            ignore_index=-100,
-            label_smoothing=0.0,
-            reduction=Reduction.MEAN,
-            dtype=np.float64,
-        ),
-        Reduction.MEAN,
-    )
-    on_a_mask = LossProblem(
-        logits,
-        index_targets(
-            np.array([2, 1]),
-            3,
-            weight=None,
-            ignore_index=-100,
-            label_smoothing=0.0,
-            reduction=Reduction.MEAN,
-            dtype=np.float64,
-        ),
-        Reduction.MEAN,
-    )
+    fine, on_a_mask = labelled(logits, [0, 1]), labelled(logits, [2, 1])
     first, refused, last = analyse_cross_entropy_batch([fine, on_a_mask, fine], EVERY_OUTPUT)
     assert isinstance(refused, InvalidProblem)
     assert refused.location == ("logits", 0, 2)
