@@ -13,6 +13,7 @@ import {
 } from "./plot.js";
 
 const API_PATH = "v1/cross-entropy";
+const API_KEY_STORAGE = "gradcheck-api-key";
 const DEBOUNCE_MS = 250;
 const MAX_SAMPLES = 8;
 const MAX_CLASSES = 12;
@@ -252,10 +253,27 @@ function applyExample(value) {
   schedule();
 }
 
+// ---------- the API key, when the service requires one ----------
+
+function showApiKeyField() {
+  $("api-key-field").hidden = false;
+}
+
+function wireApiKey() {
+  const input = $("api-key");
+  input.value = sessionStorage.getItem(API_KEY_STORAGE) ?? "";
+  if (input.value) showApiKeyField();
+  input.addEventListener("input", () => {
+    sessionStorage.setItem(API_KEY_STORAGE, input.value);
+    schedule();
+  });
+}
+
 async function loadPresets() {
   const response = await fetch("openapi.json");
   if (!response.ok) return;
   const spec = await response.json();
+  if (spec.components?.securitySchemes?.APIKey) showApiKeyField();
   const examples =
     spec.paths?.["/v1/cross-entropy"]?.post?.requestBody?.content?.["application/json"]
       ?.examples ?? {};
@@ -339,9 +357,12 @@ async function update() {
   let response;
   let payload;
   try {
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    const key = $("api-key").value.trim();
+    if (key) headers["X-API-Key"] = key;
     response = await fetch(API_PATH, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      headers,
       body: toJson(body),
       signal: controller.signal,
     });
@@ -358,6 +379,9 @@ async function update() {
     const updates = Number(document.body.dataset.updates || 0) + 1;
     document.body.dataset.updates = String(updates);
     setStatus(`Computed by the API: N = ${payload.batch_size}, C = ${payload.num_classes}, ${payload.dtype}.`, "ready");
+  } else if (response.status === 401) {
+    showApiKeyField();
+    showErrors([{ loc: [], msg: `${payload.detail} (Enter the key under "API key" above.)` }]);
   } else if (Array.isArray(payload.detail)) {
     showErrors(payload.detail.map((item) => ({ loc: item.loc.slice(1), msg: item.msg })));
   } else {
@@ -534,6 +558,7 @@ function wire() {
 }
 
 wire();
+wireApiKey();
 setOptions(DEFAULT_OPTIONS);
 renderInputs();
 schedule();

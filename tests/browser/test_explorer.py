@@ -7,6 +7,8 @@ from playwright.async_api import Page, expect
 
 from app.api.examples import FLOAT32_FAILS
 from tests.browser.conftest import Traffic
+from tests.conftest import start_uvicorn
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -122,3 +124,31 @@ async def test_explorer_sends_a_minus_infinity_mask(explorer: Page, traffic: Tra
     await expect(explorer.locator("#gradient-verdict")).to_contain_text("Gradient check passed")
     await expect(explorer.locator('[data-error-for="logits"]')).to_be_empty()
     assert traffic.page_errors == []
+
+
+async def test_explorer_asks_for_the_api_key_a_service_requires(
+    page: Page, traffic: Traffic, artifacts: Path
+) -> None:
+    """With GRADCHECK_API_KEYS set, the page shows its API key field, says why the API refused
+    it (401), and computes once the key is typed; the key goes out as X-API-Key."""
+    port = free_port()
+    server = start_uvicorn(port, {"GRADCHECK_API_KEYS": "explorer-test-key"})
+    try:
+        await page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+        await page.wait_for_function(
+            "() => document.body.dataset.state === 'invalid'", timeout=TIMEOUT_MS
+        )
+        key = page.locator("#api-key")
+        await expect(key).to_be_visible()
+        await expect(page.locator('[data-error-for=""]')).to_contain_text("API key")
+        async with page.expect_request(lambda r: r.url.endswith("/v1/cross-entropy")) as sent:
+            await key.fill("explorer-test-key")
+        assert (await sent.value).headers.get("x-api-key") == "explorer-test-key"
+        await wait_for_update(page, 1)
+        await expect(page.locator('[data-error-for=""]')).to_be_empty()
+        await page.screenshot(path=artifacts / "explorer-api-key.png")
+        assert traffic.page_errors == []
+        assert traffic.outbound == []
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
