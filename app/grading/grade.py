@@ -21,7 +21,7 @@ from enum import StrEnum
 import numpy as np
 
 from app.grading.submissions import describe, read_part
-from app.numerics.compare import REL_ERROR_FLOOR
+from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.gradcheck import Report, analyse_cross_entropy
@@ -173,7 +173,7 @@ def _compare_stack(
     expected_flat = expected.reshape(1, -1)
     submitted_flat = submitted.reshape(count, -1)
     difference = np.abs(submitted_flat - expected_flat)
-    within = difference <= atol + rtol * np.abs(expected_flat)
+    within = difference <= tolerance_bound(atol, rtol, np.abs(expected_flat))
     relative = difference / np.maximum(
         REL_ERROR_FLOOR, np.abs(submitted_flat) + np.abs(expected_flat)
     )

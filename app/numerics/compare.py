@@ -70,7 +70,7 @@ def compare_blocks(
     y = np.asarray(numeric, np.float64)
     difference = np.abs(x - y)
     magnitude = np.abs(y)
-    failing = difference > atol + rtol * magnitude
+    failing = difference > tolerance_bound(atol, rtol, magnitude)
     relative = difference / np.maximum(REL_ERROR_FLOOR, np.abs(x) + magnitude)
     per_sample = (x.shape[0], -1)
     counts = np.add.reduceat(np.count_nonzero(failing.reshape(per_sample), axis=1), starts)
@@ -94,10 +94,18 @@ def compare_blocks(
     return agreements
 
 
+def tolerance_bound(atol: float, rtol: float, magnitude: FloatArray) -> FloatArray:
+    """atol + rtol·magnitude, the largest difference the tolerance test admits; a tolerance so
+    large that this overflows admits everything (inf)."""
+    with np.errstate(over="ignore"):
+        bound: FloatArray = atol + rtol * magnitude
+    return bound
+
+
 def _worst(x: FloatArray, y: FloatArray, atol: float, rtol: float, keep: int) -> list[Mismatch]:
     """Up to `keep` elements outside the tolerance, largest error first."""
     difference = np.abs(x - y)
-    positions = np.flatnonzero(difference > atol + rtol * np.abs(y))
+    positions = np.flatnonzero(difference > tolerance_bound(atol, rtol, np.abs(y)))
     order = np.argsort(difference.ravel()[positions])[::-1][:keep]
     worst = []
     for flat in positions[order]:

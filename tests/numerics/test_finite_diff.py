@@ -146,6 +146,15 @@ def test_compare_counts_and_ranks_mismatches() -> None:
     assert rel_error(np.zeros(2), np.zeros(2)) == 0.0
 
 
+def test_a_tolerance_beyond_float_range_passes_everything() -> None:
+    """atol + rtol·|numeric| overflows to inf: every element passes, and no warning is raised."""
+    agreement = compare(
+        np.array([[0.5, -3.0]]), np.array([[-0.5, 4.0]]), atol=1.5e308, rtol=1.1e308
+    )
+    assert agreement.passed
+    assert agreement.mismatches == 0
+
+
 @pytest.mark.parametrize("offset", [0.37, -2.0, 1e-20j, 2000.0, -2000.0, 1e5 + 1e-20j])
 def test_one_replaced_column_equals_evaluating_the_whole_row(offset: complex) -> None:
     """Also for moves of thousands (the steps of logits near 1e8), which take the largest entry

@@ -157,6 +157,20 @@ async def test_a_correct_answer_gets_full_marks(client: httpx.AsyncClient) -> No
         assert "expected" not in part
 
 
+async def test_a_tolerance_beyond_float_range_admits_every_answer(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    """atol + rtol·|expected| overflows: that is an infinite tolerance, not an error."""
+    problem = await new_problem(asgi_client)
+    result = await grade(
+        asgi_client,
+        problem_id=problem["problem_id"],
+        submission={"loss": 1e308, "gradient": [[-1e308] * 3] * 4},
+        tolerance={"atol": 1.5e308, "rtol": 1.1e308},
+    )
+    assert result["score"] == result["max_score"]
+
+
 @pytest.mark.parametrize(
     "options",
     [
