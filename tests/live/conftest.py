@@ -1,9 +1,11 @@
 """Live uvicorn servers on 127.0.0.1 started per test (own settings, own process to signal)."""
 
+import asyncio
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,3 +82,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
+
+
+async def wait_until_a_post_is_in_progress(prober: httpx.AsyncClient) -> None:
+    """Poll /metrics until the server reports a POST in progress (at most 60 s)."""
+    async with asyncio.timeout(60):
+        while not metric_value(
+            (await prober.get("/metrics")).text,
+            "gradcheck_http_requests_in_progress",
+            method="POST",
+        ):
+            await asyncio.sleep(0.02)

@@ -12,7 +12,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.live.conftest import ServerFactory, cross_entropy_problem, metric_value, slow_problem
+from tests.live.conftest import (
+    ServerFactory,
+    cross_entropy_problem,
+    metric_value,
+    slow_problem,
+    wait_until_a_post_is_in_progress,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -166,13 +172,7 @@ async def test_healthz_answers_while_a_large_request_computes(
         httpx.AsyncClient(base_url=server.url, timeout=5) as prober,
     ):
         computation = asyncio.create_task(worker.post("/v1/cross-entropy", json=large))
-        async with asyncio.timeout(60):
-            while not metric_value(
-                (await prober.get("/metrics")).text,
-                "gradcheck_http_requests_in_progress",
-                method="POST",
-            ):
-                await asyncio.sleep(0.02)
+        await wait_until_a_post_is_in_progress(prober)
         pings = []
         while len(pings) < MAX_PINGS and not computation.done():
             started = time.perf_counter()

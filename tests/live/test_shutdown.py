@@ -8,7 +8,11 @@ import socket
 import httpx
 import pytest
 
-from tests.live.conftest import ServerFactory, metric_value, slow_problem
+from tests.live.conftest import (
+    ServerFactory,
+    slow_problem,
+    wait_until_a_post_is_in_progress,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -31,13 +35,7 @@ async def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(
         httpx.AsyncClient(base_url=server.url, timeout=5) as prober,
     ):
         in_flight = asyncio.create_task(worker.post("/v1/cross-entropy", json=slow_problem()))
-        async with asyncio.timeout(60):
-            while not metric_value(
-                (await prober.get("/metrics")).text,
-                "gradcheck_http_requests_in_progress",
-                method="POST",
-            ):
-                await asyncio.sleep(0.02)
+        await wait_until_a_post_is_in_progress(prober)
 
         server.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
