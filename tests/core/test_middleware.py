@@ -1,6 +1,7 @@
 """Request id, access log, metrics, readiness, security headers and CORS, in-process."""
 
 import base64
+import gc
 import hashlib
 import json
 import re
@@ -8,6 +9,7 @@ from html.parser import HTMLParser
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi.openapi.docs import get_swagger_ui_html
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -170,6 +172,19 @@ async def test_readyz_after_startup(asgi_client: httpx.AsyncClient) -> None:
     response = await asgi_client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "ready"
+
+
+async def test_startup_freezes_what_exists_out_of_the_garbage_collector() -> None:
+    """Full collections then skip the app and everything imported (case 3 of `make bench`)."""
+    app = create_app(Settings())
+
+    def collector_tracks_app() -> bool:
+        return any(tracked is app for tracked in gc.get_objects())
+
+    assert collector_tracks_app()
+    async with LifespanManager(app):
+        assert not collector_tracks_app()
+        assert gc.get_freeze_count() > 0
 
 
 async def test_readyz_is_503_before_startup() -> None:

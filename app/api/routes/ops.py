@@ -1,5 +1,6 @@
 """Operations: readiness (`/readyz`), Prometheus metrics (`/metrics`) and the app's lifespan."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,8 +26,16 @@ def numerics_work() -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Ready once started and self-tested; not ready (and gauges dropped) while stopping."""
+    """Ready once started and self-tested; not ready (and gauges dropped) while stopping.
+
+    What exists at startup (the app, its routes and models, the imported libraries) lives as
+    long as the process, so it is frozen out of the garbage collector's reach: full
+    collections then scan only what requests made (they cost a small request about 40 µs
+    otherwise, `make bench` case 3).
+    """
     app.state.ready = numerics_work()
+    gc.collect()
+    gc.freeze()
     yield
     app.state.ready = False
     mark_worker_exited()
