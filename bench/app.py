@@ -1,21 +1,31 @@
-"""The product app plus two bare endpoints: the baselines of the small-request case.
+"""The product app plus three reference endpoints for the small-request case.
 
-The bare endpoints live only here, never in the product. The first goes through the same
-middleware (request id, access log, metrics, security headers, compute timeout) and returns a
-constant without reading the body, so the ratio against it measures what parsing, computing and
-encoding a small request cost on top of the framework. The second returns the constant from a
-worker thread: the ceiling of any endpoint that hands its work to a thread.
+They live only here, never in the product, and go through the same middleware (request id,
+access log, metrics, security headers, compute timeout):
+- the bare endpoint returns a constant without reading the body, so the ratio against it
+  measures what parsing, computing and encoding a small request cost on top of the framework;
+- the hop endpoint returns the constant from a worker thread: the ceiling of any endpoint that
+  hands its work to a thread;
+- the no-numerics endpoint does the cross-entropy route's work except the numerics, whose
+  report it computes once per distinct body: the ceiling that numerics costing nothing would
+  reach.
 """
 
-from fastapi import Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import read_json_body
+from app.api.encoding import respond
+from app.api.routes.cross_entropy import cross_entropy_fields, loss_call
+from app.api.schemas import CrossEntropyRequest
 from app.main import create_app
-from bench.cases import CONSTANT_PATH, HOP_PATH
+from app.numerics.gradcheck import Report
+from bench.cases import CONSTANT_PATH, HOP_PATH, NO_NUMERICS_PATH
 
 CONSTANT_BODY = b'{"ok":true}'
 
 app = create_app()
+_ready_reports: dict[bytes, Report] = {}
 
 
 @app.post(CONSTANT_PATH, include_in_schema=False)
@@ -28,3 +38,14 @@ async def constant() -> Response:
 async def constant_after_a_hop() -> Response:
     """The same constant, fetched from a worker thread: what one thread hop costs."""
     return Response(await run_in_threadpool(lambda: CONSTANT_BODY), media_type="application/json")
+
+
+@app.post(NO_NUMERICS_PATH, include_in_schema=False)
+async def cross_entropy_without_numerics(request: Request) -> Response:
+    """/v1/cross-entropy's work for a small request, the numerics aside: read, validate and
+    convert the body, collect and encode the fields of its report (computed on first sight)."""
+    body = await read_json_body(request, CrossEntropyRequest)
+    call = loss_call(body, request.app.state.settings)
+    raw = await request.body()
+    report = _ready_reports.get(raw) or _ready_reports.setdefault(raw, call.analyse())
+    return respond(cross_entropy_fields(body, report), request.headers.get("accept"))

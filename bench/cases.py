@@ -26,6 +26,8 @@ CONSTANT_PATH = "/bench/constant"
 """The bare endpoint (bench/app.py): a constant, through the same middleware."""
 HOP_PATH = "/bench/hop"
 """The same constant returned from a worker thread."""
+NO_NUMERICS_PATH = "/bench/no-numerics"
+"""The cross-entropy route's work with the numerics replaced by a ready report."""
 JSON_HEADERS = {"Content-Type": "application/json"}
 NPZ_HEADERS = {**JSON_HEADERS, "Accept": "application/x-npz"}
 DEFAULT_INCLUDE = frozenset(Output(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE)

@@ -47,8 +47,8 @@ class Plan:
     scaling_samples: int = 8
     """N of the sweep over C."""
     loop_elements: int = 256
-    rps_seconds: float = 2.0
-    rps_runs: int = 3
+    rps_seconds: float = 1.5
+    rps_runs: int = 5
     concurrency: int = 8
     max_output_entries: int | None = None
     """Overrides GRADCHECK_MAX_OUTPUT_ENTRIES for the server and the sweeps (None: as set)."""
@@ -180,12 +180,15 @@ def numeric_gradient(server: Server, plan: Plan) -> tuple[list[Row], dict[str, A
 
 def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
     """Case 3: requests per second of small requests vs the bare endpoint, one worker; with
-    the rate of the bare endpoint behind one thread hop, for reference."""
+    the rates of the thread-hop and no-numerics endpoints (bench/app.py), for reference."""
     body = orjson.dumps(cases.problem(*plan.small), option=orjson.OPT_SERIALIZE_NUMPY)
     requests = {
         "service": build_request("POST", cases.CROSS_ENTROPY_PATH, body, cases.JSON_HEADERS),
         "bare": build_request("POST", cases.CONSTANT_PATH, body, cases.JSON_HEADERS),
         "bare_with_thread_hop": build_request("POST", cases.HOP_PATH, body, cases.JSON_HEADERS),
+        "service_without_numerics": build_request(
+            "POST", cases.NO_NUMERICS_PATH, body, cases.JSON_HEADERS
+        ),
     }
     connection = Connection(server.port)
     for raw in requests.values():
@@ -221,6 +224,7 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
     details = {
         "requests_per_second": medians,
         "bare_with_thread_hop_over_bare": medians["bare_with_thread_hop"] / bare_rate,
+        "service_without_numerics_over_bare": medians["service_without_numerics"] / bare_rate,
         "mean_requests_per_coalesced_batch": requests_in_batches / max(batches, 1),
     }
     return row, details

@@ -69,13 +69,17 @@ def test_scaling_reaches_the_configured_limit(results: tuple[dict[str, Any], Pat
         assert limit / 2 < entries[-1] <= limit
 
 
-def test_small_requests_report_the_thread_hop_ceiling(
+def test_small_requests_report_the_reference_endpoints(
     results: tuple[dict[str, Any], Path],
 ) -> None:
     details = results[0]["small_requests"]
     rates = details["requests_per_second"]
-    assert set(rates) == {"service", "bare", "bare_with_thread_hop"}
+    assert set(rates) == {"service", "bare", "bare_with_thread_hop", "service_without_numerics"}
     assert all(rate > 0 for rate in rates.values())
     assert (
         details["bare_with_thread_hop_over_bare"] == rates["bare_with_thread_hop"] / rates["bare"]
+    )
+    assert (
+        details["service_without_numerics_over_bare"]
+        == rates["service_without_numerics"] / rates["bare"]
     )
