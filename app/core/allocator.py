@@ -3,7 +3,7 @@
 glibc's malloc hands a freed block of more than M_MMAP_THRESHOLD bytes back to the kernel, and
 trims free memory beyond M_TRIM_THRESHOLD off the top of its heap. The next request's arrays
 then fault in fresh pages that the kernel zeroes first: about half the server time of an
-N=256, C=100 request (`make bench`, cases 1 and 4). With higher thresholds freed memory is
+N=256, C=100 request (`make bench`, case 4). With higher thresholds freed memory is
 reused instead. The process keeps the memory its largest request needed (bounded by the
 request limits), in at most MAX_ARENAS malloc arenas, so that worker threads do not each keep
 their own.
