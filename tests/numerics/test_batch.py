@@ -23,6 +23,7 @@ from app.numerics.gradcheck import (
 )
 from app.numerics.softmax import Softmax
 from tests.numerics.adversarial import cases
+from tests.numerics.test_cross_entropy import hard_targets
 
 EVERY_OUTPUT = frozenset(Output)
 
@@ -136,16 +137,9 @@ def test_random_problems_batched_match_their_lone_reports(
 
 def labelled(logits: np.ndarray, labels: list[int]) -> LossProblem:
     """Unweighted class-index labels under `mean`."""
-    targets = index_targets(
-        np.array(labels),
-        logits.shape[1],
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=0.0,
-        reduction=Reduction.MEAN,
-        dtype=np.float64,
+    return LossProblem(
+        logits, hard_targets(labels, logits.shape[1], reduction=Reduction.MEAN), Reduction.MEAN
     )
-    return LossProblem(logits, targets, Reduction.MEAN)
 
 
 def test_a_refused_problem_leaves_the_others_of_its_batch_their_reports() -> None:
