@@ -8,8 +8,9 @@ from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.errors import RequestError, pydantic_errors
+from app.api.errors import pydantic_errors
 from app.core.config import Settings
+from app.core.errors import RequestError
 
 
 async def app_settings(request: Request) -> Settings:

@@ -15,32 +15,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import UNION_TAGS
+from app.core.errors import LimitExceeded, RequestError
 from app.numerics.errors import InvalidProblem
-
-Location = tuple[str | int, ...]
-
-
-class RequestError(Exception):
-    """A request that is valid JSON but not a valid problem: answered with 422."""
-
-    def __init__(self, location: Location, message: str, kind: str = "value_error") -> None:
-        super().__init__(message)
-        self.errors = [{"loc": ["body", *location], "msg": message, "type": kind}]
-
-    @classmethod
-    def from_items(cls, items: list[dict[str, Any]]) -> "RequestError":
-        """A RequestError carrying several already-shaped error items."""
-        error = cls((), items[0]["msg"] if items else "invalid request")
-        error.errors = items
-        return error
-
-
-class LimitExceeded(Exception):
-    """A request over a configured size limit: answered with 413."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def pydantic_errors(error: ValidationError) -> list[dict[str, Any]]:

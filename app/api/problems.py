@@ -10,9 +10,9 @@ from typing import cast
 
 import numpy as np
 
-from app.api.errors import LimitExceeded, Location, RequestError
 from app.api.schemas import CrossEntropyRequest, LossOptions
 from app.core.config import Settings
+from app.core.errors import LimitExceeded, Location, RequestError
 from app.numerics.cross_entropy import Targets, index_targets, probability_targets
 from app.numerics.gradcheck import Output
 from app.numerics.softmax import FloatArray

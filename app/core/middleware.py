@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import LimitExceeded
 from app.core.config import Settings
+from app.core.errors import LimitExceeded
 from app.core.logging import ACCESS_LOGGER, REQUEST_ID
 from app.core.metrics import UNMATCHED_ROUTE, HttpMetrics
 from app.numerics.finite_diff import COLUMN_CHECKPOINT

@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, json_body, request_body_openapi
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
-from app.api.errors import RequestError
 from app.api.grading_schemas import (
     AnyGradeResult,
     BatchGradeRequest,
@@ -29,6 +28,7 @@ from app.api.problems import DTYPES, check_output_size, parse_logits, parse_targ
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas import LossOptions
 from app.core.config import Settings
+from app.core.errors import RequestError
 from app.grading.formats import Presentation, gradescope, native, prairielearn
 from app.grading.grade import GradingOptions, Part, Reference, grade_batch
 from app.grading.problems import (
