@@ -1,4 +1,4 @@
-"""The worked example of the README's "The maths", checked two ways: against
+"""The worked example of docs/maths.md ("The maths"), checked two ways: against
 the API, and against a first-principles computation in plain Python (math only).
 
 Each number in a results block must be the true value rounded to the digits it is printed with.
@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-DOC = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "maths.md"
 BLOCK = re.compile(r"<!-- (request|results): ([\w-]+) -->\s*```\w*\n(.*?)```", re.DOTALL)
 NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
 
 
 def doc_blocks(kind: str) -> dict[str, str]:
-    """{name: text} of the blocks marked `<!-- kind: name -->` in the README."""
+    """{name: text} of the blocks marked `<!-- kind: name -->` in docs/maths.md."""
     return {name: text for k, name, text in BLOCK.findall(DOC.read_text()) if k == kind}
 
 

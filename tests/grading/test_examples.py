@@ -221,11 +221,23 @@ def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_pat
 # ----- the documentation shows exactly these scripts -----
 
 
+def page_as_mkdocs_reads_it(page: Path) -> str:
+    """A docs page's Markdown after its `--8<-- "path"` includes are replaced by the files, with
+    the settings of mkdocs.yml (pymdownx.snippets, paths from the repository's root)."""
+    import markdown
+
+    md = markdown.Markdown(
+        extensions=["pymdownx.snippets"],
+        extension_configs={"pymdownx.snippets": {"base_path": [str(ROOT)], "check_paths": True}},
+    )
+    return "\n".join(md.preprocessors["snippet"].run(page.read_text().split("\n")))
+
+
 @pytest.mark.parametrize(
     "example", [RUN_AUTOGRADER, PL_EXAMPLES / "server.py", PL_EXAMPLES / "grade.py"]
 )
 def test_the_docs_show_the_tested_scripts(example: Path) -> None:
-    docs = (ROOT / "README.md").read_text()
+    docs = page_as_mkdocs_reads_it(ROOT / "docs" / "autograding.md")
     assert (
         f"```{'bash' if example == RUN_AUTOGRADER else 'python'}\n{example.read_text()}```" in docs
     )
