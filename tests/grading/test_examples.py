@@ -222,15 +222,24 @@ def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_pat
 
 
 def page_as_mkdocs_reads_it(page: Path) -> str:
-    """A docs page's Markdown after its `--8<-- "path"` includes are replaced by the files, with
-    the settings of mkdocs.yml (pymdownx.snippets, paths from the repository's root)."""
-    import markdown
-
+    """A docs page's Markdown with each `--8<-- "path"` line replaced by that file, as MkDocs
+    includes it (pymdownx.snippets with the settings of mkdocs.yml: paths from the repository's
+    root, a missing file is an error)."""
+    markdown = importlib.import_module("markdown")  # ships no type hints
     md = markdown.Markdown(
         extensions=["pymdownx.snippets"],
         extension_configs={"pymdownx.snippets": {"base_path": [str(ROOT)], "check_paths": True}},
     )
-    return "\n".join(md.preprocessors["snippet"].run(page.read_text().split("\n")))
+    snippets = md.preprocessors["snippet"]
+    lines: list[str] = []
+    for line in page.read_text().split("\n"):
+        included = snippets.run([line])
+        if included != [line] and included[-1:] == [""]:
+            # snippets splits a file at "\n", so its final newline becomes an empty last line;
+            # the rendered block ends with the file's own newline, as the file does
+            included = included[:-1]
+        lines += included
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize(
