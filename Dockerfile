@@ -20,7 +20,19 @@
 #   PORT (8000), HOST (0.0.0.0)   where uvicorn listens (also read by HEALTHCHECK)
 #   WEB_CONCURRENCY (1)           uvicorn worker processes (more than one: metrics
 #                                 are summed through PROMETHEUS_MULTIPROC_DIR)
+#   UVICORN_LIMIT_CONCURRENCY (200)  uvicorn answers 503 beyond this many connections
+#                                 or tasks at once, per worker
+#   UVICORN_TIMEOUT_KEEP_ALIVE (5)   seconds an idle keep-alive connection stays open
+#                                 (uvicorn reads every UVICORN_* variable itself; it
+#                                 bounds neither the size nor the time of a request's
+#                                 headers with httptools: put nginx in front,
+#                                 deploy/nginx, as compose and Kubernetes do)
 #   GRADCHECK_*                   service limits (app/core/config.py)
+#   MALLOC_ARENA_MAX (2), MALLOC_MMAP_THRESHOLD_ (32 MiB), MALLOC_TRIM_THRESHOLD_ (64 MiB)
+#                                 glibc's malloc keeps freed memory for the next
+#                                 request's arrays instead of returning it to the
+#                                 kernel (the same values as the Makefile, compose
+#                                 and deploy/kubernetes; tests/core/test_allocator.py)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -80,7 +92,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    WEB_CONCURRENCY=1
+    WEB_CONCURRENCY=1 \
+    UVICORN_LIMIT_CONCURRENCY=200 \
+    UVICORN_TIMEOUT_KEEP_ALIVE=5 \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=33554432 \
+    MALLOC_TRIM_THRESHOLD_=67108864
 
 WORKDIR /srv/gradcheck
 # Numeric, so that Kubernetes' runAsNonRoot can check it without a runAsUser.

@@ -52,7 +52,7 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	@echo "gradcheck: Swagger UI at http://$(HOST):$(PORT)/docs , explorer at http://$(HOST):$(PORT)/"
-	$(ALLOCATOR_ENV) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	exec env $(ALLOCATOR_ENV) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 # import-linter's contracts (.importlinter) keep the layers pointing down.
 lint: install-dev

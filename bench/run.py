@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.core.allocator import keep_freed_memory_for_reuse
 from app.core.config import Settings
 from app.numerics.finite_diff import Method
 from bench import cases
@@ -446,7 +445,6 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
         else Settings(max_output_entries=plan.max_output_entries)
     )
     started = time.perf_counter()
-    keep_freed_memory_for_reuse()  # as the server does: the floor gets the same allocator
     info = machine()
     with running_server(env) as server:
         case1, case4, large_details = large_response(server, plan)
