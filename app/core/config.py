@@ -37,6 +37,47 @@ class Settings(BaseSettings):
         "worker thread costs more under load); larger ones in a worker thread. 0: always a "
         "worker thread.",
     )
+    memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description="Memory that the requests being computed may hold together, in bytes (each "
+        "request's peak is estimated from its shape before it computes). 0 (the default): "
+        "GRADCHECK_MEMORY_BUDGET_FRACTION of the container's memory limit (cgroup v2 or v1), or "
+        "of the machine's memory. With several worker processes, each has its own budget.",
+    )
+    memory_budget_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the memory limit taken as the budget when "
+        "GRADCHECK_MEMORY_BUDGET_BYTES is 0 (the rest is left to Python, the parsed request "
+        "bodies and the responses being sent).",
+    )
+    admission_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Longest time a request waits in the queue for memory before it is "
+        "refused with 503 and Retry-After.",
+    )
+    admission_queue_size: int = Field(
+        32,
+        ge=0,
+        description="Most requests waiting for memory at once; one more is refused at once "
+        "with 503 and Retry-After.",
+    )
+    admission_small_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="Requests estimated to need at most this many bytes are admitted without "
+        "waiting, even while large ones queue (their memory still counts as in flight).",
+    )
+    send_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest time a response may wait for the client to read more of it; then "
+        "the connection is closed and the response's memory freed (logged as the client's, "
+        "status 499).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser, comma-separated "

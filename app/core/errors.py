@@ -1,4 +1,5 @@
-"""Error types shared by every layer above the numerics: a bad request (422) and a limit (413).
+"""Error types shared by every layer above the numerics: a bad request (422), a limit (413) and
+an overloaded server (503 with Retry-After).
 
 The numerics raise their own `app.numerics.errors.InvalidProblem`; `app.api.errors` turns all of
 them into responses.
@@ -32,3 +33,35 @@ class LimitExceeded(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class OverBudget(LimitExceeded):
+    """A request whose estimated memory exceeds the whole memory budget: it can never be
+    admitted, so it is answered with 413 (like every `LimitExceeded`) naming the budget."""
+
+    def __init__(self, cost_bytes: int, budget_bytes: int) -> None:
+        super().__init__(
+            f"this request needs about {cost_bytes / 2**20:.0f} MiB of memory, more than the "
+            f"whole memory budget of {budget_bytes / 2**20:.0f} MiB (GRADCHECK_MEMORY_BUDGET_BYTES"
+            ", or GRADCHECK_MEMORY_BUDGET_FRACTION of the memory limit): send fewer samples or "
+            "classes per request, or leave the Jacobians and numeric outputs out of include."
+        )
+        self.cost_bytes = cost_bytes
+        self.budget_bytes = budget_bytes
+
+
+class Overloaded(Exception):
+    """The server is busy: answered with 503 and a `Retry-After: <retry_after_seconds>` header.
+
+    Raised by admission control when its queue is full or a request waited too long for memory.
+    """
+
+    def __init__(self, retry_after_seconds: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers: Retry-After in whole seconds."""
+        return {"Retry-After": str(self.retry_after_seconds)}

@@ -4,10 +4,16 @@ The request id lives in a context variable set by the request middleware; contex
 follow a request into `run_in_threadpool`, so log lines written by the computation carry it too.
 Each record is stamped with it when created (a log-record factory), whatever handler writes it.
 Nothing here logs headers, query strings or bodies: API keys and other secrets cannot leak.
+
+Plain-text lines escape control characters in the message and the `extra` fields (a request
+path with %0A cannot forge a log line; JSON lines are escaped by JSON itself). Python warnings
+(numpy's RuntimeWarnings among them) go through the same handler, logger "py.warnings", instead
+of plain text on stderr.
 """
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -64,8 +70,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_character(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named is not None:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_control_characters(text: str) -> str:
+    """`text` with line breaks and other control characters written as escapes (\\n, \\x1b)."""
+    return _CONTROL_CHARACTERS.sub(_escape_character, text)
+
+
 class PlainFormatter(logging.Formatter):
-    """`time level logger [request id] message key=value ...` for reading in a terminal."""
+    """`time level logger [request id] message key=value ...` for reading in a terminal; one
+    line per record (control characters escaped), plus the traceback if there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of text (plus a traceback, if any)."""
@@ -83,6 +108,7 @@ class PlainFormatter(logging.Formatter):
             )
             if part
         )
+        line = escape_control_characters(line)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -97,7 +123,9 @@ def configure_logging(level: str, json_lines: bool) -> None:
 
     Idempotent: calling it again only changes the level and format. Uvicorn's own access log is
     switched off, since `ACCESS_LOGGER` writes one line per request (with its id) instead.
+    Warnings (`warnings.warn`, numpy's RuntimeWarnings) are logged by "py.warnings".
     """
+    logging.captureWarnings(True)
     logging.setLogRecordFactory(_record_with_request_id)
     _HANDLER.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()

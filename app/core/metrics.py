@@ -26,6 +26,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))
 """256 B … 64 MiB in factors of 4."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
+REFUSAL_REASONS = ("too_large", "queue_full", "timeout")
+CLIENT_CLOSED_REQUEST = 499
+"""Status counted for a request whose client went away before its response was sent (nginx's
+convention): a disconnect mid-body, or a response not read within GRADCHECK_SEND_TIMEOUT_SECONDS."""
 
 
 def multiprocess_mode() -> bool:
@@ -35,7 +39,8 @@ def multiprocess_mode() -> bool:
 
 class HttpMetrics:
     """Request count, latency and payload sizes per (method, route, status), requests in
-    progress per method, and how many requests each coalesced computation served."""
+    progress per method, how many requests each coalesced computation served, and the memory
+    budget: its size, the memory in flight, the queue and the refusals by reason."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -79,6 +84,34 @@ class HttpMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+
+        self.memory_budget = Gauge(
+            "gradcheck_memory_budget_bytes",
+            "Memory budget of the requests being computed (app/core/budget.py).",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.memory_in_flight = Gauge(
+            "gradcheck_memory_in_flight_bytes",
+            "Estimated peak memory of the requests admitted and not finished.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.admission_queued = Gauge(
+            "gradcheck_admission_queued_requests",
+            "Requests waiting for memory.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.admission_refusals = Counter(
+            "gradcheck_admission_refusals",
+            "Requests refused by admission control: too_large (413, over the whole budget), "
+            "queue_full and timeout (503 with Retry-After).",
+            ("reason",),
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.admission_refusals.labels(reason)
 
     def observe(
         self,

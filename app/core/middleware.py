@@ -2,8 +2,11 @@
 
 Outermost first, as `install_middleware` stacks them:
 
+0. `SendTimeoutMiddleware`: closes the connection of a client that does not read its response
+   for GRADCHECK_SEND_TIMEOUT_SECONDS, freeing the response's memory.
 1. `RequestObservabilityMiddleware`: accepts or generates `X-Request-ID`, echoes it, writes one
-   access-log line and the Prometheus observations per request.
+   access-log line and the Prometheus observations per request. A client that went away (a
+   disconnect mid-body, a response not read) is logged at INFO and counted as status 499.
 2. `SecurityHeadersMiddleware`: nosniff, no framing, no referrer on every response; on HTML
    pages a Content-Security-Policy that allows only same-origin resources plus the page's own
    inline scripts, by hash.
@@ -23,6 +26,7 @@ import uuid
 from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.config import Settings
 from app.core.errors import LimitExceeded
 from app.core.logging import ACCESS_LOGGER, REQUEST_ID
-from app.core.metrics import UNMATCHED_ROUTE, HttpMetrics
+from app.core.metrics import CLIENT_CLOSED_REQUEST, UNMATCHED_ROUTE, HttpMetrics
 from app.numerics.finite_diff import COLUMN_CHECKPOINT
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -105,8 +109,14 @@ class RequestObservabilityMiddleware:
 
         in_progress = self.metrics.in_progress.labels(method)
         in_progress.inc()
+        client_gone: str | None = None
         try:
             await self.app(scope, counting_receive, send_with_id)
+        except BaseException as error:
+            client_gone = client_gone_reason(error)
+            if client_gone is None:
+                raise
+            status = CLIENT_CLOSED_REQUEST
         finally:
             in_progress.dec()
             seconds = time.perf_counter() - started
@@ -115,7 +125,7 @@ class RequestObservabilityMiddleware:
             self.metrics.observe((method, route, str(status)), seconds, request_bytes, sent)
             access_log.log(
                 logging.WARNING if status >= 500 else logging.INFO,
-                "request",
+                "request" if client_gone is None else f"request: {client_gone}",
                 extra={
                     "method": method,
                     "path": scope["path"][:_LOGGED_PATH_LENGTH],
@@ -128,6 +138,96 @@ class RequestObservabilityMiddleware:
                 },
             )
             REQUEST_ID.reset(token)
+
+
+class ResponseNotRead(ClientDisconnect):
+    """The client did not read its response within the send timeout (its connection is closed)."""
+
+
+def client_gone_reason(error: BaseException) -> str | None:
+    """Why the client went away, if `error` (or every exception of a group) says it did."""
+    if isinstance(error, BaseExceptionGroup):
+        reasons = {client_gone_reason(inner) for inner in error.exceptions}
+        return reasons.pop() if len(reasons) == 1 and None not in reasons else None
+    if isinstance(error, ResponseNotRead):
+        return "the client did not read the response in time; connection closed"
+    if isinstance(error, ClientDisconnect):
+        return "the client disconnected before the request was read"
+    return None
+
+
+SEND_CHUNK_BYTES = 1 << 20
+"""Response bodies are handed to the server in pieces of this size, each awaited with the send
+timeout: uvicorn writes a whole piece into its buffer at once, then waits for the client to read
+before it accepts the next, so a piece is what a client that stops reading can pin."""
+
+
+class SendTimeoutMiddleware:
+    """Close the connection of a client that does not read its response.
+
+    uvicorn buffers whatever it is given and only waits (for the client to read) at its *next*
+    send; a body given in one piece would sit in its buffer for as long as the client keeps the
+    connection open. So bodies go down in SEND_CHUNK_BYTES pieces, each send awaited for at most
+    `seconds` (a client that stops reading pins at most the last piece and its socket buffers).
+    At the timeout the connection is aborted (its buffer dropped: a plain close would wait for
+    the buffer to drain) and `ResponseNotRead` is raised into the app, which the observability
+    middleware logs as the client's (status 499). The transport is found as uvicorn's
+    `receive.__self__.transport` (this middleware must be the outermost, so that `receive` is
+    uvicorn's own); elsewhere the response is only abandoned.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float, chunk_bytes: int = SEND_CHUNK_BYTES) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.chunk_bytes = chunk_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, sending its response under the timeout."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        aborted = False
+
+        async def send_or_abort(message: Message) -> None:
+            nonlocal aborted
+            if aborted:
+                raise ResponseNotRead
+            try:
+                async with asyncio.timeout(self.seconds):
+                    await send(message)
+            except TimeoutError:
+                aborted = True
+                _abort_connection(receive)
+                raise ResponseNotRead from None
+
+        async def timed_send(message: Message) -> None:
+            body = message.get("body", b"")
+            if message["type"] != "http.response.body" or len(body) <= self.chunk_bytes:
+                await send_or_abort(message)
+                return
+            more_body = message.get("more_body", False)
+            last = (len(body) - 1) // self.chunk_bytes * self.chunk_bytes
+            for start in range(0, len(body), self.chunk_bytes):
+                await send_or_abort(
+                    {
+                        "type": "http.response.body",
+                        "body": body[start : start + self.chunk_bytes],
+                        "more_body": more_body or start < last,
+                    }
+                )
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            if aborted:
+                await asyncio.sleep(0)  # let the server see the connection lost
+
+
+def _abort_connection(receive: Receive) -> None:
+    """Drop the connection of uvicorn's `receive` (its transport's buffer too), if it has one."""
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.BaseTransport) and hasattr(transport, "abort"):
+        transport.abort()
 
 
 SECURITY_HEADERS = {
@@ -342,3 +442,4 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: HttpMetrics) -
         )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(SendTimeoutMiddleware, seconds=settings.send_timeout_seconds)

@@ -1,24 +1,38 @@
 """Request id, access log, metrics, readiness, security headers and CORS, in-process."""
 
+import asyncio
 import base64
 import gc
 import hashlib
 import json
+import logging
 import re
 from html.parser import HTMLParser
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi.openapi.docs import get_swagger_ui_html
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route, Router
+from starlette.types import Message
 
 from app.core.config import Settings
 from app.core.logging import ACCESS_LOGGER, JsonFormatter
-from app.core.middleware import SecurityHeadersMiddleware, html_content_security_policy
+from app.core.metrics import HttpMetrics
+from app.core.middleware import (
+    SEND_CHUNK_BYTES,
+    RequestObservabilityMiddleware,
+    SecurityHeadersMiddleware,
+    SendTimeoutMiddleware,
+    client_gone_reason,
+    html_content_security_policy,
+)
 from app.main import create_app
 from tests.conftest import ClientFactory
 
@@ -313,3 +327,175 @@ def test_cors_origins_read_comma_separated_from_the_environment(
 ) -> None:
     monkeypatch.setenv("GRADCHECK_CORS_ORIGINS", "https://a.example, https://b.example,")
     assert Settings().cors_origins == ["https://a.example", "https://b.example"]
+
+
+# ---------------------------------------------------------------- clients that go away
+
+
+def echo_body_app() -> Router:
+    """An app whose route reads the whole body (as every POST route does); a router, as in
+    FastAPI's stack below the user middleware (Starlette's 500 handler sits outside it)."""
+
+    async def echo(request: Request) -> Response:
+        return Response(await request.body())
+
+    return Router(routes=[Route("/echo", echo, methods=["POST"])])
+
+
+def http_scope(path: str = "/echo", method: str = "POST") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def test_a_client_disconnecting_mid_body_is_a_499_logged_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette raises ClientDisconnect in the route: not a 500, no traceback, no error."""
+    caplog.set_level("DEBUG")
+    metrics = HttpMetrics()
+    app = RequestObservabilityMiddleware(echo_body_app(), metrics)
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"logits": [', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(http_scope(), receive, send)  # does not raise
+    assert sent == []
+    counts = samples(generate_latest(metrics.registry).decode(), "gradcheck_http_requests_total")
+    assert set(counts) == {(("method", "POST"), ("route", "/echo"), ("status", "499"))}
+    (entry,) = access_records(caplog)
+    assert entry["status"] == 499
+    assert entry["level"] == "INFO"
+    assert "disconnected" in str(entry["message"])
+    assert all(record.levelno < logging.WARNING for record in caplog.records)
+    assert all(record.exc_info is None for record in caplog.records)
+
+
+async def test_other_errors_still_propagate_as_500() -> None:
+    async def broken(_: Request) -> Response:
+        raise RuntimeError("bug")
+
+    metrics = HttpMetrics()
+    app = RequestObservabilityMiddleware(Router(routes=[Route("/echo", broken)]), metrics)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Message) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="bug"):
+        await app(http_scope(method="GET"), receive, send)
+    counts = samples(generate_latest(metrics.registry).decode(), "gradcheck_http_requests_total")
+    assert set(counts) == {(("method", "GET"), ("route", "/echo"), ("status", "500"))}
+
+
+def test_client_gone_reason_sees_through_exception_groups() -> None:
+    assert client_gone_reason(ClientDisconnect()) is not None
+    assert client_gone_reason(BaseExceptionGroup("g", [ClientDisconnect()])) is not None
+    assert client_gone_reason(ExceptionGroup("g", [ClientDisconnect(), ValueError()])) is None
+    assert client_gone_reason(ValueError()) is None
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for uvicorn's transport: records abort()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class Cycle:
+    """Stands in for uvicorn's RequestResponseCycle: `receive` is its bound method."""
+
+    def __init__(self) -> None:
+        self.transport = RecordingTransport()
+
+    async def receive(self) -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def big_body_app(size: int) -> Router:
+    async def big(_: Request) -> Response:
+        return Response(b"x" * size, media_type="application/octet-stream")
+
+    return Router(routes=[Route("/big", big)])
+
+
+async def test_a_response_not_read_in_time_aborts_the_connection_and_is_a_499(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
+    metrics = HttpMetrics()
+    inner = RequestObservabilityMiddleware(big_body_app(3 * SEND_CHUNK_BYTES), metrics)
+    app = SendTimeoutMiddleware(inner, seconds=0.05)
+    cycle = Cycle()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:  # the client reads the head and one piece only
+        if len(sent) >= 2:
+            await asyncio.Event().wait()
+        sent.append(message)
+
+    async with asyncio.timeout(5):
+        await app(http_scope("/big", "GET"), cycle.receive, send)
+    assert cycle.transport.aborted
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert len(sent[1]["body"]) == SEND_CHUNK_BYTES
+    counts = samples(generate_latest(metrics.registry).decode(), "gradcheck_http_requests_total")
+    assert set(counts) == {(("method", "GET"), ("route", "/big"), ("status", "499"))}
+    (entry,) = access_records(caplog)
+    assert entry["level"] == "INFO"
+    assert "did not read" in str(entry["message"])
+
+
+@pytest.mark.parametrize("size", [0, 10, SEND_CHUNK_BYTES, 2 * SEND_CHUNK_BYTES + 5])
+async def test_bodies_are_sent_in_pieces_intact(size: int) -> None:
+    app = SendTimeoutMiddleware(big_body_app(size), seconds=5)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(http_scope("/big", "GET"), Cycle().receive, send)
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert b"".join(m["body"] for m in bodies) == b"x" * size
+    assert all(len(m["body"]) <= SEND_CHUNK_BYTES for m in bodies)
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
+    assert len(bodies) == max(1, -(-size // SEND_CHUNK_BYTES))
+
+
+async def test_the_app_stack_has_the_send_timeout_outermost(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    """Outermost, so that `receive` is the server's own (it leads to the transport)."""
+    response = await asgi_client.get("/healthz")
+    assert response.status_code == 200
+    app = create_app(Settings(send_timeout_seconds=7))
+    outermost = app.user_middleware[0]
+    assert outermost.cls is SendTimeoutMiddleware
+    assert outermost.kwargs == {"seconds": 7}

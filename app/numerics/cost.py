@@ -1,0 +1,318 @@
+"""Upper bounds on the memory a request's computation allocates, from its shape alone.
+
+Admission control (`app.core.budget`) needs a request's peak memory *before* it computes. Every
+array the numerics allocate is a whole number of rows × width (width 1, C or C·C), so the peak is
+a sum of such arrays, counted here in units of one array and calibrated against tracemalloc
+(which numpy reports its allocations to; `tests/core/test_cost.py` checks each estimate against
+the measured peak: at least it, and at most about twice it).
+
+A request lives in three phases, whose peaks do not add up:
+
+    inputs      the parsed logits (float64, plus a copy in the requested dtype), labels, and
+                whatever else the parser keeps (`parsed_bytes_per_number`: 0 when it hands numpy
+                arrays over, PYTHON_NUMBER_BYTES when the body stays as lists of floats)
+    compute     softmax and loss intermediates (always), each output kept in the report, and
+                the largest transient of one output (they are computed one after another)
+    response    the outputs kept, plus the encoding: JSON writes ≤ JSON_BYTES_PER_NUMBER bytes a
+                number into a buffer that grows (up to twice that while growing); .npz copies
+                each array once
+
+    peak = inputs + max(compute, kept + encoding)
+
+Shapes are (rows, classes): K-dimensional inputs (N, C, d1, …, dk) count every position as a row,
+rows = N·d1·…·dk. A new output is one more `OutputCost` entry (a Hessian is C·C wide, like the
+Jacobian). Nothing here knows HTTP.
+"""
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+FLOAT64_BYTES = 8
+INDEX_BYTES = 8
+JSON_BYTES_PER_NUMBER = 25
+"""Longest float64 orjson writes, with its comma ("-1.2345678901234567e-300,")."""
+JSON_GROWTH = 2.0
+"""orjson's output buffer grows by reallocation: while growing it may hold up to this many times
+the final size (measured: about 1.5)."""
+PYTHON_NUMBER_BYTES = 32
+"""A float in a list parsed by json.loads: the 24-byte float object and its 8-byte list slot."""
+FIXED_BYTES = 4 << 20
+"""Python objects, small arrays and the interpreter's own allocations of one request."""
+NUMERIC_FIXED_BYTES = 8 << 20
+"""One stack of perturbed columns of a numeric derivative (finite_diff.EVALUATION_ENTRIES numbers,
+complex, a few temporaries)."""
+
+
+class Width(Enum):
+    """Numbers per row of an array."""
+
+    ONE = "1"
+    CLASSES = "C"
+    SQUARE = "C·C"
+
+
+class ResponseFormat(StrEnum):
+    """How the response is encoded."""
+
+    JSON = "json"
+    NPZ = "npz"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The size of a problem: rows (N, or N·d1·…·dk), classes C, bytes per number of its dtype."""
+
+    rows: int
+    classes: int
+    itemsize: int = FLOAT64_BYTES
+
+    def numbers(self, width: Width) -> int:
+        """Numbers in one array of `width`."""
+        per_row = {Width.ONE: 1, Width.CLASSES: self.classes, Width.SQUARE: self.classes**2}
+        return self.rows * per_row[width]
+
+    def array_bytes(self, width: Width, itemsize: int | None = None) -> int:
+        """Bytes of one array of `width` (in the problem's dtype unless `itemsize` is given)."""
+        return self.numbers(width) * (self.itemsize if itemsize is None else itemsize)
+
+
+@dataclass(frozen=True)
+class OutputCost:
+    """What computing one output allocates, in arrays of its own width.
+
+    `kept`: arrays (in the dtype) that stay in the report until the response is encoded;
+    `transient`: float64 arrays alive at once while it is computed, beyond those kept (the
+    error estimate and the comparison of a numeric derivative run in float64); `requires`:
+    outputs computed along with it.
+    """
+
+    width: Width
+    kept: float = 0.0
+    transient: float = 0.0
+    numeric: bool = False
+    requires: tuple[str, ...] = ()
+
+
+OUTPUTS: Mapping[str, OutputCost] = {
+    # the softmax and the loss are computed for every request: counted in the base costs
+    "probabilities": OutputCost(Width.CLASSES),
+    "log_probabilities": OutputCost(Width.CLASSES),
+    "loss": OutputCost(Width.ONE),
+    "gradient": OutputCost(Width.CLASSES),
+    # values and steps kept; steps, error estimate and comparison (measured 7.1)
+    "numeric_gradient": OutputCost(Width.CLASSES, kept=2, transient=7.5, numeric=True),
+    "jacobian": OutputCost(Width.SQUARE, kept=1),
+    # the values kept (and its steps, C times smaller); the comparison with the analytic
+    # Jacobian, with its worst mismatches when every entry fails (measured 7.2)
+    "numeric_jacobian": OutputCost(
+        Width.SQUARE, kept=1, transient=7.5, numeric=True, requires=("jacobian",)
+    ),
+}
+
+SOFTMAX_BASE = 6.5
+"""Arrays (N, C) in the dtype at softmax's peak: shifted logits and their rounding error, the
+exponentials, probabilities, log-probabilities, complement (measured 6.1)."""
+SOFTMAX_KEPT = 3.0
+"""Probabilities, log-probabilities and complement, kept until the response is encoded."""
+CROSS_ENTROPY_BASE = 7.5
+"""Softmax plus the effective targets q, the losses and the gradient (measured 7.0)."""
+CROSS_ENTROPY_KEPT = 5.0
+"""Softmax's kept arrays, q and the gradient."""
+GRADING_PER_SUBMITTED = 6.0
+"""float64 arrays of one part's size per submission while a part is graded: the submissions
+read, their stack, |difference|, the relative error and its temporaries (measured 4.8–6.1)."""
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """Peak bytes of one request, by phase (see the module docstring); `peak` is the bound."""
+
+    inputs: int
+    compute: int
+    kept: int
+    encoding: int
+
+    @property
+    def peak(self) -> int:
+        """inputs + max(compute, kept + encoding)."""
+        return self.inputs + max(self.compute, self.kept + self.encoding)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Arrays of a computation: kept ones by width (in the dtype), the largest transient."""
+
+    kept: dict[Width, float]
+    transient: int
+    numeric: bool
+
+
+def _closure(include: Collection[str]) -> list[str]:
+    """`include` and what each item requires, each once, in the order of OUTPUTS."""
+    unknown = set(include) - OUTPUTS.keys()
+    if unknown:
+        raise ValueError(f"no cost model for {sorted(unknown)}")
+    wanted = set(include)
+    for name in include:
+        wanted.update(OUTPUTS[name].requires)
+    return [name for name in OUTPUTS if name in wanted]
+
+
+def _plan(shape: Shape, include: Collection[str]) -> _Plan:
+    kept: dict[Width, float] = {}
+    transient = 0
+    numeric = False
+    for name in _closure(include):
+        output = OUTPUTS[name]
+        kept[output.width] = kept.get(output.width, 0.0) + output.kept
+        own = math.ceil(output.transient * shape.array_bytes(output.width, FLOAT64_BYTES))
+        transient = max(transient, own)
+        numeric = numeric or output.numeric
+    return _Plan(kept, transient, numeric)
+
+
+def _kept_bytes(shape: Shape, plan: _Plan) -> int:
+    return sum(math.ceil(count * shape.array_bytes(width)) for width, count in plan.kept.items())
+
+
+def encoding_bytes(numbers: int, response: ResponseFormat, itemsize: int = FLOAT64_BYTES) -> int:
+    """Peak bytes of encoding `numbers` numbers, the finished body included."""
+    if response is ResponseFormat.NPZ:
+        return numbers * itemsize + (64 << 10)
+    return math.ceil(numbers * JSON_BYTES_PER_NUMBER * JSON_GROWTH) + (64 << 10)
+
+
+def logits_bytes(shape: Shape, parsed_bytes_per_number: int = 0) -> int:
+    """The logits as parsed (float64, plus what the parser keeps) and cast to the dtype."""
+    matrix = shape.numbers(Width.CLASSES)
+    cast = shape.array_bytes(Width.CLASSES) if shape.itemsize != FLOAT64_BYTES else 0
+    return matrix * (FLOAT64_BYTES + parsed_bytes_per_number) + cast
+
+
+def labels_bytes(shape: Shape, probability_labels: bool, parsed_bytes_per_number: int = 0) -> int:
+    """Class indices (N) or probability rows (N, C, float64), as parsed."""
+    if probability_labels:
+        return shape.numbers(Width.CLASSES) * (FLOAT64_BYTES + parsed_bytes_per_number)
+    return shape.rows * (INDEX_BYTES + parsed_bytes_per_number)
+
+
+def output_numbers(shape: Shape, include: Collection[str]) -> int:
+    """Numbers in the requested outputs (before the cross-entropy's per-sample losses)."""
+    return sum(shape.numbers(OUTPUTS[name].width) for name in include)
+
+
+def _analysis_cost(
+    shape: Shape,
+    include: Collection[str],
+    *,
+    base: float,
+    kept: float,
+    inputs: int,
+    extra_numbers: int,
+    response: ResponseFormat,
+) -> MemoryCost:
+    plan = _plan(shape, include)
+    fixed = FIXED_BYTES + (NUMERIC_FIXED_BYTES if plan.numeric else 0)
+    kept_bytes = math.ceil(kept * shape.array_bytes(Width.CLASSES)) + _kept_bytes(shape, plan)
+    working = math.ceil(base * shape.array_bytes(Width.CLASSES))
+    compute = fixed + max(working, kept_bytes + plan.transient)
+    numbers = output_numbers(shape, include) + extra_numbers
+    return MemoryCost(
+        inputs=inputs,
+        compute=compute,
+        kept=fixed + kept_bytes,
+        encoding=encoding_bytes(numbers, response, shape.itemsize),
+    )
+
+
+def softmax_cost(
+    shape: Shape,
+    include: Collection[str],
+    *,
+    response: ResponseFormat = ResponseFormat.JSON,
+    parsed_bytes_per_number: int = 0,
+) -> MemoryCost:
+    """Peak memory of /v1/softmax: softmax of `shape`, the outputs in `include`, the response."""
+    return _analysis_cost(
+        shape,
+        include,
+        base=SOFTMAX_BASE,
+        kept=SOFTMAX_KEPT,
+        inputs=logits_bytes(shape, parsed_bytes_per_number),
+        extra_numbers=0,
+        response=response,
+    )
+
+
+def cross_entropy_cost(
+    shape: Shape,
+    include: Collection[str],
+    *,
+    probability_labels: bool = False,
+    response: ResponseFormat = ResponseFormat.JSON,
+    parsed_bytes_per_number: int = 0,
+) -> MemoryCost:
+    """Peak memory of /v1/cross-entropy: loss and gradient (always computed, whatever
+    `include` says), the outputs in `include`, the per-sample losses and the response."""
+    inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(
+        shape, probability_labels, parsed_bytes_per_number
+    )
+    return _analysis_cost(
+        shape,
+        include,
+        base=CROSS_ENTROPY_BASE,
+        kept=CROSS_ENTROPY_KEPT,
+        inputs=inputs,
+        extra_numbers=shape.rows,
+        response=response,
+    )
+
+
+GRADED_PARTS: Mapping[str, Width] = {
+    "probabilities": Width.CLASSES,
+    "loss": Width.CLASSES,  # N numbers at most; a C-wide bound keeps it simple and safe
+    "gradient": Width.CLASSES,
+    "jacobian": Width.SQUARE,
+}
+
+
+def grading_cost(
+    shape: Shape,
+    parts: Collection[str],
+    submissions: int,
+    *,
+    probability_labels: bool = False,
+    reveal_expected: bool = False,
+    parsed_bytes_per_number: int = 0,
+) -> MemoryCost:
+    """Peak memory of grading `submissions` answers of the `parts` of one problem.
+
+    The reference is a cross-entropy without outputs plus the expected value of each part
+    (float64, kept); the parts are graded one after another, each stacking every submission's
+    array. With `reveal_expected` each result carries the expected values (JSON). The
+    submissions as the parser keeps them count `parsed_bytes_per_number` a number.
+    """
+    unknown = set(parts) - GRADED_PARTS.keys()
+    if unknown:
+        raise ValueError(f"no cost model for parts {sorted(unknown)}")
+    sizes = [shape.numbers(GRADED_PARTS[part]) for part in parts]
+    inputs = (
+        logits_bytes(shape, parsed_bytes_per_number)
+        + labels_bytes(shape, probability_labels, parsed_bytes_per_number)
+        + submissions * sum(sizes) * parsed_bytes_per_number
+    )
+    reference = math.ceil(CROSS_ENTROPY_BASE * shape.array_bytes(Width.CLASSES))
+    # each expected value in float64, kept; computed in the dtype first (a copy unless float64)
+    expected = sum(sizes) * FLOAT64_BYTES + max(sizes, default=0) * shape.itemsize
+    stacked = math.ceil(GRADING_PER_SUBMITTED * submissions * max(sizes, default=0) * FLOAT64_BYTES)
+    compute = FIXED_BYTES + reference + expected + stacked
+    kept = FIXED_BYTES + reference + sum(sizes) * FLOAT64_BYTES
+    revealed = submissions * sum(sizes) if reveal_expected else 0
+    return MemoryCost(
+        inputs=inputs,
+        compute=compute,
+        kept=kept,
+        encoding=encoding_bytes(revealed, ResponseFormat.JSON),
+    )
