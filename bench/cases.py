@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from app.api.encoding import NPZ_METADATA_MEMBER
-from app.api.schemas import CROSS_ENTROPY_DEFAULT_INCLUDE
+from app.api.schemas.compute import CROSS_ENTROPY_DEFAULT_INCLUDE
 from app.core.config import Settings
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.finite_diff import Method, choose_steps, plain_losses

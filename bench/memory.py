@@ -10,8 +10,9 @@ import tracemalloc
 
 import orjson
 
-from app.api.routes.cross_entropy import cross_entropy_fields, loss_call
-from app.api.schemas import CrossEntropyRequest
+from app.api.inputs import to_loss_call
+from app.api.routes.cross_entropy import cross_entropy_fields
+from app.api.schemas.compute import CrossEntropyRequest
 from app.core.config import Settings
 from bench.cases import output_bytes, problem
 
@@ -24,7 +25,8 @@ def measure(num_samples: int, num_classes: int) -> dict[str, int]:
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
-    fields = cross_entropy_fields(request, loss_call(request, settings).analyse())
+    call = to_loss_call(request, settings)
+    fields = cross_entropy_fields(call, call.analyse())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"peak_bytes": peak - before, "output_bytes": output_bytes(fields)}

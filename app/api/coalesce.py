@@ -2,7 +2,8 @@
 
 For a small problem numpy's fixed cost per call, not the numbers, is the price: eight 8 × 10
 problems stacked cost about what two of them cost one by one (`make bench`, case 3). Requests
-small enough to be computed on the event loop (`app.api.offload`) and asking for the same
+small enough to be computed on the event loop (`app.api.offload`; larger ones are computed
+alone) and asking for the same
 outputs, numeric options, tolerance, dtype and number of classes are collected, then computed
 once (`analyse_cross_entropy_batch`) when no more arrive (see `Coalescer`). Each request gets
 exactly the report it would get alone: every step is row by row (tested bit for bit in
@@ -15,15 +16,9 @@ import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.numerics.gradcheck import (
-    LossProblem,
-    NumericOptions,
-    Output,
-    Report,
-    Tolerance,
-    analyse_cross_entropy,
-    analyse_cross_entropy_batch,
-)
+from app.api.inputs import LossCall
+from app.numerics.batch import analyse_cross_entropy_batch
+from app.numerics.gradcheck import Report
 
 MAX_COALESCED = 16
 """Most problems computed in one batch (each has at most GRADCHECK_INLINE_MAX_ENTRIES numbers),
@@ -33,33 +28,6 @@ QUIET_TURNS = 3
 once read, reaches the coalescer within two turns (the compute-timeout task, then the route)."""
 MAX_WAIT_SECONDS = 0.002
 """Longest a call waits for company while calls keep arriving."""
-
-
-@dataclass(frozen=True)
-class LossCall:
-    """One validated cross-entropy request: its problem and the options it is analysed with."""
-
-    problem: LossProblem
-    include: frozenset[Output]
-    numeric: NumericOptions
-    tolerance: Tolerance
-
-    def batch_key(self) -> tuple[object, ...]:
-        """Calls with equal keys can share a batch."""
-        logits = self.problem.logits
-        return (self.include, self.numeric, self.tolerance, logits.dtype, logits.shape[1])
-
-    def analyse(self) -> Report:
-        """The report of this call alone (raises InvalidProblem)."""
-        problem = self.problem
-        return analyse_cross_entropy(
-            problem.logits,
-            problem.targets,
-            problem.reduction,
-            self.include,
-            self.numeric,
-            self.tolerance,
-        )
 
 
 @dataclass

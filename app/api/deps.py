@@ -1,7 +1,17 @@
-"""Dependencies of the routes: settings, and JSON bodies parsed by pydantic's Rust parser."""
+"""What the routes depend on: the settings, the signing key and the request body, as `Annotated`
+aliases (one per body model), so every /v1 route takes its inputs the same way.
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+Bodies are read by `RequestBody`, not by FastAPI's own body parameter: FastAPI parses JSON with
+the standard `json.loads` and then validates the Python objects, about 5× slower for large arrays
+than pydantic's Rust parser reading the bytes (`model_validate_json`), which this uses. Its models
+are documented in OpenAPI by `app.api.docs.document_request_bodies`, which finds them on the
+routes.
+"""
+
+import email.message
+import json
+import re
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
@@ -9,8 +19,27 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import pydantic_errors
+from app.api.examples import (
+    BATCH_GRADE_EXAMPLES,
+    CROSS_ENTROPY_EXAMPLES,
+    GRADE_EXAMPLES,
+    PROBLEM_EXAMPLES,
+    SOFTMAX_EXAMPLES,
+)
+from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
+from app.api.schemas.grading import BatchGradeRequest, GradeRequest, ProblemRequest
 from app.core.config import Settings
 from app.core.errors import RequestError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+INLINE_PARSE_BYTES = 32 * 1024
+"""Bodies up to this size are parsed on the event loop: about 0.1 ms, what the hop to a worker
+thread would cost."""
+OVERFLOWING_NUMBER = re.compile(rb"-?(?:\d+\.?\d*|\.\d+)[eE]\+?\d{3,}")
+"""Number literals whose exponent has three or more digits: the only ones that can overflow."""
+NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
+NOT_UTF8 = "Send the body as UTF-8 JSON: charset {charset} is not read (RFC 8259 requires UTF-8)."
 
 
 async def app_settings(request: Request) -> Settings:
@@ -23,64 +52,134 @@ async def app_settings(request: Request) -> Settings:
     return settings
 
 
+async def signing_key(request: Request) -> bytes:
+    """The key that signs problem ids (`app.api.security.signing_key`, kept on app.state)."""
+    key: bytes = request.app.state.signing_key
+    return key
+
+
 SettingsDep = Annotated[Settings, Depends(app_settings)]
-
-Model = TypeVar("Model", bound=BaseModel)
-
-INLINE_PARSE_BYTES = 32 * 1024
-"""Bodies up to this size are parsed on the event loop: about 0.1 ms, what the hop to a worker
-thread would cost."""
-
-REQUEST_BODY_MODELS: list[type[BaseModel]] = []
-"""Models of JSON request bodies (`request_body_openapi`), added to the OpenAPI components by
-`app.main`."""
+SigningKeyDep = Annotated[bytes, Depends(signing_key)]
 
 
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
-
-
-async def read_json_body(request: Request, model: type[Model]) -> Model:
-    """The body as `model`: 415 unless JSON, 422 naming each bad field.
-
-    The body is validated straight from bytes (`model_validate_json`), which is several times
-    faster than `json.loads` plus validation for large arrays, and accepts the `-Infinity`
-    literal that Python's `json` writes for a masked logit. Bodies over INLINE_PARSE_BYTES are
-    parsed in a worker thread, so that a large body never holds up the event loop.
-    """
-    if not _is_json(request.headers.get("content-type", "")):
-        raise HTTPException(
-            415, "Send the body as JSON with the header Content-Type: application/json."
+def _check_media_type(content_type: str) -> None:
+    """415 unless the body is declared as JSON (application/json or application/*+json) in
+    UTF-8, the only encoding JSON allows."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    media_type = message.get_content_type()
+    if (
+        not (
+            media_type == "application/json"
+            or (media_type.startswith("application/") and media_type.endswith("+json"))
         )
-    body = await request.body()
-    try:
+        or not content_type.strip()
+    ):
+        raise HTTPException(415, NOT_JSON)
+    charset = message.get_param("charset")
+    if isinstance(charset, str) and charset.lower().replace("-", "") != "utf8":
+        raise HTTPException(415, NOT_UTF8.format(charset=json.dumps(charset[:40])))
+
+
+class RequestBody(Generic[Model]):
+    """A dependency that reads the request's body as `model`: 415 unless JSON in UTF-8, 422
+    naming each bad field.
+
+    The body is validated straight from bytes, which accepts the `-Infinity` literal that Python's
+    `json` writes for a masked logit. A literal too large for float64 (`-1e999999`) also parses
+    to ±∞ there; it is refused by `refuse_overflowing_literals`. Bodies over INLINE_PARSE_BYTES
+    are parsed in a worker thread, so that a large body never holds up the event loop.
+    """
+
+    def __init__(self, model: type[Model], examples: dict[str, Any]) -> None:
+        self.model = model
+        self.examples = examples
+
+    async def __call__(self, request: Request) -> Model:
+        _check_media_type(request.headers.get("content-type", ""))
+        body = await request.body()
         if len(body) > INLINE_PARSE_BYTES:
-            return await run_in_threadpool(model.model_validate_json, body)
-        return model.model_validate_json(body)
-    except ValidationError as error:
-        raise RequestError.from_items(pydantic_errors(error)) from None
+            return await run_in_threadpool(self.parse, body)
+        return self.parse(body)
+
+    def parse(self, body: bytes) -> Model:
+        """`model` from the JSON bytes, or RequestError with every problem located."""
+        try:
+            value = self.model.model_validate_json(body)
+        except ValidationError as error:
+            raise RequestError.from_items(pydantic_errors(error)) from None
+        if OVERFLOWING_NUMBER.search(body):
+            refuse_overflowing_literals(body)
+        return value
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI requestBody object of this body."""
+        schema = {"$ref": f"#/components/schemas/{self.model.__name__}"}
+        content = {"schema": schema, "examples": self.examples} if self.examples else {}
+        return {"required": True, "content": {"application/json": content or {"schema": schema}}}
 
 
-def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
-    """A dependency that reads the body as `model` (`read_json_body`)."""
+class _Overflow(float):
+    """A number literal that does not fit in float64, kept with its text."""
 
-    async def parse(request: Request) -> Model:
-        return await read_json_body(request, model)
-
-    return parse
+    text: str
 
 
-def request_body_openapi(model: type[BaseModel], **content: Any) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON request body of `model` (with `content` extras); adds
-    `model` to REQUEST_BODY_MODELS."""
-    REQUEST_BODY_MODELS.append(model)
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema, **content}},
-        }
-    }
+def _overflow_or_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        overflow = _Overflow(value)
+        overflow.text = text
+        return overflow
+    return value
+
+
+ANSWER_FIELDS = frozenset({"submission", "submissions", "candidate"})
+"""Top-level fields holding a student's or caller's own answer: whatever they hold is judged,
+not refused (an overflowed value there is an answer to grade or diagnose)."""
+
+
+def _first_overflow(value: object, location: tuple[str | int, ...]) -> tuple[Any, ...] | None:
+    if isinstance(value, _Overflow):
+        return (*location, value.text)
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        if not location and key in ANSWER_FIELDS:
+            continue
+        found = _first_overflow(item, (*location, key))
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_overflowing_literals(body: bytes) -> None:
+    """422 at the first number literal that overflows float64 (e.g. `-1e999999`): only the
+    literal `-Infinity` masks a class. Called only when the body holds a literal with a
+    three-digit exponent, so the slow standard parser runs on such rare bodies alone."""
+    found = _first_overflow(json.loads(body, parse_float=_overflow_or_float), ())
+    if found is not None:
+        *location, text = found
+        shown = text if len(text) <= 24 else text[:20] + "…"
+        raise RequestError(
+            tuple(location),
+            f"the number {shown} is beyond float64's range (±1.8e308); send a finite number, or "
+            "the literal -Infinity to mask a class",
+            "finite_number",
+        )
+
+
+SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES)
+CROSS_ENTROPY_BODY = RequestBody(CrossEntropyRequest, CROSS_ENTROPY_EXAMPLES)
+PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
+GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
+BATCH_GRADE_BODY = RequestBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)
+
+SoftmaxBody = Annotated[SoftmaxRequest, Depends(SOFTMAX_BODY)]
+CrossEntropyBody = Annotated[CrossEntropyRequest, Depends(CROSS_ENTROPY_BODY)]
+ProblemBody = Annotated[ProblemRequest, Depends(PROBLEM_BODY)]
+GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]
+BatchGradeBody = Annotated[BatchGradeRequest, Depends(BATCH_GRADE_BODY)]

@@ -10,12 +10,15 @@ its side menu (cdn.redoc.ly); it is served with that address pointed at the loca
 from functools import lru_cache
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
+from app.api.deps import RequestBody
 from app.api.routes.web import STATIC_URL
 
 DOCS_ASSETS_URL = "/docs-assets"
@@ -86,3 +89,44 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
         return Response(redoc_bundle(), media_type="text/javascript")
 
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=OFFLINE_ASSETS), name="docs-assets")
+
+
+def _request_bodies(route: APIRoute) -> list[RequestBody[Any]]:
+    """The `RequestBody` dependencies of a route (the bodies it reads itself)."""
+    return [
+        dependency.call
+        for dependency in route.dependant.dependencies
+        if isinstance(dependency.call, RequestBody)
+    ]
+
+
+def document_request_bodies(app: FastAPI) -> None:
+    """Make the OpenAPI document describe the bodies that routes read through `RequestBody`:
+    each operation's requestBody (schema and named examples) and the models' schemas.
+
+    FastAPI documents only the bodies it parses itself; these are found on the routes, so a new
+    route with a body alias from `app.api.deps` is documented with nothing else to declare.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for context in iter_route_contexts(app.routes):
+            route = context.original_route
+            if not isinstance(route, APIRoute) or context.path_format is None:
+                continue
+            for body in _request_bodies(route):
+                model_schema = body.model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+                components.update(model_schema.pop("$defs", {}))
+                components[body.model.__name__] = model_schema
+                for method in route.methods or ():
+                    operation = schema["paths"][context.path_format][method.lower()]
+                    operation["requestBody"] = body.openapi()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,11 +1,10 @@
 """Numpy results → response bytes, as JSON (orjson, straight from the arrays) or as .npz.
 
-No Python lists are built for the arrays. JSON never carries NaN or Infinity: an output that
-is not finite is refused with a 422 naming it, except log-probabilities of masked (−inf) logits,
-which are written as null (log 0).
+No Python lists are built for the arrays. The encoders decide nothing: which outputs a report
+holds, and that they are finite (`Report.refuse_non_finite`), is settled before they run.
+Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
-import math
 import zipfile
 from typing import Any
 
@@ -13,7 +12,6 @@ import numpy as np
 import orjson
 from fastapi import Response
 
-from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
 
@@ -22,40 +20,10 @@ NPZ_MEDIA_TYPE = "application/x-npz"
 NPZ_METADATA_MEMBER = "metadata.json"
 
 
-def _advice(check: Check, dtype: str) -> str:
-    """Why a failing check may be the finite difference's fault, and what to try."""
-    own_error = check.estimate.truncation + check.estimate.rounding
-    hints = []
-    if dtype == "float32":
-        eps = float(np.finfo(np.float32).eps)
-        hints.append(
-            f"in float32 (eps = {eps:.2g}) a central difference cannot be much better than "
-            f"eps^(2/3) ≈ {eps ** (2 / 3):.1e}: use dtype float64 or method complex_step"
-        )
-    if own_error > check.tolerance.atol:
-        hints.append(
-            f"the numeric method's own estimated error ({own_error:.1e}) exceeds atol "
-            f"({check.tolerance.atol:g}), so the numeric side may be the one that is off"
-        )
-    return (" Note: " + "; ".join(hints) + ".") if hints else ""
-
-
-def check_fields(check: Check, dtype: str) -> dict[str, Any]:
+def check_fields(check: Check) -> dict[str, Any]:
     """A check as its documented JSON object (`CheckModel`)."""
     a = check.agreement
     h = check.steps.h
-    summary = (
-        f"max abs error {a.max_abs_error:.2e}, max rel error {a.max_rel_error:.2e}; estimated "
-        f"truncation error {check.estimate.truncation:.1e}, rounding error "
-        f"{check.estimate.rounding:.1e} for {check.method} with {check.steps.rule}"
-    )
-    if a.passed:
-        message = f"passed: every element within atol + rtol·|numeric| ({summary})."
-    else:
-        message = (
-            f"failed: {a.mismatches} element(s) differ by more than atol + rtol·|numeric| "
-            f"({summary}).{_advice(check, dtype)}"
-        )
     return {
         "passed": a.passed,
         "max_abs_error": a.max_abs_error,
@@ -74,7 +42,7 @@ def check_fields(check: Check, dtype: str) -> dict[str, Any]:
         "worst_mismatches": [
             {"index": list(m.index), "analytic": m.analytic, "numeric": m.numeric} for m in a.worst
         ],
-        "message": message,
+        "message": check.message(),
     }
 
 
@@ -102,29 +70,10 @@ def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[s
     if report.losses is not None:
         fields["losses"] = report.losses
     if report.gradient_check is not None:
-        fields["gradient_check"] = check_fields(report.gradient_check, dtype)
+        fields["gradient_check"] = check_fields(report.gradient_check)
     if report.jacobian_check is not None:
-        fields["jacobian_check"] = check_fields(report.jacobian_check, dtype)
-    _refuse_non_finite(fields, dtype)
+        fields["jacobian_check"] = check_fields(report.jacobian_check)
     return fields
-
-
-def _refuse_non_finite(fields: dict[str, Any], dtype: str) -> None:
-    """Raise InvalidProblem naming the first output and sample that is not finite."""
-    for name, value in fields.items():
-        if not isinstance(value, np.ndarray) or name == "log_probabilities":
-            continue
-        if math.isfinite(value.sum()):  # one pass, no copy; an overflowing sum is looked into
-            continue
-        bad = ~np.isfinite(value)
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
-            where = f" of sample {index[0]}" if index else ""
-            raise InvalidProblem(
-                ("logits", index[0]) if index else ("logits",),
-                f"the {name}{where} is not finite in {dtype}: the logits are too large for this "
-                "precision (use dtype float64 or smaller logits)",
-            )
 
 
 def wants_npz(accept: str | None) -> bool:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.schemas import UNION_TAGS
+from app.api.schemas.compute import UNION_TAGS
 from app.core.errors import LimitExceeded, RequestError
 from app.numerics.errors import InvalidProblem
 

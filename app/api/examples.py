@@ -140,3 +140,67 @@ SOFTMAX_EXAMPLES: dict[str, Example] = {
         },
     },
 }
+
+PROBLEM_EXAMPLES: dict[str, Example] = {
+    "student_problem": {
+        "summary": "One student's problem",
+        "description": "The seed names the student and the assignment; the same request gives "
+        "the same numbers on every run and machine. Pass the returned `problem_id` to /v1/grade.",
+        "value": {"seed": "hw3:ada@example.edu", "batch_size": 4, "num_classes": 3},
+    },
+    "weighted_smoothed": {
+        "summary": "Class weights and label smoothing",
+        "description": "Targets no longer sum to 1, so the gradient is a·Σq − q, not a − y.",
+        "value": {
+            "seed": "hw3-weights:ada@example.edu",
+            "batch_size": 3,
+            "num_classes": 4,
+            "weight": [1.0, 2.0, 0.5, 1.0],
+            "label_smoothing": 0.1,
+        },
+    },
+    "probability_labels": {
+        "summary": "Probability labels",
+        "description": "Each label is a row of C probabilities (four decimals, summing to 1).",
+        "value": {"seed": 42, "label_type": "probabilities", "reduction": "sum"},
+    },
+}
+
+GRADED_PROBLEM = {"logits": TWO_SAMPLES, "labels": [0, 1]}
+RIGHT_ANSWER = {
+    "loss": 0.285104,
+    "gradient": [[-0.170499, 0.121216, 0.049283], [0.058057, -0.071012, 0.012954]],
+}
+NOT_DIVIDED = {
+    "loss": 0.570208,
+    "gradient": [[-0.340998, 0.242432, 0.098566], [0.116114, -0.142024, 0.025908]],
+}
+
+GRADE_EXAMPLES: dict[str, Example] = {
+    "right_answer": {
+        "summary": "A right answer (problem given in full)",
+        "description": "The problem is stated in full, so the example works on any deployment "
+        "(a `problem_id` is signed with the deployment's own key). Loss and gradient are right "
+        "to six decimals, within the default tolerance.",
+        "value": {"problem": GRADED_PROBLEM, "submission": RIGHT_ANSWER},
+    },
+    "summed_not_averaged": {
+        "summary": "A gradient summed instead of averaged",
+        "description": "Loss and gradient are twice the answer: the student did not divide by "
+        "the batch size N = 2.",
+        "value": {"problem": GRADED_PROBLEM, "submission": NOT_DIVIDED},
+    },
+    "gradescope_format": {
+        "summary": "Gradescope results.json",
+        "description": "The same grading, answered as the body of Gradescope's results.json.",
+        "value": {"problem": GRADED_PROBLEM, "submission": RIGHT_ANSWER, "format": "gradescope"},
+    },
+}
+
+BATCH_GRADE_EXAMPLES: dict[str, Example] = {
+    "two_students": {
+        "summary": "Two students, one problem",
+        "description": "Results come back in the order of `submissions`.",
+        "value": {"problem": GRADED_PROBLEM, "submissions": [RIGHT_ANSWER, NOT_DIVIDED]},
+    },
+}

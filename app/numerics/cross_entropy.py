@@ -24,7 +24,7 @@ largest entry unless that entry is below ~1e-17 of the terms a·Σq and q it is 
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -155,47 +155,6 @@ def probability_targets(
         exact_w = None if weight is None else np.asarray(weight, np.float64)
         exact_q = partial(_exact_probability_targets, p, exact_w, label_smoothing)
     return Targets(q.astype(dtype, copy=False), divisor, exact_q, factors)
-
-
-def joined_targets(parts: Sequence[Targets]) -> Targets:
-    """The targets of several batches stacked row after row, to be computed in one pass.
-
-    Every row gets what its own batch would give it: `exact_q` asks each batch for its own rows
-    (q itself where a batch has none: its q is exact), and `factors` are (1, q) for the rows of
-    a batch without them (1·x is exact). The divisor is 1: each batch's D stays the caller's.
-    """
-    q = np.concatenate([part.q for part in parts])
-    exact_q = None
-    if any(part.exact_q is not None for part in parts):
-        exact_q = partial(_joined_exact_targets, parts)
-    factors = None
-    if any(part.factors is not None for part in parts):
-        weights, bases = [], []
-        for part in parts:
-            weight, base = part.factors or (np.ones_like(part.q), part.q)
-            weights.append(np.broadcast_to(weight, part.q.shape))
-            bases.append(base)
-        factors = (np.concatenate(weights), np.concatenate(bases))
-    return Targets(q, 1.0, exact_q, factors)
-
-
-def _joined_exact_targets(parts: Sequence[Targets], rows: NDArray[np.intp]) -> dd.DD:
-    """exact_q of `joined_targets(parts)`: the (ascending) `rows`, each from its own batch."""
-    his, los = [], []
-    start = 0
-    for part in parts:
-        stop = start + part.q.shape[0]
-        local = rows[(rows >= start) & (rows < stop)] - start
-        start = stop
-        if not local.size:
-            continue
-        if part.exact_q is None:
-            exact = dd.DD(part.q[local], np.zeros_like(part.q[local]))
-        else:
-            exact = part.exact_q(local)
-        his.append(exact.hi)
-        los.append(exact.lo)
-    return dd.DD(np.concatenate(his), np.concatenate(los))
 
 
 def _constant(value: float, shape: tuple[int, ...] = ()) -> dd.DD:

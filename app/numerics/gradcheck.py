@@ -1,26 +1,27 @@
 """One gradient check from start to end: softmax, loss, analytic and numeric derivatives, verdicts.
 
-This is the whole data path of the service below HTTP; it only composes the other modules.
+This is the whole data path of the service below HTTP for one problem; it only composes the
+other modules. `LossRows.of` computes everything that is row by row, so that `app.numerics.batch`
+can stack the rows of several problems and get each one exactly what it gets here.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
-from app.numerics.compare import Agreement, compare_blocks
+from app.numerics.compare import Agreement, compare
 from app.numerics.cross_entropy import (
     Reduction,
     Targets,
     check_target_support,
-    joined_targets,
     per_sample_gradient,
     per_sample_losses,
     reduce_losses,
 )
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import (
+    STENCILS,
     ColumnFunction,
     ErrorEstimate,
     LossColumns,
@@ -36,6 +37,12 @@ from app.numerics.finite_diff import (
 )
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
+MAX_MAGNITUDE = 1e15
+"""Largest |value| accepted for logits, weights and probability labels. Beyond it float64 cannot
+resolve a unit change of a logit (its spacing there is 0.125), softmax is exactly one-hot, and
+products such as q·z or the error estimates' h⁴ could overflow; refusing it keeps every output
+finite."""
+
 
 class Output(StrEnum):
     """The arrays a caller can ask for."""
@@ -47,6 +54,10 @@ class Output(StrEnum):
     NUMERIC_GRADIENT = "numeric_gradient"
     JACOBIAN = "jacobian"
     NUMERIC_JACOBIAN = "numeric_jacobian"
+
+
+SQUARE_OUTPUTS = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
+"""Outputs with C·C numbers per sample (the others have C, or one)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,48 @@ class Check:
     tolerance: Tolerance
     estimate: ErrorEstimate
 
+    def message(self) -> str:
+        """The verdict in words, with the numeric method's own error and, when the check
+        failed, why the finite difference itself may be to blame."""
+        a = self.agreement
+        summary = (
+            f"max abs error {a.max_abs_error:.2e}, max rel error {a.max_rel_error:.2e}; "
+            f"estimated truncation error {self.estimate.truncation:.1e}, rounding error "
+            f"{self.estimate.rounding:.1e} for {self.method} with {self.steps.rule}"
+        )
+        if a.passed:
+            return f"passed: every element within atol + rtol·|numeric| ({summary})."
+        return (
+            f"failed: {a.mismatches} element(s) differ by more than atol + rtol·|numeric| "
+            f"({summary}).{self._advice()}"
+        )
+
+    def _advice(self) -> str:
+        """Why a failing check may be the finite difference's fault, and what to try.
+
+        A stencil of order p with the best step reaches about eps^(p/(p+1)) (rounding eps/h
+        against truncation h^p): eps^(1/2) forward, eps^(2/3) central, eps^(4/5) five-point.
+        The complex step has no cancellation and reaches about eps.
+        """
+        hints = []
+        dtype = self.steps.h.dtype
+        if dtype == np.float32 and self.method is not Method.COMPLEX_STEP:
+            eps = float(np.finfo(dtype).eps)
+            order = STENCILS[self.method].order
+            best = eps ** (order / (order + 1))
+            hints.append(
+                f"in float32 (eps = {eps:.2g}) a {self.method} difference cannot be much better "
+                f"than eps^({order}/{order + 1}) ≈ {best:.1e}: use dtype float64 or method "
+                "complex_step"
+            )
+        own_error = self.estimate.truncation + self.estimate.rounding
+        if own_error > self.tolerance.atol:
+            hints.append(
+                f"the numeric method's own estimated error ({own_error:.1e}) exceeds atol "
+                f"({self.tolerance.atol:g}), so the numeric side may be the one that is off"
+            )
+        return (" Note: " + "; ".join(hints) + ".") if hints else ""
+
 
 @dataclass(frozen=True)
 class Report:
@@ -90,6 +143,32 @@ class Report:
     gradient_check: Check | None = None
     jacobian_check: Check | None = None
 
+    def refuse_non_finite(self, include: frozenset[Output]) -> None:
+        """Raise InvalidProblem naming the first output asked for, and its sample, that is not
+        finite in the precision it was computed in (log-probabilities of masked logits are
+        −inf by definition and are not outputs that can overflow)."""
+        arrays = {
+            Output.PROBABILITIES: self.softmax.probabilities,
+            Output.LOSS: self.loss,
+            Output.GRADIENT: self.gradient,
+            Output.NUMERIC_GRADIENT: self.numeric_gradient,
+            Output.JACOBIAN: self.jacobian,
+            Output.NUMERIC_JACOBIAN: self.numeric_jacobian,
+        }
+        named = [(str(name), value) for name, value in arrays.items() if name in include]
+        for name, value in [*named, ("losses", self.losses)]:
+            if value is None or np.isfinite(value.sum()):  # one pass, no copy
+                continue
+            bad = ~np.isfinite(value)
+            if bad.any():
+                index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
+                where = f" of sample {index[0]}" if index else ""
+                raise InvalidProblem(
+                    ("logits", index[0]) if index else ("logits",),
+                    f"the {name}{where} is not finite in {value.dtype}: the logits are too "
+                    "large for this precision (use dtype float64 or smaller logits)",
+                )
+
 
 @dataclass(frozen=True)
 class LossProblem:
@@ -101,43 +180,23 @@ class LossProblem:
 
 
 @dataclass(frozen=True)
-class _NumericRows:
-    """A numeric derivative of a whole batch, its steps and its estimated error by row."""
+class NumericRows:
+    """A numeric derivative of a batch, its steps and its estimated error by row."""
 
     values: FloatArray
     steps: Steps
     errors: RowErrors
 
-    def checks(
-        self,
-        analytic: FloatArray,
-        blocks: Sequence[slice],
-        method: Method,
-        tolerance: Tolerance,
-    ) -> list[tuple[FloatArray, Check]]:
-        """For each block of samples: its numeric derivative, and its check against
-        `analytic` (the whole batch's)."""
-        starts = np.array([block.start for block in blocks], np.intp)
-        agreements = compare_blocks(
-            analytic, self.values, starts, atol=tolerance.atol, rtol=tolerance.rtol
+    def check(self, analytic: FloatArray, method: Method, tolerance: Tolerance) -> Check:
+        """The check of `analytic` against these values, over the whole batch."""
+        agreement = compare(analytic, self.values, atol=tolerance.atol, rtol=tolerance.rtol)
+        estimate = ErrorEstimate(
+            float(np.max(self.errors.truncation)), float(np.max(self.errors.rounding))
         )
-        estimates = self.errors.over_blocks(starts)
-        return [
-            (
-                self.values[rows],
-                Check(
-                    agreement,
-                    method,
-                    Steps(self.steps.h[rows], self.steps.base, self.steps.scaled),
-                    tolerance,
-                    estimate,
-                ),
-            )
-            for rows, agreement, estimate in zip(blocks, agreements, estimates, strict=True)
-        ]
+        return Check(agreement, method, self.steps, tolerance, estimate)
 
 
-def _numeric_rows(
+def numeric_rows(
     f: ColumnFunction,
     logits: FloatArray,
     sm: Softmax,
@@ -147,7 +206,7 @@ def _numeric_rows(
     derivative_scale: FloatArray,
     value_scale: FloatArray,
     cumulant_shift: int,
-) -> _NumericRows:
+) -> NumericRows:
     """scale·(numeric derivative of f by columns), with `scale` (N, 1) per sample or None.
 
     `derivative_scale`, `value_scale` and `cumulant_shift` feed the error estimate (see
@@ -165,18 +224,18 @@ def _numeric_rows(
         value_scale=value_scale,
         cumulant_shift=cumulant_shift,
     )
-    return _NumericRows(values, steps, errors)
+    return NumericRows(values, steps, errors)
 
 
-def _jacobian_rows(
+def jacobian_rows(
     logits: FloatArray, sm: Softmax, include: frozenset[Output], numeric: NumericOptions
-) -> tuple[FloatArray | None, _NumericRows | None]:
+) -> tuple[FloatArray | None, NumericRows | None]:
     """The analytic Jacobian and the numeric one, as far as `include` asks."""
     jacobian = numeric_jacobian = None
     if Output.JACOBIAN in include or Output.NUMERIC_JACOBIAN in include:
         jacobian = softmax_jacobian(sm)
     if Output.NUMERIC_JACOBIAN in include:
-        numeric_jacobian = _numeric_rows(
+        numeric_jacobian = numeric_rows(
             SoftmaxColumns(logits),
             logits,
             sm,
@@ -197,16 +256,61 @@ def analyse_softmax(
 ) -> Report:
     """Softmax of `logits` (N, C), with its Jacobian and a numeric check of it if asked."""
     sm = softmax(logits)
-    jacobian, numeric_rows = _jacobian_rows(logits, sm, include, numeric)
-    numeric_jacobian = check = None
-    if numeric_rows is not None:
+    jacobian, numeric_jacobian = jacobian_rows(logits, sm, include, numeric)
+    check = None
+    if numeric_jacobian is not None:
         assert jacobian is not None
-        ((numeric_jacobian, check),) = numeric_rows.checks(
-            jacobian, [slice(0, logits.shape[0])], numeric.method, tolerance
-        )
+        check = numeric_jacobian.check(jacobian, numeric.method, tolerance)
     return Report(
-        softmax=sm, jacobian=jacobian, numeric_jacobian=numeric_jacobian, jacobian_check=check
+        softmax=sm,
+        jacobian=jacobian,
+        numeric_jacobian=None if numeric_jacobian is None else numeric_jacobian.values,
+        jacobian_check=check,
     )
+
+
+@dataclass(frozen=True)
+class LossRows:
+    """Everything of a cross-entropy analysis that is computed row by row."""
+
+    softmax: Softmax
+    losses: FloatArray
+    gradient: FloatArray
+    numeric_gradient: NumericRows | None
+    jacobian: FloatArray | None
+    numeric_jacobian: NumericRows | None
+
+    @classmethod
+    def of(
+        cls,
+        logits: FloatArray,
+        targets: Targets,
+        divisors: FloatArray,
+        include: frozenset[Output],
+        numeric: NumericOptions,
+    ) -> "LossRows":
+        """Softmax, per-sample losses, the gradient a·Σq − q of each row divided by its
+        reduction's D (`divisors`, shape (N,)), and the Jacobian and numeric derivatives that
+        `include` asks for. Every row depends on its own logits, targets and D alone."""
+        scale = (1 / divisors).astype(logits.dtype)[:, None]
+        q = targets.q
+        sm = softmax(logits)
+        losses = per_sample_losses(sm, q, factors=targets.factors)
+        gradient = per_sample_gradient(sm, q, exact_q=targets.exact_q) * scale
+        numeric_gradient = None
+        if Output.NUMERIC_GRADIENT in include:
+            numeric_gradient = numeric_rows(
+                LossColumns(logits, q),
+                logits,
+                sm,
+                numeric,
+                scale=scale,
+                derivative_scale=q.sum(axis=1, dtype=np.float64) / divisors,
+                value_scale=loss_rounding_scale(logits, q, sm.probabilities) / divisors,
+                cumulant_shift=0,
+            )
+        jacobian, numeric_jacobian = jacobian_rows(logits, sm, include, numeric)
+        return cls(sm, losses, gradient, numeric_gradient, jacobian, numeric_jacobian)
 
 
 def analyse_cross_entropy(
@@ -221,113 +325,23 @@ def analyse_cross_entropy(
 
     Raises InvalidProblem when target mass sits on a −inf logit.
     """
-    problem = LossProblem(logits, targets, reduction)
-    (result,) = analyse_cross_entropy_batch([problem], include, numeric, tolerance)
-    if isinstance(result, InvalidProblem):
-        raise result
-    return result
-
-
-def analyse_cross_entropy_batch(
-    problems: Sequence[LossProblem],
-    include: frozenset[Output],
-    numeric: NumericOptions = NumericOptions(),
-    tolerance: Tolerance = Tolerance(),
-) -> list[Report | InvalidProblem]:
-    """`analyse_cross_entropy` of each problem (all of one C and dtype), computed in one pass.
-
-    Every step but the reductions (the loss, the checks' maxima) works row by row, so the rows
-    of all problems are stacked and computed together, and each problem's report is the one it
-    would get alone: numpy's cost per call, not per number, dominates small problems. A problem
-    with target mass on a −inf logit gets its InvalidProblem instead of a report.
-    """
-    refusals = _refusals(problems)
-    valid = [problem for problem, refusal in zip(problems, refusals, strict=True) if not refusal]
-    reports = iter(_analyse_stacked(valid, include, numeric, tolerance) if valid else [])
-    return [refusal or next(reports) for refusal in refusals]
-
-
-def _refusals(problems: Sequence[LossProblem]) -> list[InvalidProblem | None]:
-    """Each problem's InvalidProblem if it puts target mass on a −inf logit, else None (one
-    check over all of them first: usually none does)."""
-    if len(problems) > 1:
-        logits = np.concatenate([problem.logits for problem in problems])
-        q = np.concatenate([problem.targets.q for problem in problems])
-        if _refusal(logits, q) is None:
-            return [None] * len(problems)
-    return [_refusal(problem.logits, problem.targets.q) for problem in problems]
-
-
-def _refusal(logits: FloatArray, q: FloatArray) -> InvalidProblem | None:
-    try:
-        check_target_support(logits, q)
-    except InvalidProblem as error:
-        return error
-    return None
-
-
-def _analyse_stacked(
-    problems: Sequence[LossProblem],
-    include: frozenset[Output],
-    numeric: NumericOptions,
-    tolerance: Tolerance,
-) -> list[Report]:
-    """The reports of `problems`, whose rows are computed as one stacked batch."""
-    sizes = [problem.logits.shape[0] for problem in problems]
-    if len(problems) == 1:
-        logits, targets = problems[0].logits, problems[0].targets
-    else:
-        logits = np.concatenate([problem.logits for problem in problems])
-        targets = joined_targets([problem.targets for problem in problems])
-    divisors = np.repeat([problem.targets.divisor for problem in problems], sizes)
-    scale = (1 / divisors).astype(logits.dtype)[:, None]
-    q = targets.q
-
-    sm = softmax(logits)
-    losses = per_sample_losses(sm, q, factors=targets.factors)
-    gradient = per_sample_gradient(sm, q, exact_q=targets.exact_q) * scale
-    numeric_gradient = None
-    if Output.NUMERIC_GRADIENT in include:
-        numeric_gradient = _numeric_rows(
-            LossColumns(logits, q),
-            logits,
-            sm,
-            numeric,
-            scale=scale,
-            derivative_scale=q.sum(axis=1, dtype=np.float64) / divisors,
-            value_scale=loss_rounding_scale(logits, q, sm.probabilities) / divisors,
-            cumulant_shift=0,
-        )
-    jacobian, numeric_jacobian = _jacobian_rows(logits, sm, include, numeric)
-
-    blocks = []
-    stop = 0
-    for size in sizes:
-        blocks.append(slice(stop, stop + size))
-        stop += size
-    unchecked: Sequence[tuple[FloatArray | None, Check | None]] = [(None, None)] * len(problems)
-    gradient_checks = jacobian_checks = unchecked
-    if numeric_gradient is not None:
-        gradient_checks = [*numeric_gradient.checks(gradient, blocks, numeric.method, tolerance)]
-    if numeric_jacobian is not None:
-        assert jacobian is not None
-        jacobian_checks = [*numeric_jacobian.checks(jacobian, blocks, numeric.method, tolerance)]
-    reports = []
-    for problem, rows, (numeric_part, gradient_check), (
-        numeric_jacobian_part,
-        jacobian_check,
-    ) in zip(problems, blocks, gradient_checks, jacobian_checks, strict=True):
-        reports.append(
-            Report(
-                softmax=sm.rows(rows),
-                losses=losses[rows],
-                loss=reduce_losses(losses[rows], problem.targets, problem.reduction),
-                gradient=gradient[rows],
-                numeric_gradient=numeric_part,
-                jacobian=None if jacobian is None else jacobian[rows],
-                numeric_jacobian=numeric_jacobian_part,
-                gradient_check=gradient_check,
-                jacobian_check=jacobian_check,
-            )
-        )
-    return reports
+    check_target_support(logits, targets.q)
+    divisors = np.full(logits.shape[0], targets.divisor)
+    rows = LossRows.of(logits, targets, divisors, include, numeric)
+    gradient_check = jacobian_check = None
+    if rows.numeric_gradient is not None:
+        gradient_check = rows.numeric_gradient.check(rows.gradient, numeric.method, tolerance)
+    if rows.numeric_jacobian is not None:
+        assert rows.jacobian is not None
+        jacobian_check = rows.numeric_jacobian.check(rows.jacobian, numeric.method, tolerance)
+    return Report(
+        softmax=rows.softmax,
+        losses=rows.losses,
+        loss=reduce_losses(rows.losses, targets, reduction),
+        gradient=rows.gradient,
+        numeric_gradient=None if rows.numeric_gradient is None else rows.numeric_gradient.values,
+        jacobian=rows.jacobian,
+        numeric_jacobian=None if rows.numeric_jacobian is None else rows.numeric_jacobian.values,
+        gradient_check=gradient_check,
+        jacobian_check=jacobian_check,
+    )

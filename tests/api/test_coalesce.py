@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from app.api import coalesce
-from app.api.coalesce import MAX_COALESCED, Coalescer, LossCall
+from app.api.coalesce import MAX_COALESCED, Coalescer
+from app.api.inputs import LossCall
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.gradcheck import LossProblem, NumericOptions, Output, Report, Tolerance

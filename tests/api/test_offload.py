@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from app.api.problems import output_entries, request_entries
+from app.api.inputs import output_entries, request_entries
 from app.api.routes import cross_entropy, softmax
-from app.api.schemas import CrossEntropyRequest, SoftmaxRequest
+from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from tests.conftest import ClientFactory
 
 SMALL = {"logits": [[0.5, -1.0, 2.0], [0.0, 0.0, 1.0]], "labels": [2, 0]}

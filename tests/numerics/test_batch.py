@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.numerics.batch import analyse_cross_entropy_batch
 from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
@@ -19,7 +20,6 @@ from app.numerics.gradcheck import (
     Output,
     Report,
     analyse_cross_entropy,
-    analyse_cross_entropy_batch,
 )
 from app.numerics.softmax import Softmax
 from tests.numerics.adversarial import cases

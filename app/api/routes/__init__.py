@@ -1,9 +1,11 @@
 """One router per concern; shared OpenAPI response documentation."""
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Header
 
 from app.api.encoding import NPZ_MEDIA_TYPE
-from app.api.schemas import MessageResponse, ValidationErrorResponse
+from app.api.schemas.errors import MessageResponse, ValidationErrorResponse
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {
@@ -22,14 +24,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-ACCEPT_HEADER: dict[str, Any] = {
-    "name": "accept",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "application/x-npz for .npz",
-}
-"""The Accept header in OpenAPI, for routes that read it from the request themselves."""
+AcceptHeader = Annotated[str | None, Header(description="application/x-npz for .npz")]
+"""The Accept header: JSON by default, .npz for `application/x-npz`."""
 
 
 def success_response() -> dict[int | str, dict[str, Any]]:

@@ -2,31 +2,31 @@
 
 A problem is either generated from a seed (and then named by its signed `problem_id`) or given
 in full like the body of /v1/cross-entropy; both go through the same parsing as that endpoint
-(`app.api.problems`), so the reference values are exactly the ones /v1/cross-entropy returns.
+(`app.api.inputs.to_loss_problem`), so the reference values are exactly the ones
+/v1/cross-entropy returns.
 """
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Any, cast
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, json_body, request_body_openapi
+from app.api.deps import BatchGradeBody, GradeBody, ProblemBody, SettingsDep, SigningKeyDep
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
-from app.api.grading_schemas import (
+from app.api.inputs import check_output_size, to_loss_problem
+from app.api.routes import ERROR_RESPONSES
+from app.api.schemas.compute import Dtype
+from app.api.schemas.grading import (
     AnyGradeResult,
-    BatchGradeRequest,
     BatchGradeResponse,
-    GradeRequest,
+    GradingProblem,
     GradingRequestBase,
     ProblemRequest,
     ProblemResponse,
 )
-from app.api.problems import DTYPES, check_output_size, parse_logits, parse_targets, to_dtype
-from app.api.routes import ERROR_RESPONSES
-from app.api.schemas import LossOptions
 from app.core.config import Settings
 from app.core.errors import RequestError
 from app.grading.formats import Presentation, gradescope, native, prairielearn
@@ -44,19 +44,8 @@ from app.numerics.errors import InvalidProblem
 
 router = APIRouter(prefix="/v1", tags=["grading"])
 
-ProblemBody = Annotated[ProblemRequest, Depends(json_body(ProblemRequest))]
-GradeBody = Annotated[GradeRequest, Depends(json_body(GradeRequest))]
-BatchGradeBody = Annotated[BatchGradeRequest, Depends(json_body(BatchGradeRequest))]
 CHECKED_PARTS = (Part.PROBABILITIES, Part.LOSS, Part.GRADIENT)
 """Parts computed when a problem is issued, so that grading it later cannot fail."""
-
-
-def _signing_key(request: Request) -> bytes:
-    key: bytes = request.app.state.signing_key
-    return key
-
-
-SigningKey = Annotated[bytes, Depends(_signing_key)]
 
 
 @contextmanager
@@ -72,27 +61,20 @@ def _located(*prefix: str) -> Iterator[None]:
         raise InvalidProblem((*prefix, *error.location), error.message) from None
 
 
-def _loss_options(spec: ProblemSpec) -> LossOptions:
-    return LossOptions(
+def _generated(spec: ProblemSpec, settings: Settings) -> tuple[GeneratedProblem, Reference]:
+    """The numbers of a generated problem and its reference values."""
+    problem = generate_problem(spec)
+    fields = GradingProblem.model_construct(
+        logits=problem.logits.tolist(),
+        labels=problem.labels.tolist(),
         weight=None if spec.weight is None else list(spec.weight),
         ignore_index=spec.ignore_index,
         reduction=spec.reduction,
         label_smoothing=spec.label_smoothing,
+        dtype=cast(Dtype, spec.dtype),
     )
-
-
-def _generated(spec: ProblemSpec) -> tuple[GeneratedProblem, Reference]:
-    """The numbers of a generated problem and its reference values."""
-    problem = generate_problem(spec)
-    targets = parse_targets(
-        _loss_options(spec),
-        problem.labels.tolist(),
-        problem.logits.shape,
-        False,
-        DTYPES[spec.dtype],
-    )
-    logits = to_dtype(problem.logits, spec.dtype, False)
-    return problem, Reference(logits, targets, spec.reduction)
+    loss = to_loss_problem(fields, settings)
+    return problem, Reference(loss.logits, loss.targets, loss.reduction)
 
 
 def _spec(body: ProblemRequest) -> ProblemSpec:
@@ -110,11 +92,11 @@ def _spec(body: ProblemRequest) -> ProblemSpec:
     )
 
 
-def problem_fields(body: ProblemRequest, key: bytes) -> dict[str, Any]:
+def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict[str, Any]:
     """Generate, check that it can be graded, sign: the response fields of /v1/problems."""
     spec = _spec(body)
     try:
-        problem, reference = _generated(spec)
+        problem, reference = _generated(spec, settings)
         for part in CHECKED_PARTS:
             reference.value(part)
     except InvalidProblem as error:
@@ -161,13 +143,12 @@ def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Refe
         except InvalidProblemId as error:
             raise RequestError(("problem_id",), str(error)) from None
         with _located("problem_id"):
-            return _generated(spec)[1]
+            return _generated(spec, settings)[1]
     problem = body.problem
     assert problem is not None
     with _located("problem"):
-        logits, flat = parse_logits(problem.logits, settings)
-        targets = parse_targets(problem, problem.labels, logits.shape, flat, DTYPES[problem.dtype])
-        return Reference(to_dtype(logits, problem.dtype, flat), targets, problem.reduction)
+        loss = to_loss_problem(problem, settings)
+        return Reference(loss.logits, loss.targets, loss.reduction)
 
 
 def _options(body: GradingRequestBase) -> GradingOptions:
@@ -212,13 +193,12 @@ def grade_fields(
     summary="A seeded cross-entropy problem with a signed id",
     response_model=ProblemResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=request_body_openapi(ProblemRequest),
 )
-async def problems(body: ProblemBody, key: SigningKey) -> Response:
+async def problems(body: ProblemBody, settings: SettingsDep, key: SigningKeyDep) -> Response:
     """The same request gives the same logits and labels on every run and machine (see
     `generator`). `problem_id` signs the parameters (HMAC-SHA256 with GRADCHECK_SECRET_KEY): pass
     it to /v1/grade, which regenerates the problem, so no state is kept and ids cannot be forged."""
-    fields = await run_in_threadpool(problem_fields, body, key)
+    fields = await run_in_threadpool(problem_fields, body, settings, key)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
 
@@ -227,9 +207,8 @@ async def problems(body: ProblemBody, key: SigningKey) -> Response:
     summary="Grade one student's answer",
     response_model=AnyGradeResult,
     responses=ERROR_RESPONSES,
-    openapi_extra=request_body_openapi(GradeRequest),
 )
-async def grade(body: GradeBody, settings: SettingsDep, key: SigningKey) -> Response:
+async def grade(body: GradeBody, settings: SettingsDep, key: SigningKeyDep) -> Response:
     """Compare each graded part of `submission` with the reference value (the loss, and the
     gradient of the reduced loss, as /v1/cross-entropy computes them): correct where
     |submitted − expected| ≤ atol + rtol·|expected|. A defect in the student's answer (missing
@@ -245,10 +224,9 @@ async def grade(body: GradeBody, settings: SettingsDep, key: SigningKey) -> Resp
     summary="Grade a whole class in one call",
     response_model=BatchGradeResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=request_body_openapi(BatchGradeRequest),
 )
 async def grade_batch_route(
-    body: BatchGradeBody, settings: SettingsDep, key: SigningKey
+    body: BatchGradeBody, settings: SettingsDep, key: SigningKeyDep
 ) -> Response:
     """As /v1/grade for every entry of `submissions` (each part compared for all students in one
     numpy operation); `results` are in the order of `submissions`."""

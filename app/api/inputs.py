@@ -1,29 +1,52 @@
-"""From a validated request model to the numpy inputs of the numerics.
+"""Request model → numerics problem: one function per problem kind, called by every route.
+
+    to_softmax_call(body, settings)     /v1/softmax
+    to_loss_call(body, settings)        /v1/cross-entropy
+    to_loss_problem(fields, settings)   the problem of a cross-entropy body, of a grading
+                                        problem given in full, or of a generated one
 
 What the JSON schema cannot say is checked here, each failure naming its field and position:
 shapes (ragged rows, C ≥ 2, label widths), NaN / +Infinity / −Infinity outside a logit mask,
-labels out of range, and the configured size limits (413).
+labels out of range, steps the precision cannot hold, and the configured size limits (413).
 """
 
 from collections.abc import Collection, Sequence
-from typing import cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 
-from app.api.schemas import CrossEntropyRequest, LossOptions
+from app.api.schemas.compute import (
+    CrossEntropyRequest,
+    Dtype,
+    FiniteDifferenceOptions,
+    Labels,
+    SoftmaxRequest,
+    ToleranceOptions,
+)
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, Location, RequestError
-from app.numerics.cross_entropy import Targets, index_targets, probability_targets
-from app.numerics.gradcheck import Output
+from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
+from app.numerics.finite_diff import Method
+from app.numerics.gradcheck import (
+    MAX_MAGNITUDE,
+    SQUARE_OUTPUTS,
+    LossProblem,
+    NumericOptions,
+    Output,
+    Report,
+    Tolerance,
+    analyse_cross_entropy,
+    analyse_softmax,
+)
 from app.numerics.softmax import FloatArray
 
 DTYPES: dict[str, type[np.floating]] = {"float64": np.float64, "float32": np.float32}
-SQUARE_OUTPUTS = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
-MAX_MAGNITUDE = 1e15
-"""Largest |value| accepted for logits, weights and probability labels. Beyond it float64 cannot
-resolve a unit change of a logit (its spacing there is 0.125), softmax is exactly one-hot, and
-products such as q·z or the error estimates' h⁴ could overflow; refusing it keeps every output
-finite."""
+HUGE_REASON = {
+    "logits": "beyond it float64 cannot resolve a unit change and softmax is exactly one-hot",
+    "weight": "beyond it the weighted losses and gradients may not be finite",
+    "labels": "beyond it the weighted losses and gradients may not be finite",
+}
 
 
 def _matrix(
@@ -108,8 +131,7 @@ def _refuse_huge(field: str, values: FloatArray, flat: bool) -> None:
     if huge.any():
         raise RequestError(
             _where(field, _first(huge), flat),
-            f"{field} must lie within ±{MAX_MAGNITUDE:.0e}: beyond it float64 cannot resolve a "
-            "unit change and softmax is exactly one-hot",
+            f"{field} must lie within ±{MAX_MAGNITUDE:.0e}: {HUGE_REASON[field]}",
         )
 
 
@@ -170,13 +192,10 @@ def check_output_size(shape: tuple[int, ...], include: Collection[str], settings
 
 
 def parse_targets(
-    request: CrossEntropyRequest | LossOptions,
-    labels: int | Sequence[int | float] | Sequence[Sequence[float]],
-    shape: tuple[int, int],
-    flat_logits: bool,
-    dtype: type[np.floating],
+    request: "LossFields", shape: tuple[int, int], flat_logits: bool, dtype: type[np.floating]
 ) -> Targets:
     """The effective targets q of the labels under the request's loss options."""
+    labels = request.labels
     num_samples, num_classes = shape
     weight = None
     if request.weight is not None:
@@ -259,3 +278,112 @@ def _probability_rows(rows: Sequence[object], shape: tuple[int, int], flat: bool
         )
     _refuse_huge("labels", array, flat)
     return array
+
+
+class LossFields(Protocol):
+    """The fields of a cross-entropy problem: a /v1/cross-entropy body or a grading problem."""
+
+    @property
+    def logits(self) -> Sequence[float] | Sequence[Sequence[float]]: ...
+    @property
+    def labels(self) -> Labels: ...
+    @property
+    def weight(self) -> list[float] | None: ...
+    @property
+    def ignore_index(self) -> int: ...
+    @property
+    def reduction(self) -> Reduction: ...
+    @property
+    def label_smoothing(self) -> float: ...
+    @property
+    def dtype(self) -> Dtype: ...
+
+
+def to_loss_problem(
+    fields: LossFields, settings: Settings, include: Collection[str] = ()
+) -> LossProblem:
+    """The cross-entropy problem of `fields`: logits in the requested precision, their effective
+    targets and the reduction (413 first if the outputs in `include` would be too large)."""
+    logits, flat = parse_logits(fields.logits, settings)
+    check_output_size(logits.shape, include, settings)
+    targets = parse_targets(fields, logits.shape, flat, DTYPES[fields.dtype])
+    return LossProblem(to_dtype(logits, fields.dtype, flat), targets, fields.reduction)
+
+
+def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:
+    """The numerics' options; 422 for a step so small that the precision cannot hold it (it
+    would be 0 or subnormal there, and 1/h infinite)."""
+    smallest = float(np.finfo(DTYPES[dtype]).tiny)
+    if numeric.step is not None and numeric.step < smallest:
+        raise RequestError(
+            ("numeric", "step"),
+            f"step {numeric.step:.3g} is below the smallest normal {dtype} number "
+            f"({smallest:.3g}): choose a larger step, or leave it out for the default rule",
+        )
+    return NumericOptions(Method(numeric.method), numeric.step)
+
+
+def _tolerance(tolerance: ToleranceOptions) -> Tolerance:
+    return Tolerance(tolerance.atol, tolerance.rtol)
+
+
+@dataclass(frozen=True)
+class SoftmaxCall:
+    """One validated softmax request: the logits and the options they are analysed with."""
+
+    logits: FloatArray
+    include: frozenset[Output]
+    numeric: NumericOptions
+    tolerance: Tolerance
+
+    def analyse(self) -> Report:
+        """The report of this request."""
+        return analyse_softmax(self.logits, self.include, self.numeric, self.tolerance)
+
+
+@dataclass(frozen=True)
+class LossCall:
+    """One validated cross-entropy request: its problem and the options it is analysed with."""
+
+    problem: LossProblem
+    include: frozenset[Output]
+    numeric: NumericOptions
+    tolerance: Tolerance
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Calls with equal keys can be computed in one stacked batch (`app.api.coalesce`)."""
+        logits = self.problem.logits
+        return (self.include, self.numeric, self.tolerance, logits.dtype, logits.shape[1])
+
+    def analyse(self) -> Report:
+        """The report of this call alone (raises InvalidProblem)."""
+        problem = self.problem
+        return analyse_cross_entropy(
+            problem.logits,
+            problem.targets,
+            problem.reduction,
+            self.include,
+            self.numeric,
+            self.tolerance,
+        )
+
+
+def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
+    """Validate a softmax request into the logits and options the numerics take."""
+    logits, flat = parse_logits(body.logits, settings)
+    include = frozenset(Output(item) for item in body.include)
+    check_output_size(logits.shape, include, settings)
+    return SoftmaxCall(
+        to_dtype(logits, body.dtype, flat),
+        include,
+        _numeric_options(body.numeric, body.dtype),
+        _tolerance(body.tolerance),
+    )
+
+
+def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
+    """Validate a cross-entropy request into the problem and options the numerics take."""
+    include = frozenset(Output(item) for item in body.include)
+    problem = to_loss_problem(body, settings, include)
+    numeric = _numeric_options(body.numeric, body.dtype)
+    return LossCall(problem, include, numeric, _tolerance(body.tolerance))

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from app.api.schemas import (
+from app.api.schemas.compute import (
     DTYPE_DESCRIPTION,
     Dtype,
     Labels,
@@ -21,6 +21,7 @@ from app.api.schemas import (
 from app.grading.formats import Feedback
 from app.grading.grade import Part
 from app.grading.problems import LabelType
+from app.numerics.cross_entropy import Reduction
 
 MAX_SEED_LENGTH = 256
 MAX_PROBLEM_BATCH = 1024
@@ -107,7 +108,7 @@ class ProblemResponse(BaseModel):
     labels: list[int] | list[list[float]]
     weight: list[float] | None
     ignore_index: int
-    reduction: str
+    reduction: Reduction
     label_smoothing: float
     dtype: Dtype
     parameters: ProblemParameters

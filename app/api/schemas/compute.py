@@ -1,8 +1,8 @@
-"""Request and response models: the documented contract of the JSON API.
+"""Request and response models of the compute endpoints (/v1/softmax, /v1/cross-entropy).
 
-Requests are validated from the raw body with `Model.model_validate_json` (pydantic's Rust
-parser), then turned into numpy arrays in `app.api.problems`. Responses are encoded straight from
-numpy (`app.api.encoding`); the response models here document their schema.
+Requests are validated from the raw body by the body dependency (`app.api.deps`), then turned
+into numpy problems in `app.api.inputs`. Responses are encoded straight from numpy
+(`app.api.encoding`); the response models here document their schema.
 """
 
 from typing import Annotated, Any, Literal
@@ -59,7 +59,7 @@ Labels = Annotated[
 ]
 
 
-class NumericOptions(BaseModel):
+class FiniteDifferenceOptions(BaseModel):
     """How the numeric derivative is taken."""
 
     model_config = ConfigDict(extra="forbid")
@@ -115,7 +115,9 @@ class SoftmaxRequest(BaseModel):
             "(∂a_i/∂z_j = a_i(δ_ij − a_j)), numeric_jacobian (adds `jacobian_check`).",
         )
     )
-    numeric: NumericOptions = Field(default_factory=NumericOptions, description=NUMERIC_DESCRIPTION)
+    numeric: FiniteDifferenceOptions = Field(
+        default_factory=FiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
+    )
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
     )
@@ -152,12 +154,14 @@ class CrossEntropyRequest(LossOptions):
     logits: Logits
     labels: Labels
     dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
-    numeric: NumericOptions = Field(default_factory=NumericOptions, description=NUMERIC_DESCRIPTION)
+    numeric: FiniteDifferenceOptions = Field(
+        default_factory=FiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
+    )
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
     )
     include: list[Output] = Field(
-        default_factory=lambda: list(CROSS_ENTROPY_DEFAULT_INCLUDE),
+        CROSS_ENTROPY_DEFAULT_INCLUDE,
         description="Outputs to return. Default: probabilities, loss, gradient, "
         "numeric_gradient (adds `gradient_check`), jacobian. On request also: "
         "log_probabilities, numeric_jacobian (adds `jacobian_check`).",
@@ -241,23 +245,3 @@ class CrossEntropyResponse(SoftmaxResponse):
     gradient_check: CheckModel | None = Field(
         None, description="Agreement of `gradient` and `numeric_gradient`."
     )
-
-
-class ErrorItem(BaseModel):
-    """One problem with the request."""
-
-    loc: list[str | int] = Field(description='Where: e.g. ["body", "logits", 3, 1].')
-    msg: str = Field(description="What is wrong and how to fix it.")
-    type: str = Field(description='A machine-readable kind, e.g. "finite_number".')
-
-
-class ValidationErrorResponse(BaseModel):
-    """422: the request is well-formed JSON but not a valid problem."""
-
-    detail: list[ErrorItem] = Field(description="Every problem found, each with its location.")
-
-
-class MessageResponse(BaseModel):
-    """4xx other than 422: one sentence saying what to change."""
-
-    detail: str = Field(description="What to change, in one sentence.")
