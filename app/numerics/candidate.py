@@ -1,0 +1,482 @@
+"""A caller's own outputs ("candidate") read leniently and compared with the exact reference.
+
+Reading
+-------
+Any JSON value becomes an array or a sentence saying what is wrong with it, never an error. A
+value is read as nested lists of numbers, naming the first offending position as it was sent:
+a string, boolean or object where a number belongs, rows of different lengths, or a shape other
+than the expected one. Shapes that differ only by axes of length 1 are accepted (a flat row for
+a one-sample problem, `[0.5]` or `[[0.5]]` for a single number). A numpy array (the kernel
+path: float16, bfloat16, float32…) is accepted in its own floating-point dtype.
+
+Two readers share this code: `read_part` (grading: every entry must be a finite number) and
+`read_candidate` (a candidate: NaN and ±Infinity are answers to diagnose, and `null` reads as
+−inf in the outputs whose response writes `null` for −inf, the masked log-probabilities).
+
+Comparing
+---------
+Entry by entry, as the gradient check does (torch.autograd.gradcheck's test),
+
+    passes   |got − expected| ≤ atol + rtol·|expected|       (equal infinities pass)
+
+with, over the entries that are not equal infinities,
+
+    max_abs_error   max |got − expected|
+    max_rel_error   max |got − expected| / max(1e-8, |got| + |expected|)     (cs231n)
+    max_ulp_error   max |got − expected| / ulp(expected)
+
+where ulp(x) = 2^(max(⌊log2 |x|⌋, e_min) − p) is the spacing of the candidate's own dtype
+(p fraction bits, smallest normal exponent e_min) at the reference value. The three sizes are
+None as soon as one of those entries is not finite (a NaN or ±Infinity of the candidate, or a
+finite candidate where the reference is −inf): no number describes that error.
+"""
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
+from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose, probe_rows
+from app.numerics.softmax import FloatArray, Softmax
+
+MAX_NESTING = 16
+"""Deepest nesting of lists read; the deepest expected answer (the Jacobian) has 3 levels."""
+
+NULLABLE_OUTPUTS = frozenset({"log_probabilities"})
+"""Outputs whose response writes `null` for −inf (log 0 of a masked class)."""
+
+KEEP_WORST = 5
+"""How many failing entries an OutputCheck lists."""
+
+LOW_PRECISION_ULPS = 2.0**20
+"""A float64 candidate passing with errors above this many ulps gets a note (float32-like)."""
+
+
+class _Defect(Exception):
+    """The first thing wrong with a value, in words."""
+
+
+# ----- reading ----------------------------------------------------------------------------------
+
+
+def describe(value: object) -> str:
+    """A JSON value named for a message; strings quoted and cut at 20 characters."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        quoted = json.dumps(value[:20], ensure_ascii=False)
+        return f"the string {quoted}{'…' if len(value) > 20 else ''}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a number"
+
+
+_NUMBER_TYPES = frozenset({int, float})
+_NUMBER_OR_NULL_TYPES = frozenset({int, float, type(None)})
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in _NUMBER_TYPES
+
+
+class _Reader:
+    """The shape of nested lists, with the positions of nulls where they are allowed."""
+
+    def __init__(self, nulls: bool) -> None:
+        self.nulls = nulls
+        self.null_rows: list[tuple[tuple[int, ...], list[object]]] = []
+
+    def shape(self, value: object, where: str, path: tuple[int, ...] = ()) -> tuple[int, ...]:
+        """Raises _Defect at the first entry that breaks the nesting."""
+        if _is_number(value) or (value is None and self.nulls and path):
+            return ()
+        if not isinstance(value, list):
+            raise _Defect(f"{where} is {describe(value)}, not a number")
+        if len(path) >= MAX_NESTING:
+            raise _Defect(f"{where} is nested more than {MAX_NESTING} lists deep")
+        if not value:
+            return (0,)
+        if not isinstance(value[0], list):  # a row of numbers: one C-level pass over its types
+            types = set(map(type, value))
+            if types <= _NUMBER_TYPES:
+                return (len(value),)
+            if self.nulls and types <= _NUMBER_OR_NULL_TYPES:
+                self.null_rows.append((path, value))
+                return (len(value),)
+            allowed = _NUMBER_OR_NULL_TYPES if self.nulls else _NUMBER_TYPES
+            bad = next(i for i, item in enumerate(value) if type(item) not in allowed)
+            raise _Defect(f"{where}[{bad}] is {describe(value[bad])}, not a number")
+        first = self.shape(value[0], f"{where}[0]", (*path, 0))
+        for i, item in enumerate(value[1:], start=1):
+            shape = self.shape(item, f"{where}[{i}]", (*path, i))
+            if shape != first:
+                raise _Defect(
+                    f"{where}[{i}] has {_size_text(shape)} but {where}[0] has "
+                    f"{_size_text(first)}: every row needs the same length"
+                )
+        return (len(value), *first)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"shape {list(shape)}" if shape else "a single number"
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    """How a row's contents are named when rows differ: '3 entries', or its shape."""
+    if len(shape) == 1:
+        return f"{shape[0]} {'entry' if shape[0] == 1 else 'entries'}"
+    return _shape_text(shape)
+
+
+def _mismatch_text(shape: tuple[int, ...], got: tuple[int, ...]) -> str:
+    """'expected shape [4, 3], got [4, 2]' (or 'a single number' on either side)."""
+    if shape and got:
+        return f"expected shape {list(shape)}, got {list(got)}"
+    return f"expected {_shape_text(shape)}, got {_shape_text(got)}"
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(length for length in shape if length != 1)
+
+
+def _shape_defect(name: str, shape: tuple[int, ...], sent: tuple[int, ...]) -> str | None:
+    if sent != shape and (
+        math.prod(sent) != math.prod(shape) or _squeezed(sent) != _squeezed(shape)
+    ):
+        return f"{name}: {_mismatch_text(shape, sent)}"
+    return None
+
+
+def _non_finite_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _read_ndarray(
+    name: str, value: NDArray[np.generic], shape: tuple[int, ...]
+) -> FloatArray | str:
+    """A numpy array in its own floating-point dtype (integers become float64)."""
+    kind = value.dtype.kind
+    array: FloatArray
+    if kind in "iu":
+        array = value.astype(np.float64)
+    elif kind == "f" or (kind == "V" and value.dtype.fields is None and value.dtype.itemsize <= 2):
+        array = value.view()  # type: ignore[assignment]  # float16/32/64, or an ml_dtypes float
+    else:
+        return f"{name} is an array of {value.dtype.name}: expected floating-point numbers"
+    defect = _shape_defect(name, shape, value.shape)
+    if defect is not None:
+        return defect
+    return array.reshape(shape)
+
+
+def read_candidate(
+    name: str, value: object, shape: tuple[int, ...], *, null_as: float | None = None
+) -> FloatArray | str:
+    """`value` as an array of `shape`, or a sentence saying what is wrong with it.
+
+    JSON values (nested lists, numbers, with float NaN/±inf already parsed) become float64;
+    NaN and ±Infinity are kept. `null` entries read as `null_as` when it is given (−inf for the
+    outputs of NULLABLE_OUTPUTS) and are a defect otherwise. A numpy array keeps its own
+    floating-point dtype.
+    """
+    if isinstance(value, np.ndarray):
+        return _read_ndarray(name, value, shape)
+    return _read(name, value, shape, allow_non_finite=True, null_as=null_as)
+
+
+def read_part(name: str, value: object, shape: tuple[int, ...]) -> FloatArray | str:
+    """`value` as a float64 array of `shape`, or a message saying what is wrong with it.
+
+    Every entry must be a finite number: a non-finite one is named in the message as "NaN",
+    "Infinity" or "-Infinity" (a student's answer, read for grading).
+    """
+    return _read(name, value, shape, allow_non_finite=False, null_as=None)
+
+
+def _read(
+    name: str,
+    value: object,
+    shape: tuple[int, ...],
+    *,
+    allow_non_finite: bool,
+    null_as: float | None,
+) -> FloatArray | str:
+    if not _is_number(value) and not isinstance(value, list):
+        expected = f"an array of shape {list(shape)}" if shape else "a number"
+        return f"{name} is {describe(value)}: expected {expected}"
+    reader = _Reader(nulls=null_as is not None)
+    try:
+        sent_shape = reader.shape(value, name)
+    except _Defect as defect:
+        return str(defect)
+    wrong_shape = _shape_defect(name, shape, sent_shape)
+    if wrong_shape is not None:
+        return wrong_shape
+    try:
+        array = np.array(value, dtype=np.float64)  # a null becomes NaN here, then null_as
+    except OverflowError:
+        return f"{name} holds an integer too large for a floating-point number"
+    for path, row in reader.null_rows:
+        nulls = [i for i, item in enumerate(row) if item is None]
+        array[path][nulls] = null_as
+    if not allow_non_finite:
+        not_finite = ~np.isfinite(array)
+        if not_finite.any():
+            index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+            where = "".join(f"[{i}]" for i in index)
+            return (
+                f"{name}{where} is {_non_finite_text(float(array[index]))}: every entry must "
+                "be a finite number"
+            )
+    return array.reshape(shape)
+
+
+# ----- units in the last place ----------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def float_format(dtype: np.dtype[np.generic]) -> tuple[int, int]:
+    """(p, e_min) of a binary floating-point dtype: p fraction bits, 2^e_min the smallest
+    normal number. From np.finfo, or found by rounding probes for types numpy does not know
+    (ml_dtypes' bfloat16, float8…): p is the largest k with 1 + 2^-k ≠ 1 in the dtype, e_min
+    the smallest e at which 2^e·(1 + 2^-p) is still exact (not subnormal)."""
+    try:
+        info = np.finfo(dtype)  # type: ignore[type-var]
+        return int(info.nmant), int(info.minexp)
+    except ValueError:
+        pass
+
+    def exact(x: float) -> bool:
+        return float(np.array(x).astype(dtype).astype(np.float64)) == x
+
+    fraction_bits = next(k for k in range(1, 64) if not exact(1 + 2.0**-k)) - 1
+    step = 1 + 2.0**-fraction_bits
+    e_min = -1
+    while e_min > -1022 and exact(math.ldexp(step, e_min - 1)):
+        e_min -= 1
+    return fraction_bits, e_min
+
+
+def ulp(values: FloatArray, dtype: np.dtype[np.generic]) -> FloatArray:
+    """The spacing of `dtype` at each of `values` (finite, float64): 2^(max(⌊log2|x|⌋, e_min)
+    − p); at 0 the smallest subnormal."""
+    fraction_bits, e_min = float_format(dtype)
+    _, exponent = np.frexp(np.abs(values))
+    exponent = np.where(values == 0, e_min, np.maximum(exponent - 1, e_min))
+    spacing: FloatArray = np.ldexp(1.0, exponent - fraction_bits)
+    return spacing
+
+
+# ----- comparing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry outside the tolerance."""
+
+    index: tuple[int, ...]
+    expected: float
+    got: float
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """The verdict on one candidate output."""
+
+    passed: bool
+    checked: int
+    """How many entries were compared (0 when the output could not be read)."""
+    mismatches: int
+    """How many entries fail the tolerance test."""
+    nonfinite: int
+    """How many candidate entries are NaN or ±Infinity (other than an exact −inf of a mask)."""
+    max_abs_error: float | None
+    max_rel_error: float | None
+    max_ulp_error: float | None
+    """In ulps of the candidate's own dtype at the reference value."""
+    worst: list[Entry] = field(default_factory=list)
+    """Up to KEEP_WORST failing entries, non-finite ones first, then by absolute error."""
+    defect: str | None = None
+    """Why the output could not be compared (wrong shape, strings…); None if it was."""
+    dtype: str = "float64"
+    """The candidate's dtype."""
+
+
+@dataclass(frozen=True)
+class CandidateCheck:
+    """The verdict on every candidate output, with the mistakes that explain them."""
+
+    passed: bool
+    outputs: dict[str, OutputCheck]
+    diagnoses: list[Diagnosis]
+    notes: list[str]
+
+
+def _ulps(difference: FloatArray, expected: FloatArray, dtype: np.dtype[np.generic]) -> float:
+    """max difference/ulp(expected), capped at the largest float64 (an error at a zero
+    reference is measured in subnormal spacings, which can overflow)."""
+    with np.errstate(over="ignore"):
+        largest = float((difference / ulp(expected, dtype)).max())
+    return min(largest, float(np.finfo(np.float64).max))
+
+
+def _unreadable(defect: str) -> OutputCheck:
+    return OutputCheck(False, 0, 0, 0, None, None, None, [], defect)
+
+
+def compare_output(
+    candidate: FloatArray, reference: FloatArray, *, atol: float, rtol: float
+) -> OutputCheck:
+    """`candidate` (any float dtype) against `reference` (same shape), entry by entry.
+
+    See the module docstring for the test and the error sizes.
+    """
+    got = np.asarray(candidate).astype(np.float64, copy=False)
+    expected = np.asarray(reference, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.abs(got - expected)
+        magnitude = np.abs(expected)
+        within = difference <= tolerance_bound(atol, rtol, magnitude)
+    within &= np.isfinite(magnitude)  # an infinite expected value (a mask's log 0) …
+    same = got == expected  # … is matched by itself only (the difference is NaN)
+    ok = within | same
+    mismatches = int(ok.size - np.count_nonzero(ok))
+    nonfinite = int(np.count_nonzero(~np.isfinite(got) & ~same))
+    counted = ~(same & np.isinf(expected))
+    sizes: tuple[float | None, float | None, float | None] = (None, None, None)
+    if bool(np.all(np.isfinite(difference[counted]))):
+        if counted.any():
+            d, g, e = difference[counted], got[counted], expected[counted]
+            sizes = (
+                float(d.max()),
+                float((d / np.maximum(REL_ERROR_FLOOR, np.abs(g) + np.abs(e))).max()),
+                _ulps(d, e, np.asarray(candidate).dtype),
+            )
+        else:
+            sizes = (0.0, 0.0, 0.0)
+    worst: list[Entry] = []
+    if mismatches:
+        failing = np.flatnonzero(~ok.ravel())
+        size = np.nan_to_num(difference.ravel()[failing], nan=np.inf)
+        if size.size > KEEP_WORST:  # the KEEP_WORST largest, without sorting all of them
+            top = np.argpartition(-size, KEEP_WORST - 1)[:KEEP_WORST]
+        else:
+            top = np.arange(size.size)
+        order = top[np.argsort(-size[top], kind="stable")]
+        for flat in failing[order]:
+            index = tuple(int(i) for i in np.unravel_index(flat, got.shape))
+            worst.append(Entry(index, float(expected[index]), float(got[index])))
+    return OutputCheck(
+        passed=mismatches == 0,
+        checked=int(got.size),
+        mismatches=mismatches,
+        nonfinite=nonfinite,
+        max_abs_error=sizes[0],
+        max_rel_error=sizes[1],
+        max_ulp_error=sizes[2],
+        worst=worst,
+        defect=None,
+        dtype=str(np.asarray(candidate).dtype),
+    )
+
+
+def check_candidate(
+    candidate: Mapping[str, object],
+    reference: Mapping[str, FloatArray],
+    *,
+    atol: float,
+    rtol: float,
+    inputs: ProblemInputs | None = None,
+    softmax: Softmax | None = None,
+    docs_url: str | None = None,
+) -> CandidateCheck:
+    """Compare each candidate output with its reference, and name the mistakes.
+
+    Parameters
+    ----------
+    candidate
+        Output name → the caller's value: a JSON value (nested lists, numbers, None for
+        null, float NaN/±inf) or a numpy array of any floating-point dtype.
+    reference
+        Output name → the exact (float64 or the request's dtype) reference of every output
+        the candidate may hold: probabilities, log_probabilities (−inf at masks), loss (a 0-d
+        array, or (N,) for reduction `none`), losses, gradient, jacobian. A candidate output
+        without a reference is reported as a defect.
+    atol, rtol
+        The tolerance: an entry passes where |got − expected| ≤ atol + rtol·|expected|.
+    inputs
+        The raw problem, for diagnoses; None: no diagnoses.
+    softmax
+        The problem's float64 softmax if already computed (saves recomputing it).
+    docs_url
+        Base URL of the published docs, for the links in diagnosis messages.
+
+    Returns
+    -------
+    CandidateCheck
+        `passed` when every output was read and passes; `diagnoses` (see diagnose.diagnose)
+        for the failing ones; `notes` on precision (a passing low-precision candidate) and on
+        failing outputs that no known mistake explains.
+    """
+    outputs: dict[str, OutputCheck] = {}
+    failing: dict[str, Observed] = {}
+    notes: list[str] = []
+    for name, value in candidate.items():
+        if name not in reference:
+            known = ", ".join(sorted(reference))
+            outputs[name] = _unreadable(f"{name}: not an output of this problem ({known})")
+            continue
+        expected = np.asarray(reference[name], np.float64)
+        null_as = -math.inf if name in NULLABLE_OUTPUTS else None
+        array = read_candidate(name, value, expected.shape, null_as=null_as)
+        if isinstance(array, str):
+            outputs[name] = _unreadable(array)
+            continue
+        check = compare_output(array, expected, atol=atol, rtol=rtol)
+        outputs[name] = check
+        if check.passed:
+            notes.extend(_precision_note(name, check))
+        else:
+            got = array.astype(np.float64, copy=False)
+            rows = None
+            if got.ndim >= 1 and got.shape[0] == expected.shape[0]:
+                rows = probe_rows(got, expected, atol, rtol)
+            failing[name] = Observed(got, expected, rows)
+    diagnoses: list[Diagnosis] = []
+    if inputs is not None and failing:
+        diagnoses = diagnose(
+            failing, inputs, atol=atol, rtol=rtol, softmax=softmax, docs_url=docs_url
+        )
+    explained = {d.output for d in diagnoses}
+    for name in failing:
+        if name not in explained:
+            notes.append(
+                f"{name}: no known mistake explains these values; compare the worst entries"
+            )
+    passed = all(check.passed for check in outputs.values())
+    return CandidateCheck(passed, outputs, diagnoses, notes)
+
+
+def _precision_note(name: str, check: OutputCheck) -> list[str]:
+    """A line for a passing output whose errors show a lower precision than float64."""
+    ulps = check.max_ulp_error
+    if check.dtype != "float64":
+        detail = "" if ulps is None else f" (largest error {ulps:.3g} ulps of {check.dtype})"
+        return [f"{name}: {check.dtype} values, within the tolerance{detail}"]
+    if ulps is not None and ulps > LOW_PRECISION_ULPS:
+        return [
+            f"{name}: within the tolerance, with errors up to {ulps:.3g} float64 ulps, as from "
+            "a lower-precision (e.g. float32) computation: precision, not a mistake"
+        ]
+    return []

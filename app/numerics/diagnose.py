@@ -1,0 +1,741 @@
+"""The named mistakes a wrong candidate output can be explained by.
+
+A *candidate* is an output (probabilities, log-probabilities, loss, per-sample losses, gradient,
+Jacobian) computed by the caller. When it disagrees with the reference, each known mistake is
+tried as a *hypothesis*: the output is recomputed under the mistaken assumption, and the
+hypothesis explains the candidate when
+
+1. its values differ from the reference somewhere beyond the tolerance (a mistake that does not
+   change the numbers on this input is no mistake here), and
+2. the candidate agrees with them everywhere within the tolerance,
+
+    |candidate − h| ≤ atol + rtol·|h| + SLACK·max|h|
+
+where the tiny SLACK absorbs the rounding of the hypothesis itself (it is computed in plain
+float64, without the reference's care for cancellation). Nothing else is ever claimed: when no
+hypothesis explains a wrong candidate there is no diagnosis.
+
+Every hypothesis is built from quantities of the problem computed once — the softmax a and
+log a, the effective targets q of the options (and of the mistaken options), the divisor D —
+and is evaluated first on a few *probe* rows (the samples with the largest errors and one
+sample without error), so that the hypotheses that fail, nearly all of them, cost a few rows
+each; only a hypothesis that fits its probe rows is computed on the whole output.
+
+Priority (the most likely explanation first, when several fit):
+
+====  ==========================  ==========================================================
+ 1    overflow                    a fact, not a fit: NaN/Infinity where the exact value is
+                                  finite hides every other mistake of that output
+ 2    wrong_softmax_axis          a mistake in the softmax, upstream of every output
+ 3    sign_flipped                the commonest backward-pass slips, in the order they
+ 4    not_divided                 are usually made: sign, the mean's divisor, the
+ 5    divided_by_batch_size       textbook a − y
+ 6    a_minus_y
+ 7    weights_ignored             an option of the loss left out or misread
+ 8    label_smoothing_ignored
+ 9    ignore_index_not_applied
+10    off_by_one_labels
+11    jacobian_missing_diagonal   the Jacobian's structure
+12    jacobian_diagonal_only
+13    wrong_scale                 the catch-all: any other constant factor; tried only
+                                  when no named mistake fits
+====  ==========================  ==========================================================
+
+Several codes can give the same numbers on one input (with a single sample, "not divided" and
+"divided by the batch size" coincide): the first in priority order is the diagnosis and the
+others are listed in its `indistinguishable_from`.
+
+Messages say what was done and what the right step is, with a link to the section of the maths
+page; they contain no number derived from the reference (grading shows them to students).
+`evidence` may: it says how the mistake was recognised.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.numerics.compare import tolerance_bound
+from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.softmax import FloatArray, Softmax, softmax
+
+SLACK = 2.0**-42
+"""Relative (to the output's largest magnitude) allowance for the hypotheses' own rounding."""
+
+PRIORITY: tuple[str, ...] = (
+    "overflow",
+    "wrong_softmax_axis",
+    "sign_flipped",
+    "not_divided",
+    "divided_by_batch_size",
+    "a_minus_y",
+    "weights_ignored",
+    "label_smoothing_ignored",
+    "ignore_index_not_applied",
+    "off_by_one_labels",
+    "jacobian_missing_diagonal",
+    "jacobian_diagonal_only",
+    "wrong_scale",
+)
+"""Every diagnosis code, the most likely first."""
+
+ROW_OUTPUTS = frozenset({"probabilities", "log_probabilities", "losses", "gradient", "jacobian"})
+"""Outputs whose first axis is the sample (`loss` too, with reduction `none`)."""
+
+PROBE_ROWS = 4
+"""How many of the worst samples a hypothesis must fit before it is computed everywhere."""
+
+Rows = slice | NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class ProblemInputs:
+    """The raw inputs of a softmax or cross-entropy problem, as the caller gave them.
+
+    The hypotheses need the options themselves, not only the effective targets q they fold
+    into: "weights ignored" recomputes q without `weight`, "off by one" with other labels.
+    """
+
+    logits: FloatArray
+    """z, shape (N, C); −inf entries are masks."""
+    labels: NDArray[np.integer] | FloatArray | None = None
+    """Class indices (N,) or probability rows (N, C); None for a softmax-only problem."""
+    weight: FloatArray | None = None
+    """Class weights w, shape (C,), or None."""
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    reduction: Reduction = Reduction.MEAN
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One named mistake that explains a candidate output."""
+
+    code: str
+    """One of PRIORITY."""
+    output: str
+    """The output it was found in ("gradient", "loss", …)."""
+    message: str
+    """What was done and the right step, for a student; no number from the reference."""
+    evidence: str
+    """How it was recognised; may hold numbers (the factor, D, N…)."""
+    indistinguishable_from: list[str] = field(default_factory=list)
+    """Other codes giving the same numbers on this input."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A candidate output and its reference, both float64 of one shape."""
+
+    candidate: FloatArray
+    reference: FloatArray
+    probe_rows: NDArray[np.intp] | None = None
+    """Samples to try hypotheses on first (worst first); None: found from the two arrays."""
+
+
+@dataclass(frozen=True)
+class _Hypothesis:
+    code: str
+    values: Callable[[Rows], FloatArray]
+    """The output under the mistake, for the sample rows given (all of it for a scalar)."""
+    evidence: str
+
+
+# ----- messages ---------------------------------------------------------------------------
+
+_ANCHORS = {
+    "overflow": "softmax",
+    "wrong_softmax_axis": "softmax",
+    "not_divided": "reductions",
+    "divided_by_batch_size": "reductions",
+    "a_minus_y": "a-minus-y",
+    "weights_ignored": "effective-targets",
+    "label_smoothing_ignored": "effective-targets",
+    "ignore_index_not_applied": "effective-targets",
+    "off_by_one_labels": "effective-targets",
+    "jacobian_missing_diagonal": "jacobian",
+    "jacobian_diagonal_only": "jacobian",
+}
+_OUTPUT_ANCHORS = {
+    "probabilities": "softmax",
+    "log_probabilities": "softmax",
+    "loss": "effective-targets",
+    "losses": "effective-targets",
+    "gradient": "gradient",
+    "jacobian": "jacobian",
+}
+_OUTPUT_NAMES = {
+    "probabilities": "probabilities",
+    "log_probabilities": "log-probabilities",
+    "loss": "loss",
+    "losses": "per-sample losses",
+    "gradient": "gradient",
+    "jacobian": "Jacobian",
+}
+
+
+def docs_link(anchor: str, docs_url: str | None = None) -> str:
+    """`docs/maths.md#<anchor>`, or `<docs_url>/maths/#<anchor>` for a published site."""
+    if docs_url:
+        return f"{docs_url.rstrip('/')}/maths/#{anchor}"
+    return f"docs/maths.md#{anchor}"
+
+
+def _divisor_words(inputs: ProblemInputs) -> str:
+    if inputs.labels is not None and np.asarray(inputs.labels).ndim == 2:
+        return "the number of samples N"
+    if inputs.weight is None:
+        return "the number of samples that are not ignored"
+    return "the sum of the class weights w_y of the samples that are not ignored"
+
+
+def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None = None) -> str:
+    """The student-facing sentence of `code` found in `output`, ending with its docs link."""
+    name = _OUTPUT_NAMES.get(output, output)
+    derivative = output in ("gradient", "jacobian")
+    texts = {
+        "overflow": f"Your {name} has NaN or Infinity where the exact value is finite: exp of "
+        "large logits overflowed (or a softmax underflowed to 0 before its log). Subtract each "
+        "row's largest logit before exp, and take log-probabilities as z − log-sum-exp(z).",
+        "wrong_softmax_axis": f"Your {name} comes from a softmax normalised over the batch "
+        "(each class's column sums to 1) instead of over the classes. Normalise each sample's "
+        "row: a_i = exp(z_i) / Σ_j exp(z_j) over the classes j of that sample.",
+        "sign_flipped": (
+            f"Your {name} has the wrong sign (for example y − a instead of a − y). "
+            + (
+                "The derivative of the loss is a·Σq − q."
+                if output == "gradient"
+                else "The Jacobian is a_i(δ_ij − a_j), positive on the diagonal."
+                if derivative
+                else "Cross-entropy is −Σ q·log a, which is never negative."
+            )
+        ),
+        "not_divided": f"With reduction 'mean' the loss and its gradient are divided by D, "
+        f"{_divisor_words(inputs)}; your {name} is the sum, not divided. Divide it by D.",
+        "divided_by_batch_size": f"Your {name} is divided by the batch size N, but with class "
+        "weights or ignored samples reduction 'mean' divides by D = Σ w_y over the samples "
+        "that are not ignored.",
+        "a_minus_y": "Your gradient is a − y (or a − q), which is right only when every target "
+        "row sums to 1; here some do not (weights, ignored samples or unnormalised targets). "
+        "Use a·Σq − q, with q the effective targets.",
+        "weights_ignored": f"Your {name} leaves out the class weights: each target is weighted "
+        "by w of its class (q = w_y·onehot(y)), and reduction 'mean' divides by Σ w_y.",
+        "label_smoothing_ignored": f"Your {name} leaves out label smoothing: with smoothing ε "
+        "the target of a sample is (1 − ε)·onehot(y) + ε/C, not onehot(y).",
+        "ignore_index_not_applied": f"Your {name} treats samples labelled ignore_index as "
+        "ordinary samples: they must contribute no loss and no gradient, and not count in the "
+        "mean's divisor.",
+        "off_by_one_labels": f"Your {name} reads the labels as 1-based (class y − 1 for label "
+        "y). Labels are 0-based class indices: label y is class y.",
+        "jacobian_missing_diagonal": "Your Jacobian is −a·aᵀ without the diagonal term: "
+        "∂a_i/∂z_j = a_i(δ_ij − a_j), so J = diag(a) − a·aᵀ.",
+        "jacobian_diagonal_only": "Your Jacobian has only the diagonal a_i(1 − a_i): the "
+        "off-diagonal entries −a_i·a_j are missing (J = diag(a) − a·aᵀ).",
+        "wrong_scale": f"Your {name} is off from the right values by one constant factor that "
+        "is none of the usual mistakes: look for a stray or missing constant multiplier (a "
+        "division, a log base, a factor of 2).",
+    }
+    anchor = _ANCHORS.get(code) or _OUTPUT_ANCHORS.get(output, "gradient")
+    return f"{texts[code]} See {docs_link(anchor, docs_url)}."
+
+
+# ----- quantities shared by the hypotheses ---------------------------------------------------
+
+
+class _Problem:
+    """The quantities of one problem that hypotheses are built from, each computed once."""
+
+    def __init__(self, inputs: ProblemInputs, sm: Softmax | None) -> None:
+        self.inputs = inputs
+        self.z = np.asarray(inputs.logits, np.float64)
+        self.num_samples, self.num_classes = self.z.shape
+        if sm is not None and sm.probabilities.dtype == np.float64:
+            self.sm = sm
+        else:
+            self.sm = softmax(self.z)
+        labels = None if inputs.labels is None else np.asarray(inputs.labels)
+        self.labels = labels
+        self.index_labels = labels is not None and labels.ndim == 1
+        self.probability_labels = labels is not None and labels.ndim == 2
+
+    @property
+    def a(self) -> FloatArray:
+        return self.sm.probabilities
+
+    @property
+    def log_a(self) -> FloatArray:
+        return self.sm.log_probabilities
+
+    @cached_property
+    def column_softmax(self) -> tuple[FloatArray, FloatArray]:
+        """(a′, log a′): softmax over axis 0 (the samples), the wrong-axis mistake."""
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            shifted = self.z - self.z.max(axis=0, keepdims=True)
+            exp = np.exp(shifted)
+            total = exp.sum(axis=0, keepdims=True)
+            return exp / total, shifted - np.log(total)
+
+    def variant(self, name: str) -> ProblemInputs | None:
+        """The inputs under a mistaken option, or None where the mistake changes nothing."""
+        inputs = self.inputs
+        if name == "reference":
+            return inputs
+        if name == "weights_ignored":
+            return None if inputs.weight is None else replace(inputs, weight=None)
+        if name == "label_smoothing_ignored":
+            return replace(inputs, label_smoothing=0.0) if inputs.label_smoothing else None
+        if not self.index_labels:
+            return None
+        assert self.labels is not None
+        labels = self.labels.astype(np.int64)
+        ignored = labels == inputs.ignore_index
+        if name == "ignore_index_not_applied":
+            c = self.num_classes
+            if not ignored.any() or not -c <= inputs.ignore_index < c:
+                return None
+            never = int(labels.min()) - 1 if labels.min() > -(2**62) else 2**62
+            fixed = np.where(ignored, inputs.ignore_index % c, labels)
+            return replace(inputs, labels=fixed, ignore_index=never)
+        if name == "off_by_one_labels":
+            if ignored.all():
+                return None
+            shifted = np.where(ignored, labels, (labels - 1) % self.num_classes)
+            return replace(inputs, labels=shifted)
+        raise ValueError(name)
+
+    def targets(self, inputs: ProblemInputs, rows: Rows) -> FloatArray:
+        """Effective targets q of `rows` under `inputs` (float64)."""
+        labels = np.asarray(inputs.labels)[rows]
+        weight = None if inputs.weight is None else np.asarray(inputs.weight, np.float64)
+        if labels.ndim == 1:
+            return index_targets(
+                labels,
+                self.num_classes,
+                weight=weight,
+                ignore_index=inputs.ignore_index,
+                label_smoothing=inputs.label_smoothing,
+                reduction=Reduction.SUM,
+                dtype=np.float64,
+            ).q
+        return probability_targets(
+            labels,
+            weight=weight,
+            label_smoothing=inputs.label_smoothing,
+            reduction=Reduction.SUM,
+            dtype=np.float64,
+        ).q
+
+    def divisor(self, inputs: ProblemInputs) -> float:
+        """D of `mean` under `inputs` (1 for `sum` and `none`; NaN when it would be 0)."""
+        if inputs.reduction is not Reduction.MEAN:
+            return 1.0
+        labels = np.asarray(inputs.labels)
+        if labels.ndim == 2:
+            return float(self.num_samples)
+        kept = labels[labels != inputs.ignore_index]
+        if inputs.weight is None:
+            total = float(kept.size)
+        else:
+            total = math.fsum(np.asarray(inputs.weight, np.float64)[kept].tolist())
+        return total if total > 0 else math.nan
+
+    @cached_property
+    def reference_divisor(self) -> float:
+        return self.divisor(self.inputs)
+
+    @cached_property
+    def target_sums(self) -> FloatArray:
+        """Σ_c q_nc of the reference targets, shape (N,)."""
+        sums: FloatArray = self.targets(self.inputs, slice(None)).sum(axis=1)
+        return sums
+
+
+def _gradient(
+    a: FloatArray, q: FloatArray, divisor: float, *, a_minus_q: bool = False
+) -> FloatArray:
+    """(a·Σq − q)/D, or (a − q)/D for the a − y mistake."""
+    scaled = a if a_minus_q else a * q.sum(axis=1, keepdims=True)
+    result: FloatArray = (scaled - q) / divisor
+    return result
+
+
+def _losses(log_a: FloatArray, q: FloatArray) -> FloatArray:
+    """−Σ_c q_c·log a_c per row, 0·log 0 taken as 0."""
+    with np.errstate(invalid="ignore"):
+        terms = np.where(q > 0, q * log_a, 0.0)
+    result: FloatArray = -terms.sum(axis=1)
+    return result
+
+
+def _jacobian(a: FloatArray, *, diagonal: bool = True, off_diagonal: bool = True) -> FloatArray:
+    """a_i(δ_ij − a_j) of each row, optionally without one of its two parts."""
+    n, c = a.shape
+    if off_diagonal:
+        jacobian: FloatArray = -a[:, :, None] * a[:, None, :]
+    else:
+        jacobian = np.zeros((n, c, c))
+    if diagonal:
+        index = np.arange(c)
+        jacobian[:, index, index] += a
+    return jacobian
+
+
+# ----- the hypotheses of each output ---------------------------------------------------------
+
+
+def _scalar_loss(problem: _Problem, output: str) -> bool:
+    return output == "loss" and problem.inputs.reduction is not Reduction.NONE
+
+
+def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_Hypothesis]:
+    """Every hypothesis that applies to `output` of this problem, in priority order (overflow
+    and wrong_scale are handled apart)."""
+    inputs = problem.inputs
+    found: list[_Hypothesis] = []
+    labelled = inputs.labels is not None
+    scalar = _scalar_loss(problem, output)
+    if output in ("loss", "losses", "gradient") and not labelled:
+        return found
+    divisor = problem.reference_divisor if output != "losses" else 1.0
+
+    def compute(variant: ProblemInputs, rows: Rows, *, column: bool = False) -> FloatArray:
+        """`output` under `variant`, with a softmax over the wrong axis if `column`."""
+        a, log_a = problem.column_softmax if column else (problem.a, problem.log_a)
+        if output == "probabilities":
+            return a[rows]
+        if output == "log_probabilities":
+            return log_a[rows]
+        if output == "jacobian":
+            return _jacobian(a[rows])
+        d = problem.divisor(variant) if output != "losses" else 1.0
+        if output == "gradient":
+            return _gradient(a[rows], problem.targets(variant, rows), d)
+        if scalar:
+            losses = _losses(log_a, problem.targets(variant, slice(None)))
+            return np.asarray(math.fsum(losses.tolist()) / d)
+        return _losses(log_a[rows], problem.targets(variant, rows))
+
+    found.append(
+        _Hypothesis(
+            "wrong_softmax_axis",
+            lambda rows: compute(inputs, rows, column=True),
+            f"the candidate equals the {output} computed from a softmax over axis 0 (the "
+            "samples) instead of axis 1 (the classes)",
+        )
+    )
+    if output in ("loss", "losses", "gradient", "jacobian"):
+        found.append(
+            _Hypothesis(
+                "sign_flipped",
+                lambda rows: -reference if scalar else -reference[rows],
+                "the candidate equals −1 × the reference",
+            )
+        )
+    mean = inputs.reduction is Reduction.MEAN and output in ("loss", "gradient")
+    if mean and divisor != 1:
+        found.append(
+            _Hypothesis(
+                "not_divided",
+                lambda rows: reference * divisor if scalar else reference[rows] * divisor,
+                f"the candidate equals the reference × {divisor:.6g} = D, the divisor of "
+                f"reduction 'mean' ({_divisor_words(inputs)})",
+            )
+        )
+    n = problem.num_samples
+    if mean and problem.index_labels and divisor != n:
+        factor = divisor / n
+        found.append(
+            _Hypothesis(
+                "divided_by_batch_size",
+                lambda rows: reference * factor if scalar else reference[rows] * factor,
+                f"the candidate equals the reference × D/N = {divisor:.6g}/{n}: divided by "
+                f"the {n} samples instead of D = {divisor:.6g}",
+            )
+        )
+    if output == "gradient":
+        sums = problem.target_sums
+        if not np.all(sums == 1):
+            low, high = float(sums.min()), float(sums.max())
+            where = f"{low:.6g}" if low == high else f"between {low:.6g} and {high:.6g}"
+            for masked in (False, True):
+                found.append(
+                    _Hypothesis(
+                        "a_minus_y",
+                        partial(_a_minus_q, problem, masked=masked),
+                        "the candidate equals (a − q)/D"
+                        + (", with 0 in the rows without target" if masked else "")
+                        + f"; the effective target rows sum to {where}, not 1",
+                    )
+                )
+    if labelled and output not in ("probabilities", "log_probabilities", "jacobian"):
+        option_words = {
+            "weights_ignored": "without the class weights",
+            "label_smoothing_ignored": f"with label_smoothing 0 instead of "
+            f"{inputs.label_smoothing:g}",
+            "ignore_index_not_applied": f"with the samples labelled {inputs.ignore_index} "
+            f"counted as class {inputs.ignore_index % problem.num_classes}",
+            "off_by_one_labels": "with class y − 1 for every label y (label 0 → class C − 1)",
+        }
+        for code, words in option_words.items():
+            variant = problem.variant(code)
+            if variant is None:
+                continue
+            found.append(
+                _Hypothesis(
+                    code,
+                    partial(compute, variant),
+                    f"the candidate equals the {output} computed {words}",
+                )
+            )
+    if output == "jacobian":
+        found.append(
+            _Hypothesis(
+                "jacobian_missing_diagonal",
+                lambda rows: _jacobian(problem.a[rows], diagonal=False),
+                "the candidate equals −a·aᵀ of every sample (no diag(a))",
+            )
+        )
+        found.append(
+            _Hypothesis(
+                "jacobian_diagonal_only",
+                lambda rows: _diagonal_only(problem, rows),
+                "the candidate equals diag(a(1 − a)) of every sample, zero off the diagonal",
+            )
+        )
+    return found
+
+
+def _a_minus_q(problem: _Problem, rows: Rows, *, masked: bool) -> FloatArray:
+    q = problem.targets(problem.inputs, rows)
+    a = problem.a[rows]
+    if masked:
+        a = a * (q.sum(axis=1, keepdims=True) != 0)
+    return _gradient(a, q, problem.reference_divisor, a_minus_q=True)
+
+
+def _diagonal_only(problem: _Problem, rows: Rows) -> FloatArray:
+    a = problem.a[rows]
+    n, c = a.shape
+    jacobian = np.zeros((n, c, c))
+    index = np.arange(c)
+    jacobian[:, index, index] = a * problem.sm.complement[rows]
+    return jacobian
+
+
+# ----- matching -------------------------------------------------------------------------------
+
+
+def _close(
+    got: FloatArray, expected: FloatArray, atol: float, rtol: float, slack: float = 0.0
+) -> NDArray[np.bool_]:
+    """|got − expected| ≤ atol + rtol·|expected| + slack entry by entry; an infinite expected
+    value is matched only by itself."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.abs(expected)
+        bound = tolerance_bound(atol, rtol, magnitude) + slack
+        close: NDArray[np.bool_] = (np.abs(got - expected) <= bound) & np.isfinite(magnitude)
+    close |= got == expected
+    return close
+
+
+def _fits(candidate: FloatArray, values: FloatArray, atol: float, rtol: float) -> bool:
+    """The candidate agrees with the hypothesis everywhere (module docstring's test)."""
+    if candidate.shape != values.shape:
+        return False
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+        finite = magnitude[np.isfinite(magnitude)]
+    slack = SLACK * float(finite.max()) if finite.size else 0.0
+    return bool(np.all(_close(candidate, values, atol, rtol, slack)))
+
+
+def _differs(values: FloatArray, reference: FloatArray, atol: float, rtol: float) -> bool:
+    """The hypothesis changes the numbers: some entry is outside the reference's tolerance."""
+    return not bool(np.all(_close(values, reference, atol, rtol)))
+
+
+def probe_rows(
+    candidate: FloatArray, reference: FloatArray, atol: float, rtol: float
+) -> NDArray[np.intp]:
+    """The PROBE_ROWS samples whose worst entry exceeds the tolerance most (by the ratio
+    error/bound), then the first sample within tolerance, if any."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        excess = np.abs(candidate - reference) / tolerance_bound(atol, rtol, np.abs(reference))
+    excess = np.where(np.isnan(excess) & (candidate != reference), np.inf, excess)
+    excess = np.nan_to_num(excess, nan=0.0, posinf=np.inf)
+    per_row = excess.reshape(excess.shape[0], -1).max(axis=1)
+    failing = np.flatnonzero(per_row > 1)
+    worst = failing[np.argsort(-per_row[failing], kind="stable")[:PROBE_ROWS]]
+    clean = np.flatnonzero(per_row <= 1)[:1]
+    return np.concatenate([worst, clean]).astype(np.intp)
+
+
+def _overflow(problem: _Problem, output: str, observed: Observed) -> str | None:
+    """Evidence of overflow: the candidate is NaN/±inf where the reference is finite."""
+    x, r = observed.candidate, observed.reference
+    bad = ~np.isfinite(x) & np.isfinite(r)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    text = (
+        f"{count} {'entry is' if count == 1 else 'entries are'} NaN or ±Infinity where the "
+        f"exact value is finite (the first at {list(first)})"
+    )
+    if output in ROW_OUTPUTS or (output == "loss" and not _scalar_loss(problem, output)):
+        row = problem.z[first[0]]
+        largest = float(row[np.isfinite(row)].max(initial=-np.inf))
+        text += (
+            f"; the largest logit of sample {first[0]} is {largest:.6g} (exp overflows float16 "
+            "above 11.1, float32 above 88.7, float64 above 709.8)"
+        )
+    return text
+
+
+def _known_factor(factor: float, problem: _Problem) -> str:
+    """Names a factor that is a simple constant of the problem, or ''."""
+    n, c, d = problem.num_samples, problem.num_classes, problem.reference_divisor
+    named = {
+        "N, the number of samples": n,
+        "C, the number of classes": c,
+        "D, the divisor of 'mean'": d,
+        "1/N": 1 / n,
+        "1/C": 1 / c,
+        "1/D": 1 / d if d else math.nan,
+        "N/D": n / d if d else math.nan,
+        "2": 2.0,
+        "1/2": 0.5,
+        "1/ln 2 (a log base 2)": 1 / math.log(2),
+        "1/ln 10 (a log base 10)": 1 / math.log(10),
+    }
+    for sign, prefix in ((1.0, ""), (-1.0, "−")):
+        for words, value in named.items():
+            if math.isfinite(value) and math.isclose(factor, sign * value, rel_tol=1e-6):
+                return f" = {prefix}{words}"
+    return ""
+
+
+def _wrong_scale(
+    problem: _Problem, output: str, observed: Observed, atol: float, rtol: float
+) -> str | None:
+    """Evidence that the candidate is a constant multiple k of the reference (k ≠ 0, 1): only
+    for outputs with at least two distinct non-zero reference entries, which all agree on k."""
+    if _scalar_loss(problem, output):
+        return None
+    x, r = observed.candidate, observed.reference
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(r))):
+        return None
+    entries = r[r != 0]
+    if not entries.size or np.all(entries == entries[0]):
+        return None  # fewer than two distinct non-zero entries: any value is some multiple
+    # least squares over the entries, k = Σ x·r / Σ r² (no BLAS: its threads cost more than
+    # they save at these sizes), then the test of every entry
+    factor = float(np.sum(x * r) / np.sum(np.square(r)))
+    if not math.isfinite(factor) or factor == 0:
+        return None
+    values = r * factor
+    if not (_differs(values, r, atol, rtol) and _fits(x, values, atol, rtol)):
+        return None
+    if math.isclose(factor, 1.0, rel_tol=1e-12):
+        return None
+    return f"the candidate equals the reference × {factor:.6g}{_known_factor(factor, problem)}"
+
+
+def diagnose(
+    outputs: Mapping[str, Observed],
+    inputs: ProblemInputs,
+    *,
+    atol: float,
+    rtol: float,
+    softmax: Softmax | None = None,
+    docs_url: str | None = None,
+) -> list[Diagnosis]:
+    """The diagnoses of the wrong candidate outputs `outputs` (name → candidate, reference).
+
+    Parameters
+    ----------
+    outputs
+        Only the outputs that failed their comparison; each candidate as float64 in the
+        reference's shape (a lower-precision candidate converted exactly).
+    inputs
+        The raw problem; `labels` None for a softmax-only problem (probabilities,
+        log_probabilities and jacobian are diagnosed then).
+    atol, rtol
+        The request's tolerance: |candidate − h| ≤ atol + rtol·|h|.
+    softmax
+        The problem's float64 softmax if already computed (else it is computed here).
+    docs_url
+        Base URL of the published docs, for the links in messages.
+
+    Returns
+    -------
+    list of Diagnosis
+        At most one per output (the first fitting code in PRIORITY, the others that fit in its
+        `indistinguishable_from`), sorted by priority then output. Empty when nothing fits.
+    """
+    if not outputs:
+        return []
+    problem = _Problem(inputs, softmax)
+    found: list[Diagnosis] = []
+    for output, observed in outputs.items():
+        diagnosis = _diagnose_output(problem, output, observed, atol, rtol, docs_url)
+        if diagnosis is not None:
+            found.append(diagnosis)
+    order = list(outputs)
+    found.sort(key=lambda d: (PRIORITY.index(d.code), order.index(d.output)))
+    return found
+
+
+def _diagnose_output(
+    problem: _Problem,
+    output: str,
+    observed: Observed,
+    atol: float,
+    rtol: float,
+    docs_url: str | None,
+) -> Diagnosis | None:
+    """The diagnosis of one output, or None."""
+    x, r = observed.candidate, observed.reference
+
+    def make(code: str, evidence: str, others: Sequence[str] = ()) -> Diagnosis:
+        return Diagnosis(
+            code, output, message(code, output, problem.inputs, docs_url), evidence, [*others]
+        )
+
+    overflow = _overflow(problem, output, observed)
+    if overflow is not None:
+        return make("overflow", overflow)
+    if not np.all(np.isfinite(x) | (x == r)):
+        return None  # ±inf where the reference is ±inf of the other sign, or NaN: unexplained
+    row_wise = (
+        x.ndim >= 1 and not _scalar_loss(problem, output) and output in (ROW_OUTPUTS | {"loss"})
+    )
+    probes: Rows | None = None
+    if row_wise:
+        probes = observed.probe_rows
+        if probes is None:
+            probes = probe_rows(x, r, atol, rtol)
+    fitting: list[tuple[str, str]] = []
+    for hypothesis in _hypotheses(problem, output, r):
+        if any(code == hypothesis.code for code, _ in fitting):
+            continue
+        with np.errstate(all="ignore"):
+            if probes is not None:
+                if not _fits(x[probes], hypothesis.values(probes), atol, rtol):
+                    continue
+                values = hypothesis.values(slice(None))
+            else:
+                values = hypothesis.values(slice(None))
+        if _fits(x, values, atol, rtol) and _differs(values, r, atol, rtol):
+            fitting.append((hypothesis.code, hypothesis.evidence))
+    if fitting:
+        fitting.sort(key=lambda item: PRIORITY.index(item[0]))
+        (code, evidence), *others = fitting
+        return make(code, evidence, [other for other, _ in others])
+    scale = _wrong_scale(problem, output, observed, atol, rtol)
+    if scale is not None:
+        return make("wrong_scale", scale)
+    return None
