@@ -22,11 +22,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import free_port, require
+from tests.helpers import free_port as free_port  # re-exported: test_nginx imports it here
+from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -42,10 +44,10 @@ def find_tool(name: str) -> str | None:
 
 
 def run(
-    args: list[str], *, timeout: float = 120, check: bool = True, **kwargs: object
+    args: list[str], *, timeout: float = 120, check: bool = True, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output as text, and fail with that output if it fails."""
-    result = subprocess.run(
+    result: subprocess.CompletedProcess[str] = subprocess.run(
         args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
     if check and result.returncode != 0:
@@ -141,11 +143,15 @@ def remove_container(name: str) -> None:
 def docker_engine() -> Iterator[None]:
     """A Docker engine that answers; started with scripts/start-dockerd.sh if none runs."""
     require(
-        shutil.which("docker"), "the docker client is not installed (apt-get install docker.io)"
+        shutil.which("docker") is not None,
+        "the docker client is not installed (apt-get install docker.io)",
     )
     started_pid: int | None = None
     if not docker_answers():
-        require(find_tool("dockerd"), "no Docker engine answers and dockerd is not installed")
+        require(
+            find_tool("dockerd") is not None,
+            "no Docker engine answers and dockerd is not installed",
+        )
         require(os.geteuid() == 0, "no Docker engine answers and only root can start dockerd")
         run(["bash", str(SCRIPTS / "start-dockerd.sh")], timeout=120)
         started_pid = int(Path(DOCKERD_PIDFILE).read_text().strip())
@@ -181,7 +187,7 @@ def python_base_image(docker_engine: None) -> str:
         return OFFICIAL_PYTHON_IMAGE
     if not _image_exists(STAND_IN_PYTHON_IMAGE):
         require(
-            find_tool("debootstrap"),
+            find_tool("debootstrap") is not None,
             "no Python base image in the engine and debootstrap is not installed to build one",
         )
         started = time.monotonic()
@@ -245,7 +251,7 @@ def compose_command() -> list[str] | None:
 def compose() -> list[str]:
     """The compose command line prefix; skips (or fails under REQUIRE_ALL) without one."""
     command = compose_command()
-    require(command, "neither `docker compose` nor `docker-compose` is installed")
+    require(command is not None, "neither `docker compose` nor `docker-compose` is installed")
     assert command is not None
     return command
 
@@ -254,6 +260,6 @@ def compose() -> list[str]:
 def nginx_bin() -> str:
     """Path of the nginx binary (Debian installs it in /usr/sbin)."""
     found = find_tool("nginx")
-    require(found, "nginx is not installed (apt-get install nginx)")
+    require(found is not None, "nginx is not installed (apt-get install nginx)")
     assert found is not None
     return found

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import socket
 import sys
 import time
 
@@ -151,6 +153,60 @@ def test_hardened_run_and_graceful_stop(app_image: str) -> None:
         assert time.monotonic() - started < 15, "SIGTERM did not stop uvicorn promptly"
         exit_code = run(["docker", "inspect", "--format", "{{.State.ExitCode}}", name]).stdout
         assert exit_code.strip() == "0"
+    finally:
+        remove_container(name)
+
+
+def healthz_on_a_new_connection(port: int) -> tuple[socket.socket, bytes]:
+    """Open a connection, send GET /healthz and read the whole response; return the status code
+    with the connection, which stays open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gradcheck\r\n\r\n")
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(65536)
+    head, body = response.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    assert length, head
+    while len(body) < int(length.group(1)):
+        body += sock.recv(65536)
+    return sock, head.split(b" ", 2)[1]
+
+
+def test_uvicorn_limits_come_from_the_environment(app_image: str) -> None:
+    """UVICORN_LIMIT_CONCURRENCY (200 in the image) answers 503 beyond that many connections;
+    UVICORN_TIMEOUT_KEEP_ALIVE (5) closes idle connections. Here 2 and 1, to see both."""
+    name = f"gradcheck-test-limits-{os.getpid()}"
+    port = free_port()
+    image_env = run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", app_image])
+    assert "UVICORN_LIMIT_CONCURRENCY=200" in json.loads(image_env.stdout)
+    assert "UVICORN_TIMEOUT_KEEP_ALIVE=5" in json.loads(image_env.stdout)
+    try:
+        start_container(
+            name,
+            port,
+            env={
+                "WEB_CONCURRENCY": "1",
+                "UVICORN_LIMIT_CONCURRENCY": "2",
+                "UVICORN_TIMEOUT_KEEP_ALIVE": "1",
+            },
+        )
+        wait_until_healthy(name)
+        first, status = healthz_on_a_new_connection(port)
+        for _ in range(20):  # a health probe of Docker's may hold the second slot for a moment
+            if status == b"200":
+                break
+            first.close()
+            time.sleep(0.2)
+            first, status = healthz_on_a_new_connection(port)
+        assert status == b"200"
+        second, status = healthz_on_a_new_connection(port)
+        second.close()
+        assert status == b"503", "a second connection while the first is open: over the limit"
+        idle_since = time.monotonic()
+        assert first.recv(1) == b"", "uvicorn closes an idle keep-alive connection"
+        assert time.monotonic() - idle_since < 5
+        first.close()
     finally:
         remove_container(name)
 
