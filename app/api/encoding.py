@@ -5,6 +5,7 @@ holds, and that they are finite (`Report.refuse_non_finite`), is settled before 
 Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
+import math
 import zipfile
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import orjson
 from fastapi import Response
 
+from app.numerics.candidate import CandidateCheck
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
 
@@ -43,6 +45,55 @@ def check_fields(check: Check) -> dict[str, Any]:
             {"index": list(m.index), "analytic": m.analytic, "numeric": m.numeric} for m in a.worst
         ],
         "message": check.message(),
+    }
+
+
+def _json_number(value: float) -> float | str:
+    """A caller's value as JSON can carry it: non-finite ones as "NaN", "Infinity", "-Infinity"."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def candidate_fields(check: CandidateCheck) -> dict[str, Any]:
+    """A candidate check as its documented JSON object (`CandidateCheckModel`); the caller's
+    non-finite values are quoted, and error sizes over them are null."""
+    return {
+        "passed": check.passed,
+        "outputs": {
+            name: {
+                "passed": output.passed,
+                "checked": output.checked,
+                "mismatches": output.mismatches,
+                "nonfinite": output.nonfinite,
+                "max_abs_error": output.max_abs_error,
+                "max_rel_error": output.max_rel_error,
+                "max_ulp_error": output.max_ulp_error,
+                "worst": [
+                    {
+                        "index": list(entry.index),
+                        "expected": _json_number(entry.expected),
+                        "got": _json_number(entry.got),
+                    }
+                    for entry in output.worst
+                ],
+                **({"defect": output.defect} if output.defect is not None else {}),
+            }
+            for name, output in check.outputs.items()
+        },
+        "diagnoses": [
+            {
+                "code": diagnosis.code,
+                "output": diagnosis.output,
+                "message": diagnosis.message,
+                "evidence": diagnosis.evidence,
+                "indistinguishable_from": list(diagnosis.indistinguishable_from),
+            }
+            for diagnosis in check.diagnoses
+        ],
+        "notes": list(check.notes),
     }
 
 

@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from app.api.schemas.compute import (
     CrossEntropyRequest,
     Dtype,
     FiniteDifferenceOptions,
     Labels,
+    SoftmaxCandidate,
     SoftmaxRequest,
     ToleranceOptions,
 )
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, Location, RequestError
+from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
+from app.numerics.diagnose import ProblemInputs
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import (
     MAX_MAGNITUDE,
@@ -34,6 +38,7 @@ from app.numerics.gradcheck import (
     LossProblem,
     NumericOptions,
     Output,
+    ReferenceOutputs,
     Report,
     Tolerance,
     analyse_cross_entropy,
@@ -191,23 +196,26 @@ def check_output_size(shape: tuple[int, ...], include: Collection[str], settings
         )
 
 
-def parse_targets(
-    request: "LossFields", shape: tuple[int, int], flat_logits: bool, dtype: type[np.floating]
-) -> Targets:
-    """The effective targets q of the labels under the request's loss options."""
+def parse_weight(request: "LossFields", num_classes: int) -> FloatArray | None:
+    """Class weights as float64 (C,), or None: one per class, each within ±MAX_MAGNITUDE."""
+    if request.weight is None:
+        return None
+    if len(request.weight) != num_classes:
+        raise RequestError(
+            ("weight",),
+            f"weight needs one entry per class: {num_classes}, got {len(request.weight)}",
+        )
+    weight = np.asarray(request.weight, np.float64)
+    _refuse_huge("weight", weight[None, :], flat=True)
+    return weight
+
+
+def parse_labels(
+    request: "LossFields", shape: tuple[int, int], flat_logits: bool
+) -> NDArray[np.int64] | FloatArray:
+    """Class indices (N,) as int64, or probability rows (N, C) as float64."""
     labels = request.labels
     num_samples, num_classes = shape
-    weight = None
-    if request.weight is not None:
-        if len(request.weight) != num_classes:
-            raise RequestError(
-                ("weight",),
-                f"weight needs one entry per class: {num_classes}, got {len(request.weight)}",
-            )
-        weight_values = np.asarray(request.weight, np.float64)
-        _refuse_huge("weight", weight_values[None, :], flat=True)
-        weight = weight_values.astype(dtype)
-
     is_probability_row = (
         flat_logits
         and isinstance(labels, list)
@@ -216,13 +224,7 @@ def parse_targets(
     )
     if isinstance(labels, list) and labels and (isinstance(labels[0], list) or is_probability_row):
         rows = [labels] if is_probability_row else labels
-        return probability_targets(
-            _probability_rows(rows, shape, is_probability_row),
-            weight=weight,
-            label_smoothing=request.label_smoothing,
-            reduction=request.reduction,
-            dtype=dtype,
-        )
+        return _probability_rows(rows, shape, is_probability_row)
 
     indices = [labels] if isinstance(labels, int) else list(labels)
     for n, label in enumerate(indices):
@@ -243,10 +245,30 @@ def parse_targets(
             ("labels",),
             f"labels need one class index per sample: {num_samples}, got {len(indices)}",
         )
+    return np.asarray(indices, np.int64)
+
+
+def targets_of(
+    request: "LossFields",
+    labels: NDArray[np.int64] | FloatArray,
+    weight: FloatArray | None,
+    num_classes: int,
+    dtype: type[np.floating],
+) -> Targets:
+    """The effective targets q of parsed labels under the request's loss options."""
+    cast_weight = None if weight is None else weight.astype(dtype)
+    if labels.ndim == 2:
+        return probability_targets(
+            cast(FloatArray, labels),
+            weight=cast_weight,
+            label_smoothing=request.label_smoothing,
+            reduction=request.reduction,
+            dtype=dtype,
+        )
     return index_targets(
-        np.asarray(indices, np.int64),
+        cast(NDArray[np.int64], labels),
         num_classes,
-        weight=weight,
+        weight=cast_weight,
         ignore_index=request.ignore_index,
         label_smoothing=request.label_smoothing,
         reduction=request.reduction,
@@ -299,15 +321,47 @@ class LossFields(Protocol):
     def dtype(self) -> Dtype: ...
 
 
-def to_loss_problem(
-    fields: LossFields, settings: Settings, include: Collection[str] = ()
-) -> LossProblem:
-    """The cross-entropy problem of `fields`: logits in the requested precision, their effective
-    targets and the reduction (413 first if the outputs in `include` would be too large)."""
+@dataclass(frozen=True)
+class ParsedLoss:
+    """The arrays of a cross-entropy problem as the caller sent them, in float64."""
+
+    logits: FloatArray
+    flat: bool
+    labels: NDArray[np.int64] | FloatArray
+    weight: FloatArray | None
+
+    def problem(self, fields: "LossFields", dtype: Dtype) -> LossProblem:
+        """The problem in precision `dtype`: cast logits, effective targets, reduction."""
+        targets = targets_of(fields, self.labels, self.weight, self.logits.shape[1], DTYPES[dtype])
+        return LossProblem(to_dtype(self.logits, dtype, self.flat), targets, fields.reduction)
+
+    def inputs(self, fields: "LossFields") -> ProblemInputs:
+        """The raw problem the diagnoses recompute under each mistaken assumption."""
+        return ProblemInputs(
+            self.logits,
+            self.labels,
+            self.weight,
+            fields.ignore_index,
+            fields.label_smoothing,
+            fields.reduction,
+        )
+
+
+def parse_loss(
+    fields: "LossFields", settings: Settings, include: Collection[str] = ()
+) -> ParsedLoss:
+    """Logits, labels and weights of `fields`, each checked (413 first if the outputs in
+    `include` would be too large)."""
     logits, flat = parse_logits(fields.logits, settings)
     check_output_size(logits.shape, include, settings)
-    targets = parse_targets(fields, logits.shape, flat, DTYPES[fields.dtype])
-    return LossProblem(to_dtype(logits, fields.dtype, flat), targets, fields.reduction)
+    weight = parse_weight(fields, logits.shape[1])
+    return ParsedLoss(logits, flat, parse_labels(fields, logits.shape, flat), weight)
+
+
+def to_loss_problem(fields: "LossFields", settings: Settings) -> LossProblem:
+    """The cross-entropy problem of `fields` (a grading problem given in full, or generated):
+    logits in the requested precision, their effective targets and the reduction."""
+    return parse_loss(fields, settings).problem(fields, fields.dtype)
 
 
 def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:
@@ -328,6 +382,46 @@ def _tolerance(tolerance: ToleranceOptions) -> Tolerance:
 
 
 @dataclass(frozen=True)
+class CandidateCall:
+    """A caller's own outputs and what checking them needs: the raw problem (for the
+    diagnoses), and the float64 problem when the request's own precision is lower (the
+    candidate is always checked against the exact reference)."""
+
+    outputs: dict[str, object]
+    inputs: ProblemInputs
+    reference_problem: LossProblem | None
+    docs_url: str | None
+
+    def check(self, report: Report, tolerance: Tolerance) -> CandidateCheck:
+        """The candidate against `report`'s outputs (or the float64 problem's)."""
+        reference = report
+        if reference.softmax.probabilities.dtype != np.float64:
+            reference = self._float64_report()
+        return check_candidate(
+            self.outputs,
+            ReferenceOutputs(reference),
+            atol=tolerance.atol,
+            rtol=tolerance.rtol,
+            inputs=self.inputs,
+            softmax=reference.softmax,
+            docs_url=self.docs_url,
+        )
+
+    def _float64_report(self) -> Report:
+        problem = self.reference_problem
+        if problem is None:
+            return analyse_softmax(self.inputs.logits, frozenset())
+        return analyse_cross_entropy(
+            problem.logits, problem.targets, problem.reduction, frozenset()
+        )
+
+
+def _sent_outputs(candidate: SoftmaxCandidate) -> dict[str, object]:
+    """The outputs the caller put in `candidate` (null included: it is checked too)."""
+    return {name: getattr(candidate, name) for name in candidate.model_fields_set}
+
+
+@dataclass(frozen=True)
 class SoftmaxCall:
     """One validated softmax request: the logits and the options they are analysed with."""
 
@@ -335,6 +429,7 @@ class SoftmaxCall:
     include: frozenset[Output]
     numeric: NumericOptions
     tolerance: Tolerance
+    candidate: CandidateCall | None = None
 
     def analyse(self) -> Report:
         """The report of this request."""
@@ -349,6 +444,7 @@ class LossCall:
     include: frozenset[Output]
     numeric: NumericOptions
     tolerance: Tolerance
+    candidate: CandidateCall | None = None
 
     def batch_key(self) -> tuple[object, ...]:
         """Calls with equal keys can be computed in one stacked batch (`app.api.coalesce`)."""
@@ -373,17 +469,29 @@ def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
     logits, flat = parse_logits(body.logits, settings)
     include = frozenset(Output(item) for item in body.include)
     check_output_size(logits.shape, include, settings)
+    candidate = None
+    if body.candidate is not None:
+        outputs = _sent_outputs(body.candidate)
+        candidate = CandidateCall(outputs, ProblemInputs(logits), None, settings.docs_url)
     return SoftmaxCall(
         to_dtype(logits, body.dtype, flat),
         include,
         _numeric_options(body.numeric, body.dtype),
         _tolerance(body.tolerance),
+        candidate,
     )
 
 
 def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
     """Validate a cross-entropy request into the problem and options the numerics take."""
     include = frozenset(Output(item) for item in body.include)
-    problem = to_loss_problem(body, settings, include)
+    parsed = parse_loss(body, settings, include)
+    problem = parsed.problem(body, body.dtype)
     numeric = _numeric_options(body.numeric, body.dtype)
-    return LossCall(problem, include, numeric, _tolerance(body.tolerance))
+    candidate = None
+    if body.candidate is not None:
+        reference = None if body.dtype == "float64" else parsed.problem(body, "float64")
+        candidate = CandidateCall(
+            _sent_outputs(body.candidate), parsed.inputs(body), reference, settings.docs_url
+        )
+    return LossCall(problem, include, numeric, _tolerance(body.tolerance), candidate)

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "X-API-Key header. Empty (the default): the service is open.",
     )
 
+    docs_url: str | None = Field(
+        None,
+        description="Base URL of the published docs site (e.g. https://gradcheck.example.org): "
+        "diagnosis messages then link to its pages; unset, they name docs/maths.md#section.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

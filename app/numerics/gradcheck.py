@@ -5,6 +5,7 @@ other modules. `LossRows.of` computes everything that is row by row, so that `ap
 can stack the rows of several problems and get each one exactly what it gets here.
 """
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -345,3 +346,41 @@ def analyse_cross_entropy(
         gradient_check=gradient_check,
         jacobian_check=jacobian_check,
     )
+
+
+class ReferenceOutputs(Mapping[str, FloatArray]):
+    """The outputs of a report by name, as a candidate is checked against them
+    (`app.numerics.candidate.check_candidate`); the N·C·C Jacobian is formed only when asked
+    for. A softmax report has probabilities, log_probabilities and jacobian; a cross-entropy
+    report also loss, losses and gradient."""
+
+    def __init__(self, report: Report) -> None:
+        self._report = report
+        self._names = ["probabilities", "log_probabilities", "jacobian"]
+        if report.losses is not None:
+            self._names += ["loss", "losses", "gradient"]
+
+    def __getitem__(self, name: str) -> FloatArray:
+        report = self._report
+        values = {
+            "probabilities": report.softmax.probabilities,
+            "log_probabilities": report.softmax.log_probabilities,
+            "loss": report.loss,
+            "losses": report.losses,
+            "gradient": report.gradient,
+        }
+        if name not in self._names:
+            raise KeyError(name)
+        if name == "jacobian":
+            return (
+                report.jacobian if report.jacobian is not None else softmax_jacobian(report.softmax)
+            )
+        value = values[name]
+        assert value is not None
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

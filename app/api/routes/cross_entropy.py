@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.coalesce import Coalescer
 from app.api.deps import CrossEntropyBody, SettingsDep
-from app.api.encoding import report_fields, respond
+from app.api.encoding import candidate_fields, report_fields, respond
 from app.api.inputs import LossCall, request_entries, to_loss_call
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES, AcceptHeader, success_response
@@ -22,6 +22,8 @@ def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
     report.refuse_non_finite(call.include)
     fields = report_fields(report, call.include, str(call.problem.logits.dtype))
     fields["reduction"] = str(call.problem.reduction)
+    if call.candidate is not None:
+        fields["candidate_check"] = candidate_fields(call.candidate.check(report, call.tolerance))
     return fields
 
 
@@ -38,7 +40,9 @@ async def cross_entropy(
     """PyTorch `F.cross_entropy` (weight, ignore_index, label_smoothing, reduction, probability
     targets) with effective targets q: loss_n = −Σ_c q_nc log a_nc, and its gradient
     ∂loss_n/∂z_nj = a_nj·Σ_c q_nc − q_nj (a − y only when the target sums to 1), divided by the
-    reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|."""
+    reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|. With
+    `candidate`, your own outputs are checked against the exact reference and a wrong one is
+    explained by the mistake that produces it (`candidate_check`)."""
     entries = request_entries(body.logits, body.include)
     if entries > settings.inline_max_entries:  # validated and computed off the event loop
         return await compute(entries, settings, lambda: _alone(body, settings, accept))

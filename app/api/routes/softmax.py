@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from app.api.deps import SettingsDep, SoftmaxBody
-from app.api.encoding import report_fields, respond
+from app.api.encoding import candidate_fields, report_fields, respond
 from app.api.inputs import SoftmaxCall, request_entries, to_softmax_call
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES, AcceptHeader, success_response
@@ -18,7 +18,10 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     """Compute one softmax call and collect its response fields (422 if one is not finite)."""
     report = call.analyse()
     report.refuse_non_finite(call.include)
-    return report_fields(report, call.include, str(call.logits.dtype))
+    fields = report_fields(report, call.include, str(call.logits.dtype))
+    if call.candidate is not None:
+        fields["candidate_check"] = candidate_fields(call.candidate.check(report, call.tolerance))
+    return fields
 
 
 @router.post(

@@ -101,6 +101,42 @@ CROSS_ENTROPY_DEFAULT_INCLUDE = [
 ]
 
 
+CANDIDATE_VALUE_DESCRIPTION = (
+    "Your value, in the shape the response gives it. NaN, Infinity and -Infinity are allowed "
+    "(an overflowed softmax is an answer to diagnose); wrong shapes, strings or missing rows are "
+    "reported in `candidate_check`, not refused."
+)
+
+
+def _candidate_field(shape: str) -> Any:
+    return Field(None, description=f"{shape}. {CANDIDATE_VALUE_DESCRIPTION}")
+
+
+class SoftmaxCandidate(BaseModel):
+    """Your own softmax outputs, to be checked against the exact reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probabilities: Any = _candidate_field("N×C probabilities a = softmax(z)")
+    log_probabilities: Any = _candidate_field("N×C log a (null where a logit is -Infinity)")
+    jacobian: Any = _candidate_field("N×C×C Jacobian ∂a_i/∂z_j")
+
+
+class LossCandidate(SoftmaxCandidate):
+    """Your own cross-entropy outputs, to be checked against the exact reference."""
+
+    loss: Any = _candidate_field("The reduced loss (N numbers for reduction none)")
+    losses: Any = _candidate_field("The N per-sample losses")
+    gradient: Any = _candidate_field("N×C gradient of the reduced loss")
+
+
+CANDIDATE_DESCRIPTION = (
+    "Your own outputs (any of them), computed by your code: each is compared with the exact "
+    "reference within `tolerance`, and a wrong one is explained by the mistake that produces it "
+    "(`candidate_check.diagnoses`). It changes no other output."
+)
+
+
 class SoftmaxRequest(BaseModel):
     """Softmax of a batch of logits, with its Jacobian and optionally a numeric check of it."""
 
@@ -121,6 +157,7 @@ class SoftmaxRequest(BaseModel):
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
     )
+    candidate: SoftmaxCandidate | None = Field(None, description=CANDIDATE_DESCRIPTION)
 
 
 class LossOptions(BaseModel):
@@ -166,6 +203,7 @@ class CrossEntropyRequest(LossOptions):
         "numeric_gradient (adds `gradient_check`), jacobian. On request also: "
         "log_probabilities, numeric_jacobian (adds `jacobian_check`).",
     )
+    candidate: LossCandidate | None = Field(None, description=CANDIDATE_DESCRIPTION)
 
 
 # ----- responses (documentation of what app.api.encoding writes) -----
@@ -206,6 +244,65 @@ class CheckModel(BaseModel):
     message: str = Field(description="The verdict in words.")
 
 
+CandidateNumber = float | Literal["NaN", "Infinity", "-Infinity"] | None
+
+
+class CandidateEntry(BaseModel):
+    """One entry of your output outside the tolerance."""
+
+    index: list[int] = Field(description="Position in the output, e.g. [n, j].")
+    expected: float | Literal["-Infinity"] = Field(description="The exact reference value.")
+    got: CandidateNumber = Field(
+        description='Your value ("NaN", "Infinity" or "-Infinity" when not finite).'
+    )
+
+
+class CandidateOutputCheck(BaseModel):
+    """How one of your outputs compares with the reference."""
+
+    passed: bool = Field(description="Read, and every entry within atol + rtol·|expected|.")
+    checked: int = Field(description="How many entries were compared (0 if it was not read).")
+    mismatches: int = Field(description="How many entries are outside the tolerance.")
+    nonfinite: int = Field(description="How many of your entries are NaN or ±Infinity.")
+    max_abs_error: float | None = Field(
+        description="max |got − expected|; null when taken over a non-finite entry."
+    )
+    max_rel_error: float | None = Field(
+        description="max |got − expected| / max(1e-8, |got| + |expected|) (cs231n); null "
+        "when taken over a non-finite entry."
+    )
+    max_ulp_error: float | None = Field(
+        description="max |got − expected| in units in the last place of your values' precision "
+        "at the expected value; null when taken over a non-finite entry."
+    )
+    worst: list[CandidateEntry] = Field(description="Up to 5 entries outside the tolerance.")
+    defect: str | None = Field(None, description="Why the value could not be read, if so.")
+
+
+class DiagnosisModel(BaseModel):
+    """A named mistake that produces your numbers."""
+
+    code: str = Field(description="The mistake, e.g. not_divided, a_minus_y, overflow.")
+    output: str = Field(description="The output it was found in, e.g. gradient.")
+    message: str = Field(description="What was done and what the right step is, with a link.")
+    evidence: str = Field(description="How it was recognised.")
+    indistinguishable_from: list[str] = Field(
+        description="Other mistakes that give the same numbers on this input."
+    )
+
+
+class CandidateCheckModel(BaseModel):
+    """Your outputs against the exact reference, and the mistakes that explain them."""
+
+    passed: bool = Field(description="Every output you sent was read and passes.")
+    outputs: dict[str, CandidateOutputCheck] = Field(description="One check per output sent.")
+    diagnoses: list[DiagnosisModel] = Field(
+        description="The most likely mistake first; empty when the candidate passes or when no "
+        "known mistake explains it (never a guess)."
+    )
+    notes: list[str] = Field(description="Remarks on precision and unexplained outputs.")
+
+
 class SoftmaxResponse(BaseModel):
     """Softmax outputs; arrays not asked for in `include` are absent."""
 
@@ -224,6 +321,9 @@ class SoftmaxResponse(BaseModel):
     )
     jacobian_check: CheckModel | None = Field(
         None, description="Agreement of `jacobian` and `numeric_jacobian`."
+    )
+    candidate_check: CandidateCheckModel | None = Field(
+        None, description="With `candidate`: your outputs against the exact reference."
     )
 
 
