@@ -15,6 +15,9 @@ FLOAT32_FAILS = "float32_check_fails"
 TWO_SAMPLES = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]
 FOUR_CLASSES = [[2.0, -1.0, 0.5, 3.0], [0.3, 1.7, -2.2, 0.9]]
 EXTREME = [[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3]]
+RIGHT_GRADIENT = [[-0.170499, 0.121216, 0.049283], [0.058057, -0.071012, 0.012954]]
+"""The gradient of the mean loss of TWO_SAMPLES with labels [0, 1], to six decimals."""
+SUMMED_GRADIENT = [[2 * x for x in row] for row in RIGHT_GRADIENT]
 MASK_NOTE = (
     " A class can also be masked with the JSON literal `-Infinity` as its logit (the service "
     "reads it; an OpenAPI document cannot hold it, so it is not in this example)."
@@ -74,6 +77,52 @@ CROSS_ENTROPY_EXAMPLES: dict[str, Example] = {
         "subtracted, so nothing overflows; probabilities are exactly 0 or 1 in float64 and "
         "the loss is large but finite." + MASK_NOTE,
         "value": {"logits": EXTREME, "labels": [1, 2]},
+    },
+    "candidate_right": {
+        "summary": "Check your own gradient: a right one",
+        "description": "`candidate` holds your own outputs; `candidate_check` compares them with "
+        "the exact reference within `tolerance`. This gradient is right to six decimals.",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [0, 1],
+            "include": ["loss"],
+            "candidate": {"gradient": RIGHT_GRADIENT},
+        },
+    },
+    "candidate_not_divided": {
+        "summary": "Check your own gradient: summed, not averaged",
+        "description": "Twice the answer for N = 2: `candidate_check.diagnoses` names the "
+        "mistake (not_divided) and the step that fixes it.",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [0, 1],
+            "include": ["loss"],
+            "candidate": {"gradient": SUMMED_GRADIENT},
+        },
+    },
+    "candidate_a_minus_y": {
+        "summary": "Check your own gradient: a − y with class weights",
+        "description": "With weights the target row sums to w_y, not 1: the gradient is "
+        "(a·Σq − q)/D, and (a − q)/D is the classic slip (a_minus_y).",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [0, 1],
+            "weight": [1.0, 2.0, 0.5],
+            "include": ["loss"],
+            "candidate": {
+                "gradient": [[-0.113666, 0.080811, 0.032855], [0.038705, -0.380674, 0.008636]]
+            },
+        },
+    },
+    "candidate_sign_flipped": {
+        "summary": "Check your own gradient: y − a instead of a − y",
+        "description": "The right numbers with the wrong sign (sign_flipped).",
+        "value": {
+            "logits": TWO_SAMPLES,
+            "labels": [0, 1],
+            "include": ["loss"],
+            "candidate": {"gradient": [[-x for x in row] for row in RIGHT_GRADIENT]},
+        },
     },
     FLOAT32_FAILS: {
         "summary": "A float32 check that fails",
@@ -167,14 +216,8 @@ PROBLEM_EXAMPLES: dict[str, Example] = {
 }
 
 GRADED_PROBLEM = {"logits": TWO_SAMPLES, "labels": [0, 1]}
-RIGHT_ANSWER = {
-    "loss": 0.285104,
-    "gradient": [[-0.170499, 0.121216, 0.049283], [0.058057, -0.071012, 0.012954]],
-}
-NOT_DIVIDED = {
-    "loss": 0.570208,
-    "gradient": [[-0.340998, 0.242432, 0.098566], [0.116114, -0.142024, 0.025908]],
-}
+RIGHT_ANSWER = {"loss": 0.285104, "gradient": RIGHT_GRADIENT}
+NOT_DIVIDED = {"loss": 0.570208, "gradient": SUMMED_GRADIENT}
 
 GRADE_EXAMPLES: dict[str, Example] = {
     "right_answer": {
