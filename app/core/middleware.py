@@ -187,9 +187,10 @@ class SendTimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         aborted = False
+        cycle: object | None = None
 
         async def send_or_abort(message: Message) -> None:
-            nonlocal aborted
+            nonlocal aborted, cycle
             if aborted:
                 raise ResponseNotRead
             try:
@@ -197,7 +198,7 @@ class SendTimeoutMiddleware:
                     await send(message)
             except TimeoutError:
                 aborted = True
-                _abort_connection(receive)
+                cycle = _abort_connection(receive)
                 raise ResponseNotRead from None
 
         async def timed_send(message: Message) -> None:
@@ -220,14 +221,30 @@ class SendTimeoutMiddleware:
             await self.app(scope, receive, timed_send)
         finally:
             if aborted:
-                await asyncio.sleep(0)  # let the server see the connection lost
+                await _until_disconnected(cycle)
 
 
-def _abort_connection(receive: Receive) -> None:
-    """Drop the connection of uvicorn's `receive` (its transport's buffer too), if it has one."""
-    transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    if isinstance(transport, asyncio.BaseTransport) and hasattr(transport, "abort"):
-        transport.abort()
+def _abort_connection(receive: Receive) -> object | None:
+    """Drop the connection of uvicorn's `receive` (its transport's buffer too), if it has one
+    (asyncio's and uvloop's transports both have `abort`); returns uvicorn's request cycle."""
+    cycle = getattr(receive, "__self__", None)
+    abort = getattr(getattr(cycle, "transport", None), "abort", None)
+    if callable(abort):
+        abort()
+        return cycle
+    return None
+
+
+async def _until_disconnected(cycle: object | None) -> None:
+    """Let the server's event loop deliver the connection's loss (a few iterations at most), so
+    that it does not report the response as unfinished."""
+    for _ in range(CONNECTION_LOST_ITERATIONS):
+        if cycle is None or getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0)
+
+
+CONNECTION_LOST_ITERATIONS = 20
 
 
 SECURITY_HEADERS = {
