@@ -29,6 +29,9 @@ from numpy.typing import NDArray
 from app.numerics.softmax import FloatArray
 
 COMPLEX_STEP = 1e-20
+LARGEST = float(np.finfo(np.float64).max)
+"""Error estimates beyond float64's range (h^p overflows for a huge step) are reported as this:
+every number of a response is finite."""
 EVALUATION_ENTRIES = 1 << 16
 """Most numbers in one perturbed stack passed to the differentiated function (bounds memory)."""
 COLUMN_CHECKPOINT: ContextVar[Callable[[], None] | None] = ContextVar(
@@ -368,7 +371,9 @@ def estimate_error(
         order, coefficient = stencil.order, stencil.truncation_coefficient
         weight_sum = sum(abs(w) for w in stencil.weights)
     derivative = scale * np.abs(bernoulli_cumulant(probabilities, order + 1 + cumulant_shift))
-    truncation = coefficient * h.astype(np.float64) ** order * derivative
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge step: no finite estimate
+        truncation = coefficient * h.astype(np.float64) ** order * derivative
+    truncation = np.nan_to_num(truncation, nan=LARGEST, posinf=LARGEST)
     if method is not Method.COMPLEX_STEP:
         stencil = STENCILS[method]
         reach = sum(abs(w * o) for w, o in zip(stencil.weights, stencil.offsets, strict=True))
@@ -378,7 +383,7 @@ def estimate_error(
         rounding = eps * np.broadcast_to(scale, h.shape)
     else:
         rounding = weight_sum * eps * value_scale[:, None] / h
-    return RowErrors(np.max(truncation, axis=1), np.max(rounding, axis=1))
+    return RowErrors(np.max(truncation, axis=1), np.minimum(np.max(rounding, axis=1), LARGEST))
 
 
 def _shift_magnitudes(logits: FloatArray) -> FloatArray:
