@@ -2,7 +2,7 @@
 
     to_softmax_call(body, settings)     /v1/softmax
     to_loss_call(body, settings)        /v1/cross-entropy
-    to_loss_problem(fields, settings)   the problem of a cross-entropy body, of a grading
+    parse_loss(fields, settings)        the arrays of a cross-entropy body, of a grading
                                         problem given in full, or of a generated one
 
 What the JSON schema cannot say is checked here, each failure naming its field and position:
@@ -356,12 +356,6 @@ def parse_loss(
     check_output_size(logits.shape, include, settings)
     weight = parse_weight(fields, logits.shape[1])
     return ParsedLoss(logits, flat, parse_labels(fields, logits.shape, flat), weight)
-
-
-def to_loss_problem(fields: "LossFields", settings: Settings) -> LossProblem:
-    """The cross-entropy problem of `fields` (a grading problem given in full, or generated):
-    logits in the requested precision, their effective targets and the reduction."""
-    return parse_loss(fields, settings).problem(fields, fields.dtype)
 
 
 def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:

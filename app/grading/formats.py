@@ -3,6 +3,8 @@
 Feedback levels: `full` — counts, errors and the first few mismatching positions with the
 submitted value; `summary` — counts and errors only; `none` — correct / incorrect and why a part
 could not be read, no error magnitudes. Expected values appear only with `reveal_expected`.
+At `full` and `summary`, a wrong part also names the mistake that produces it (the diagnosis
+code and its sentence, which holds no number derived from the reference).
 
 Every number written is finite: a student's NaN or Infinity makes the part unreadable and is
 named in its message as the string "NaN", "Infinity" or "-Infinity".
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from app.grading.grade import Grade, Mismatch, Part, PartGrade
+from app.grading.grade import Grade, Part, PartGrade, WrongEntry
 from app.numerics.softmax import FloatArray
 
 DESCRIPTIONS = {
@@ -63,11 +65,11 @@ def _number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _position(mismatch: Mismatch) -> str:
+def _position(mismatch: WrongEntry) -> str:
     return str(list(mismatch.index)) if mismatch.index else "value"
 
 
-def _mismatch_text(mismatch: Mismatch, reveal: bool) -> str:
+def _mismatch_text(mismatch: WrongEntry, reveal: bool) -> str:
     text = f"{_position(mismatch)} = {_number(mismatch.submitted)}"
     return f"{text} (expected {_number(mismatch.expected)})" if reveal else text
 
@@ -97,6 +99,8 @@ def part_message(grade: PartGrade, view: Presentation) -> str:
     if view.feedback is Feedback.FULL and grade.mismatches and grade.entries > 1:
         shown = ", ".join(_mismatch_text(m, view.expected is not None) for m in grade.mismatches)
         message += f" First entries outside the tolerance (submitted value): {shown}."
+    if grade.diagnosis is not None:
+        message += f" Likely mistake: {grade.diagnosis.message}"
     return message
 
 
@@ -127,6 +131,8 @@ def _part_fields(grade: PartGrade, view: Presentation) -> dict[str, Any]:
         "fraction_correct": None if view.feedback is Feedback.NONE else grade.fraction_correct,
         "message": part_message(grade, view),
     }
+    if grade.diagnosis is not None and view.feedback is not Feedback.NONE:
+        fields["diagnosis"] = grade.diagnosis.code
     if view.feedback is Feedback.FULL:
         fields["mismatches"] = [
             {"index": list(m.index), "submitted": m.submitted}

@@ -23,6 +23,7 @@ import numpy as np
 from app.grading.submissions import describe, read_part
 from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
+from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose
 from app.numerics.errors import InvalidProblem
 from app.numerics.gradcheck import Report, analyse_cross_entropy
 from app.numerics.softmax import FloatArray, softmax_jacobian
@@ -49,9 +50,18 @@ class Reference:
 
     The gradient is that of the reduced loss, as /v1/cross-entropy returns it: (a·Σq − q)/D.
     Raises InvalidProblem (location ("logits",)) if a value is not finite in the problem's dtype.
+    With the problem's raw `inputs`, a wrong part is explained by the mistake that produces it
+    (`app.numerics.diagnose`).
     """
 
-    def __init__(self, logits: FloatArray, targets: Targets, reduction: Reduction) -> None:
+    def __init__(
+        self,
+        logits: FloatArray,
+        targets: Targets,
+        reduction: Reduction,
+        inputs: ProblemInputs | None = None,
+    ) -> None:
+        self.inputs = inputs
         with np.errstate(over="ignore", invalid="ignore"):  # `value` refuses what is not finite
             self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
         self._values: dict[Part, FloatArray] = {}
@@ -76,6 +86,22 @@ class Reference:
         if part is Part.GRADIENT:
             return report.gradient
         return softmax_jacobian(report.softmax)
+
+    def diagnosis(
+        self, part: Part, submitted: FloatArray, options: "GradingOptions"
+    ) -> Diagnosis | None:
+        """The most likely mistake behind a wrong `submitted` value of `part`, if one fits."""
+        if self.inputs is None or self._report.softmax.probabilities.dtype != np.float64:
+            return None
+        observed = {str(part): Observed(submitted, self.value(part))}
+        found = diagnose(
+            observed,
+            self.inputs,
+            atol=options.atol,
+            rtol=options.rtol,
+            softmax=self._report.softmax,
+        )
+        return found[0] if found else None
 
     def value(self, part: Part) -> FloatArray:
         """The expected value of `part`, as float64."""
@@ -105,8 +131,8 @@ class GradingOptions:
 
 
 @dataclass(frozen=True)
-class Mismatch:
-    """One entry outside the tolerance."""
+class WrongEntry:
+    """One submitted entry outside the tolerance."""
 
     index: tuple[int, ...]
     submitted: float
@@ -126,7 +152,9 @@ class PartGrade:
     correct: int
     max_abs_error: float | None
     max_rel_error: float | None
-    mismatches: tuple[Mismatch, ...]
+    mismatches: tuple[WrongEntry, ...]
+    diagnosis: Diagnosis | None = None
+    """The named mistake that produces the submitted value (no reference number in it)."""
 
     @property
     def fraction_correct(self) -> float:
@@ -187,11 +215,11 @@ def _compare_stack(
 
 def _mismatches(
     within: np.ndarray, submitted: FloatArray, expected: FloatArray
-) -> tuple[Mismatch, ...]:
+) -> tuple[WrongEntry, ...]:
     """The first few entries outside the tolerance, in row-major order."""
     positions = np.flatnonzero(~within)[:MISMATCHES_KEPT]
     return tuple(
-        Mismatch(
+        WrongEntry(
             tuple(int(i) for i in np.unravel_index(position, expected.shape)),
             float(submitted.flat[position]),
             float(expected.flat[position]),
@@ -252,6 +280,7 @@ def _grade_part(
                 mismatches=()
                 if passed
                 else _mismatches(comparison.within[row], stack[row], expected_value),
+                diagnosis=None if passed else reference.diagnosis(part, stack[row], options),
             )
     return [grade for grade in grades if grade is not None]
 

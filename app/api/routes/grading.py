@@ -2,7 +2,7 @@
 
 A problem is either generated from a seed (and then named by its signed `problem_id`) or given
 in full like the body of /v1/cross-entropy; both go through the same parsing as that endpoint
-(`app.api.inputs.to_loss_problem`), so the reference values are exactly the ones
+(`app.api.inputs.parse_loss`), so the reference values are exactly the ones
 /v1/cross-entropy returns.
 """
 
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BatchGradeBody, GradeBody, ProblemBody, SettingsDep, SigningKeyDep
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
-from app.api.inputs import check_output_size, to_loss_problem
+from app.api.inputs import check_output_size, parse_loss
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas.compute import Dtype
 from app.api.schemas.grading import (
@@ -61,6 +61,13 @@ def _located(*prefix: str) -> Iterator[None]:
         raise InvalidProblem((*prefix, *error.location), error.message) from None
 
 
+def _reference_of(fields: GradingProblem, settings: Settings) -> Reference:
+    """The reference values of a problem, with its raw inputs for the diagnoses."""
+    parsed = parse_loss(fields, settings)
+    loss = parsed.problem(fields, fields.dtype)
+    return Reference(loss.logits, loss.targets, loss.reduction, parsed.inputs(fields))
+
+
 def _generated(spec: ProblemSpec, settings: Settings) -> tuple[GeneratedProblem, Reference]:
     """The numbers of a generated problem and its reference values."""
     problem = generate_problem(spec)
@@ -73,8 +80,7 @@ def _generated(spec: ProblemSpec, settings: Settings) -> tuple[GeneratedProblem,
         label_smoothing=spec.label_smoothing,
         dtype=cast(Dtype, spec.dtype),
     )
-    loss = to_loss_problem(fields, settings)
-    return problem, Reference(loss.logits, loss.targets, loss.reduction)
+    return problem, _reference_of(fields, settings)
 
 
 def _spec(body: ProblemRequest) -> ProblemSpec:
@@ -147,8 +153,7 @@ def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Refe
     problem = body.problem
     assert problem is not None
     with _located("problem"):
-        loss = to_loss_problem(problem, settings)
-        return Reference(loss.logits, loss.targets, loss.reduction)
+        return _reference_of(problem, settings)
 
 
 def _options(body: GradingRequestBase) -> GradingOptions:
