@@ -7,19 +7,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from app.api.inputs import output_entries, request_entries
+from app.api.inputs import request_entries
 from app.api.routes import cross_entropy, softmax
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from tests.conftest import ClientFactory
 
 SMALL = {"logits": [[0.5, -1.0, 2.0], [0.0, 0.0, 1.0]], "labels": [2, 0]}
-
-
-def test_request_entries_count_the_logits_and_every_requested_output() -> None:
-    assert output_entries((2, 3), ["loss", "gradient", "jacobian"]) == 2 * (3 + 3 + 9)
-    assert request_entries([[0.0, 1.0, 2.0]] * 2, ["jacobian"]) == 6 + 18
-    assert request_entries([0.0, 1.0, 2.0], ["numeric_jacobian", "gradient"]) == 3 + 9 + 3
-    assert request_entries([], ["gradient"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -376,32 +376,6 @@ async def test_bad_input_is_a_422_naming_field_and_position(
     assert detail[0]["msg"] and detail[0]["type"]
 
 
-async def test_invalid_json_is_a_422(asgi_client: httpx.AsyncClient) -> None:
-    response = await asgi_client.post(
-        URL, content=b'{"logits": [[1, 2]', headers={"content-type": "application/json"}
-    )
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body"]
-
-
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
-async def test_non_json_content_type_is_a_415(
-    asgi_client: httpx.AsyncClient, content_type: str
-) -> None:
-    body = json.dumps({"logits": LOGITS, "labels": [0, 1]})
-    response = await asgi_client.post(URL, content=body, headers={"content-type": content_type})
-    assert response.status_code == 415
-    assert "application/json" in response.json()["detail"]
-
-
-async def test_json_with_charset_is_accepted(asgi_client: httpx.AsyncClient) -> None:
-    body = json.dumps({"logits": LOGITS, "labels": [0, 1]})
-    response = await asgi_client.post(
-        URL, content=body, headers={"content-type": "application/json; charset=utf-8"}
-    )
-    assert response.status_code == 200
-
-
 async def test_body_over_the_limit_is_a_413(make_client: ClientFactory) -> None:
     async with make_client(max_body_bytes=2048) as small:
         body = {"logits": [[0.123456789] * 50] * 10, "labels": [0] * 10}

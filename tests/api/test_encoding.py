@@ -1,4 +1,5 @@
-"""The .npz response format: `Accept: application/x-npz` on /v1/softmax and /v1/cross-entropy.
+"""Report → response bytes (`app.api.encoding`): JSON straight from the arrays, and the .npz
+response format: `Accept: application/x-npz` on /v1/softmax and /v1/cross-entropy.
 
 Contract: a zip of `.npy` members, one per array of the JSON response (the reduced loss as a
 0-d array), in the request's dtype, plus `metadata.json` with every other field; readable with
@@ -13,6 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
+from app.api.encoding import check_fields, encode_json, encode_npz, report_fields, wants_npz
+from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.finite_diff import Method
+from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
 
 NPZ = "application/x-npz"
 LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [-3.0, 0.0, 40.0]]
@@ -113,3 +119,75 @@ async def test_errors_stay_json_when_npz_is_asked_for(client: httpx.AsyncClient)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/json"
     assert response.json()["detail"][0]["loc"][:2] == ["body", "labels"]
+
+
+# ---------------------------------------------------------------- the encoders alone
+
+
+@pytest.mark.parametrize(
+    ("accept", "npz"),
+    [
+        (None, False),
+        ("", False),
+        ("application/json", False),
+        ("application/x-npz", True),
+        ("application/json;q=0.5, application/x-npz", True),
+    ],
+)
+def test_wants_npz_reads_the_accept_header(accept: str | None, npz: bool) -> None:
+    assert wants_npz(accept) is npz
+
+
+def test_json_is_written_from_the_arrays_with_minus_infinity_as_null() -> None:
+    fields = {
+        "loss": np.array(0.25),
+        "log_probabilities": np.array([[-np.inf, 0.0]]),
+        "columns": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "dtype": "float64",
+    }
+    assert json.loads(encode_json(fields)) == {
+        "loss": 0.25,
+        "log_probabilities": [[None, 0.0]],
+        "columns": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],
+        "dtype": "float64",
+    }
+
+
+def test_npz_members_are_the_arrays_and_metadata_the_rest() -> None:
+    jacobian = np.arange(8, dtype=np.float32).reshape(2, 2, 2).transpose(0, 2, 1)
+    arrays, metadata = read_npz(
+        encode_npz({"jacobian": jacobian, "loss": np.array(1.5), "batch_size": 2})
+    )
+    assert metadata == {"batch_size": 2}
+    assert arrays["jacobian"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["jacobian"], jacobian)
+    assert arrays["loss"].shape == () and arrays["loss"] == 1.5
+
+
+def test_report_fields_hold_only_what_is_asked_and_every_check_number_is_finite() -> None:
+    """A complex step with a large fixed step: h**order overflows in the estimate, yet every
+    number of the check is finite (the schema declares numbers, never null)."""
+    logits = np.array(LOGITS)
+    targets = index_targets(
+        np.array(LABELS),
+        3,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.0,
+        reduction=Reduction.MEAN,
+        dtype=np.float64,
+    )
+    report = analyse_cross_entropy(
+        logits,
+        targets,
+        Reduction.MEAN,
+        frozenset({Output.LOSS, Output.NUMERIC_GRADIENT}),
+        NumericOptions(Method.COMPLEX_STEP, step=1e200),
+    )
+    fields = report_fields(report, frozenset({"loss"}), "float64")
+    assert set(fields) == {"batch_size", "num_classes", "dtype", "loss", "losses", "gradient_check"}
+    assert report.gradient_check is not None
+    check = check_fields(report.gradient_check)
+    numbers = [v for v in check.values() if isinstance(v, float)]
+    assert numbers and all(np.isfinite(numbers))
+    assert check["method"] == "complex_step" and check["message"]

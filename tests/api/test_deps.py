@@ -1,0 +1,165 @@
+"""The one body dependency (`RequestBody`): 415 unless UTF-8 JSON, 422 naming each bad field,
+overflowing literals refused while `-Infinity` masks, large bodies parsed off the event loop."""
+
+import json
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from app.api import deps
+from app.api.deps import (
+    CROSS_ENTROPY_BODY,
+    INLINE_PARSE_BYTES,
+    OVERFLOWING_NUMBER,
+    RequestBody,
+    refuse_overflowing_literals,
+)
+from app.api.schemas.compute import CrossEntropyRequest
+from app.core.errors import RequestError
+from tests.conftest import ClientFactory
+
+URL = "/v1/cross-entropy"
+LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]
+
+
+async def post_text(
+    client: httpx.AsyncClient, text: str, content_type: str = "application/json"
+) -> httpx.Response:
+    return await client.post(URL, content=text.encode(), headers={"content-type": content_type})
+
+
+async def test_invalid_json_is_a_422(asgi_client: httpx.AsyncClient) -> None:
+    response = await asgi_client.post(
+        URL, content=b'{"logits": [[1, 2]', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+async def test_non_json_content_type_is_a_415(
+    asgi_client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = json.dumps({"logits": LOGITS, "labels": [0, 1]})
+    response = await asgi_client.post(URL, content=body, headers={"content-type": content_type})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+
+
+async def test_json_with_charset_is_accepted(asgi_client: httpx.AsyncClient) -> None:
+    body = json.dumps({"logits": LOGITS, "labels": [0, 1]})
+    response = await asgi_client.post(
+        URL, content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=UTF8", "application/vnd.gradcheck+json", "Application/JSON"],
+)
+async def test_json_media_types_and_utf8_spellings_are_accepted(
+    asgi_client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = json.dumps({"logits": LOGITS, "labels": [0, 1]})
+    response = await post_text(asgi_client, body, content_type)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("charset", "encoding"), [("utf-16", "utf-16"), ("latin-1", "latin-1")])
+async def test_json_in_another_charset_is_a_415(
+    asgi_client: httpx.AsyncClient, charset: str, encoding: str
+) -> None:
+    """RFC 8259: JSON exchanged between systems is UTF-8; other charsets are refused, not
+    guessed at."""
+    body = json.dumps({"logits": LOGITS, "labels": [0, 1]}).encode(encoding)
+    response = await asgi_client.post(
+        URL, content=body, headers={"content-type": f"application/json; charset={charset}"}
+    )
+    assert response.status_code == 415
+    assert response.json()["detail"] == (
+        f'Send the body as UTF-8 JSON: charset "{charset}" is not read (RFC 8259 requires UTF-8).'
+    )
+
+
+async def test_an_overflowing_literal_is_a_422_while_minus_infinity_masks(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    """pydantic reads both `-1e999999` and `-Infinity` as −∞; only the literal masks."""
+    overflowing = await post_text(asgi_client, '{"logits": [[0.0, -1e999999, 1.0]], "labels": [0]}')
+    assert overflowing.status_code == 422, overflowing.text
+    (error,) = overflowing.json()["detail"]
+    assert error["loc"] == ["body", "logits", 0, 1]
+    assert error["type"] == "finite_number"
+    assert error["msg"] == (
+        "the number -1e999999 is beyond float64's range (±1.8e308); send a finite number, or "
+        "the literal -Infinity to mask a class"
+    )
+    masked = await post_text(
+        asgi_client,
+        '{"logits": [[0.0, -Infinity, 1.0]], "labels": [0], "include": ["log_probabilities"]}',
+    )
+    assert masked.status_code == 200, masked.text
+    assert masked.json()["log_probabilities"][0][1] is None  # −∞ is written as null
+
+
+def test_overflowing_literals_are_found_where_they_are() -> None:
+    with pytest.raises(RequestError) as error:
+        refuse_overflowing_literals(b'{"weight": [1.0, 2.0, 1e309], "logits": [[1e400]]}')
+    assert error.value.errors[0]["loc"] == ["body", "weight", 2]
+    long = "1" * 30 + "e999"
+    with pytest.raises(RequestError) as error:
+        refuse_overflowing_literals(f'{{"logits": [[{long}]]}}'.encode())
+    assert "the number 11111111111111111111… is beyond" in error.value.errors[0]["msg"]
+    refuse_overflowing_literals(b'{"logits": [[1e308, -1.7e308, 1e-999]]}')  # all finite
+
+
+def test_an_answer_may_hold_an_overflowing_literal() -> None:
+    """A student's submission or a caller's candidate is judged, not refused."""
+    refuse_overflowing_literals(b'{"submission": {"loss": 1e999}, "candidate": [-1e999]}')
+    with pytest.raises(RequestError):
+        refuse_overflowing_literals(b'{"problem": {"submission": 1e999}}')
+
+
+@pytest.mark.parametrize(
+    ("text", "may_overflow"),
+    [("1e999", True), ("-2.5E+308", True), (".5e1000", True), ("1e99", False), ("-1e-999", False)],
+)
+def test_only_three_digit_exponents_send_a_body_to_the_slow_parser(
+    text: str, may_overflow: bool
+) -> None:
+    assert bool(OVERFLOWING_NUMBER.search(text.encode())) is may_overflow
+
+
+def test_the_body_is_documented_by_its_model_and_examples() -> None:
+    document = CROSS_ENTROPY_BODY.openapi()
+    content = document["content"]["application/json"]
+    assert document["required"] is True
+    assert content["schema"] == {"$ref": "#/components/schemas/CrossEntropyRequest"}
+    assert content["examples"] is CROSS_ENTROPY_BODY.examples and content["examples"]
+    bare = RequestBody(CrossEntropyRequest, {}).openapi()["content"]["application/json"]
+    assert bare == {"schema": {"$ref": "#/components/schemas/CrossEntropyRequest"}}
+
+
+@pytest.mark.parametrize(("rows", "off_the_loop"), [(2, False), (2000, True)])
+async def test_a_large_body_is_parsed_off_the_event_loop(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, rows: int, off_the_loop: bool
+) -> None:
+    threads: list[threading.Thread] = []
+    parse = RequestBody.parse
+
+    def recording_parse(self: RequestBody[Any], body: bytes) -> Any:
+        threads.append(threading.current_thread())
+        return parse(self, body)
+
+    monkeypatch.setattr(deps.RequestBody, "parse", recording_parse)
+    body = json.dumps({"logits": [[0.25, -1.5, 3.0]] * rows, "labels": [0] * rows})
+    assert (len(body) > INLINE_PARSE_BYTES) is off_the_loop
+    loop_thread = threading.current_thread()
+    async with make_client() as client:
+        response = await post_text(client, body)
+    assert response.status_code == 200, response.text
+    assert len(threads) == 1
+    assert (threads[0] is not loop_thread) is off_the_loop
