@@ -7,8 +7,9 @@ Each request's peak memory is estimated from its shape before it computes (`app.
 
 holds that cost for the duration of the block. A request that does not fit waits in a FIFO
 queue (bounded: GRADCHECK_ADMISSION_QUEUE_SIZE) for at most GRADCHECK_ADMISSION_WAIT_SECONDS,
-then `Overloaded` (503, Retry-After); a request over the whole budget can never fit and is
-`OverBudget` at once (413). Requests of at most `small_bytes` pass without waiting, so that
+then `Overloaded` (503, Retry-After); a request over the whole budget (or over
+`max_cost_bytes`, GRADCHECK_MAX_REQUEST_MEMORY_BYTES) can never be admitted and is `OverBudget`
+at once (413). Requests of at most `small_bytes` pass without waiting, so that
 /healthz and small requests keep flowing while large ones wait (they still count as in flight).
 
 The queue is strictly first in, first out: a large request at its head is not overtaken by
@@ -36,6 +37,10 @@ from app.core.config import Settings
 from app.core.errors import OverBudget, Overloaded
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+BUDGET_SETTING = (
+    "the memory budget: GRADCHECK_MEMORY_BUDGET_BYTES, or GRADCHECK_MEMORY_BUDGET_FRACTION of the "
+    "memory limit"
+)
 UNLIMITED_V1 = 1 << 60
 """cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX × page size, ~9.2e18)."""
 
@@ -145,11 +150,14 @@ class MemoryBudget:
         max_queue: int,
         *,
         small_bytes: int = 0,
+        max_cost_bytes: int = 0,
         observer: BudgetObserver | None = None,
     ) -> None:
         if total_bytes <= 0:
             raise ValueError("the memory budget must be positive")
         self.total_bytes = total_bytes
+        self.max_cost_bytes = max_cost_bytes
+        """Largest cost admitted at all (0: the whole budget)."""
         self.max_wait_seconds = max_wait_seconds
         self.max_queue = max_queue
         self.small_bytes = small_bytes
@@ -171,6 +179,7 @@ class MemoryBudget:
             settings.admission_wait_seconds,
             settings.admission_queue_size,
             small_bytes=settings.admission_small_bytes,
+            max_cost_bytes=settings.max_request_memory_bytes,
             observer=observer,
         )
 
@@ -201,13 +210,18 @@ class MemoryBudget:
     async def acquire(self, cost_bytes: int) -> None:
         """Take `cost_bytes` of the budget, waiting in the queue if needed.
 
-        Raises OverBudget if the cost exceeds the whole budget, Overloaded if the queue is
-        full or the wait exceeds max_wait_seconds. Every successful call needs one `release`.
+        Raises OverBudget if the cost exceeds the whole budget or max_cost_bytes, Overloaded
+        if the queue is full or the wait exceeds max_wait_seconds. Every successful call needs
+        one `release`.
         """
         cost = max(0, int(cost_bytes))
-        if cost > self.total_bytes:
+        if self.max_cost_bytes and self.max_cost_bytes < self.total_bytes:
+            limit, setting = self.max_cost_bytes, "GRADCHECK_MAX_REQUEST_MEMORY_BYTES"
+        else:
+            limit, setting = self.total_bytes, BUDGET_SETTING
+        if cost > limit:
             self._refused("too_large")
-            raise OverBudget(cost, self.total_bytes)
+            raise OverBudget(cost, limit, setting)
         with self._lock:
             if cost <= self.small_bytes or (
                 not self._waiters and self._in_flight + cost <= self.total_bytes

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         "GRADCHECK_MEMORY_BUDGET_FRACTION of the container's memory limit (cgroup v2 or v1), or "
         "of the machine's memory. With several worker processes, each has its own budget.",
     )
+    max_request_memory_bytes: int = Field(
+        1536 * 1024 * 1024,
+        ge=0,
+        description="Largest estimated peak memory of one request (413 above), whatever its "
+        "outputs: `include: []` on huge logits still computes softmax, loss and gradient. "
+        "0: only the whole memory budget bounds a request.",
+    )
     memory_budget_fraction: float = Field(
         0.5,
         gt=0,

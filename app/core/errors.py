@@ -36,18 +36,19 @@ class LimitExceeded(Exception):
 
 
 class OverBudget(LimitExceeded):
-    """A request whose estimated memory exceeds the whole memory budget: it can never be
-    admitted, so it is answered with 413 (like every `LimitExceeded`) naming the budget."""
+    """A request whose estimated memory exceeds what any one request may hold (the whole memory
+    budget, or GRADCHECK_MAX_REQUEST_MEMORY_BYTES): it can never be admitted, so it is answered
+    with 413 (like every `LimitExceeded`), naming the limit."""
 
-    def __init__(self, cost_bytes: int, budget_bytes: int) -> None:
+    def __init__(self, cost_bytes: int, limit_bytes: int, setting: str) -> None:
         super().__init__(
             f"this request needs about {cost_bytes / 2**20:.0f} MiB of memory, more than the "
-            f"whole memory budget of {budget_bytes / 2**20:.0f} MiB (GRADCHECK_MEMORY_BUDGET_BYTES"
-            ", or GRADCHECK_MEMORY_BUDGET_FRACTION of the memory limit): send fewer samples or "
+            f"{limit_bytes / 2**20:.0f} MiB a request may use ({setting}): send fewer samples or "
             "classes per request, or leave the Jacobians and numeric outputs out of include."
         )
         self.cost_bytes = cost_bytes
-        self.budget_bytes = budget_bytes
+        self.limit_bytes = limit_bytes
+        self.setting = setting
 
 
 class Overloaded(Exception):

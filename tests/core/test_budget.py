@@ -40,6 +40,19 @@ async def test_a_cost_over_the_whole_budget_is_a_413_naming_the_budget() -> None
     assert budget.in_flight_bytes == 0
 
 
+async def test_a_cost_over_the_per_request_limit_is_a_413_naming_it() -> None:
+    budget = MemoryBudget(100 * MiB, max_wait_seconds=1, max_queue=4, max_cost_bytes=10 * MiB)
+    async with budget.admit(10 * MiB):
+        pass
+    with pytest.raises(OverBudget) as refused:
+        await budget.acquire(11 * MiB)
+    assert "GRADCHECK_MAX_REQUEST_MEMORY_BYTES" in refused.value.message
+    assert refused.value.limit_bytes == 10 * MiB
+    large_cap = MemoryBudget(100 * MiB, max_wait_seconds=1, max_queue=4, max_cost_bytes=1 << 40)
+    with pytest.raises(OverBudget, match="GRADCHECK_MEMORY_BUDGET_BYTES"):
+        await large_cap.acquire(101 * MiB)
+
+
 async def test_waiters_are_admitted_in_arrival_order_as_memory_frees() -> None:
     budget = MemoryBudget(100 * MiB, max_wait_seconds=5, max_queue=4)
     order: list[str] = []
@@ -233,7 +246,9 @@ def test_budget_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRADCHECK_ADMISSION_WAIT_SECONDS", "2.5")
     monkeypatch.setenv("GRADCHECK_ADMISSION_QUEUE_SIZE", "3")
     monkeypatch.setenv("GRADCHECK_ADMISSION_SMALL_BYTES", str(MiB))
+    monkeypatch.setenv("GRADCHECK_MAX_REQUEST_MEMORY_BYTES", str(200 * MiB))
     budget = MemoryBudget.from_settings(Settings())
+    assert budget.max_cost_bytes == 200 * MiB
     assert (budget.total_bytes, budget.max_wait_seconds, budget.max_queue) == (300 * MiB, 2.5, 3)
     assert budget.small_bytes == MiB
     assert budget.retry_after_seconds == 3

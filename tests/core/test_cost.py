@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from app.api.encoding import encode_json, encode_npz, report_fields
+from app.core.config import Settings
 from app.grading.grade import GradingOptions, Part, Reference, grade_batch
 from app.numerics.cost import (
     JSON_BYTES_PER_NUMBER,
@@ -225,9 +226,17 @@ def test_cost_is_a_function_of_the_shape_alone() -> None:
 
 
 def test_include_nothing_still_counts_the_loss_and_gradient() -> None:
-    """`include: []` computes softmax, loss and gradient all the same (the issue's 3.56 GB)."""
+    """`include: []` computes softmax, loss and gradient all the same (the issue's 3.56 GB):
+    over the default per-request limit, so refused (413) before computing."""
     cost = cross_entropy_cost(Shape(3200, 10000), [])
     assert cost.peak > 8 * 3200 * 10000 * 8
+    assert cost.peak > Settings().max_request_memory_bytes
+
+
+def test_the_output_limit_fits_the_default_per_request_limit() -> None:
+    """N=79, C=316 with both Jacobians (the issue's case at the output limit), as JSON."""
+    cost = cross_entropy_cost(Shape(79, 316), ["gradient", "jacobian", "numeric_jacobian"])
+    assert cost.peak < Settings().max_request_memory_bytes
 
 
 def test_numeric_jacobian_brings_the_analytic_one() -> None:
