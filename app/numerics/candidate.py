@@ -40,8 +40,15 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
-from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose, probe_rows
+from app.numerics.compare import REL_ERROR_FLOOR
+from app.numerics.diagnose import (
+    Diagnosis,
+    Observed,
+    ProblemInputs,
+    diagnose,
+    probe_rows,
+    row_chunks,
+)
 from app.numerics.softmax import FloatArray, Softmax
 
 MAX_NESTING = 16
@@ -269,13 +276,17 @@ def float_format(dtype: np.dtype[np.generic]) -> tuple[int, int]:
 
 
 def ulp(values: FloatArray, dtype: np.dtype[np.generic]) -> FloatArray:
-    """The spacing of `dtype` at each of `values` (finite, float64): 2^(max(⌊log2|x|⌋, e_min)
-    − p); at 0 the smallest subnormal."""
+    """The spacing of `dtype` at each of `values` (float64): 2^(max(⌊log2|x|⌋, e_min) − p);
+    at 0 the smallest subnormal; inf at ±inf.
+
+    2^⌊log2|x|⌋ is read off the bits: x with its sign and fraction cleared (0 for a float64
+    subnormal or zero, which the floor 2^e_min then replaces)."""
     fraction_bits, e_min = float_format(dtype)
-    _, exponent = np.frexp(np.abs(values))
-    exponent = np.where(values == 0, e_min, np.maximum(exponent - 1, e_min))
-    spacing: FloatArray = np.ldexp(1.0, exponent - fraction_bits)
-    return spacing
+    x = np.asarray(values, np.float64)
+    power = np.asarray(x.view(np.int64) & np.int64(0x7FF0000000000000)).view(np.float64)
+    np.maximum(power, 2.0**e_min, out=power)
+    power *= 2.0**-fraction_bits
+    return power
 
 
 # ----- comparing --------------------------------------------------------------------------------
@@ -323,14 +334,6 @@ class CandidateCheck:
     notes: list[str]
 
 
-def _ulps(difference: FloatArray, expected: FloatArray, dtype: np.dtype[np.generic]) -> float:
-    """max difference/ulp(expected), capped at the largest float64 (an error at a zero
-    reference is measured in subnormal spacings, which can overflow)."""
-    with np.errstate(over="ignore"):
-        largest = float((difference / ulp(expected, dtype)).max())
-    return min(largest, float(np.finfo(np.float64).max))
-
-
 def _unreadable(defect: str) -> OutputCheck:
     return OutputCheck(False, 0, 0, 0, None, None, None, [], defect)
 
@@ -342,53 +345,91 @@ def compare_output(
 
     See the module docstring for the test and the error sizes.
     """
-    got = np.asarray(candidate).astype(np.float64, copy=False)
-    expected = np.asarray(reference, np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        difference = np.abs(got - expected)
-        magnitude = np.abs(expected)
-        within = difference <= tolerance_bound(atol, rtol, magnitude)
-    within &= np.isfinite(magnitude)  # an infinite expected value (a mask's log 0) …
-    same = got == expected  # … is matched by itself only (the difference is NaN)
-    ok = within | same
-    mismatches = int(ok.size - np.count_nonzero(ok))
-    nonfinite = int(np.count_nonzero(~np.isfinite(got) & ~same))
-    counted = ~(same & np.isinf(expected))
-    sizes: tuple[float | None, float | None, float | None] = (None, None, None)
-    if bool(np.all(np.isfinite(difference[counted]))):
-        if counted.any():
-            d, g, e = difference[counted], got[counted], expected[counted]
-            sizes = (
-                float(d.max()),
-                float((d / np.maximum(REL_ERROR_FLOOR, np.abs(g) + np.abs(e))).max()),
-                _ulps(d, e, np.asarray(candidate).dtype),
-            )
-        else:
-            sizes = (0.0, 0.0, 0.0)
+    return _compare(candidate, reference, atol, rtol)[0]
+
+
+def _compare(
+    candidate: FloatArray, reference: FloatArray, atol: float, rtol: float
+) -> tuple[OutputCheck, NDArray[np.bool_], FloatArray]:
+    """compare_output's verdict, with each sample's "all entries pass" and largest
+    |got − expected| (inf for NaN), for choosing probe rows.
+
+    Works through blocks of samples of about CHUNK_ENTRIES entries, so that every temporary
+    stays in cache: a dozen cheap passes per block instead of a dozen over a Jacobian of
+    N·C·C entries."""
+    dtype = np.asarray(candidate).dtype
+    expected_all = np.asarray(reference, np.float64)
+    shape = expected_all.shape
+    rows = shape[0] if shape else 1
+    got_rows = np.asarray(candidate).reshape(rows, -1)
+    expected_rows = expected_all.reshape(rows, -1)
+    row_ok = np.ones(rows, bool)
+    row_error = np.zeros(rows)
+    mismatches = nonfinite = 0
+    largest = relative = ulps = 0.0
+    finite = True
+    pool: list[tuple[FloatArray, NDArray[np.intp]]] = []  # (sizes, flat indices) of failures
+    for part in row_chunks(rows, expected_rows.shape[1]):
+        got = got_rows[part].astype(np.float64)
+        expected = expected_rows[part]
+        with np.errstate(invalid="ignore", over="ignore"):
+            difference = np.abs(got - expected)
+            magnitude = np.abs(expected)
+            bound = magnitude * rtol
+            bound += atol  # a bound that overflows admits everything (compare.tolerance_bound)
+            ok = difference <= bound
+            infinite = ~np.isfinite(magnitude)
+            if infinite.any():  # an infinite expected value (a mask's log 0): only itself
+                same = got == expected
+                ok &= ~infinite
+                ok |= same
+                difference[same & infinite] = 0.0
+            row_ok[part] = ok.all(axis=1)
+            error = difference.max(axis=1, initial=0.0)
+            row_error[part] = error
+            chunk_largest = float(error.max(initial=0.0))
+            if not math.isfinite(chunk_largest):
+                finite = False
+                nonfinite += int(np.count_nonzero(~np.isfinite(got) & ~(got == expected)))
+            elif finite:
+                largest = max(largest, chunk_largest)
+                denominator = np.abs(got)
+                denominator += magnitude
+                np.maximum(denominator, REL_ERROR_FLOOR, out=denominator)
+                relative = max(relative, float((difference / denominator).max(initial=0.0)))
+                spacing = ulp(expected, dtype)
+                ulps = max(ulps, float((difference / spacing).max(initial=0.0)))
+        failing = np.flatnonzero(~ok)
+        if failing.size:
+            mismatches += int(failing.size)
+            size = np.nan_to_num(difference.ravel()[failing], nan=np.inf)
+            if size.size > KEEP_WORST:  # the KEEP_WORST largest, without sorting all of them
+                keep = np.argpartition(-size, KEEP_WORST - 1)[:KEEP_WORST]
+                size, failing = size[keep], failing[keep]
+            pool.append((size, failing + part.start * expected_rows.shape[1]))
     worst: list[Entry] = []
-    if mismatches:
-        failing = np.flatnonzero(~ok.ravel())
-        size = np.nan_to_num(difference.ravel()[failing], nan=np.inf)
-        if size.size > KEEP_WORST:  # the KEEP_WORST largest, without sorting all of them
-            top = np.argpartition(-size, KEEP_WORST - 1)[:KEEP_WORST]
-        else:
-            top = np.arange(size.size)
-        order = top[np.argsort(-size[top], kind="stable")]
-        for flat in failing[order]:
-            index = tuple(int(i) for i in np.unravel_index(flat, got.shape))
-            worst.append(Entry(index, float(expected[index]), float(got[index])))
-    return OutputCheck(
+    if pool:
+        sizes_pool = np.concatenate([size for size, _ in pool])
+        flats = np.concatenate([flat for _, flat in pool])
+        for flat in flats[np.argsort(-sizes_pool, kind="stable")[:KEEP_WORST]]:
+            index = tuple(int(i) for i in np.unravel_index(flat, shape))
+            worst.append(
+                Entry(index, float(expected_all[index]), float(np.asarray(candidate)[index]))
+            )
+    top = float(np.finfo(np.float64).max)  # an error at a zero reference, in subnormal spacings
+    check = OutputCheck(
         passed=mismatches == 0,
-        checked=int(got.size),
+        checked=int(expected_all.size),
         mismatches=mismatches,
         nonfinite=nonfinite,
-        max_abs_error=sizes[0],
-        max_rel_error=sizes[1],
-        max_ulp_error=sizes[2],
+        max_abs_error=largest if finite else None,
+        max_rel_error=relative if finite else None,
+        max_ulp_error=min(ulps, top) if finite else None,
         worst=worst,
         defect=None,
-        dtype=str(np.asarray(candidate).dtype),
+        dtype=str(dtype),
     )
+    return check, row_ok, np.nan_to_num(row_error, nan=np.inf)
 
 
 def check_candidate(
@@ -443,16 +484,14 @@ def check_candidate(
         if isinstance(array, str):
             outputs[name] = _unreadable(array)
             continue
-        check = compare_output(array, expected, atol=atol, rtol=rtol)
+        check, row_ok, row_error = _compare(array, expected, atol, rtol)
         outputs[name] = check
         if check.passed:
             notes.extend(_precision_note(name, check))
         else:
             got = array.astype(np.float64, copy=False)
-            rows = None
-            if got.ndim >= 1 and got.shape[0] == expected.shape[0]:
-                rows = probe_rows(got, expected, atol, rtol)
-            failing[name] = Observed(got, expected, rows)
+            rows = probe_rows(row_ok, row_error) if got.ndim >= 1 else None
+            failing[name] = Observed(got, expected, rows, check.nonfinite)
     diagnoses: list[Diagnosis] = []
     if inputs is not None and failing:
         diagnoses = diagnose(

@@ -51,15 +51,15 @@ page; they contain no number derived from the reference (grading shows them to s
 """
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
+from types import EllipsisType
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.numerics.compare import tolerance_bound
-from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.cross_entropy import Reduction
 from app.numerics.softmax import FloatArray, Softmax, softmax
 
 SLACK = 2.0**-42
@@ -87,8 +87,11 @@ ROW_OUTPUTS = frozenset({"probabilities", "log_probabilities", "losses", "gradie
 
 PROBE_ROWS = 4
 """How many of the worst samples a hypothesis must fit before it is computed everywhere."""
+CHUNK_ENTRIES = 1 << 15
+"""Whole outputs are compared in blocks of samples of about this many entries (in cache)."""
 
-Rows = slice | NDArray[np.intp]
+Rows = slice | NDArray[np.intp] | EllipsisType
+"""Samples of an output: a block, chosen ones, or all of it (`...`, also for a scalar)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ class Observed:
     reference: FloatArray
     probe_rows: NDArray[np.intp] | None = None
     """Samples to try hypotheses on first (worst first); None: found from the two arrays."""
+    nonfinite: int | None = None
+    """How many candidate entries are NaN/±inf other than an exact infinite reference; None:
+    not counted yet."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,18 @@ class _Hypothesis:
     values: Callable[[Rows], FloatArray]
     """The output under the mistake, for the sample rows given (all of it for a scalar)."""
     evidence: str
+    factor: float | None = None
+    """k when the mistake is the reference × k (its effect is then known from k alone)."""
+
+
+def _scaled(code: str, reference: FloatArray, factor: float, evidence: str) -> _Hypothesis:
+    """The hypothesis "the reference × factor"."""
+
+    def values(rows: Rows) -> FloatArray:
+        part: FloatArray = (reference if reference.ndim == 0 else reference[rows]) * factor
+        return part
+
+    return _Hypothesis(code, values, evidence, factor)
 
 
 # ----- messages ---------------------------------------------------------------------------
@@ -307,26 +325,24 @@ class _Problem:
         raise ValueError(name)
 
     def targets(self, inputs: ProblemInputs, rows: Rows) -> FloatArray:
-        """Effective targets q of `rows` under `inputs` (float64)."""
+        """Effective targets q of `rows` under `inputs` (float64), by the formulas of
+        cross_entropy (index labels: (1 − ε)·w_y·onehot(y) + (ε/C)·w, 0 where ignored;
+        probability rows p: w·((1 − ε)·p + ε/C)) in a few whole-array steps: a hypothesis
+        asks for the targets of a handful of probe rows, where call overheads dominate."""
         labels = np.asarray(inputs.labels)[rows]
-        weight = None if inputs.weight is None else np.asarray(inputs.weight, np.float64)
-        if labels.ndim == 1:
-            return index_targets(
-                labels,
-                self.num_classes,
-                weight=weight,
-                ignore_index=inputs.ignore_index,
-                label_smoothing=inputs.label_smoothing,
-                reduction=Reduction.SUM,
-                dtype=np.float64,
-            ).q
-        return probability_targets(
-            labels,
-            weight=weight,
-            label_smoothing=inputs.label_smoothing,
-            reduction=Reduction.SUM,
-            dtype=np.float64,
-        ).q
+        c = self.num_classes
+        eps = inputs.label_smoothing
+        w = None if inputs.weight is None else np.asarray(inputs.weight, np.float64)
+        if labels.ndim == 2:
+            base = (1 - eps) * labels + eps / c if eps else labels.astype(np.float64)
+            return base if w is None else base * w
+        q = np.zeros((labels.shape[0], c))
+        active = np.flatnonzero(labels != inputs.ignore_index)
+        classes = labels[active]
+        if eps:
+            q[active] = eps / c if w is None else (eps / c) * w
+        q[active, classes] += (1 - eps) if w is None else (1 - eps) * w[classes]
+        return q
 
     def divisor(self, inputs: ProblemInputs) -> float:
         """D of `mean` under `inputs` (1 for `sum` and `none`; NaN when it would be 0)."""
@@ -428,33 +444,22 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
     )
     if output in ("loss", "losses", "gradient", "jacobian"):
         found.append(
-            _Hypothesis(
-                "sign_flipped",
-                lambda rows: -reference if scalar else -reference[rows],
-                "the candidate equals −1 × the reference",
-            )
+            _scaled("sign_flipped", reference, -1.0, "the candidate equals −1 × the reference")
         )
     mean = inputs.reduction is Reduction.MEAN and output in ("loss", "gradient")
     if mean and divisor != 1:
-        found.append(
-            _Hypothesis(
-                "not_divided",
-                lambda rows: reference * divisor if scalar else reference[rows] * divisor,
-                f"the candidate equals the reference × {divisor:.6g} = D, the divisor of "
-                f"reduction 'mean' ({_divisor_words(inputs)})",
-            )
+        evidence = (
+            f"the candidate equals the reference × {divisor:.6g} = D, the divisor of reduction "
+            f"'mean' ({_divisor_words(inputs)})"
         )
+        found.append(_scaled("not_divided", reference, divisor, evidence))
     n = problem.num_samples
     if mean and problem.index_labels and divisor != n:
-        factor = divisor / n
-        found.append(
-            _Hypothesis(
-                "divided_by_batch_size",
-                lambda rows: reference * factor if scalar else reference[rows] * factor,
-                f"the candidate equals the reference × D/N = {divisor:.6g}/{n}: divided by "
-                f"the {n} samples instead of D = {divisor:.6g}",
-            )
+        evidence = (
+            f"the candidate equals the reference × D/N = {divisor:.6g}/{n}: divided by the {n} "
+            f"samples instead of D = {divisor:.6g}"
         )
+        found.append(_scaled("divided_by_batch_size", reference, divisor / n, evidence))
     if output == "gradient":
         sums = problem.target_sums
         if not np.all(sums == 1):
@@ -531,46 +536,105 @@ def _diagonal_only(problem: _Problem, rows: Rows) -> FloatArray:
 def _close(
     got: FloatArray, expected: FloatArray, atol: float, rtol: float, slack: float = 0.0
 ) -> NDArray[np.bool_]:
-    """|got − expected| ≤ atol + rtol·|expected| + slack entry by entry; an infinite expected
-    value is matched only by itself."""
+    """|got − expected| ≤ atol + rtol·|expected| + slack entry by entry, in place where it can;
+    an infinite expected value is matched only by itself."""
     with np.errstate(invalid="ignore", over="ignore"):
-        magnitude = np.abs(expected)
-        bound = tolerance_bound(atol, rtol, magnitude) + slack
-        close: NDArray[np.bool_] = (np.abs(got - expected) <= bound) & np.isfinite(magnitude)
-    close |= got == expected
+        difference = np.asarray(np.subtract(got, expected))  # 0-d stays an array
+        np.abs(difference, out=difference)
+        bound = np.asarray(np.abs(expected))
+        finite = bool(np.isfinite(bound).all())
+        bound *= rtol
+        bound += atol + slack
+        close: NDArray[np.bool_] = difference <= bound
+    if not finite:
+        close &= np.isfinite(expected)
+        close |= got == expected
     return close
 
 
-def _fits(candidate: FloatArray, values: FloatArray, atol: float, rtol: float) -> bool:
-    """The candidate agrees with the hypothesis everywhere (module docstring's test)."""
-    if candidate.shape != values.shape:
-        return False
-    with np.errstate(invalid="ignore"):
-        magnitude = np.abs(values)
-        finite = magnitude[np.isfinite(magnitude)]
-    slack = SLACK * float(finite.max()) if finite.size else 0.0
-    return bool(np.all(_close(candidate, values, atol, rtol, slack)))
+def row_chunks(rows: int, row_size: int) -> Iterator[slice]:
+    """Blocks of consecutive samples holding about CHUNK_ENTRIES entries (at least one)."""
+    step = max(1, CHUNK_ENTRIES // max(1, row_size))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
 
 
-def _differs(values: FloatArray, reference: FloatArray, atol: float, rtol: float) -> bool:
-    """The hypothesis changes the numbers: some entry is outside the reference's tolerance."""
-    return not bool(np.all(_close(values, reference, atol, rtol)))
-
-
-def probe_rows(
-    candidate: FloatArray, reference: FloatArray, atol: float, rtol: float
-) -> NDArray[np.intp]:
-    """The PROBE_ROWS samples whose worst entry exceeds the tolerance most (by the ratio
-    error/bound), then the first sample within tolerance, if any."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        excess = np.abs(candidate - reference) / tolerance_bound(atol, rtol, np.abs(reference))
-    excess = np.where(np.isnan(excess) & (candidate != reference), np.inf, excess)
-    excess = np.nan_to_num(excess, nan=0.0, posinf=np.inf)
-    per_row = excess.reshape(excess.shape[0], -1).max(axis=1)
-    failing = np.flatnonzero(per_row > 1)
-    worst = failing[np.argsort(-per_row[failing], kind="stable")[:PROBE_ROWS]]
-    clean = np.flatnonzero(per_row <= 1)[:1]
+def probe_rows(row_ok: NDArray[np.bool_], row_error: FloatArray) -> NDArray[np.intp]:
+    """The samples to try hypotheses on first: the PROBE_ROWS with the largest error among
+    those with an entry outside the tolerance (`row_ok` False), then the first sample within
+    it, if any."""
+    failing = np.flatnonzero(~row_ok)
+    worst = failing[np.argsort(-row_error[failing], kind="stable")[:PROBE_ROWS]]
+    clean = np.flatnonzero(row_ok)[:1]
     return np.concatenate([worst, clean]).astype(np.intp)
+
+
+class _Matcher:
+    """Tests hypotheses against one candidate output: first on its probe rows, then on blocks
+    of samples, stopping at the first block the candidate does not fit."""
+
+    def __init__(self, observed: Observed, row_wise: bool, atol: float, rtol: float) -> None:
+        self.x, self.r = observed.candidate, observed.reference
+        self.atol, self.rtol = atol, rtol
+        self.row_wise = row_wise and self.x.ndim >= 1
+        self.chunks = list(row_chunks(self.x.shape[0], self.x[0].size)) if self.row_wise else [...]
+        self.scale = 0.0
+        """max |reference| over its finite entries."""
+        row_ok, row_error = [], []
+        for part in self.chunks:
+            magnitude = np.abs(self.r[part])
+            top = np.max(magnitude, where=np.isfinite(magnitude), initial=0.0)
+            self.scale = max(self.scale, float(top))
+            if self.row_wise and observed.probe_rows is None:
+                rows = self.x[part].shape[0]
+                row_ok.append(_close(self.x[part], self.r[part], atol, rtol).reshape(rows, -1))
+                with np.errstate(invalid="ignore"):
+                    difference = np.abs(self.x[part] - self.r[part]).reshape(rows, -1)
+                row_error.append(np.nan_to_num(difference.max(axis=1), nan=np.inf))
+        self.probes: NDArray[np.intp] | None = None
+        if self.row_wise:
+            self.probes = observed.probe_rows
+            if self.probes is None:
+                ok = np.concatenate([block.all(axis=1) for block in row_ok])
+                self.probes = probe_rows(ok, np.concatenate(row_error))
+
+    def _slack(self, values: FloatArray) -> float:
+        magnitude = np.abs(values)
+        top = float(np.max(magnitude, where=np.isfinite(magnitude), initial=0.0))
+        return SLACK * max(self.scale, top)
+
+    def fits(self, hypothesis: "_Hypothesis") -> bool:
+        """The hypothesis changes the numbers and the candidate agrees with it everywhere."""
+        x, r, atol, rtol = self.x, self.r, self.atol, self.rtol
+        with np.errstate(all="ignore"):
+            changes: bool | None = None
+            if hypothesis.factor is not None:
+                changes = self._factor_changes(hypothesis.factor)
+                if not changes:
+                    return False
+            slack = None
+            if self.probes is not None:
+                probes = self.probes
+                probe_values = hypothesis.values(probes)
+                slack = self._slack(probe_values)
+                if not np.all(_close(x[probes], probe_values, atol, rtol, slack)):
+                    return False
+                if not np.all(_close(probe_values, r[probes], atol, rtol)):
+                    changes = True
+            for part in self.chunks:
+                values = hypothesis.values(part)
+                if slack is None:
+                    slack = self._slack(values)
+                if not np.all(_close(x[part], values, atol, rtol, slack)):
+                    return False
+                if not changes and not np.all(_close(values, r[part], atol, rtol)):
+                    changes = True
+            return bool(changes)
+
+    def _factor_changes(self, factor: float) -> bool:
+        """k·r differs from r beyond the tolerance somewhere: |k − 1|·|r| > atol + rtol·|r|
+        for the largest |r| (the difference grows with |r| faster than the bound, if at all)."""
+        return abs(factor - 1) * self.scale > self.atol + self.rtol * self.scale
 
 
 def _overflow(problem: _Problem, output: str, observed: Observed) -> str | None:
@@ -618,29 +682,27 @@ def _known_factor(factor: float, problem: _Problem) -> str:
     return ""
 
 
-def _wrong_scale(
-    problem: _Problem, output: str, observed: Observed, atol: float, rtol: float
-) -> str | None:
+def _wrong_scale(problem: _Problem, output: str, matcher: _Matcher) -> str | None:
     """Evidence that the candidate is a constant multiple k of the reference (k ≠ 0, 1): only
-    for outputs with at least two distinct non-zero reference entries, which all agree on k."""
+    for outputs with at least two distinct non-zero reference entries, which all agree on k.
+
+    k is fitted by least squares, Σ x·r / Σ r², on the probe rows (then tested everywhere)."""
     if _scalar_loss(problem, output):
         return None
-    x, r = observed.candidate, observed.reference
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(r))):
+    x, r = matcher.x, matcher.r
+    rows = slice(None) if matcher.probes is None else matcher.probes
+    x_part, r_part = x[rows], r[rows]
+    if not (np.all(np.isfinite(x_part)) and np.all(np.isfinite(r_part))):
+        return None
+    # no BLAS dot: its threads cost more than they save at these sizes
+    factor = float(np.sum(x_part * r_part) / np.sum(np.square(r_part)))
+    if not math.isfinite(factor) or factor == 0 or math.isclose(factor, 1.0, rel_tol=1e-12):
+        return None
+    if not matcher.fits(_scaled("wrong_scale", r, factor, "")):
         return None
     entries = r[r != 0]
     if not entries.size or np.all(entries == entries[0]):
         return None  # fewer than two distinct non-zero entries: any value is some multiple
-    # least squares over the entries, k = Σ x·r / Σ r² (no BLAS: its threads cost more than
-    # they save at these sizes), then the test of every entry
-    factor = float(np.sum(x * r) / np.sum(np.square(r)))
-    if not math.isfinite(factor) or factor == 0:
-        return None
-    values = r * factor
-    if not (_differs(values, r, atol, rtol) and _fits(x, values, atol, rtol)):
-        return None
-    if math.isclose(factor, 1.0, rel_tol=1e-12):
-        return None
     return f"the candidate equals the reference × {factor:.6g}{_known_factor(factor, problem)}"
 
 
@@ -705,37 +767,25 @@ def _diagnose_output(
             code, output, message(code, output, problem.inputs, docs_url), evidence, [*others]
         )
 
-    overflow = _overflow(problem, output, observed)
-    if overflow is not None:
-        return make("overflow", overflow)
-    if not np.all(np.isfinite(x) | (x == r)):
-        return None  # ±inf where the reference is ±inf of the other sign, or NaN: unexplained
-    row_wise = (
-        x.ndim >= 1 and not _scalar_loss(problem, output) and output in (ROW_OUTPUTS | {"loss"})
-    )
-    probes: Rows | None = None
-    if row_wise:
-        probes = observed.probe_rows
-        if probes is None:
-            probes = probe_rows(x, r, atol, rtol)
+    if observed.nonfinite != 0:
+        overflow = _overflow(problem, output, observed)
+        if overflow is not None:
+            return make("overflow", overflow)
+        if not np.all(np.isfinite(x) | (x == r)):
+            return None  # ±inf where the reference is ±inf of the other sign: unexplained
+    row_wise = output in ROW_OUTPUTS or (output == "loss" and not _scalar_loss(problem, output))
+    matcher = _Matcher(observed, row_wise, atol, rtol)
     fitting: list[tuple[str, str]] = []
     for hypothesis in _hypotheses(problem, output, r):
         if any(code == hypothesis.code for code, _ in fitting):
-            continue
-        with np.errstate(all="ignore"):
-            if probes is not None:
-                if not _fits(x[probes], hypothesis.values(probes), atol, rtol):
-                    continue
-                values = hypothesis.values(slice(None))
-            else:
-                values = hypothesis.values(slice(None))
-        if _fits(x, values, atol, rtol) and _differs(values, r, atol, rtol):
+            continue  # a second variant of a code already found
+        if matcher.fits(hypothesis):
             fitting.append((hypothesis.code, hypothesis.evidence))
     if fitting:
         fitting.sort(key=lambda item: PRIORITY.index(item[0]))
         (code, evidence), *others = fitting
         return make(code, evidence, [other for other, _ in others])
-    scale = _wrong_scale(problem, output, observed, atol, rtol)
+    scale = _wrong_scale(problem, output, matcher)
     if scale is not None:
         return make("wrong_scale", scale)
     return None

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cross_entropy import Reduction
-from app.numerics.diagnose import PRIORITY, ProblemInputs, diagnose, docs_link, message
+from app.numerics.diagnose import (
+    PRIORITY,
+    Observed,
+    ProblemInputs,
+    diagnose,
+    docs_link,
+    message,
+)
 
 Array = np.ndarray
 ATOL, RTOL = 1e-5, 1e-3
@@ -551,3 +558,28 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
     )
     assert result.passed, result
     assert result.diagnoses == []
+
+
+def test_a_mistake_in_the_last_block_of_a_large_batch() -> None:
+    # 2000 samples of 50 classes are compared in several blocks; the one ignored sample is last
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 50, 2000)
+    labels[labels == 7] = 8
+    labels[-1] = 7  # only the last sample is labelled ignore_index
+    p = problem(z=rng.normal(size=(2000, 50)), labels=labels, ignore_index=7)
+    wrong = mistaken(p, ignore_index=-100)["gradient"]
+    result = check(p, {"gradient": wrong})
+    assert [d.code for d in result.diagnoses] == ["ignore_index_not_applied"]
+    noisy = reference_of(p)["gradient"].copy()
+    noisy[-1] *= 1.5
+    assert check(p, {"gradient": noisy}).diagnoses == []
+
+
+def test_diagnose_finds_its_own_probe_rows() -> None:
+    ref = reference_of(WEIGHTED)
+    wrong = mistaken(WEIGHTED, weight=None)["gradient"]
+    (found,) = diagnose(
+        {"gradient": Observed(wrong, ref["gradient"])}, inputs_of(WEIGHTED), atol=ATOL, rtol=RTOL
+    )
+    assert found.code == "weights_ignored"
+    assert found.evidence == "the candidate equals the gradient computed without the class weights"
