@@ -289,6 +289,43 @@ async function loadPresets() {
   });
 }
 
+// ---------- your own values (the candidate) ----------
+
+const CANDIDATE_OUTPUTS = ["gradient", "jacobian", "probabilities"];
+const NON_FINITE = { NaN, Infinity, "-Infinity": -Infinity };
+
+/** JSON with NaN, Infinity and -Infinity (also nan, inf, -inf) read as those numbers. */
+function parseCandidate(text) {
+  const marked = text.replace(/(-?)\b(infinity|inf|nan)\b/gi, (_, sign, word) =>
+    word.toLowerCase() === "nan" ? '"\\u0000NaN"' : `"\\u0000${sign}Infinity"`,
+  );
+  return JSON.parse(marked, (_, value) =>
+    typeof value === "string" && value.startsWith("\u0000") ? NON_FINITE[value.slice(1)] : value,
+  );
+}
+
+/** {output: value} of the non-empty candidate boxes; a box that is not JSON is left out and
+ * its reading error shown under it (the rest of the request still goes). */
+function readCandidate() {
+  const candidate = {};
+  for (const output of CANDIDATE_OUTPUTS) {
+    const box = $(`candidate-${output}`);
+    const text = box.value.trim();
+    box.classList.remove("invalid");
+    if (!text) continue;
+    try {
+      candidate[output] = parseCandidate(text);
+    } catch (error) {
+      box.classList.add("invalid");
+      const slot = document.querySelector(`[data-error-for="candidate.${output}"]`);
+      const line = document.createElement("span");
+      line.textContent = `Not read (not a JSON array): ${error.message}`;
+      slot.appendChild(line);
+    }
+  }
+  return Object.keys(candidate).length ? candidate : null;
+}
+
 // ---------- the request ----------
 
 function buildRequest() {
@@ -327,6 +364,8 @@ function buildRequest() {
   body.include = $("check-jacobian").checked
     ? [...BASE_INCLUDE, "numeric_jacobian"]
     : BASE_INCLUDE;
+  const candidate = readCandidate();
+  if (candidate) body.candidate = candidate;
   return { body, errors };
 }
 
@@ -380,8 +419,7 @@ async function update() {
     document.body.dataset.updates = String(updates);
     setStatus(`Computed by the API: N = ${payload.batch_size}, C = ${payload.num_classes}, ${payload.dtype}.`, "ready");
   } else if (response.status === 401) {
-    showApiKeyField();
-    showErrors([{ loc: [], msg: `${payload.detail} (Enter the key under "API key" above.)` }]);
+    showKeyNeeded(payload.detail);
   } else if (Array.isArray(payload.detail)) {
     showErrors(payload.detail.map((item) => ({ loc: item.loc.slice(1), msg: item.msg })));
   } else {
@@ -390,6 +428,26 @@ async function update() {
 }
 
 // ---------- errors next to their field ----------
+
+/** A 401: the key is missing or wrong. Said next to the key field, not as an input problem. */
+function showKeyNeeded(detail) {
+  showApiKeyField();
+  const input = $("api-key");
+  const typed = input.value.trim() !== "";
+  input.classList.add("invalid");
+  const line = document.createElement("span");
+  line.textContent = typed
+    ? `${detail} Check the key typed here.`
+    : "This service needs an API key: type it here to compute.";
+  $("api-key-error").replaceChildren(line);
+  setStatus(
+    typed
+      ? "The API key was refused: check it under \u201cAPI key\u201d."
+      : "An API key is needed: type it under \u201cAPI key\u201d.",
+    "invalid",
+  );
+  if (!typed) input.focus();
+}
 
 function clearErrors() {
   for (const slot of document.querySelectorAll("[data-error-for]")) slot.replaceChildren();
@@ -484,7 +542,15 @@ function renderJacobian(result) {
   const maxAbs = Math.max(...matrix.flat().map(Math.abs));
   const scale = divergingScale(maxAbs);
   const canvas = $("jacobian");
-  drawHeatmap(canvas, matrix, { scale, rowName: "i", columnName: "j", available: availableWidth(canvas) - 110 });
+  const failing = candidateFailing("jacobian", result);
+  drawHeatmap(canvas, matrix, {
+    scale,
+    rowName: "i",
+    columnName: "j",
+    available: availableWidth(canvas) - 110,
+    outline: failing ? failing[chosen] : undefined,
+    outlineColour: CANDIDATE_OUTLINE,
+  });
   drawLegend($("jacobian-legend"), scale, canvas.clientHeight);
 }
 
@@ -498,7 +564,12 @@ function renderGradients(result) {
   const scale = divergingScale(maxAbs);
   const available = (availableWidth($("gradient")) - 140) / 2;
   const options = { scale, rowName: "sample", columnName: "class", available };
-  drawHeatmap($("gradient"), analytic, options);
+  const yours = candidateFailing("gradient", result);
+  drawHeatmap($("gradient"), analytic, {
+    ...options,
+    outline: yours ?? undefined,
+    outlineColour: CANDIDATE_OUTLINE,
+  });
   drawHeatmap($("numeric-gradient"), numeric, options);
   drawLegend($("gradient-legend"), scale, $("gradient").clientHeight);
   const errorScale = logScale(error.flat(), atol, `atol ${formatNumber(atol)}`);
@@ -511,6 +582,149 @@ function renderGradients(result) {
   drawLegend($("error-legend"), errorScale, $("gradient").clientHeight);
 }
 
+// ---------- your own values: verdicts on the heatmaps, diagnoses ----------
+
+const CANDIDATE_OUTLINE = "#b3261e";
+const CANDIDATE_NAMES = { gradient: "gradient", jacobian: "Jacobian", probabilities: "probabilities" };
+
+/** Same nested array shape (numbers or null at the leaves)? */
+function sameShape(a, b) {
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (!Array.isArray(a)) return true;
+  return a.length === b.length && a.every((v, k) => sameShape(v, b[k]));
+}
+
+/** Per entry: outside |got − expected| ≤ atol + rtol·|expected| (equal values pass), as the
+ * service compares; null where your value could not be compared entry by entry. */
+function candidateFailing(output, result) {
+  const got = state.lastBody?.candidate?.[output];
+  const expected = result[output];
+  if (got === undefined || !expected || !sameShape(got, expected)) return null;
+  const { atol, rtol } = result.gradient_check;
+  const fails = (g, e) => {
+    if (Array.isArray(g)) return g.map((v, k) => fails(v, e[k]));
+    const exact = e === null ? -Infinity : e;
+    if (g === exact) return false;
+    if (!Number.isFinite(g) || !Number.isFinite(exact)) return true;
+    return Math.abs(g - exact) > atol + rtol * Math.abs(exact);
+  };
+  return fails(got, expected);
+}
+
+/** The message, its trailing docs link made clickable only when it is an http(s) URL. */
+function messageNode(text) {
+  const span = document.createElement("span");
+  const match = text.match(/^([\s\S]*\bSee )(\S+?)(\.?)$/);
+  if (match && /^https?:\/\//i.test(match[2])) {
+    const link = document.createElement("a");
+    link.href = match[2];
+    link.textContent = match[2];
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    span.append(match[1], link, match[3]);
+  } else {
+    span.textContent = text;
+  }
+  return span;
+}
+
+function listItem(className, ...children) {
+  const li = document.createElement("li");
+  if (className) li.className = className;
+  li.append(...children);
+  return li;
+}
+
+function renderCandidate(result) {
+  const box = $("candidate-result");
+  const check = result.candidate_check;
+  box.hidden = !check;
+  const figures = $("candidate-figures");
+  figures.replaceChildren();
+  if (!check) {
+    delete box.dataset.passed;
+    return;
+  }
+  box.dataset.passed = String(check.passed);
+  const verdict = $("candidate-verdict");
+  verdict.className = `verdict ${check.passed ? "pass" : "fail"}`;
+  const title = document.createElement("strong");
+  title.textContent = check.passed ? "Your values passed" : "Your values failed";
+  const parts = Object.entries(check.outputs).map(([name, o]) =>
+    o.defect
+      ? `${CANDIDATE_NAMES[name] ?? name}: not read`
+      : `${CANDIDATE_NAMES[name] ?? name}: ${o.mismatches} of ${o.checked} entries outside the tolerance` +
+        (o.nonfinite ? ` (${o.nonfinite} NaN or ±Infinity)` : ""),
+  );
+  verdict.replaceChildren(title, ` — ${parts.join("; ")}.`);
+
+  $("candidate-diagnoses").replaceChildren(
+    ...check.diagnoses.map((d) => {
+      const code = document.createElement("code");
+      code.textContent = d.code;
+      const head = document.createElement("div");
+      head.className = "diagnosis-message";
+      head.append(messageNode(d.message));
+      const evidence = document.createElement("div");
+      evidence.className = "hint";
+      const same = d.indistinguishable_from.length
+        ? ` Gives the same numbers here as: ${d.indistinguishable_from.join(", ")}.`
+        : "";
+      evidence.textContent = `Found in the ${CANDIDATE_NAMES[d.output] ?? d.output} (${d.code}): ${d.evidence}.${same}`;
+      const li = listItem("diagnosis", head, evidence);
+      li.dataset.code = d.code;
+      li.prepend(code, " ");
+      return li;
+    }),
+  );
+  const defects = Object.values(check.outputs)
+    .filter((o) => o.defect)
+    .map((o) => listItem("defect", o.defect));
+  $("candidate-notes").replaceChildren(
+    ...defects,
+    ...check.notes.map((note) => listItem("note", note)),
+  );
+
+  const tooltip = $("tooltip");
+  const describe = (r, c, g) => `${g.rowName} ${r}, ${g.columnName} ${c}: yours ${formatNumber(g.matrix[r][c])} (${g.matrix[r][c]})`;
+  for (const output of Object.keys(check.outputs)) {
+    const failing = candidateFailing(output, result);
+    if (!failing) continue;
+    let mine = state.lastBody.candidate[output];
+    let reference = result[output];
+    let outline = failing;
+    let title = `your ${CANDIDATE_NAMES[output]}`;
+    if (output === "jacobian") {
+      const n = Math.min(Number($("jacobian-sample").value) || 0, result.batch_size - 1);
+      mine = mine[n];
+      reference = reference[n];
+      outline = failing[n];
+      title += ` (sample ${n})`;
+    }
+    const finite = reference.flat().filter(Number.isFinite).map(Math.abs);
+    const scale = divergingScale(Math.max(0, ...finite));
+    const figure = document.createElement("div");
+    figure.className = "figure";
+    const h3 = document.createElement("h3");
+    h3.textContent = title;
+    const canvas = document.createElement("canvas");
+    canvas.id = `candidate-plot-${output}`;
+    canvas.className = "plot";
+    figure.append(h3, canvas);
+    figures.append(figure);
+    const names = output === "jacobian" ? ["i", "j"] : ["sample", "class"];
+    drawHeatmap(canvas, mine, {
+      scale,
+      rowName: names[0],
+      columnName: names[1],
+      outline,
+      outlineColour: CANDIDATE_OUTLINE,
+      available: Math.min(360, availableWidth(figures) / 2),
+    });
+    attachTooltip(canvas, tooltip, describe);
+  }
+}
+
 function render() {
   const result = state.lastResult;
   if (!result) return;
@@ -521,6 +735,7 @@ function render() {
   drawBars(bars, result.probabilities, targetsForBars(result), availableWidth(bars));
   renderJacobian(result);
   renderGradients(result);
+  renderCandidate(result);
 }
 
 // ---------- wiring ----------
@@ -543,7 +758,17 @@ function wire() {
     $(id).addEventListener("change", schedule);
   }
   $("controls").addEventListener("submit", (event) => event.preventDefault());
-  $("jacobian-sample").addEventListener("change", () => renderJacobian(state.lastResult));
+  $("jacobian-sample").addEventListener("change", render);
+  for (const output of CANDIDATE_OUTPUTS) $(`candidate-${output}`).addEventListener("input", schedule);
+  $("candidate-clear").addEventListener("click", () => {
+    for (const output of CANDIDATE_OUTPUTS) $(`candidate-${output}`).value = "";
+    schedule();
+  });
+  $("candidate-copy").addEventListener("click", () => {
+    if (!state.lastResult) return;
+    $("candidate-gradient").value = JSON.stringify(state.lastResult.gradient);
+    schedule();
+  });
   const tooltip = $("tooltip");
   const describe = (r, c, g) =>
     `${g.rowName} ${r}, ${g.columnName} ${c}: ${formatNumber(g.matrix[r][c])} (${g.matrix[r][c]})`;

@@ -9,6 +9,7 @@ const MUTED = "#5b6776";
 // ColorBrewer RdBu (negative blue, zero near white, positive red) and YlOrRd (small pale, large red).
 const DIVERGING = ["#2166ac", "#67a9cf", "#f7f7f7", "#ef8a62", "#b2182b"];
 const SEQUENTIAL = ["#ffffcc", "#fed976", "#fd8d3c", "#e31a1c", "#800026"];
+const NON_FINITE = [150, 150, 150]; // NaN and ±Infinity in a user's values: grey
 
 function hexToRgb(hex) {
   const value = parseInt(hex.slice(1), 16);
@@ -82,6 +83,8 @@ function prepare(canvas, width, height) {
 export function formatNumber(v) {
   if (v === null || v === undefined) return "–";
   if (v === 0) return "0";
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "∞" : "−∞";
   const magnitude = Math.abs(v);
   if (magnitude < 1e-2 || magnitude >= 1e4) return v.toExponential(1).replace("e-", "e−");
   return v.toPrecision(3).replace(/\.?0+$/, "");
@@ -93,14 +96,15 @@ function cellSize(columns, available) {
 
 /**
  * Draw `matrix` (rows × columns) as coloured cells with row and column indices.
- * `outline[r][c]` true draws a thick frame (a failing element); `format` writes a cell's value
+ * `outline[r][c]` true draws a thick frame (a failing element) in `outlineColour`, and the
+ * canvas's `data-outlined` counts them; `format` writes a cell's value
  * when the cells are wide enough. Returns the cell geometry,
  * which `attachTooltip` uses.
  */
 export function drawHeatmap(
   canvas,
   matrix,
-  { scale, rowName, columnName, outline, available, format = formatNumber },
+  { scale, rowName, columnName, outline, available, format = formatNumber, outlineColour = INK },
 ) {
   const rows = matrix.length;
   const columns = rows ? matrix[0].length : 0;
@@ -119,7 +123,10 @@ export function drawHeatmap(
   for (let r = 0; r < rows; r += 1) {
     for (let c = 0; c < columns; c += 1) {
       const value = matrix[r][c];
-      const colour = scale.colour(value ?? 0);
+      const colour =
+        value === null || value === undefined || Number.isFinite(value)
+          ? scale.colour(value ?? 0)
+          : NON_FINITE;
       context.fillStyle = rgb(colour);
       context.fillRect(left + c * cell, top + r * cell, cell, cell);
       if (cell >= 44) {
@@ -131,12 +138,14 @@ export function drawHeatmap(
   context.strokeStyle = "rgba(29, 39, 51, 0.25)";
   context.lineWidth = 1;
   context.strokeRect(left + 0.5, top + 0.5, columns * cell - 1, rows * cell - 1);
+  let outlined = 0;
   if (outline) {
-    context.strokeStyle = INK;
+    context.strokeStyle = outlineColour;
     context.lineWidth = 3;
     for (let r = 0; r < rows; r += 1) {
       for (let c = 0; c < columns; c += 1) {
         if (outline[r] && outline[r][c]) {
+          outlined += 1;
           context.strokeRect(left + c * cell + 1.5, top + r * cell + 1.5, cell - 3, cell - 3);
         }
       }
@@ -144,6 +153,7 @@ export function drawHeatmap(
   }
   const geometry = { left, top, cell, rows, columns, matrix, rowName, columnName };
   canvas.plotGeometry = geometry;
+  canvas.dataset.outlined = String(outlined);
   return geometry;
 }
 

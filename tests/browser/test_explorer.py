@@ -1,5 +1,7 @@
 """The explorer page at / in real headless Chromium: it draws, reacts to edits, shows API errors."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,13 +142,93 @@ async def test_explorer_asks_for_the_api_key_a_service_requires(
         )
         key = page.locator("#api-key")
         await expect(key).to_be_visible()
-        await expect(page.locator('[data-error-for=""]')).to_contain_text("API key")
+        await expect(page.locator("#api-key-error")).to_contain_text("needs an API key")
+        await expect(page.locator("#status")).to_contain_text("An API key is needed")
+        await expect(page.locator("#status")).not_to_contain_text("refused the input")
+        await expect(page.locator('[data-error-for=""]')).to_be_empty()
+        await expect(key).to_have_class("invalid")
+        await page.screenshot(path=artifacts / "explorer-key-needed.png")
         async with page.expect_request(lambda r: r.url.endswith("/v1/cross-entropy")) as sent:
             await key.fill("explorer-test-key")
         assert (await sent.value).headers.get("x-api-key") == "explorer-test-key"
         await wait_for_update(page, 1)
-        await expect(page.locator('[data-error-for=""]')).to_be_empty()
+        await expect(page.locator("#api-key-error")).to_be_empty()
         await page.screenshot(path=artifacts / "explorer-api-key.png")
+        assert traffic.page_errors == []
+        assert traffic.outbound == []
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def test_explorer_names_the_mistake_in_your_own_gradient(
+    explorer: Page, traffic: Traffic, artifacts: Path
+) -> None:
+    """A pasted gradient twice the right one (the sum over N = 2 samples, not the mean): the
+    panel shows the not_divided message and outlines every entry on both heatmaps."""
+    exact = await explorer.evaluate(
+        "() => fetch('v1/cross-entropy', {method: 'POST', headers: {'Content-Type':"
+        " 'application/json'}, body: JSON.stringify({logits: [[2, 1, 0.1], [0.5, 2.5, -1]],"
+        " labels: [0, 1], include: ['gradient']})}).then(r => r.json()).then(b => b.gradient)"
+    )
+    doubled = [[2 * v for v in row] for row in exact]
+    seen = await updates(explorer)
+    await explorer.locator("#candidate-gradient").fill(json.dumps(doubled))
+    await wait_for_update(explorer, seen + 1)
+    result = explorer.locator("#candidate-result")
+    await expect(result).to_be_visible()
+    await expect(result).to_have_attribute("data-passed", "false")
+    diagnosis = explorer.locator("#candidate-diagnoses li").first
+    await expect(diagnosis).to_have_attribute("data-code", "not_divided")
+    await expect(diagnosis).to_contain_text("your gradient is the sum, not divided")
+    await expect(diagnosis.locator("a")).to_have_count(0)  # docs/maths.md#… is not a URL
+    await expect(explorer.locator("#candidate-verdict")).to_contain_text("6 of 6 entries")
+    await expect(explorer.locator("#candidate-plot-gradient")).to_have_attribute(
+        "data-outlined", "6"
+    )
+    await expect(explorer.locator("#gradient")).to_have_attribute("data-outlined", "6")
+    await explorer.locator("#candidate-panel").screenshot(path=artifacts / "explorer-candidate.png")
+    await explorer.screenshot(path=artifacts / "explorer-candidate-page.png", full_page=True)
+
+    seen = await updates(explorer)
+    await explorer.locator("#candidate-gradient").fill(json.dumps(exact))
+    await wait_for_update(explorer, seen + 1)
+    await expect(result).to_have_attribute("data-passed", "true")
+    await expect(explorer.locator("#candidate-diagnoses li")).to_have_count(0)
+    await expect(explorer.locator("#candidate-plot-gradient")).to_have_attribute(
+        "data-outlined", "0"
+    )
+    assert traffic.page_errors == []
+    assert traffic.console_errors == []
+    assert traffic.outbound == []
+
+
+async def test_explorer_links_a_diagnosis_only_to_an_http_docs_url(
+    page: Page, traffic: Traffic
+) -> None:
+    """With GRADCHECK_DOCS_URL set the message's docs link is a clickable http(s) link, and
+    unreadable pasted text is said under its box."""
+    port = free_port()
+    server = start_uvicorn(port, {"GRADCHECK_DOCS_URL": "https://gradcheck.example.org"})
+    try:
+        await page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+        await wait_for_update(page, 1)
+        seen = await updates(page)
+        await page.locator("#candidate-gradient").fill("[[NaN, 1, 2], [0, 0, 0]]")
+        await wait_for_update(page, seen + 1)
+        await expect(page.locator("#candidate-diagnoses li").first).to_have_attribute(
+            "data-code", "overflow"
+        )
+        link = page.locator("#candidate-diagnoses li a").first
+        await expect(link).to_have_attribute(
+            "href", re.compile(r"^https://gradcheck\.example\.org/")
+        )
+        seen = await updates(page)
+        await page.locator("#candidate-jacobian").fill("[[1, 2")
+        await wait_for_update(page, seen + 1)
+        await expect(page.locator('[data-error-for="candidate.jacobian"]')).to_contain_text(
+            "Not read"
+        )
         assert traffic.page_errors == []
         assert traffic.outbound == []
     finally:
