@@ -1,11 +1,16 @@
-"""Fixtures: the app in-process (httpx + ASGITransport) and a live uvicorn on 127.0.0.1."""
+"""Fixtures: the app in-process (httpx + ASGITransport) and a live uvicorn on 127.0.0.1.
+
+Every test that starts a live server carries the `live` marker: collection stops with a usage
+error naming any test that uses a live-server fixture (LIVE_FIXTURES, or the `live` parameter
+of `client`) without it, and `start_uvicorn` refuses to start a server for an unmarked test.
+"""
 
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -17,9 +22,48 @@ from app.core.config import Settings
 from app.main import create_app
 from tests.helpers import free_port
 
+pytest_plugins = ["pytester"]  # tests/test_markers.py runs pytest on probe files
+
 ROOT = Path(__file__).resolve().parent.parent
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+LIVE_FIXTURES = frozenset({"live_url", "start_server"})
+"""Fixtures that start (or reach) a live server: a test using one must be marked `live`."""
+
+_running: list[pytest.Item] = []
+"""The test being set up or run, for `start_uvicorn`'s check."""
+
+
+def unmarked_live_tests(items: Sequence[pytest.Item]) -> list[str]:
+    """The ids of the tests that use a live-server fixture but lack the `live` marker."""
+    return [
+        item.nodeid
+        for item in items
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("live") is None
+    ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stop before running anything if a test that starts a live server is not marked `live`
+    (before `-m` deselects: a wrongly marked test is found whatever is selected)."""
+    if unmarked := unmarked_live_tests(items):
+        raise pytest.UsageError(
+            "tests that start a live server must carry @pytest.mark.live (or a module-level "
+            "pytestmark): " + ", ".join(unmarked)
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Remember the running test for `start_uvicorn`."""
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.remove(item)
 
 
 @asynccontextmanager
@@ -45,7 +89,11 @@ async def asgi_client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def start_uvicorn(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `uvicorn app.main:app` on 127.0.0.1:port and wait until /healthz answers."""
+    """Start `uvicorn app.main:app` on 127.0.0.1:port and wait until /healthz answers.
+
+    Refused for a running test without the `live` marker."""
+    if _running and _running[-1].get_closest_marker("live") is None:
+        raise RuntimeError(f"{_running[-1].nodeid} starts a live server: mark it `live`")
     # a file, not a pipe: a chatty server must never block on a full pipe
     log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(
@@ -92,7 +140,7 @@ def live_url() -> Iterator[str]:
     process.wait(timeout=10)
 
 
-@pytest.fixture(params=["asgi", "live"])
+@pytest.fixture(params=["asgi", pytest.param("live", marks=pytest.mark.live)])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """The API both in-process and through a live uvicorn on 127.0.0.1."""
     if request.param == "asgi":
