@@ -13,6 +13,7 @@ from app.api.docs import document_request_bodies, install_docs
 from app.api.errors import install_error_handlers
 from app.api.routes import cross_entropy, grading, health, ops, softmax, web
 from app.api.security import api_key_guard, is_api_router, signing_key
+from app.core.budget import MemoryBudget
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.core.metrics import HttpMetrics, mark_worker_exited
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = HttpMetrics()
     app.state.coalescer = Coalescer(app.state.metrics.coalesced.observe)
+    app.state.budget = MemoryBudget.from_settings(settings, observer=app.state.metrics)
     install_middleware(app, settings, app.state.metrics)
     # No dependency_overrides: while any is set, FastAPI re-inspects every dependency of every
     # request. Routes read these from app.state (`app.api.deps`).

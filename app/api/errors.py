@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas.compute import UNION_TAGS
-from app.core.errors import LimitExceeded, RequestError
+from app.core.errors import LimitExceeded, Overloaded, RequestError
 from app.numerics.errors import InvalidProblem
 
 
@@ -91,10 +91,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _overloaded(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Overloaded)
+    return JSONResponse({"detail": exc.message}, status_code=503, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error type of the service to its 4xx shape."""
+    """Route every error type of the service to its 4xx shape (503 with Retry-After when the
+    memory budget cannot admit a request in time)."""
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(InvalidProblem, _invalid_problem)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(LimitExceeded, _limit_exceeded)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Overloaded, _overloaded)

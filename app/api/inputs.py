@@ -17,6 +17,7 @@ from typing import Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from app.api.encoding import wants_npz
 from app.api.schemas.compute import (
     CrossEntropyRequest,
     Dtype,
@@ -29,6 +30,14 @@ from app.api.schemas.compute import (
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, Location, RequestError
 from app.numerics.candidate import CandidateCheck, check_candidate
+from app.numerics.cost import (
+    PYTHON_NUMBER_BYTES,
+    ResponseFormat,
+    Shape,
+    candidate_bytes,
+    cross_entropy_cost,
+    softmax_cost,
+)
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.finite_diff import Method
@@ -166,15 +175,56 @@ def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
     )
 
 
+def request_shape(value: Sequence[float] | Sequence[Sequence[float]]) -> tuple[int, int]:
+    """(N, C) from the lengths of the JSON lists alone ((0, 0) for an empty batch; a ragged one
+    is refused later, by `parse_logits`)."""
+    if not value:
+        return 0, 0
+    first = value[0]
+    return (len(value), len(first)) if isinstance(first, list) else (1, len(value))
+
+
+def _response_format(accept: str | None) -> ResponseFormat:
+    return ResponseFormat.NPZ if wants_npz(accept) else ResponseFormat.JSON
+
+
+def _candidate_bytes(shape: Shape, candidate: SoftmaxCandidate | None) -> int:
+    if candidate is None:
+        return 0
+    return candidate_bytes(shape, candidate.model_fields_set, PYTHON_NUMBER_BYTES)
+
+
+def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
+    """The estimated peak memory of a softmax request, from its shape (`app.numerics.cost`)."""
+    shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
+    return softmax_cost(
+        shape,
+        body.include,
+        response=_response_format(accept),
+        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+    ).peak + _candidate_bytes(shape, body.candidate)
+
+
+def cross_entropy_request_cost(body: CrossEntropyRequest, accept: str | None) -> int:
+    """The estimated peak memory of a cross-entropy request, from its shape."""
+    shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
+    labels = body.labels
+    probability_labels = isinstance(labels, list) and bool(labels) and isinstance(labels[0], list)
+    return cross_entropy_cost(
+        shape,
+        body.include,
+        probability_labels=probability_labels,
+        response=_response_format(accept),
+        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+    ).peak + _candidate_bytes(shape, body.candidate)
+
+
 def request_entries(
     value: Sequence[float] | Sequence[Sequence[float]], include: Collection[str]
 ) -> int:
     """Numbers in the logits plus the requested outputs, from the lengths of the JSON lists
     alone (a ragged or empty batch is refused later, by `parse_logits`)."""
-    if not value:
-        return 0
-    first = value[0]
-    shape = (len(value), len(first)) if isinstance(first, list) else (1, len(value))
+    shape = request_shape(value)
     return shape[0] * shape[1] + output_entries(shape, include)
 
 

@@ -316,3 +316,24 @@ def grading_cost(
         kept=kept,
         encoding=encoding_bytes(revealed, ResponseFormat.JSON),
     )
+
+
+CANDIDATE_WIDTHS: Mapping[str, Width] = {
+    "probabilities": Width.CLASSES,
+    "log_probabilities": Width.CLASSES,
+    "losses": Width.ONE,
+    "loss": Width.ONE,
+    "gradient": Width.CLASSES,
+    "jacobian": Width.SQUARE,
+}
+CANDIDATE_ARRAYS = 12
+"""float64 arrays per candidate number while it is checked: the number read, its float64 copy,
+the reference (the Jacobian is formed for it), |difference|, the bound, the relative error, and
+the diagnoses' hypotheses and their comparisons (at most a few rows of each at once)."""
+
+
+def candidate_bytes(shape: Shape, outputs: Collection[str], parsed_bytes_per_number: int) -> int:
+    """Bytes of checking a candidate holding `outputs` (each in the reference's shape): its
+    numbers as parsed, and CANDIDATE_ARRAYS float64 arrays of its size."""
+    numbers = sum(shape.numbers(CANDIDATE_WIDTHS[name]) for name in outputs)
+    return numbers * (parsed_bytes_per_number + CANDIDATE_ARRAYS * FLOAT64_BYTES)

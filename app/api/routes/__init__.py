@@ -12,10 +12,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": MessageResponse,
         "description": "Over a size limit; says which and how to stay under it.",
     },
-    415: {"model": MessageResponse, "description": "The body is not sent as application/json."},
+    415: {"model": MessageResponse, "description": "The body is not sent as UTF-8 JSON."},
     422: {
         "model": ValidationErrorResponse,
         "description": "Invalid input, naming field and position.",
+    },
+    503: {
+        "model": MessageResponse,
+        "description": "The memory budget could not admit the request in time; retry after "
+        "the Retry-After header's seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
     },
     504: {
         "model": MessageResponse,

@@ -7,7 +7,12 @@ from fastapi import APIRouter, Request, Response
 from app.api.coalesce import Coalescer
 from app.api.deps import CrossEntropyBody, SettingsDep
 from app.api.encoding import candidate_fields, report_fields, respond
-from app.api.inputs import LossCall, request_entries, to_loss_call
+from app.api.inputs import (
+    LossCall,
+    cross_entropy_request_cost,
+    request_entries,
+    to_loss_call,
+)
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES, AcceptHeader, success_response
 from app.api.schemas.compute import CrossEntropyRequest, CrossEntropyResponse
@@ -45,7 +50,8 @@ async def cross_entropy(
     explained by the mistake that produces it (`candidate_check`)."""
     entries = request_entries(body.logits, body.include)
     if entries > settings.inline_max_entries:  # validated and computed off the event loop
-        return await compute(entries, settings, lambda: _alone(body, settings, accept))
+        cost = cross_entropy_request_cost(body, accept)
+        return await compute(entries, cost, request, lambda: _alone(body, settings, accept))
     call = to_loss_call(body, settings)
     coalescer: Coalescer = request.app.state.coalescer
     return respond(cross_entropy_fields(call, await coalescer.analyse(call)), accept)

@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BatchGradeBody, GradeBody, ProblemBody, SettingsDep, SigningKeyDep
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
-from app.api.inputs import check_output_size, parse_loss
+from app.api.inputs import check_output_size, parse_loss, request_shape
+from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas.compute import Dtype
 from app.api.schemas.grading import (
@@ -39,6 +40,7 @@ from app.grading.problems import (
     generate_problem,
 )
 from app.grading.tokens import InvalidProblemId, decode_problem_id, encode_problem_id
+from app.numerics.cost import PYTHON_NUMBER_BYTES, Shape, grading_cost
 from app.numerics.cross_entropy import Reduction
 from app.numerics.errors import InvalidProblem
 
@@ -207,21 +209,59 @@ async def problems(body: ProblemBody, settings: SettingsDep, key: SigningKeyDep)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
 
+def grading_request_cost(body: GradingRequestBase, submissions: int, key: bytes) -> tuple[int, int]:
+    """(numbers, estimated peak bytes) of grading `submissions` answers of the body's problem,
+    from its shape alone (a problem id is decoded, not generated); an unreadable id costs
+    nothing here (it is refused when graded)."""
+    if body.problem is not None:
+        num_samples, num_classes = request_shape(body.problem.logits)
+    else:
+        try:
+            spec = decode_problem_id(body.problem_id or "", key)
+        except InvalidProblemId:
+            return 0, 0
+        num_samples, num_classes = spec.batch_size, spec.num_classes
+    parts = [str(part) for part in body.points]
+    cost = grading_cost(
+        Shape(num_samples, num_classes),
+        parts,
+        submissions,
+        reveal_expected=body.reveal_expected,
+        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+    )
+    return num_samples * num_classes * (submissions + 1), cost.peak
+
+
+async def _graded(
+    request: Request, body: GradingRequestBase, submissions: Sequence[object], single: bool
+) -> Response:
+    """Grade `submissions` once the memory budget admits them, and encode the results."""
+    settings: Settings = request.app.state.settings
+    key: bytes = request.app.state.signing_key
+    entries, cost = grading_request_cost(body, len(submissions), key)
+
+    def work() -> Response:
+        results = grade_fields(body, submissions, settings, key)
+        content = results[0] if single else {"results": results}
+        return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
+
+    return await compute(entries, cost, request, work)
+
+
 @router.post(
     "/grade",
     summary="Grade one student's answer",
     response_model=AnyGradeResult,
     responses=ERROR_RESPONSES,
 )
-async def grade(body: GradeBody, settings: SettingsDep, key: SigningKeyDep) -> Response:
+async def grade(body: GradeBody, request: Request) -> Response:
     """Compare each graded part of `submission` with the reference value (the loss, and the
     gradient of the reduced loss, as /v1/cross-entropy computes them): correct where
     |submitted − expected| ≤ atol + rtol·|expected|. A defect in the student's answer (missing
     part, wrong shape, NaN, strings) scores 0 for that part with a message — never an HTTP
     error; `gradable` is false when nothing could be read. Only the caller's own mistakes (the
     problem, the options) are 4xx."""
-    results = await run_in_threadpool(grade_fields, body, [body.submission], settings, key)
-    return Response(encode_json(results[0]), media_type=JSON_MEDIA_TYPE)
+    return await _graded(request, body, [body.submission], single=True)
 
 
 @router.post(
@@ -230,10 +270,7 @@ async def grade(body: GradeBody, settings: SettingsDep, key: SigningKeyDep) -> R
     response_model=BatchGradeResponse,
     responses=ERROR_RESPONSES,
 )
-async def grade_batch_route(
-    body: BatchGradeBody, settings: SettingsDep, key: SigningKeyDep
-) -> Response:
+async def grade_batch_route(body: BatchGradeBody, request: Request) -> Response:
     """As /v1/grade for every entry of `submissions` (each part compared for all students in one
     numpy operation); `results` are in the order of `submissions`."""
-    results = await run_in_threadpool(grade_fields, body, body.submissions, settings, key)
-    return Response(encode_json({"results": results}), media_type=JSON_MEDIA_TYPE)
+    return await _graded(request, body, body.submissions, single=False)

@@ -2,11 +2,16 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import SettingsDep, SoftmaxBody
 from app.api.encoding import candidate_fields, report_fields, respond
-from app.api.inputs import SoftmaxCall, request_entries, to_softmax_call
+from app.api.inputs import (
+    SoftmaxCall,
+    request_entries,
+    softmax_request_cost,
+    to_softmax_call,
+)
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES, AcceptHeader, success_response
 from app.api.schemas.compute import SoftmaxResponse
@@ -32,12 +37,16 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     responses={**ERROR_RESPONSES, **success_response()},
 )
 async def softmax(
-    body: SoftmaxBody, settings: SettingsDep, accept: AcceptHeader = None
+    body: SoftmaxBody, settings: SettingsDep, request: Request, accept: AcceptHeader = None
 ) -> Response:
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
     entries = request_entries(body.logits, body.include)
+    cost = softmax_request_cost(body, accept)
     return await compute(
-        entries, settings, lambda: respond(softmax_fields(to_softmax_call(body, settings)), accept)
+        entries,
+        cost,
+        request,
+        lambda: respond(softmax_fields(to_softmax_call(body, settings)), accept),
     )
