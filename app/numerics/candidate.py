@@ -98,18 +98,23 @@ def _is_number(value: object) -> bool:
 class _Reader:
     """The shape of nested lists, with the positions of nulls where they are allowed."""
 
-    def __init__(self, nulls: bool) -> None:
+    def __init__(self, name: str, nulls: bool) -> None:
+        self.name = name
         self.nulls = nulls
         self.null_rows: list[tuple[tuple[int, ...], list[object]]] = []
 
-    def shape(self, value: object, where: str, path: tuple[int, ...] = ()) -> tuple[int, ...]:
+    def _where(self, path: tuple[int, ...]) -> str:
+        """'gradient[3][1]': a position named as sent (built only for a message)."""
+        return self.name + "".join(f"[{i}]" for i in path)
+
+    def shape(self, value: object, path: tuple[int, ...] = ()) -> tuple[int, ...]:
         """Raises _Defect at the first entry that breaks the nesting."""
         if _is_number(value) or (value is None and self.nulls and path):
             return ()
         if not isinstance(value, list):
-            raise _Defect(f"{where} is {describe(value)}, not a number")
+            raise _Defect(f"{self._where(path)} is {describe(value)}, not a number")
         if len(path) >= MAX_NESTING:
-            raise _Defect(f"{where} is nested more than {MAX_NESTING} lists deep")
+            raise _Defect(f"{self._where(path)} is nested more than {MAX_NESTING} lists deep")
         if not value:
             return (0,)
         if not isinstance(value[0], list):  # a row of numbers: one C-level pass over its types
@@ -121,11 +126,13 @@ class _Reader:
                 return (len(value),)
             allowed = _NUMBER_OR_NULL_TYPES if self.nulls else _NUMBER_TYPES
             bad = next(i for i, item in enumerate(value) if type(item) not in allowed)
-            raise _Defect(f"{where}[{bad}] is {describe(value[bad])}, not a number")
-        first = self.shape(value[0], f"{where}[0]", (*path, 0))
+            where = self._where((*path, bad))
+            raise _Defect(f"{where} is {describe(value[bad])}, not a number")
+        first = self.shape(value[0], (*path, 0))
         for i, item in enumerate(value[1:], start=1):
-            shape = self.shape(item, f"{where}[{i}]", (*path, i))
+            shape = self.shape(item, (*path, i))
             if shape != first:
+                where = self._where(path)
                 raise _Defect(
                     f"{where}[{i}] has {_size_text(shape)} but {where}[0] has "
                     f"{_size_text(first)}: every row needs the same length"
@@ -222,9 +229,9 @@ def _read(
     if not _is_number(value) and not isinstance(value, list):
         expected = f"an array of shape {list(shape)}" if shape else "a number"
         return f"{name} is {describe(value)}: expected {expected}"
-    reader = _Reader(nulls=null_as is not None)
+    reader = _Reader(name, nulls=null_as is not None)
     try:
-        sent_shape = reader.shape(value, name)
+        sent_shape = reader.shape(value)
     except _Defect as defect:
         return str(defect)
     wrong_shape = _shape_defect(name, shape, sent_shape)
@@ -515,7 +522,7 @@ def _precision_note(name: str, check: OutputCheck) -> list[str]:
         return [f"{name}: {check.dtype} values, within the tolerance{detail}"]
     if ulps is not None and ulps > LOW_PRECISION_ULPS:
         return [
-            f"{name}: within the tolerance, with errors up to {ulps:.3g} float64 ulps, as from "
-            "a lower-precision (e.g. float32) computation: precision, not a mistake"
+            f"{name}: within the tolerance, with errors up to {ulps:.3g} float64 ulps (rounding, "
+            "as of a float32 computation or of cancellation): precision, not a mistake"
         ]
     return []

@@ -465,7 +465,7 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
         if not np.all(sums == 1):
             low, high = float(sums.min()), float(sums.max())
             where = f"{low:.6g}" if low == high else f"between {low:.6g} and {high:.6g}"
-            for masked in (False, True):
+            for masked in (False, True) if np.any(sums == 0) else (False,):
                 found.append(
                     _Hypothesis(
                         "a_minus_y",

@@ -134,7 +134,7 @@ def test_float_formats(dtype: type, expected: tuple[int, int]) -> None:
 def test_ulp_is_numpy_spacing(dtype: type) -> None:
     values = np.array([0.0, 1.0, 1.5, 0.75, 3e-5, -2.0, 1e-40, 6e4])
     with np.errstate(over="ignore"):
-        typed = values.astype(dtype)
+        typed: np.ndarray = values.astype(dtype)
     finite = np.isfinite(typed)
     expected = np.spacing(np.abs(typed[finite])).astype(np.float64)
     np.testing.assert_array_equal(ulp(typed[finite].astype(np.float64), np.dtype(dtype)), expected)
@@ -243,7 +243,7 @@ def test_float32_values_sent_as_json_pass_with_a_note() -> None:
     assert result.diagnoses == []
     assert result.outputs["gradient"].dtype == "float64"
     (note,) = result.notes
-    assert "lower-precision" in note
+    assert "float32" in note
 
 
 def test_a_float32_candidate_with_a_mistake_is_diagnosed() -> None:

@@ -162,7 +162,8 @@ def naive_softmax(z: Array) -> Array:
     """exp(z) / Σ exp(z) without the max: overflows for large logits."""
     with np.errstate(over="ignore", invalid="ignore"):
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        result: Array = e / e.sum(axis=1, keepdims=True)
+        return result
 
 
 WEIGHTED = problem(weight=WEIGHT)
@@ -520,7 +521,7 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
     weight = inputs.weight
     if np.asarray(p["labels"]).ndim == 1:
         t = index_targets(
-            inputs.labels,
+            np.asarray(inputs.labels, np.int64),
             p["z"].shape[1],
             weight=weight,
             ignore_index=inputs.ignore_index,
@@ -530,7 +531,7 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
         )
     else:
         t = probability_targets(
-            inputs.labels,
+            np.asarray(inputs.labels, np.float64),
             weight=weight,
             label_smoothing=inputs.label_smoothing,
             reduction=inputs.reduction,
@@ -539,6 +540,8 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
     report = analyse_cross_entropy(
         p["z"], t, inputs.reduction, frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS})
     )
+    assert report.loss is not None and report.losses is not None
+    assert report.gradient is not None and report.jacobian is not None
     service = {
         "probabilities": report.softmax.probabilities,
         "log_probabilities": report.softmax.log_probabilities,
