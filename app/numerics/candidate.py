@@ -495,6 +495,13 @@ def check_candidate(
         outputs[name] = check
         if check.passed:
             notes.extend(_precision_note(name, check))
+        elif check.max_ulp_error is not None and check.max_ulp_error <= 1:
+            # precision is not a mistake: the candidate is its dtype's rounding of the answer
+            eps = 2.0 ** -float_format(np.asarray(array).dtype)[0]
+            notes.append(
+                f"{name}: every difference is within 1 ulp of {check.dtype}, the candidate's own "
+                f"rounding; a tolerance for {check.dtype} needs rtol ≥ {eps:g}"
+            )
         else:
             got = array.astype(np.float64, copy=False)
             rows = probe_rows(row_ok, row_error) if got.ndim >= 1 else None

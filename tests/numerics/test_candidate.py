@@ -257,3 +257,14 @@ def test_a_zero_reference_measured_in_ulps_stays_finite() -> None:
     assert check_.passed
     assert check_.max_ulp_error is not None
     assert math.isfinite(check_.max_ulp_error)
+
+
+def test_a_bfloat16_candidate_beyond_a_tight_tolerance_is_precision_not_a_mistake() -> None:
+    result = check({"gradient": REFERENCE["gradient"].astype(ml_dtypes.bfloat16)}, rtol=1e-4)
+    assert not result.passed
+    assert result.diagnoses == []
+    (note,) = result.notes
+    assert note == (
+        "gradient: every difference is within 1 ulp of bfloat16, the candidate's own rounding; "
+        "a tolerance for bfloat16 needs rtol ≥ 0.0078125"
+    )
