@@ -28,6 +28,7 @@ from app.api.examples import (
 )
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from app.api.schemas.grading import BatchGradeRequest, GradeRequest, ProblemRequest
+from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
 
@@ -36,6 +37,10 @@ Model = TypeVar("Model", bound=BaseModel)
 INLINE_PARSE_BYTES = 32 * 1024
 """Bodies up to this size are parsed on the event loop: about 0.1 ms, what the hop to a worker
 thread would cost."""
+PARSED_BYTES_PER_BODY_BYTE = 16
+"""Bound on the Python objects parsing makes per byte of JSON: a number takes at least two
+characters ("0,") and becomes a float in a list (24 + 8 bytes). Parsing a large body is admitted
+by the memory budget for this much, before the route admits the request's own cost."""
 OVERFLOWING_NUMBER = re.compile(rb"-?(?:\d+\.?\d*|\.\d+)[eE]\+?\d{3,}")
 """Number literals whose exponent has three or more digits: the only ones that can overflow."""
 NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
@@ -98,9 +103,11 @@ class RequestBody(Generic[Model]):
     async def __call__(self, request: Request) -> Model:
         _check_media_type(request.headers.get("content-type", ""))
         body = await request.body()
-        if len(body) > INLINE_PARSE_BYTES:
+        if len(body) <= INLINE_PARSE_BYTES:
+            return self.parse(body)
+        budget: MemoryBudget = request.app.state.budget
+        async with budget.admit(len(body) * PARSED_BYTES_PER_BODY_BYTE):
             return await run_in_threadpool(self.parse, body)
-        return self.parse(body)
 
     def parse(self, body: bytes) -> Model:
         """`model` from the JSON bytes, or RequestError with every problem located."""
