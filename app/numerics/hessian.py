@@ -207,6 +207,12 @@ def loss_hessian(
     at the output's own magnitude. The products a_i·a_j are formed in one order for (i, j)
     and (j, i), so the block is exactly symmetric on both paths.
 
+    Definiteness (derivation in the module docstring): vᵀJv is the variance of v under a, so
+    with S_n ≥ 0 (non-negative targets) H_n is positive semi-definite, H_n·(1, …, 1) = 0, and
+    its rank is C − 1 without masks. S_n < 0 (negative weights) makes it negative
+    semi-definite, S_n = 0 (targets summing to 0, ignored samples) makes it 0, and each masked
+    class (z_j = −inf) adds the null vector e_j.
+
     Cost: one C×C block per sample, as softmax_jacobian, plus one multiplication.
     """
     scale = target_scale(q, divisor, exact_q=exact_q).astype(sm.probabilities.dtype)
