@@ -8,6 +8,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ def assert_rounds_to(printed: list[str], actual: list[float], what: str) -> None
         )
 
 
-def first_principles(request: dict) -> dict[str, list[float]]:
+def first_principles(request: dict[str, Any]) -> dict[str, list[float]]:
     """Softmax, its Jacobian, effective targets, loss and gradient (chain rule through the
     Jacobian, not the closed form) of a one-sample request, from the definitions alone."""
     (z,) = request["logits"]
@@ -70,7 +71,7 @@ def first_principles(request: dict) -> dict[str, list[float]]:
     return values
 
 
-def from_response(body: dict) -> dict[str, list[float]]:
+def from_response(body: dict[str, Any]) -> dict[str, list[float]]:
     """The same quantities as the API returns them (sample 0)."""
     values = {"a": body["probabilities"][0], "L": [body["loss"]], "dL/dz": body["gradient"][0]}
     values.update({f"J[{i}]": row for i, row in enumerate(body["jacobian"][0])})

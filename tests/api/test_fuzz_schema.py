@@ -2,6 +2,8 @@
 OpenAPI document (valid and invalid ones) and checks each response: never a 5xx, and status
 code, content type, headers and body all as documented."""
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
@@ -21,7 +23,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_every_operation_conforms_to_its_schema(case: schemathesis.Case) -> None:
+def test_every_operation_conforms_to_its_schema(case: schemathesis.Case[Any]) -> None:
     """Every default schemathesis check passes, `not_a_server_error` among them, except
     `positive_data_acceptance`: the JSON schema cannot say everything the service checks
     (C ≥ 2, rows of equal length, labels below C, ...), and such schema-valid requests get

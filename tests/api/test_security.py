@@ -20,7 +20,7 @@ SECRET = "signing-secret-0123456789abcdefghij"
 @pytest.fixture
 def locked_app(caplog: pytest.LogCaptureFixture) -> FastAPI:
     caplog.set_level(logging.INFO)
-    return create_app(Settings(api_keys=KEYS, secret_key=SECRET))  # type: ignore[arg-type]
+    return create_app(Settings(api_keys=KEYS, secret_key=SECRET))
 
 
 @pytest.fixture
@@ -143,13 +143,13 @@ def test_without_a_secret_each_process_makes_one(caplog: pytest.LogCaptureFixtur
     assert len(first.state.signing_key) == 32
     assert first.state.signing_key != second.state.signing_key
     assert "GRADCHECK_SECRET_KEY is not set" in caplog.text
-    configured = create_app(Settings(secret_key=SECRET))  # type: ignore[arg-type]
+    configured = create_app(Settings(secret_key=SECRET))
     assert configured.state.signing_key == SECRET.encode()
 
 
 def test_a_short_secret_is_warned_about_without_showing_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    create_app(Settings(secret_key="short-secret"))  # type: ignore[arg-type]
+    create_app(Settings(secret_key="short-secret"))
     assert "shorter than 32 characters" in caplog.text
     assert "short-secret" not in caplog.text

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -68,7 +69,7 @@ async def test_valid_request_id_is_echoed(asgi_client: httpx.AsyncClient, reques
 async def test_unsafe_request_id_is_replaced(
     asgi_client: httpx.AsyncClient, request_id: str
 ) -> None:
-    response = await asgi_client.get("/healthz", headers={"X-Request-ID": request_id.encode()})
+    response = await asgi_client.get("/healthz", headers=[(b"X-Request-ID", request_id.encode())])
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
 
 
@@ -276,7 +277,7 @@ async def test_streamed_html_is_hashed_whole_and_delivered_intact() -> None:
     chunks = [b"<html><body><scr", b"ipt>boot()</script>", b"</body></html>"]
 
     async def page(_: object) -> StreamingResponse:
-        async def parts():  # type: ignore[no-untyped-def]
+        async def parts() -> AsyncIterator[bytes]:
             for chunk in chunks:
                 yield chunk
 
@@ -366,7 +367,7 @@ async def test_a_client_disconnecting_mid_body_is_a_499_logged_at_info(
     caplog.set_level("DEBUG")
     metrics = HttpMetrics()
     app = RequestObservabilityMiddleware(echo_body_app(), metrics)
-    messages = iter(
+    messages: Iterator[Message] = iter(
         [
             {"type": "http.request", "body": b'{"logits": [', "more_body": True},
             {"type": "http.disconnect"},
@@ -497,5 +498,5 @@ async def test_the_app_stack_has_the_send_timeout_outermost(
     assert response.status_code == 200
     app = create_app(Settings(send_timeout_seconds=7))
     outermost = app.user_middleware[0]
-    assert outermost.cls is SendTimeoutMiddleware
+    assert outermost.cls is SendTimeoutMiddleware  # type: ignore[comparison-overlap]  # starlette types cls as a factory protocol, not the class
     assert outermost.kwargs == {"seconds": 7}

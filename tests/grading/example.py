@@ -12,7 +12,8 @@ LABELS = np.array([0, 1, 2, 1])
 def textbook_softmax(logits: np.ndarray) -> np.ndarray:
     """exp(z) / Σ exp(z), the plain formula (independent of app.numerics.softmax)."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 PROBABILITIES = textbook_softmax(LOGITS)

@@ -150,7 +150,7 @@ def load_server(url: str) -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.URL, module.API_KEY = url, API_KEY
+    module.__dict__.update(URL=url, API_KEY=API_KEY)
     return module
 
 

@@ -44,7 +44,8 @@ def wrong_gradient() -> list[list[float]]:
     gradient = GRADIENT.copy()
     gradient[1, 2] = 0.5
     gradient[3, 0] = -0.25
-    return gradient.tolist()
+    rows: list[list[float]] = gradient.tolist()
+    return rows
 
 
 def as_json(body: dict[str, Any]) -> Any:

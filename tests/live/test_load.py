@@ -173,7 +173,7 @@ async def test_healthz_answers_while_a_large_request_computes(
     ):
         computation = asyncio.create_task(worker.post("/v1/cross-entropy", json=large))
         await wait_until_a_post_is_in_progress(prober)
-        pings = []
+        pings: list[float] = []
         while len(pings) < MAX_PINGS and not computation.done():
             started = time.perf_counter()
             response = await prober.get("/healthz")

@@ -227,7 +227,7 @@ def exact(case: Case) -> Exact:
 # ---------------------------------------------------------------- errors
 
 
-def row_error(ours: FloatArray, exact_row: Row) -> float:
+def row_error(ours: NDArray[np.floating], exact_row: Row) -> float:
     """max |ours − exact| / max(max |exact|, 2^-1022) over one row (−inf must match −inf).
 
     The floor 2^-1022 (the smallest normal float64) counts errors in rows whose every value
@@ -398,8 +398,8 @@ def _index(
 
 def _weight(logits: FloatArray, rng: np.random.Generator) -> FloatArray:
     """Random positive class weights, 0 on classes masked in some row (no mass on −inf)."""
-    w = rng.uniform(0.1, 3.0, logits.shape[1])
-    w[rng.random(w.size) < 0.2] = rng.choice([1e-3, 7.0, 1.0 / 3.0])
+    w = np.asarray(rng.uniform(0.1, 3.0, logits.shape[1]), np.float64)
+    w[rng.random(w.size) < 0.2] = float(rng.choice([1e-3, 7.0, 1.0 / 3.0]))
     return np.where(np.isfinite(logits).all(axis=0), w, 0.0)
 
 
@@ -526,6 +526,7 @@ def cases(size: Size = "quick", seed: int = 2026) -> list[Case]:
     `full`; two per family for `quick`)."""
     rng = np.random.default_rng(seed)
     result: list[Case] = []
+    options: tuple[LossOption, ...]
     for index, (family, logits) in enumerate(_families(rng, size)):
         if size == "full":
             options = LOSS_OPTIONS

@@ -6,7 +6,7 @@ PyTorch assembles it (nll term plus smoothing term), and derivatives are taken w
 numerical differentiation at high precision, not from a closed form.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mpmath
 from mpmath import mp, mpf
@@ -120,7 +120,9 @@ def losses_probabilities(
     return out
 
 
-def gradient_by_differentiation(loss_of_row, z: Sequence[Sequence[float]]) -> list[Row]:
+def gradient_by_differentiation(
+    loss_of_row: Callable[[int, list[mpf]], mpf], z: Sequence[Sequence[float]]
+) -> list[Row]:
     """∂loss_n/∂z_nj by mpmath's numerical differentiation at 50 digits (no closed form)."""
     grads = []
     for n, row in enumerate(z):

@@ -72,7 +72,12 @@ def targets_for(
     )
 
 
-def reference_losses(kind: str, weight: list[float] | None, smoothing: float, rows=None) -> list:
+def reference_losses(
+    kind: str,
+    weight: list[float] | None,
+    smoothing: float,
+    rows: list[list[float]] | None = None,
+) -> list[mpmath.mpf]:
     rows = LOGITS.tolist() if rows is None else rows
     if kind == "index":
         return reference.losses_index(rows, INDEX_LABELS, weight=weight, smoothing=smoothing)
@@ -106,6 +111,7 @@ def test_loss_and_gradient_match_mpmath(
     targets = targets_for(kind, weight, smoothing, reduction)
     report = analyse_cross_entropy(LOGITS, targets, reduction, frozenset({Output.GRADIENT}))
     exact_losses = reference_losses(kind, weight, smoothing)
+    assert report.losses is not None and report.loss is not None and report.gradient is not None
     divisor = reference_divisor(kind, weight, reduction)
 
     for computed, exact in zip(report.losses, exact_losses, strict=True):
@@ -116,7 +122,7 @@ def test_loss_and_gradient_match_mpmath(
         exact_loss = mpmath.fsum(exact_losses) / divisor
         assert float(report.loss) == pytest.approx(float(exact_loss), rel=1e-14)
 
-    def loss_of_row(n: int, row: list) -> mpmath.mpf:
+    def loss_of_row(n: int, row: list[mpmath.mpf]) -> mpmath.mpf:
         # no workdps here: mpmath.diff raises the working precision for its own steps
         if kind == "index":
             if INDEX_LABELS[n] == -100:
@@ -211,6 +217,7 @@ def test_saturated_loss_and_gradient_are_not_flushed_to_zero() -> None:
     z = np.array([[0.0, 48.0, -10.0]])
     targets = hard_targets([1], 3)
     report = analyse_cross_entropy(z, targets, Reduction.SUM, frozenset())
+    assert report.loss is not None and report.gradient is not None
     exact = reference.losses_index(z.tolist(), [1])[0]
     assert exact < 1e-20
     assert float(report.loss) == pytest.approx(float(exact), rel=1e-14)

@@ -15,6 +15,7 @@ from app.numerics.finite_diff import (
 from app.numerics.gradcheck import (
     NumericOptions,
     Output,
+    Report,
     Tolerance,
     analyse_cross_entropy,
 )
@@ -33,7 +34,7 @@ CEILINGS = {
 }
 
 
-def _report(method: Method, dtype: type = np.float64, logits: np.ndarray = LOGITS):
+def _report(method: Method, dtype: type = np.float64, logits: np.ndarray = LOGITS) -> Report:
     targets = index_targets(
         LABELS[: len(logits)] % logits.shape[1],
         logits.shape[1],
@@ -134,7 +135,7 @@ def test_one_replaced_column_equals_evaluating_the_whole_row(offset: complex) ->
         moved = z.astype(complex)
         moved[:, j] = z[:, j] + offset
         values = moved[:, j].reshape(1, 1, 3)
-        whole_losses = plain_losses(moved, q)
+        whole_losses: np.ndarray = plain_losses(moved, q)
         np.testing.assert_allclose(  # both carry rounding errors of the size of the move
             LossColumns(z, q)(np.array([j]), values)[0, 0],
             whole_losses,

@@ -7,6 +7,7 @@ H v = (formed H) @ v, and the numeric Hessian within gradgradcheck's tolerance.
 """
 
 import re
+from typing import Any
 
 import mpmath as mp
 import numpy as np
@@ -17,7 +18,7 @@ from hypothesis.extra.numpy import arrays
 
 from accuracy import hessian as exact_hessian
 from app.numerics.compare import compare
-from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
 from app.numerics.finite_diff import Method, choose_steps
 from app.numerics.hessian import (
     GRADGRADCHECK_ATOL,
@@ -143,7 +144,9 @@ def test_target_scale_is_the_correctly_rounded_quotient() -> None:
 # ---------------------------------------------------------------- against PyTorch
 
 
-def _torch_problem(reduction: Reduction, probability_labels: bool):
+def _torch_problem(
+    reduction: Reduction, probability_labels: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Targets]:
     rng = np.random.default_rng(5)
     logits = rng.normal(0.0, 3.0, (4, 5))
     weight = rng.uniform(0.2, 2.0, 5)
@@ -179,7 +182,7 @@ def test_blocks_equal_torch_autograd_hessian(
     logits, weight, label, targets = _torch_problem(reduction, probability_labels)
     target = torch.tensor(label)
 
-    def loss(z):
+    def loss(z: Any) -> Any:  # torch tensors (torch is optional, imported by importorskip)
         value = functional.cross_entropy(
             z,
             target,
@@ -212,7 +215,9 @@ def test_blocks_equal_torch_autograd_hessian(
 # ---------------------------------------------------------------- properties
 
 
-def _random_problem(seed: int, num_samples: int = 6, num_classes: int = 7, sigma: float = 3.0):
+def _random_problem(
+    seed: int, num_samples: int = 6, num_classes: int = 7, sigma: float = 3.0
+) -> tuple[np.ndarray, Targets]:
     rng = np.random.default_rng(seed)
     logits = rng.normal(0.0, sigma, (num_samples, num_classes))
     p = rng.dirichlet(np.ones(num_classes), num_samples)
@@ -325,7 +330,7 @@ def test_float32_inputs_give_float32_outputs() -> None:
 # ---------------------------------------------------------------- the numeric Hessian
 
 
-def _numeric_case(kind: str):
+def _numeric_case(kind: str) -> tuple[np.ndarray, Targets]:
     rng = np.random.default_rng(9)
     logits = rng.normal(0.0, 2.0, (5, 6))
     if kind == "saturated":
@@ -410,7 +415,7 @@ _logit = st.floats(-60.0, 60.0, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
-def _problems(draw: st.DrawFn):
+def _problems(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     num_samples = draw(st.integers(1, 4))
     num_classes = draw(st.integers(1, 8))
     shape = (num_samples, num_classes)
@@ -425,7 +430,9 @@ def _problems(draw: st.DrawFn):
 
 @settings(max_examples=150, deadline=None)
 @given(_problems())
-def test_properties_hold_for_any_problem(problem) -> None:
+def test_properties_hold_for_any_problem(
+    problem: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+) -> None:
     logits, q, v, divisor = problem
     sm = softmax(logits)
     hessian = loss_hessian(sm, q, divisor=divisor)
@@ -449,7 +456,9 @@ def test_properties_hold_for_any_problem(problem) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(_problems())
-def test_hvp_matches_mpmath_for_any_problem(problem) -> None:
+def test_hvp_matches_mpmath_for_any_problem(
+    problem: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+) -> None:
     logits, q, v, divisor = problem
     product = hessian_vector_product(softmax(logits), q, v, divisor=divisor)
     with mp.workdps(60):

@@ -31,7 +31,7 @@ async def test_every_output_with_a_numeric_check(asgi_client: httpx.AsyncClient)
         assert reference.relative_row_error(log_a, reference.log_softmax(row)) <= 1e-15
     for row, block in zip(logits, body["jacobian"], strict=True):
         exact = [x for r in reference.jacobian(row) for x in r]
-        assert reference.relative_row_error(np.ravel(block), exact) <= 1e-14
+        assert reference.relative_row_error(np.ravel(block).tolist(), exact) <= 1e-14
     check = body["jacobian_check"]
     assert check["passed"] and check["method"] == "five_point" and check["checked"] == 32
 
