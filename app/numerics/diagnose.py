@@ -214,15 +214,22 @@ def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None 
     """The student-facing sentence of `code` found in `output`, ending with its docs link."""
     name = _OUTPUT_NAMES.get(output, output)
     derivative = output in ("gradient", "jacobian")
+    plural = output in ("probabilities", "log_probabilities", "losses")
+    has, comes, is_, leaves, treats, reads = (
+        ("have", "come", "are", "leave", "treat", "read")
+        if plural
+        else ("has", "comes", "is", "leaves", "treats", "reads")
+    )
+
     texts = {
-        "overflow": f"Your {name} has NaN or Infinity where the exact value is finite: exp of "
+        "overflow": f"Your {name} {has} NaN or Infinity where the exact value is finite: exp of "
         "large logits overflowed (or a softmax underflowed to 0 before its log). Subtract each "
         "row's largest logit before exp, and take log-probabilities as z − log-sum-exp(z).",
-        "wrong_softmax_axis": f"Your {name} comes from a softmax normalised over the batch "
+        "wrong_softmax_axis": f"Your {name} {comes} from a softmax normalised over the batch "
         "(each class's column sums to 1) instead of over the classes. Normalise each sample's "
         "row: a_i = exp(z_i) / Σ_j exp(z_j) over the classes j of that sample.",
         "sign_flipped": (
-            f"Your {name} has the wrong sign (for example y − a instead of a − y). "
+            f"Your {name} {has} the wrong sign (for example y − a instead of a − y). "
             + (
                 "The derivative of the loss is a·Σq − q."
                 if output == "gradient"
@@ -233,26 +240,26 @@ def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None 
         ),
         "not_divided": f"With reduction 'mean' the loss and its gradient are divided by D, "
         f"{_divisor_words(inputs)}; your {name} is the sum, not divided. Divide it by D.",
-        "divided_by_batch_size": f"Your {name} is divided by the batch size N, but with class "
+        "divided_by_batch_size": f"Your {name} {is_} divided by the batch size N, but with class "
         "weights or ignored samples reduction 'mean' divides by D = Σ w_y over the samples "
         "that are not ignored.",
         "a_minus_y": "Your gradient is a − y (or a − q), which is right only when every target "
         "row sums to 1; here some do not (weights, ignored samples or unnormalised targets). "
         "Use a·Σq − q, with q the effective targets.",
-        "weights_ignored": f"Your {name} leaves out the class weights: each target is weighted "
+        "weights_ignored": f"Your {name} {leaves} out the class weights: each target is weighted "
         "by w of its class (q = w_y·onehot(y)), and reduction 'mean' divides by Σ w_y.",
-        "label_smoothing_ignored": f"Your {name} leaves out label smoothing: with smoothing ε "
+        "label_smoothing_ignored": f"Your {name} {leaves} out label smoothing: with smoothing ε "
         "the target of a sample is (1 − ε)·onehot(y) + ε/C, not onehot(y).",
-        "ignore_index_not_applied": f"Your {name} treats samples labelled ignore_index as "
+        "ignore_index_not_applied": f"Your {name} {treats} samples labelled ignore_index as "
         "ordinary samples: they must contribute no loss and no gradient, and not count in the "
         "mean's divisor.",
-        "off_by_one_labels": f"Your {name} reads the labels as 1-based (class y − 1 for label "
+        "off_by_one_labels": f"Your {name} {reads} the labels as 1-based (class y − 1 for label "
         "y). Labels are 0-based class indices: label y is class y.",
         "jacobian_missing_diagonal": "Your Jacobian is −a·aᵀ without the diagonal term: "
         "∂a_i/∂z_j = a_i(δ_ij − a_j), so J = diag(a) − a·aᵀ.",
         "jacobian_diagonal_only": "Your Jacobian has only the diagonal a_i(1 − a_i): the "
         "off-diagonal entries −a_i·a_j are missing (J = diag(a) − a·aᵀ).",
-        "wrong_scale": f"Your {name} is off from the right values by one constant factor that "
+        "wrong_scale": f"Your {name} {is_} off from the right values by one constant factor that "
         "is none of the usual mistakes: look for a stray or missing constant multiplier (a "
         "division, a log base, a factor of 2).",
     }
@@ -695,7 +702,10 @@ def _wrong_scale(problem: _Problem, output: str, matcher: _Matcher) -> str | Non
     if not (np.all(np.isfinite(x_part)) and np.all(np.isfinite(r_part))):
         return None
     # no BLAS dot: its threads cost more than they save at these sizes
-    factor = float(np.sum(x_part * r_part) / np.sum(np.square(r_part)))
+    norm = float(np.sum(np.square(r_part)))
+    if norm == 0:  # the probe rows' reference is all zero: no factor to fit
+        return None
+    factor = float(np.sum(x_part * r_part)) / norm
     if not math.isfinite(factor) or factor == 0 or math.isclose(factor, 1.0, rel_tol=1e-12):
         return None
     if not matcher.fits(_scaled("wrong_scale", r, factor, "")):
