@@ -23,7 +23,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 ALLOCATOR_ENV := MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864
 
 .PHONY: install install-dev run test lint typecheck docs pytest security bench accuracy audit \
-	clean browser-deps
+	clean browser-deps torch
 
 # uv, pinned, in a venv of its own (never in .venv, where a sync could remove it).
 $(TOOLS)/.uv-$(UV_VERSION):
@@ -97,10 +97,18 @@ security: install-dev
 bench: install-dev
 	$(ALLOCATOR_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Worst per-row error of every output on adversarial cases against mpmath (README, Accuracy),
+# PyTorch, for the tests that compare with it (tests/api/routes/test_torch_parity.py runs its
+# own test inputs for cross-entropy) and for its column in `make accuracy`; never a dependency of
+# the service, so not in uv.lock. pip (the tools venv's, installing into .venv) finds the CPU
+# build of torch 2.13.0 that these machines keep on disk; elsewhere it downloads it. Without
+# torch those tests skip (they fail under GRADCHECK_REQUIRE_ALL=1, as .ci/run sets).
+TORCH_REQUIREMENTS := torch==2.13.0 expecttest
+torch: install-dev | $(TOOLS)/.uv-$(UV_VERSION)
+	$(TOOLS)/bin/python -m pip --python $(BIN)/python install -q --disable-pip-version-check $(TORCH_REQUIREMENTS)
+
+# Worst per-row error of every output on adversarial cases against mpmath (docs/accuracy.md),
 # written to accuracy/results.md and .json. PyTorch's figures appear beside ours when torch is
-# importable (never a project dependency): $(BIN)/pip install torch==2.13.0 (a local CPU wheel).
-# ACCURACY_ARGS=--size quick for a short run.
+# importable (`make torch`). ACCURACY_ARGS=--size quick for a short run.
 accuracy: install-dev
 	$(BIN)/python -m accuracy.report $(ACCURACY_ARGS)
 

@@ -7,6 +7,7 @@ Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 
 import math
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,14 +17,18 @@ from fastapi import Response
 from app.numerics.candidate import CandidateCheck
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
+from app.numerics.layout import Layout
 
 JSON_MEDIA_TYPE = "application/json"
 NPZ_MEDIA_TYPE = "application/x-npz"
 NPZ_METADATA_MEMBER = "metadata.json"
 
 
-def check_fields(check: Check) -> dict[str, Any]:
-    """A check as its documented JSON object (`CheckModel`)."""
+def check_fields(
+    check: Check, index_of: Callable[[tuple[int, ...]], tuple[int, ...]]
+) -> dict[str, Any]:
+    """A check as its documented JSON object (`CheckModel`); `index_of` turns an index of the
+    rows the numerics work on into the caller's index."""
     a = check.agreement
     h = check.steps.h
     return {
@@ -42,7 +47,8 @@ def check_fields(check: Check) -> dict[str, Any]:
         "estimated_truncation_error": check.estimate.truncation,
         "estimated_rounding_error": check.estimate.rounding,
         "worst_mismatches": [
-            {"index": list(m.index), "analytic": m.analytic, "numeric": m.numeric} for m in a.worst
+            {"index": list(index_of(m.index)), "analytic": m.analytic, "numeric": m.numeric}
+            for m in a.worst
         ],
         "message": check.message(),
     }
@@ -57,9 +63,26 @@ def _json_number(value: float) -> float | str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def candidate_fields(check: CandidateCheck) -> dict[str, Any]:
+CANDIDATE_INDEX_KINDS = {
+    "probabilities": "class",
+    "log_probabilities": "class",
+    "gradient": "class",
+    "losses": "position",
+    "loss": "position",
+    "jacobian": "pair",
+}
+
+
+def candidate_fields(check: CandidateCheck, layout: Layout) -> dict[str, Any]:
     """A candidate check as its documented JSON object (`CandidateCheckModel`); the caller's
-    non-finite values are quoted, and error sizes over them are null."""
+    non-finite values are quoted, error sizes over them are null, and positions are the
+    caller's (`layout`)."""
+
+    def index_of(name: str, index: tuple[int, ...]) -> list[int]:
+        if layout.is_matrix or not index:
+            return list(index)
+        return list(layout.output_index(index, CANDIDATE_INDEX_KINDS[name]))
+
     return {
         "passed": check.passed,
         "outputs": {
@@ -73,7 +96,7 @@ def candidate_fields(check: CandidateCheck) -> dict[str, Any]:
                 "max_ulp_error": output.max_ulp_error,
                 "worst": [
                     {
-                        "index": list(entry.index),
+                        "index": index_of(name, entry.index),
                         "expected": _json_number(entry.expected),
                         "got": _json_number(entry.got),
                     }
@@ -97,33 +120,45 @@ def candidate_fields(check: CandidateCheck) -> dict[str, Any]:
     }
 
 
-def report_fields(report: Report, include: frozenset[str], dtype: str) -> dict[str, Any]:
-    """The response fields of a report, only what `include` asks for: arrays stay numpy arrays
-    (the reduced loss a 0-d array: a number in JSON, a 0-d `.npy` member in .npz)."""
-    probabilities = report.softmax.probabilities
+def report_fields(
+    report: Report, include: frozenset[str], dtype: str, layout: Layout
+) -> dict[str, Any]:
+    """The response fields of a report, only what `include` asks for, in the caller's shapes
+    (`layout`): arrays stay numpy arrays (the reduced loss a 0-d array: a number in JSON, a 0-d
+    `.npy` member in .npz)."""
     fields: dict[str, Any] = {
-        "batch_size": probabilities.shape[0],
-        "num_classes": probabilities.shape[1],
+        "batch_size": layout.positions[0] if layout.positions else 1,
+        "num_classes": layout.classes,
+        "spatial_shape": list(layout.positions[1:]),
         "dtype": dtype,
     }
-    arrays = {
-        "probabilities": probabilities,
+    per_class = {
+        "probabilities": report.softmax.probabilities,
         "log_probabilities": report.softmax.log_probabilities,
-        "loss": report.loss,
         "gradient": report.gradient,
         "numeric_gradient": report.numeric_gradient,
+    }
+    for name, array in per_class.items():
+        if name in include and array is not None:
+            fields[name] = layout.per_class(array)
+    for name, array in {
         "jacobian": report.jacobian,
         "numeric_jacobian": report.numeric_jacobian,
-    }
-    for name, array in arrays.items():
+    }.items():
         if name in include and array is not None:
-            fields[name] = array
+            fields[name] = layout.per_class_pair(array)
+    if "loss" in include and report.loss is not None:
+        fields["loss"] = report.loss if report.loss.ndim == 0 else layout.per_position(report.loss)
     if report.losses is not None:
-        fields["losses"] = report.losses
+        fields["losses"] = layout.per_position(report.losses)
     if report.gradient_check is not None:
-        fields["gradient_check"] = check_fields(report.gradient_check)
+        fields["gradient_check"] = check_fields(
+            report.gradient_check, lambda index: layout.output_index(index, "class")
+        )
     if report.jacobian_check is not None:
-        fields["jacobian_check"] = check_fields(report.jacobian_check)
+        fields["jacobian_check"] = check_fields(
+            report.jacobian_check, lambda index: layout.output_index(index, "pair")
+        )
     return fields
 
 

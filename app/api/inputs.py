@@ -10,7 +10,8 @@ shapes (ragged rows, C ≥ 2, label widths), NaN / +Infinity / −Infinity outsi
 labels out of range, steps the precision cannot hold, and the configured size limits (413).
 """
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -40,6 +41,7 @@ from app.numerics.cost import (
 )
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
 from app.numerics.diagnose import ProblemInputs
+from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import (
     MAX_MAGNITUDE,
@@ -53,6 +55,7 @@ from app.numerics.gradcheck import (
     analyse_cross_entropy,
     analyse_softmax,
 )
+from app.numerics.layout import Layout
 from app.numerics.softmax import FloatArray
 
 DTYPES: dict[str, type[np.floating]] = {"float64": np.float64, "float32": np.float32}
@@ -63,107 +66,153 @@ HUGE_REASON = {
 }
 
 
-def _matrix(
-    field: str, value: Sequence[float] | Sequence[Sequence[float]]
-) -> tuple[FloatArray, bool]:
-    """A list of rows (or one flat row) as a float64 (N, C) array; True if it was flat."""
-    if not value:
-        raise RequestError((field,), f"{field} must hold at least one sample", "too_short")
-    flat = not isinstance(value[0], list)
-    rows = cast(Sequence[Sequence[float]], [value] if flat else value)
-    width = len(rows[0])
-    for n, row in enumerate(rows):
-        if len(row) != width:
-            raise RequestError(
-                (field, n),
-                f"ragged {field}: row {n} has {len(row)} entries but row 0 has {width}",
-                "ragged_array",
-            )
-    return np.array(rows, dtype=np.float64).reshape(len(rows), width), flat
+def _sent_shape(value: object) -> tuple[int, ...]:
+    """The shape of a nested JSON list, read along its first elements."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
+def _ragged(value: object, shape: tuple[int, ...], path: Location = ()) -> Location | None:
+    """The first position where a nested list departs from `shape`, or None."""
+    depth = len(path)
+    if depth == len(shape):
+        return path if isinstance(value, list) else None
+    if not isinstance(value, list) or len(value) != shape[depth]:
+        return path
+    for index, item in enumerate(value):
+        found = _ragged(item, shape, (*path, index))
+        if found is not None:
+            return found
+    return None
+
+
+def nested_array(field: str, value: object, dtype: type[np.generic]) -> NDArray[np.generic]:
+    """A nested JSON list as an array: 422 naming the first ragged position or empty axis."""
+    shape = _sent_shape(value)
+    if 0 in shape:
+        empty = (0,) * shape.index(0)
+        raise RequestError((field, *empty), f"{field} must hold at least one sample", "too_short")
+    try:
+        return np.array(value, dtype=dtype)
+    except OverflowError:  # an integer beyond int64
+        where = _first_beyond_int64(value) or ()
+        raise RequestError(
+            (field, *where), f"{field} must be integers within int64's range", "int_type"
+        ) from None
+    except (ValueError, TypeError):
+        where = _ragged(value, shape) or ()
+        raise RequestError(
+            (field, *where),
+            f"ragged {field}: the entry at {list(where)} does not have the shape "
+            f"{list(shape[len(where) :])} of the first one",
+            "ragged_array",
+        ) from None
+
+
+def _first_beyond_int64(value: object, path: Location = ()) -> Location | None:
+    """The position of the first integer that int64 cannot hold, or None."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_beyond_int64(item, (*path, index))
+            if found is not None:
+                return found
+        return None
+    return path if isinstance(value, int) and not -(2**63) <= value < 2**63 else None
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _where(field: str, index: tuple[int, ...], flat: bool) -> Location:
-    """The JSON position of element `index` of an (N, C) array that may have been sent flat."""
-    return (field, *(index[1:] if flat else index))
+def _entry(field: str, layout: Layout, mask: NDArray[np.bool_]) -> Location:
+    """The caller's position of the first True entry of a rows-shaped mask."""
+    row, column = _first(mask)
+    return (field, *layout.entry(row, column))
 
 
 def parse_logits(
-    value: Sequence[float] | Sequence[Sequence[float]], settings: Settings
-) -> tuple[FloatArray, bool]:
-    """Logits as a float64 (N, C) array: C ≥ 2, no NaN or +inf, every row with a finite entry."""
-    logits, flat = _matrix("logits", value)
-    num_samples, num_classes = logits.shape
-    if num_classes < 2:
+    value: object, settings: Settings, axis: int | None = None
+) -> tuple[FloatArray, Layout]:
+    """Logits as float64 rows (R, C) and their layout (class axis `axis`, by default 1, or 0
+    for one axis): C ≥ 2, no NaN or +inf, every position with a finite logit."""
+    array = cast(FloatArray, nested_array("logits", value, np.float64))
+    try:
+        layout = Layout.of(array.shape, axis)
+    except ValueError as error:
+        raise RequestError(("dim",), f"dim {error}") from None
+    if layout.classes < 2:
         raise RequestError(
-            ("logits",) if flat else ("logits", 0),
-            f"logits need at least 2 classes per sample, got {num_classes}",
+            ("logits", *(0,) * layout.axis),
+            f"logits need at least 2 classes (axis {layout.axis}), got {layout.classes}",
             "too_short",
         )
-    if num_samples > settings.max_batch_size:
+    if layout.rows > settings.max_batch_size:
         raise LimitExceeded(
-            f"{num_samples} samples exceed GRADCHECK_MAX_BATCH_SIZE = {settings.max_batch_size}: "
-            "split the batch over several requests."
+            f"{layout.rows} positions (samples × spatial positions) exceed "
+            f"GRADCHECK_MAX_BATCH_SIZE = {settings.max_batch_size}: split the batch over "
+            "several requests."
         )
-    if num_classes > settings.max_classes:
+    if layout.classes > settings.max_classes:
         raise LimitExceeded(
-            f"{num_classes} classes exceed GRADCHECK_MAX_CLASSES = {settings.max_classes}."
+            f"{layout.classes} classes exceed GRADCHECK_MAX_CLASSES = {settings.max_classes}."
         )
+    logits = cast(FloatArray, layout.to_rows(array))
     if not np.abs(logits).max() <= MAX_MAGNITUDE:  # some NaN, ±inf or huge entry: which?
-        _refuse_unusable_logits(logits, flat)
-    return logits, flat
+        _refuse_unusable_logits(logits, layout)
+    return logits, layout
 
 
-def _refuse_unusable_logits(logits: FloatArray, flat: bool) -> None:
-    """422 at the first NaN, +inf or huge logit, or the first row that is all −inf (a mask)."""
+def _refuse_unusable_logits(logits: FloatArray, layout: Layout) -> None:
+    """422 at the first NaN, +inf or huge logit, or the first position that is all −inf."""
     bad = np.isnan(logits) | np.isposinf(logits)
     if bad.any():
-        index = _first(bad)
-        what = "NaN" if np.isnan(logits[index]) else "+Infinity"
+        what = "NaN" if np.isnan(logits[_first(bad)]) else "+Infinity"
         raise RequestError(
-            _where("logits", index, flat),
+            _entry("logits", layout, bad),
             f"logits must be finite numbers or -Infinity (a mask), got {what}",
             "finite_number",
         )
-    _refuse_huge("logits", logits, flat)
+    _refuse_huge("logits", logits, layout)
     all_masked = ~np.isfinite(logits).any(axis=1)
     if all_masked.any():
-        n = int(np.flatnonzero(all_masked)[0])
+        position = layout.position(int(np.flatnonzero(all_masked)[0]))
         raise RequestError(
-            ("logits",) if flat else ("logits", n),
-            f"sample {n} has every logit -Infinity: keep at least one finite logit per sample",
+            ("logits", *position[:1]),
+            f"the logits at position {list(position)} are all -Infinity: keep at least one "
+            "finite logit per position",
         )
 
 
-def _refuse_huge(field: str, values: FloatArray, flat: bool) -> None:
-    """422 at the first finite entry with |value| > MAX_MAGNITUDE."""
+def _refuse_huge(field: str, values: FloatArray, layout: Layout | None) -> None:
+    """422 at the first finite entry with |value| > MAX_MAGNITUDE (of rows laid out by
+    `layout`, or of a flat array)."""
     with np.errstate(invalid="ignore"):
         huge = np.isfinite(values) & (np.abs(values) > MAX_MAGNITUDE)
     if huge.any():
+        where: Location = _entry(field, layout, huge) if layout else (field, *_first(huge))
         raise RequestError(
-            _where(field, _first(huge), flat),
-            f"{field} must lie within ±{MAX_MAGNITUDE:.0e}: {HUGE_REASON[field]}",
+            where, f"{field} must lie within ±{MAX_MAGNITUDE:.0e}: {HUGE_REASON[field]}"
         )
 
 
-def to_dtype(logits: FloatArray, dtype: str, flat: bool) -> FloatArray:
+def to_dtype(logits: FloatArray, dtype: str, layout: Layout) -> FloatArray:
     """Cast to the requested precision, refusing finite logits that overflow it."""
     target = DTYPES[dtype]
     if target is np.float64:
         return logits
     with np.errstate(over="ignore"):
-        cast = logits.astype(target)
-    overflow = np.isinf(cast) & np.isfinite(logits)
+        cast_logits = logits.astype(target)
+    overflow = np.isinf(cast_logits) & np.isfinite(logits)
     if overflow.any():
         raise RequestError(
-            _where("logits", _first(overflow), flat),
+            _entry("logits", layout, overflow),
             f"this logit overflows {dtype} (largest {float(np.finfo(target).max):.4g}): "
             "use dtype float64",
         )
-    return cast
+    return cast_logits
 
 
 def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
@@ -175,13 +224,15 @@ def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
     )
 
 
-def request_shape(value: Sequence[float] | Sequence[Sequence[float]]) -> tuple[int, int]:
-    """(N, C) from the lengths of the JSON lists alone ((0, 0) for an empty batch; a ragged one
-    is refused later, by `parse_logits`)."""
-    if not value:
+def request_shape(value: object, axis: int | None = None) -> tuple[int, int]:
+    """(R, C): positions and classes, from the lengths of the JSON lists alone ((0, 0) for an
+    empty or unusable array: it is refused later, by `parse_logits`)."""
+    shape = _sent_shape(value)
+    try:
+        layout = Layout.of(shape, axis)
+    except ValueError:
         return 0, 0
-    first = value[0]
-    return (len(value), len(first)) if isinstance(first, list) else (1, len(value))
+    return layout.rows, layout.classes
 
 
 def _response_format(accept: str | None) -> ResponseFormat:
@@ -196,7 +247,7 @@ def _candidate_bytes(shape: Shape, candidate: SoftmaxCandidate | None) -> int:
 
 def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
     """The estimated peak memory of a softmax request, from its shape (`app.numerics.cost`)."""
-    shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
+    shape = Shape(*request_shape(body.logits, body.dim), DTYPES[body.dtype]().itemsize)
     return softmax_cost(
         shape,
         body.include,
@@ -208,8 +259,7 @@ def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
 def cross_entropy_request_cost(body: CrossEntropyRequest, accept: str | None) -> int:
     """The estimated peak memory of a cross-entropy request, from its shape."""
     shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
-    labels = body.labels
-    probability_labels = isinstance(labels, list) and bool(labels) and isinstance(labels[0], list)
+    probability_labels = len(_sent_shape(body.labels)) == len(_sent_shape(body.logits))
     return cross_entropy_cost(
         shape,
         body.include,
@@ -219,12 +269,10 @@ def cross_entropy_request_cost(body: CrossEntropyRequest, accept: str | None) ->
     ).peak + _candidate_bytes(shape, body.candidate)
 
 
-def request_entries(
-    value: Sequence[float] | Sequence[Sequence[float]], include: Collection[str]
-) -> int:
+def request_entries(value: object, include: Collection[str], axis: int | None = None) -> int:
     """Numbers in the logits plus the requested outputs, from the lengths of the JSON lists
     alone (a ragged or empty batch is refused later, by `parse_logits`)."""
-    shape = request_shape(value)
+    shape = request_shape(value, axis)
     return shape[0] * shape[1] + output_entries(shape, include)
 
 
@@ -235,7 +283,7 @@ def check_output_size(shape: tuple[int, ...], include: Collection[str], settings
     if entries > settings.max_output_entries:
         square = sorted(set(include) & SQUARE_OUTPUTS)
         hint = (
-            f"drop {' and '.join(repr(str(s)) for s in square)} from include (each is N·C·C = "
+            f"drop {' and '.join(repr(str(s)) for s in square)} from include (each is R·C·C = "
             f"{num_samples * num_classes * num_classes} numbers) or send fewer samples"
             if square
             else "send fewer samples per request"
@@ -256,46 +304,60 @@ def parse_weight(request: "LossFields", num_classes: int) -> FloatArray | None:
             f"weight needs one entry per class: {num_classes}, got {len(request.weight)}",
         )
     weight = np.asarray(request.weight, np.float64)
-    _refuse_huge("weight", weight[None, :], flat=True)
+    _refuse_huge("weight", weight, None)
     return weight
 
 
-def parse_labels(
-    request: "LossFields", shape: tuple[int, int], flat_logits: bool
-) -> NDArray[np.int64] | FloatArray:
-    """Class indices (N,) as int64, or probability rows (N, C) as float64."""
-    labels = request.labels
-    num_samples, num_classes = shape
-    is_probability_row = (
-        flat_logits
-        and isinstance(labels, list)
-        and len(labels) == num_classes
-        and not isinstance(labels[0], list)
-    )
-    if isinstance(labels, list) and labels and (isinstance(labels[0], list) or is_probability_row):
-        rows = [labels] if is_probability_row else labels
-        return _probability_rows(rows, shape, is_probability_row)
-
-    indices = [labels] if isinstance(labels, int) else list(labels)
-    for n, label in enumerate(indices):
-        if not isinstance(label, int):
-            raise RequestError(
-                ("labels",) if isinstance(labels, int) else ("labels", n),
-                "class index labels must be integers (or send an N×C array of probabilities)",
-                "int_type",
-            )
-        if label != request.ignore_index and not 0 <= label < num_classes:
-            raise RequestError(
-                ("labels",) if isinstance(labels, int) else ("labels", n),
-                f"label {label} is not a class index in [0, {num_classes}) "
-                f"nor ignore_index ({request.ignore_index})",
-            )
-    if len(indices) != num_samples:
+def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | FloatArray:
+    """Class indices (R,) as int64, or probability rows (R, C) as float64. As in torch, labels
+    are probabilities exactly when they have as many axes as the logits."""
+    value = request.labels
+    axes = len(_sent_shape(value))
+    if axes == len(layout.shape):
+        return _probability_rows(value, layout)
+    if axes != len(layout.shape) - 1:
         raise RequestError(
             ("labels",),
-            f"labels need one class index per sample: {num_samples}, got {len(indices)}",
+            f"labels need {len(layout.shape) - 1} axes (class indices, shape "
+            f"{list(layout.positions)}) or {len(layout.shape)} (probabilities, the logits' shape "
+            f"{list(layout.shape)}); got {axes}",
         )
-    return np.asarray(indices, np.int64)
+    first_float = _first_float(value)
+    if first_float is not None:
+        raise RequestError(
+            ("labels", *first_float),
+            "class index labels must be integers (or send probabilities with the logits' shape)",
+            "int_type",
+        )
+    labels = nested_array("labels", value, np.int64)
+    if labels.shape != layout.positions:
+        raise RequestError(
+            ("labels",),
+            f"labels need one class index per position: shape {list(layout.positions)}, got "
+            f"{list(labels.shape)}",
+        )
+    flat = cast(NDArray[np.int64], labels.reshape(-1))
+    active = flat != request.ignore_index
+    outside = active & ((flat < 0) | (flat >= layout.classes))
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise RequestError(
+            ("labels", *layout.position(row)),
+            f"label {int(flat[row])} is not a class index in [0, {layout.classes}) "
+            f"nor ignore_index ({request.ignore_index})",
+        )
+    return flat
+
+
+def _first_float(value: object, path: Location = ()) -> Location | None:
+    """The position of the first float in nested labels, or None if they are all integers."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_float(item, (*path, index))
+            if found is not None:
+                return found
+        return None
+    return path if isinstance(value, float) else None
 
 
 def targets_of(
@@ -326,37 +388,30 @@ def targets_of(
     )
 
 
-def _probability_rows(rows: Sequence[object], shape: tuple[int, int], flat: bool) -> FloatArray:
-    """Probability labels as an (N, C) array of the logits' shape, entries finite and ≥ 0."""
-    num_samples, num_classes = shape
-    if len(rows) != num_samples:
+def _probability_rows(value: object, layout: Layout) -> FloatArray:
+    """Probability labels of the logits' shape as rows (R, C), entries finite and ≥ 0."""
+    array = cast(FloatArray, nested_array("labels", value, np.float64))
+    if array.shape != layout.shape:
         raise RequestError(
             ("labels",),
-            f"probability labels need one row per sample: {num_samples}, got {len(rows)}",
+            f"probability labels need the logits' shape {list(layout.shape)}, got "
+            f"{list(array.shape)}",
         )
-    for n, row in enumerate(rows):
-        assert isinstance(row, list)
-        if len(row) != num_classes:
-            raise RequestError(
-                ("labels",) if flat else ("labels", n),
-                f"probability label rows need one entry per class: {num_classes}, got {len(row)}",
-            )
-    array = np.array(rows, dtype=np.float64)
-    negative = ~(array >= 0) | ~np.isfinite(array)
+    rows = cast(FloatArray, layout.to_rows(array))
+    negative = ~(rows >= 0) | ~np.isfinite(rows)
     if negative.any():
         raise RequestError(
-            _where("labels", _first(negative), flat),
-            "probability labels must be finite and ≥ 0",
+            _entry("labels", layout, negative), "probability labels must be finite and ≥ 0"
         )
-    _refuse_huge("labels", array, flat)
-    return array
+    _refuse_huge("labels", rows, layout)
+    return rows
 
 
 class LossFields(Protocol):
     """The fields of a cross-entropy problem: a /v1/cross-entropy body or a grading problem."""
 
     @property
-    def logits(self) -> Sequence[float] | Sequence[Sequence[float]]: ...
+    def logits(self) -> object: ...
     @property
     def labels(self) -> Labels: ...
     @property
@@ -376,14 +431,15 @@ class ParsedLoss:
     """The arrays of a cross-entropy problem as the caller sent them, in float64."""
 
     logits: FloatArray
-    flat: bool
+    """(R, C) rows."""
+    layout: Layout
     labels: NDArray[np.int64] | FloatArray
     weight: FloatArray | None
 
     def problem(self, fields: "LossFields", dtype: Dtype) -> LossProblem:
         """The problem in precision `dtype`: cast logits, effective targets, reduction."""
         targets = targets_of(fields, self.labels, self.weight, self.logits.shape[1], DTYPES[dtype])
-        return LossProblem(to_dtype(self.logits, dtype, self.flat), targets, fields.reduction)
+        return LossProblem(to_dtype(self.logits, dtype, self.layout), targets, fields.reduction)
 
     def inputs(self, fields: "LossFields") -> ProblemInputs:
         """The raw problem the diagnoses recompute under each mistaken assumption."""
@@ -402,10 +458,10 @@ def parse_loss(
 ) -> ParsedLoss:
     """Logits, labels and weights of `fields`, each checked (413 first if the outputs in
     `include` would be too large)."""
-    logits, flat = parse_logits(fields.logits, settings)
+    logits, layout = parse_logits(fields.logits, settings)
     check_output_size(logits.shape, include, settings)
-    weight = parse_weight(fields, logits.shape[1])
-    return ParsedLoss(logits, flat, parse_labels(fields, logits.shape, flat), weight)
+    weight = parse_weight(fields, layout.classes)
+    return ParsedLoss(logits, layout, parse_labels(fields, layout), weight)
 
 
 def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:
@@ -435,14 +491,15 @@ class CandidateCall:
     inputs: ProblemInputs
     reference_problem: LossProblem | None
     docs_url: str | None
+    layout: Layout
 
     def check(self, report: Report, tolerance: Tolerance) -> CandidateCheck:
-        """The candidate against `report`'s outputs (or the float64 problem's)."""
+        """The candidate against `report`'s outputs (or the float64 problem's), both as rows."""
         reference = report
         if reference.softmax.probabilities.dtype != np.float64:
             reference = self._float64_report()
         return check_candidate(
-            self.outputs,
+            self._as_rows(),
             ReferenceOutputs(reference),
             atol=tolerance.atol,
             rtol=tolerance.rtol,
@@ -451,6 +508,27 @@ class CandidateCall:
             docs_url=self.docs_url,
         )
 
+    def _as_rows(self) -> dict[str, object]:
+        """The candidate's outputs in the rows layout of the reference. Outputs sent in the
+        caller's shape are moved there; anything else is left for the check to describe."""
+        if self.layout.is_matrix:
+            return self.outputs
+        moved: dict[str, object] = {}
+        layout = self.layout
+        for name, value in self.outputs.items():
+            moved[name] = value
+            try:
+                array = np.array(value, dtype=np.float64)
+            except (ValueError, TypeError):
+                continue
+            if name in PER_CLASS and array.shape == layout.shape:
+                moved[name] = layout.to_rows(array)
+            elif name in PER_POSITION and array.shape == layout.positions:
+                moved[name] = array.reshape(layout.rows)
+            elif name == "jacobian" and array.shape == (*layout.positions, *(layout.classes,) * 2):
+                moved[name] = array.reshape(layout.rows, layout.classes, layout.classes)
+        return moved
+
     def _float64_report(self) -> Report:
         problem = self.reference_problem
         if problem is None:
@@ -458,6 +536,27 @@ class CandidateCall:
         return analyse_cross_entropy(
             problem.logits, problem.targets, problem.reduction, frozenset()
         )
+
+
+PER_CLASS = frozenset({"probabilities", "log_probabilities", "gradient"})
+"""Candidate outputs with the logits' own shape."""
+PER_POSITION = frozenset({"losses", "loss"})
+"""Candidate outputs with one number per position (the loss: for reduction none)."""
+
+
+@contextmanager
+def located(layout: Layout) -> Iterator[None]:
+    """Re-raise the numerics' refusals, which name a row (and a class) of the rows, at the
+    caller's own position in the logits or labels."""
+    try:
+        yield
+    except InvalidProblem as error:
+        field, *where = error.location
+        if layout.is_matrix or field not in ("logits", "labels") or not where:
+            raise
+        row = int(where[0])
+        position = layout.entry(row, int(where[1])) if len(where) > 1 else layout.position(row)
+        raise InvalidProblem((field, *position), error.message) from None
 
 
 def _sent_outputs(candidate: SoftmaxCandidate) -> dict[str, object]:
@@ -470,6 +569,8 @@ class SoftmaxCall:
     """One validated softmax request: the logits and the options they are analysed with."""
 
     logits: FloatArray
+    """(R, C) rows."""
+    layout: Layout
     include: frozenset[Output]
     numeric: NumericOptions
     tolerance: Tolerance
@@ -477,7 +578,8 @@ class SoftmaxCall:
 
     def analyse(self) -> Report:
         """The report of this request."""
-        return analyse_softmax(self.logits, self.include, self.numeric, self.tolerance)
+        with located(self.layout):
+            return analyse_softmax(self.logits, self.include, self.numeric, self.tolerance)
 
 
 @dataclass(frozen=True)
@@ -485,6 +587,7 @@ class LossCall:
     """One validated cross-entropy request: its problem and the options it is analysed with."""
 
     problem: LossProblem
+    layout: Layout
     include: frozenset[Output]
     numeric: NumericOptions
     tolerance: Tolerance
@@ -498,27 +601,29 @@ class LossCall:
     def analyse(self) -> Report:
         """The report of this call alone (raises InvalidProblem)."""
         problem = self.problem
-        return analyse_cross_entropy(
-            problem.logits,
-            problem.targets,
-            problem.reduction,
-            self.include,
-            self.numeric,
-            self.tolerance,
-        )
+        with located(self.layout):
+            return analyse_cross_entropy(
+                problem.logits,
+                problem.targets,
+                problem.reduction,
+                self.include,
+                self.numeric,
+                self.tolerance,
+            )
 
 
 def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
     """Validate a softmax request into the logits and options the numerics take."""
-    logits, flat = parse_logits(body.logits, settings)
+    logits, layout = parse_logits(body.logits, settings, body.dim)
     include = frozenset(Output(item) for item in body.include)
     check_output_size(logits.shape, include, settings)
     candidate = None
     if body.candidate is not None:
         outputs = _sent_outputs(body.candidate)
-        candidate = CandidateCall(outputs, ProblemInputs(logits), None, settings.docs_url)
+        candidate = CandidateCall(outputs, ProblemInputs(logits), None, settings.docs_url, layout)
     return SoftmaxCall(
-        to_dtype(logits, body.dtype, flat),
+        to_dtype(logits, body.dtype, layout),
+        layout,
         include,
         _numeric_options(body.numeric, body.dtype),
         _tolerance(body.tolerance),
@@ -536,6 +641,10 @@ def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
     if body.candidate is not None:
         reference = None if body.dtype == "float64" else parsed.problem(body, "float64")
         candidate = CandidateCall(
-            _sent_outputs(body.candidate), parsed.inputs(body), reference, settings.docs_url
+            _sent_outputs(body.candidate),
+            parsed.inputs(body),
+            reference,
+            settings.docs_url,
+            parsed.layout,
         )
-    return LossCall(problem, include, numeric, _tolerance(body.tolerance), candidate)
+    return LossCall(problem, parsed.layout, include, numeric, _tolerance(body.tolerance), candidate)

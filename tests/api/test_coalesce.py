@@ -16,6 +16,7 @@ from app.numerics import batch
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.gradcheck import LossProblem, NumericOptions, Output, Report, Tolerance
+from app.numerics.layout import Layout
 from tests.conftest import ClientFactory
 
 JSON = {"content-type": "application/json"}
@@ -109,7 +110,8 @@ def loss_call(seed: int) -> LossCall:
         dtype=np.float64,
     )
     problem = LossProblem(rng.normal(size=(2, 3)), targets, Reduction.MEAN)
-    return LossCall(problem, frozenset(Output), NumericOptions(), Tolerance())
+    layout = Layout.of(problem.logits.shape)
+    return LossCall(problem, layout, frozenset(Output), NumericOptions(), Tolerance())
 
 
 async def test_calls_of_one_turn_share_a_batch_and_later_ones_do_not() -> None:

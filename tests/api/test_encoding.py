@@ -19,6 +19,7 @@ from app.api.encoding import check_fields, encode_json, encode_npz, report_field
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
+from app.numerics.layout import Layout
 
 NPZ = "application/x-npz"
 LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [-3.0, 0.0, 40.0]]
@@ -85,7 +86,7 @@ async def test_float32_request_gives_float32_members(client: httpx.AsyncClient) 
         "probabilities": np.float32,
         "log_probabilities": np.float32,
     }
-    assert metadata == {"batch_size": 3, "num_classes": 3, "dtype": "float32"}
+    assert metadata == {"batch_size": 3, "num_classes": 3, "spatial_shape": [], "dtype": "float32"}
 
 
 async def test_masked_logit_is_minus_infinity_in_npz_and_null_in_json(
@@ -184,10 +185,12 @@ def test_report_fields_hold_only_what_is_asked_and_every_check_number_is_finite(
         frozenset({Output.LOSS, Output.NUMERIC_GRADIENT}),
         NumericOptions(Method.COMPLEX_STEP, step=1e200),
     )
-    fields = report_fields(report, frozenset({"loss"}), "float64")
-    assert set(fields) == {"batch_size", "num_classes", "dtype", "loss", "losses", "gradient_check"}
+    fields = report_fields(report, frozenset({"loss"}), "float64", Layout.of(logits.shape))
+    assert set(fields) == {
+        "batch_size", "num_classes", "spatial_shape", "dtype", "loss", "losses", "gradient_check"
+    }  # fmt: skip
     assert report.gradient_check is not None
-    check = check_fields(report.gradient_check)
+    check = check_fields(report.gradient_check, lambda index: index)
     numbers = [v for v in check.values() if isinstance(v, float)]
     assert numbers and all(np.isfinite(numbers))
     assert check["method"] == "complex_step" and check["message"]

@@ -19,6 +19,7 @@ from app.core.errors import LimitExceeded, RequestError
 from app.numerics.cross_entropy import Reduction
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import NumericOptions, Output, Tolerance
+from app.numerics.layout import Layout
 
 SETTINGS = Settings()
 LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]
@@ -88,17 +89,17 @@ def test_logits_are_refused_at_their_position() -> None:
         to_loss_call, loss_request(logits=[[0.0, 1.0, 2.0], [float("-inf")] * 3], reduction="sum")
     )
     assert masked["loc"] == ["body", "logits", 1]
-    assert "every logit -Infinity" in masked["msg"]
+    assert "all -Infinity" in masked["msg"]
 
 
 def test_a_logit_that_overflows_float32_is_refused_naming_float32() -> None:
     """Behind the ±1e15 limit no logit can overflow float32; the cast still refuses one."""
     with pytest.raises(RequestError) as error:
-        to_dtype(np.array([[0.0, 1.0], [1e39, 2.0]]), "float32", flat=False)
+        to_dtype(np.array([[0.0, 1.0], [1e39, 2.0]]), "float32", Layout.of((2, 2)))
     (item,) = error.value.errors
     assert item["loc"] == ["body", "logits", 1, 0]
     assert item["msg"] == "this logit overflows float32 (largest 3.403e+38): use dtype float64"
-    cast = to_dtype(np.array([[0.1, -np.inf]]), "float32", flat=True)
+    cast = to_dtype(np.array([[0.1, -np.inf]]), "float32", Layout.of((2,)))
     assert cast.dtype == np.float32 and cast[0, 1] == -np.inf
 
 

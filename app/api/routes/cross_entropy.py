@@ -25,10 +25,11 @@ router = APIRouter(prefix="/v1", tags=["cross-entropy"])
 def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
     """The response fields of a cross-entropy report (422 if an output is not finite)."""
     report.refuse_non_finite(call.include)
-    fields = report_fields(report, call.include, str(call.problem.logits.dtype))
+    fields = report_fields(report, call.include, str(call.problem.logits.dtype), call.layout)
     fields["reduction"] = str(call.problem.reduction)
     if call.candidate is not None:
-        fields["candidate_check"] = candidate_fields(call.candidate.check(report, call.tolerance))
+        check = call.candidate.check(report, call.tolerance)
+        fields["candidate_check"] = candidate_fields(check, call.layout)
     return fields
 
 

@@ -23,9 +23,10 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     """Compute one softmax call and collect its response fields (422 if one is not finite)."""
     report = call.analyse()
     report.refuse_non_finite(call.include)
-    fields = report_fields(report, call.include, str(call.logits.dtype))
+    fields = report_fields(report, call.include, str(call.logits.dtype), call.layout)
     if call.candidate is not None:
-        fields["candidate_check"] = candidate_fields(call.candidate.check(report, call.tolerance))
+        check = call.candidate.check(report, call.tolerance)
+        fields["candidate_check"] = candidate_fields(check, call.layout)
     return fields
 
 
@@ -42,7 +43,7 @@ async def softmax(
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
-    entries = request_entries(body.logits, body.include)
+    entries = request_entries(body.logits, body.include, body.dim)
     cost = softmax_request_cost(body, accept)
     return await compute(
         entries,

@@ -5,7 +5,7 @@ into numpy problems in `app.api.inputs`. Responses are encoded straight from num
 (`app.api.encoding`); the response models here document their schema.
 """
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -13,50 +13,74 @@ from app.numerics.cross_entropy import Reduction
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
 
-# Union tags show up in pydantic's error locations; errors.py strips them.
-MATRIX, VECTOR, INDEX, INDICES, PROBABILITIES = "matrix", "vector", "index", "indices", "rows"
-UNION_TAGS = frozenset({MATRIX, VECTOR, INDEX, INDICES, PROBABILITIES})
+MAX_AXES = 8
+"""Most axes of an array in a request: (N, C, d1, …, d6)."""
+AXES_TAGS = tuple(f"axes{count}" for count in range(MAX_AXES + 1))
+UNION_TAGS = frozenset(AXES_TAGS)
+"""Union tags show up in pydantic's error locations; errors.py strips them."""
 
 StrictNumber = Annotated[float, Field(strict=True)]
+StrictInteger = Annotated[int, Field(strict=True)]
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
 
 
-def _array_rank(value: Any) -> str:
-    """'matrix' for a list of lists, else 'vector'."""
-    return MATRIX if isinstance(value, list) and value and isinstance(value[0], list) else VECTOR
+def _axes(value: Any) -> str:
+    """The tag of a JSON array's number of axes, read from its first elements (a ragged or
+    mixed array is refused later, naming the position)."""
+    count = 0
+    while isinstance(value, list) and count < MAX_AXES:
+        count += 1
+        value = value[0] if value else None
+    return AXES_TAGS[count]
 
 
-def _label_kind(value: Any) -> str:
-    """'rows' for a list of lists, 'index' for a bare integer, else 'indices'."""
-    if isinstance(value, list):
-        return PROBABILITIES if value and isinstance(value[0], list) else INDICES
-    return INDEX
+def _nested(element: Any, axes: int) -> Any:
+    """list[…list[element]…] with `axes` levels."""
+    kind = element
+    for _ in range(axes):
+        kind = list[kind]  # type: ignore[valid-type]
+    return kind
 
 
-Logits = Annotated[
-    Annotated[list[list[StrictNumber]], Tag(MATRIX)] | Annotated[list[StrictNumber], Tag(VECTOR)],
-    Discriminator(_array_rank),
-    Field(
-        description="N×C logits z (N ≥ 1 samples, C ≥ 2 classes); a flat list is one sample. "
-        "Finite numbers, or -Infinity to mask a class (each row keeps a finite logit).",
-        examples=[[[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]],
-    ),
-]
+def _arrays(element: Any, smallest: int) -> Any:
+    """A union of nested lists of `element` with `smallest` to MAX_AXES axes, told apart by
+    their depth (each member a plain list type, so pydantic's fast list validation applies)."""
+    members = tuple(
+        Annotated[_nested(element, axes), Tag(AXES_TAGS[axes])]
+        for axes in range(smallest, MAX_AXES + 1)
+    )
+    return Union[members]  # noqa: UP007 (a union built at run time)
 
-Labels = Annotated[
-    Annotated[list[list[NonNegative]], Tag(PROBABILITIES)]
-    | Annotated[list[Annotated[int, Field(strict=True)] | StrictNumber], Tag(INDICES)]
-    | Annotated[Annotated[int, Field(strict=True)], Tag(INDEX)],
-    Discriminator(_label_kind),
-    Field(
-        description="Either N class indices (a sample whose label equals ignore_index is "
-        "ignored), or an N×C array of target probabilities / one-hot rows (entries ≥ 0; rows "
-        "need not sum to 1). With a flat `logits` (one sample) it may also be one integer or "
-        "one probability row of length C.",
-        examples=[[0, 1]],
-    ),
-]
+
+if TYPE_CHECKING:  # the unions below are built at run time; to a type checker they are lists
+    Logits = list[Any]
+    Labels = int | list[Any]
+else:
+    Logits = Annotated[
+        _arrays(StrictNumber, 1),
+        Discriminator(_axes),
+        Field(
+            description="Logits z with the class axis at 1, as in torch's F.cross_entropy: "
+            "(N, C) for N samples of C ≥ 2 classes, (N, C, d1, …, dk) for K-dimensional inputs "
+            "(segmentation, sequences), or (C,) for one sample without a batch axis. Finite "
+            "numbers, or -Infinity to mask a class (each position keeps a finite logit).",
+            examples=[[[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]]],
+        ),
+    ]
+
+    Labels = Annotated[
+        Annotated[StrictInteger, Tag(AXES_TAGS[0])] | _arrays(StrictInteger | StrictNumber, 1),
+        Discriminator(_axes),
+        Field(
+            description="Class indices with the logits' shape without the class axis ((N,), "
+            "(N, d1, …, dk), or one integer for logits without a batch axis; a label equal to "
+            "ignore_index is ignored), or target probabilities with the logits' own shape (entries "
+            "≥ 0, need not sum to 1). As in torch, labels are probabilities exactly when they have "
+            "as many axes as the logits.",
+            examples=[[0, 1]],
+        ),
+    ]
 
 
 class FiniteDifferenceOptions(BaseModel):
@@ -143,6 +167,11 @@ class SoftmaxRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     logits: Logits
+    dim: StrictInteger | None = Field(
+        None,
+        description="The axis softmax normalises over (negative counts from the end). Default: "
+        "the class axis, 1, or 0 for logits with one axis.",
+    )
     dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
     include: list[Literal["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"]] = (
         Field(
@@ -165,8 +194,10 @@ class LossOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weight: list[NonNegative] | None = Field(
-        None, description="Per-class weights w (length C, ≥ 0)."
+    weight: list[FiniteNumber] | None = Field(
+        None,
+        description="Per-class weights w (length C): any finite numbers, negative ones included, "
+        "as torch accepts them.",
     )
     ignore_index: int = Field(
         -100,
@@ -208,7 +239,8 @@ class CrossEntropyRequest(LossOptions):
 
 # ----- responses (documentation of what app.api.encoding writes) -----
 
-Matrix = list[list[float]]
+Array = list[Any]
+"""A nested JSON array of numbers (its shape is stated by each field)."""
 
 
 class MismatchModel(BaseModel):
@@ -304,20 +336,27 @@ class CandidateCheckModel(BaseModel):
 
 
 class SoftmaxResponse(BaseModel):
-    """Softmax outputs; arrays not asked for in `include` are absent."""
+    """Softmax outputs in the logits' own shape; arrays not asked for in `include` are absent.
 
-    batch_size: int = Field(description="N, the number of samples.")
+    Shapes, for logits (N, C, d1, …, dk) (k ≥ 0) or (C,): probabilities like the logits; a
+    Jacobian (N, d1, …, dk, C, C), one C × C block per position, or (C, C)."""
+
+    batch_size: int = Field(description="N, the number of samples (1 without a batch axis).")
     num_classes: int = Field(description="C, the number of classes.")
+    spatial_shape: list[int] = Field(
+        description="[d1, …, dk] of K-dimensional inputs; [] for (N, C) or (C,)."
+    )
     dtype: Dtype = Field(description="The precision the results were computed in.")
-    probabilities: Matrix | None = Field(None, description="a = softmax(z), N×C.")
-    log_probabilities: list[list[float | None]] | None = Field(
-        None, description="log a, N×C; null where the logit is -Infinity (log 0)."
+    probabilities: Array | None = Field(None, description="a = softmax(z), the logits' shape.")
+    log_probabilities: Array | None = Field(
+        None, description="log a, the logits' shape; null where the logit is -Infinity (log 0)."
     )
-    jacobian: list[Matrix] | None = Field(
-        None, description="N×C×C, jacobian[n][i][j] = ∂a_i/∂z_j = a_i(δ_ij − a_j)."
+    jacobian: Array | None = Field(
+        None,
+        description="One C × C block per position, [..., i, j] = ∂a_i/∂z_j = a_i(δ_ij − a_j).",
     )
-    numeric_jacobian: list[Matrix] | None = Field(
-        None, description="N×C×C finite-difference Jacobian (with `numeric_jacobian` in include)."
+    numeric_jacobian: Array | None = Field(
+        None, description="The finite-difference Jacobian (with `numeric_jacobian` in include)."
     )
     jacobian_check: CheckModel | None = Field(
         None, description="Agreement of `jacobian` and `numeric_jacobian`."
@@ -328,19 +367,25 @@ class SoftmaxResponse(BaseModel):
 
 
 class CrossEntropyResponse(SoftmaxResponse):
-    """Cross-entropy outputs; arrays not asked for in `include` are absent."""
+    """Cross-entropy outputs in torch's shapes; arrays not asked for in `include` are absent."""
 
-    reduction: Reduction = Field(description="The reduction applied to the per-sample losses.")
-    loss: float | list[float] | None = Field(
-        None, description="The reduced loss (a number), or the N per-sample losses for `none`."
-    )
-    losses: list[float] = Field(description="loss_n = −Σ_c q_nc log a_nc for every sample.")
-    gradient: Matrix | None = Field(
+    reduction: Reduction = Field(description="The reduction applied to the per-position losses.")
+    loss: float | Array | None = Field(
         None,
-        description="Analytic dL/dz = (a·Σq − q)/D, N×C; for `none`, row n is ∂loss_n/∂z_n.",
+        description="The reduced loss (a number), or the per-position losses for `none` (the "
+        "shape of `losses`).",
     )
-    numeric_gradient: Matrix | None = Field(
-        None, description="Finite-difference dL/dz of the same (reduced) loss, N×C."
+    losses: float | Array = Field(
+        description="loss = −Σ_c q_c log a_c at every position: the logits' shape without the "
+        "class axis (a number without a batch axis)."
+    )
+    gradient: Array | None = Field(
+        None,
+        description="Analytic dL/dz = (a·Σq − q)/D, the logits' shape; for `none`, the "
+        "gradient of each position's own loss.",
+    )
+    numeric_gradient: Array | None = Field(
+        None, description="Finite-difference dL/dz of the same (reduced) loss."
     )
     gradient_check: CheckModel | None = Field(
         None, description="Agreement of `gradient` and `numeric_gradient`."

@@ -1,0 +1,95 @@
+"""Where the class axis of an array of logits sits, and how the array maps to rows of classes.
+
+Every computation of the service works on rows: R positions of C classes, shape (R, C). An
+array as a caller sends it has its class axis somewhere else, as in PyTorch:
+
+    (N, C)                  N samples                     rows: the samples
+    (N, C, d1, …, dk)       K-dimensional inputs          rows: every (n, d1, …, dk), in C order
+    (C,)                    one sample, no batch axis     one row
+
+and softmax may take any axis (`dim`). A `Layout` moves the class axis last and flattens the
+positions (`to_rows`), puts results back in the caller's shapes (`per_class`, `per_position`,
+`per_class_pair`), and names the caller's position of a row's entry (`position`), so that every
+message points where the caller looks.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shape of an array of logits and the axis of its classes."""
+
+    shape: tuple[int, ...]
+    axis: int
+    """The class axis, 0 ≤ axis < len(shape)."""
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], axis: int | None = None) -> "Layout":
+        """The layout of logits of `shape` with classes on `axis` (negative counts from the end;
+        default: 1, or 0 for one axis, as `F.cross_entropy` and `F.softmax` on a batch)."""
+        if axis is None:
+            axis = 1 if len(shape) > 1 else 0
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(f"axis {axis} is out of range for {len(shape)} axes")
+        return cls(tuple(shape), axis % len(shape))
+
+    @property
+    def classes(self) -> int:
+        """C."""
+        return self.shape[self.axis]
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The shape without the class axis: (N, d1, …, dk), (N,) or ()."""
+        return self.shape[: self.axis] + self.shape[self.axis + 1 :]
+
+    @property
+    def rows(self) -> int:
+        """R, the number of positions."""
+        return math.prod(self.positions)
+
+    @property
+    def is_matrix(self) -> bool:
+        """True for (N, C) with classes on axis 1: rows are the array's own rows."""
+        return len(self.shape) == 2 and self.axis == 1
+
+    def to_rows(self, array: NDArray[np.generic]) -> NDArray[np.generic]:
+        """An array of this shape as (R, C), class axis last (a view when it already is)."""
+        moved = np.moveaxis(array, self.axis, -1)
+        return np.ascontiguousarray(moved).reshape(self.rows, self.classes)
+
+    def per_class(self, rows: NDArray[np.generic]) -> NDArray[np.generic]:
+        """(R, C) results in the logits' own shape."""
+        shaped = rows.reshape(*self.positions, self.classes)
+        return np.moveaxis(shaped, -1, self.axis)
+
+    def per_position(self, values: NDArray[np.generic]) -> NDArray[np.generic]:
+        """(R,) results in the shape of the positions ((N, d1, …, dk), or () for one)."""
+        return values.reshape(self.positions)
+
+    def per_class_pair(self, blocks: NDArray[np.generic]) -> NDArray[np.generic]:
+        """(R, C, C) blocks as (*positions, C, C): one C × C block per position."""
+        return blocks.reshape(*self.positions, self.classes, self.classes)
+
+    def position(self, row: int) -> tuple[int, ...]:
+        """The index of row `row` among the positions."""
+        return (
+            tuple(int(i) for i in np.unravel_index(row, self.positions)) if self.positions else ()
+        )
+
+    def entry(self, row: int, column: int) -> tuple[int, ...]:
+        """The index, in the logits' own shape, of entry (row, column) of the rows."""
+        position = self.position(row)
+        return (*position[: self.axis], column, *position[self.axis :])
+
+    def output_index(self, index: tuple[int, ...], kind: str) -> tuple[int, ...]:
+        """The caller's index of an entry of a rows-shaped result: `kind` "class" for (R, C)
+        results, "pair" for (R, C, C) blocks, "position" for (R,)."""
+        if kind == "class":
+            return self.entry(index[0], index[1])
+        return (*self.position(index[0]), *index[1:])
