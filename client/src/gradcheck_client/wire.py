@@ -159,7 +159,9 @@ class Body:
             for name, array in members.items():
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(
-                        member, np.ascontiguousarray(array), allow_pickle=False
+                        member,
+                        array,
+                        allow_pickle=False,  # any layout, written in C order
                     )
             if self.fields:
                 archive.writestr(REQUEST_MEMBER, dumps(self.fields))
