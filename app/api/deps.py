@@ -13,11 +13,13 @@ import json
 import re
 from typing import Annotated, Any, Generic, TypeVar
 
+import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app.api.encoding import NPZ_MEDIA_TYPE, read_npz_request
 from app.api.errors import pydantic_errors
 from app.api.examples import (
     BATCH_GRADE_EXAMPLES,
@@ -31,6 +33,7 @@ from app.api.schemas.grading import BatchGradeRequest, GradeRequest, ProblemRequ
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
+from app.numerics.candidate import default_tolerance
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -67,6 +70,10 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 SigningKeyDep = Annotated[bytes, Depends(signing_key)]
 
 
+def _is_npz(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == NPZ_MEDIA_TYPE
+
+
 def _check_media_type(content_type: str) -> None:
     """415 unless the body is declared as JSON (application/json or application/*+json) in
     UTF-8, the only encoding JSON allows."""
@@ -96,18 +103,71 @@ class RequestBody(Generic[Model]):
     are parsed in a worker thread, so that a large body never holds up the event loop.
     """
 
-    def __init__(self, model: type[Model], examples: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: type[Model],
+        examples: dict[str, Any],
+        array_fields: dict[str, object] | None = None,
+    ) -> None:
+        """`array_fields`: the fields an `application/x-npz` body may send as arrays, each with
+        a JSON value that validates in its place (None: this body is JSON only)."""
         self.model = model
         self.examples = examples
+        self.array_fields = array_fields
 
     async def __call__(self, request: Request) -> Model:
-        _check_media_type(request.headers.get("content-type", ""))
+        content_type = request.headers.get("content-type", "")
+        binary = self.array_fields is not None and _is_npz(content_type)
+        if not binary:
+            _check_media_type(content_type)
         body = await request.body()
+        parse = self.parse_npz if binary else self.parse
         if len(body) <= INLINE_PARSE_BYTES:
-            return self.parse(body)
+            return parse(body)
         budget: MemoryBudget = request.app.state.budget
-        async with budget.admit(len(body) * PARSED_BYTES_PER_BODY_BYTE):
-            return await run_in_threadpool(self.parse, body)
+        per_byte = 2 if binary else PARSED_BYTES_PER_BODY_BYTE  # stored arrays, then float64
+        async with budget.admit(len(body) * per_byte):
+            return await run_in_threadpool(parse, body)
+
+    def parse_npz(self, body: bytes) -> Model:
+        """`model` from an .npz body: `request.json` validated as JSON is, the arrays put in
+        their fields as they are (they never become Python lists). A candidate sent as arrays
+        is compared with the tolerance of its own precision unless `tolerance` is given
+        (`app.numerics.candidate.DEFAULT_TOLERANCE`)."""
+        assert self.array_fields is not None
+        fields, arrays = read_npz_request(body)
+        placeholders: dict[str, object] = {}
+        candidate: dict[str, np.ndarray] = {}
+        for name, array in arrays.items():
+            if name.startswith("candidate."):
+                candidate[name.removeprefix("candidate.")] = array
+            elif name in self.array_fields:
+                placeholders[name] = self.array_fields[name]
+            else:
+                known = ", ".join(sorted(self.array_fields))
+                raise RequestError((name,), f"not an array field of this request ({known})")
+            if name in fields:
+                raise RequestError(
+                    (name,), f"{name} is sent twice: as a member and in request.json"
+                )
+        if candidate:
+            given = fields.get("candidate")
+            fields["candidate"] = {
+                **(given if isinstance(given, dict) else {}),
+                **dict.fromkeys(candidate),
+            }
+            if "tolerance" not in fields:
+                atol, rtol = default_tolerance(array.dtype for array in candidate.values())
+                fields["tolerance"] = {"atol": atol, "rtol": rtol}
+        try:
+            value = self.model.model_validate({**fields, **placeholders})
+        except ValidationError as error:
+            raise RequestError.from_items(pydantic_errors(error)) from None
+        update: dict[str, object] = {name: arrays[name] for name in placeholders}
+        if candidate:
+            sent: BaseModel = getattr(value, "candidate")  # noqa: B009 (Model is generic)
+            update["candidate"] = sent.model_copy(update=candidate)
+        return value.model_copy(update=update)
 
     def parse(self, body: bytes) -> Model:
         """`model` from the JSON bytes, or RequestError with every problem located."""
@@ -179,8 +239,12 @@ def refuse_overflowing_literals(body: bytes) -> None:
         )
 
 
-SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES)
-CROSS_ENTROPY_BODY = RequestBody(CrossEntropyRequest, CROSS_ENTROPY_EXAMPLES)
+SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES, {"logits": [0.0, 0.0]})
+CROSS_ENTROPY_BODY = RequestBody(
+    CrossEntropyRequest,
+    CROSS_ENTROPY_EXAMPLES,
+    {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0]},
+)
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
 BATCH_GRADE_BODY = RequestBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)

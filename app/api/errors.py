@@ -79,16 +79,9 @@ async def _limit_exceeded(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=413)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail
-    if exc.status_code == 413:
-        limit = request.app.state.settings.max_body_bytes
-        detail = (
-            f"The request body is larger than GRADCHECK_MAX_BODY_BYTES = {limit} bytes: "
-            "send fewer samples per request, or ask the operator to raise the limit."
-        )
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _overloaded(_: Request, exc: Exception) -> JSONResponse:

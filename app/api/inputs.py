@@ -67,7 +67,10 @@ HUGE_REASON = {
 
 
 def _sent_shape(value: object) -> tuple[int, ...]:
-    """The shape of a nested JSON list, read along its first elements."""
+    """The shape of a nested JSON list, read along its first elements (or of an array from an
+    .npz body)."""
+    if isinstance(value, np.ndarray):
+        return tuple(value.shape)
     shape = []
     while isinstance(value, list):
         shape.append(len(value))
@@ -95,6 +98,8 @@ def nested_array(field: str, value: object, dtype: type[np.generic]) -> NDArray[
     if 0 in shape:
         empty = (0,) * shape.index(0)
         raise RequestError((field, *empty), f"{field} must hold at least one sample", "too_short")
+    if isinstance(value, np.ndarray):  # from an .npz body: converted exactly
+        return value.astype(dtype, copy=False)
     try:
         return np.array(value, dtype=dtype)
     except OverflowError:  # an integer beyond int64
@@ -134,10 +139,11 @@ def _entry(field: str, layout: Layout, mask: NDArray[np.bool_]) -> Location:
 
 
 def parse_logits(
-    value: object, settings: Settings, axis: int | None = None
+    value: object, settings: Settings, axis: int | None = None, include: Collection[str] = ()
 ) -> tuple[FloatArray, Layout]:
     """Logits as float64 rows (R, C) and their layout (class axis `axis`, by default 1, or 0
-    for one axis): C ≥ 2, no NaN or +inf, every position with a finite logit."""
+    for one axis): C ≥ 2 (at most GRADCHECK_MAX_CLASSES with a C×C output in `include`, else
+    GRADCHECK_MAX_VOCABULARY), no NaN or +inf, every position with a finite logit."""
     array = cast(FloatArray, nested_array("logits", value, np.float64))
     try:
         layout = Layout.of(array.shape, axis)
@@ -155,9 +161,16 @@ def parse_logits(
             f"GRADCHECK_MAX_BATCH_SIZE = {settings.max_batch_size}: split the batch over "
             "several requests."
         )
-    if layout.classes > settings.max_classes:
+    square = sorted(set(include) & SQUARE_OUTPUTS)
+    if square and layout.classes > settings.max_classes:
         raise LimitExceeded(
-            f"{layout.classes} classes exceed GRADCHECK_MAX_CLASSES = {settings.max_classes}."
+            f"{layout.classes} classes exceed GRADCHECK_MAX_CLASSES = {settings.max_classes} "
+            f"for the C×C outputs {', '.join(square)}: leave them out of include for up to "
+            f"GRADCHECK_MAX_VOCABULARY = {settings.max_vocabulary} classes."
+        )
+    if layout.classes > settings.max_vocabulary:
+        raise LimitExceeded(
+            f"{layout.classes} classes exceed GRADCHECK_MAX_VOCABULARY = {settings.max_vocabulary}."
         )
     logits = cast(FloatArray, layout.to_rows(array))
     if not np.abs(logits).max() <= MAX_MAGNITUDE:  # some NaN, ±inf or huge entry: which?
@@ -239,10 +252,18 @@ def _response_format(accept: str | None) -> ResponseFormat:
     return ResponseFormat.NPZ if wants_npz(accept) else ResponseFormat.JSON
 
 
+def _parsed_bytes(value: object) -> int:
+    """What the parsed request keeps per number beyond its float64: a JSON list's Python
+    float and list slot; nothing for an array from an .npz body."""
+    return 0 if isinstance(value, np.ndarray) else PYTHON_NUMBER_BYTES
+
+
 def _candidate_bytes(shape: Shape, candidate: SoftmaxCandidate | None) -> int:
     if candidate is None:
         return 0
-    return candidate_bytes(shape, candidate.model_fields_set, PYTHON_NUMBER_BYTES)
+    sent = candidate.model_fields_set
+    parsed = max((_parsed_bytes(getattr(candidate, name)) for name in sent), default=0)
+    return candidate_bytes(shape, sent, parsed)
 
 
 def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
@@ -252,7 +273,7 @@ def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
         shape,
         body.include,
         response=_response_format(accept),
-        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+        parsed_bytes_per_number=_parsed_bytes(body.logits),
     ).peak + _candidate_bytes(shape, body.candidate)
 
 
@@ -265,7 +286,7 @@ def cross_entropy_request_cost(body: CrossEntropyRequest, accept: str | None) ->
         body.include,
         probability_labels=probability_labels,
         response=_response_format(accept),
-        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+        parsed_bytes_per_number=_parsed_bytes(body.logits),
     ).peak + _candidate_bytes(shape, body.candidate)
 
 
@@ -351,6 +372,8 @@ def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | F
 
 def _first_float(value: object, path: Location = ()) -> Location | None:
     """The position of the first float in nested labels, or None if they are all integers."""
+    if isinstance(value, np.ndarray):
+        return None if value.dtype.kind in "iu" else (*path, *(0,) * value.ndim)
     if isinstance(value, list):
         for index, item in enumerate(value):
             found = _first_float(item, (*path, index))
@@ -458,7 +481,7 @@ def parse_loss(
 ) -> ParsedLoss:
     """Logits, labels and weights of `fields`, each checked (413 first if the outputs in
     `include` would be too large)."""
-    logits, layout = parse_logits(fields.logits, settings)
+    logits, layout = parse_logits(fields.logits, settings, include=include)
     check_output_size(logits.shape, include, settings)
     weight = parse_weight(fields, layout.classes)
     return ParsedLoss(logits, layout, parse_labels(fields, layout), weight)
@@ -614,7 +637,7 @@ class LossCall:
 
 def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
     """Validate a softmax request into the logits and options the numerics take."""
-    logits, layout = parse_logits(body.logits, settings, body.dim)
+    logits, layout = parse_logits(body.logits, settings, body.dim, body.include)
     include = frozenset(Output(item) for item in body.include)
     check_output_size(logits.shape, include, settings)
     candidate = None

@@ -16,12 +16,34 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
     max_batch_size: int = Field(16_384, ge=1, description="Largest N (samples per request).")
-    max_classes: int = Field(10_000, ge=2, description="Largest C (classes per sample).")
+    max_npz_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Largest binary (application/x-npz) request body accepted (413 above).",
+    )
+    max_classes: int = Field(
+        10_000,
+        ge=2,
+        description="Largest C (classes per position) of a request that asks for a C×C output "
+        "(jacobian, numeric_jacobian).",
+    )
+    max_vocabulary: int = Field(
+        262_144,
+        ge=2,
+        description="Largest C of a request that asks for no C×C output (LLM vocabularies); "
+        "the input, output and memory limits bound such requests further.",
+    )
     max_output_entries: int = Field(
         8_000_000,
         ge=1,
         description="Largest total number of numbers in the requested outputs "
         "(a Jacobian alone has N·C·C).",
+    )
+    max_submissions: int = Field(
+        1000,
+        ge=1,
+        description="Most submissions (or roster items) in one /v1/grade/batch request (413 "
+        "above, decided from a scan of the body before it is parsed where possible).",
     )
     request_timeout_seconds: float = Field(
         30.0,

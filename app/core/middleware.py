@@ -320,16 +320,21 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_secured)
 
 
-def body_too_large(limit: int) -> str:
-    """The 413 message of the body size limit."""
+NPZ_MEDIA_TYPE = "application/x-npz"
+
+
+def body_too_large(setting: str, limit: int) -> str:
+    """The 413 message of a body size limit."""
     return (
-        f"The request body is larger than GRADCHECK_MAX_BODY_BYTES = {limit} bytes: "
+        f"The request body is larger than {setting} = {limit} bytes: "
         "send fewer samples per request, or ask the operator to raise the limit."
     )
 
 
 class BodySizeLimitMiddleware:
-    """413 for a body over `max_bytes`, as JSON naming the limit.
+    """413 for a body over its limit, as JSON naming the limit: `max_bytes` for JSON bodies,
+    `max_npz_bytes` for binary `.npz` ones (their own setting: they carry 8 bytes a number
+    where JSON carries about 20).
 
     A Content-Length over the limit is answered before the body is read; a chunked body is
     counted as it is read and refused once it passes the limit (the route's read raises
@@ -337,18 +342,24 @@ class BodySizeLimitMiddleware:
     a Content-Length over it, it replaces whatever response the app sends by a plain-text 413.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_npz_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_npz_bytes = max_npz_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse or count the body, then serve the request."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(Headers(scope=scope))
-        if declared is not None and declared > self.max_bytes:
-            response = JSONResponse({"detail": body_too_large(self.max_bytes)}, status_code=413)
+        headers = Headers(scope=scope)
+        if headers.get("content-type", "").lower().startswith(NPZ_MEDIA_TYPE):
+            setting, limit = "GRADCHECK_MAX_NPZ_BODY_BYTES", self.max_npz_bytes
+        else:
+            setting, limit = "GRADCHECK_MAX_BODY_BYTES", self.max_bytes
+        declared = _declared_length(headers)
+        if declared is not None and declared > limit:
+            response = JSONResponse({"detail": body_too_large(setting, limit)}, status_code=413)
             await response(scope, receive, send)
             return
         received = 0
@@ -358,8 +369,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise LimitExceeded(body_too_large(self.max_bytes))
+                if received > limit:
+                    raise LimitExceeded(body_too_large(setting, limit))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -448,7 +459,11 @@ def _drop_result(task: "asyncio.Task[None]") -> None:
 def install_middleware(app: FastAPI, settings: Settings, metrics: HttpMetrics) -> None:
     """Stack the middleware of the module docstring on `app` (the last added runs outermost)."""
     app.add_middleware(ComputeTimeoutMiddleware, seconds=settings.request_timeout_seconds)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_npz_bytes=settings.max_npz_body_bytes,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

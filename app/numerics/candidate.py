@@ -33,7 +33,7 @@ finite candidate where the reference is −inf): no number describes that error.
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -56,6 +56,25 @@ MAX_NESTING = 16
 
 NULLABLE_OUTPUTS = frozenset({"log_probabilities"})
 """Outputs whose response writes `null` for −inf (log 0 of a masked class)."""
+
+DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
+    "float64": (1e-12, 1e-10),
+    "float32": (1e-8, 1e-5),
+    "float16": (1e-6, 1e-2),
+    "bfloat16": (1e-5, 5e-2),
+}
+"""(atol, rtol) of a candidate sent in its own precision when the request gives no tolerance:
+about what a correct kernel reaches in that precision (float32: Liger-Kernel's atol 1e-8 with a
+looser rtol for sums over 32k-class rows; bfloat16: its rtol 5e-2), keyed by dtype as jax's
+`check_grads` keys its defaults."""
+
+
+def default_tolerance(dtypes: Iterable[np.dtype[np.generic]]) -> tuple[float, float]:
+    """The DEFAULT_TOLERANCE of the least precise of `dtypes` (float64's if there is none)."""
+    names = {str(dtype) for dtype in dtypes} & DEFAULT_TOLERANCE.keys()
+    loosest = max(names, key=lambda name: DEFAULT_TOLERANCE[name][1], default="float64")
+    return DEFAULT_TOLERANCE[loosest]
+
 
 KEEP_WORST = 5
 """How many failing entries an OutputCheck lists."""

@@ -326,10 +326,10 @@ CANDIDATE_WIDTHS: Mapping[str, Width] = {
     "gradient": Width.CLASSES,
     "jacobian": Width.SQUARE,
 }
-CANDIDATE_ARRAYS = 12
+CANDIDATE_ARRAYS = 4
 """float64 arrays per candidate number while it is checked: the number read, its float64 copy,
-the reference (the Jacobian is formed for it), |difference|, the bound, the relative error, and
-the diagnoses' hypotheses and their comparisons (at most a few rows of each at once)."""
+and the reference when it is formed for the check (a Jacobian); the comparison and the
+diagnoses' hypotheses work on blocks of about 32k entries and on a few rows at a time."""
 
 
 def candidate_bytes(shape: Shape, outputs: Collection[str], parsed_bytes_per_number: int) -> int:
