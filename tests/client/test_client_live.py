@@ -125,11 +125,14 @@ def test_softmax_equals_the_json_api_and_takes_dim(live_url: str, binary: bool |
 
         x = np.random.default_rng(1).normal(size=(2, 4, 3))  # softmax over the middle axis
         along = service.softmax(x, dim=1)
+        rows = service.softmax(np.moveaxis(x, 1, -1).reshape(6, 4))
     e = np.exp(x - x.max(axis=1, keepdims=True))
     assert along.probabilities is not None
     assert along.jacobian is not None
     np.testing.assert_allclose(along.probabilities, e / e.sum(axis=1, keepdims=True), rtol=1e-14)
     assert along.jacobian.shape == (2, 3, 4, 4)
+    assert rows.jacobian is not None
+    np.testing.assert_array_equal(along.jacobian, rows.jacobian.reshape(2, 3, 4, 4))
 
 
 def test_check_names_the_mistake(live_url: str) -> None:
@@ -367,6 +370,7 @@ def test_k_dimensional_inputs(live_url: str) -> None:
             raise
     assert result.gradient is not None
     assert result.gradient.shape == (2, 3, 5)
+    assert result.spatial_shape == (5,)
     rows = np.moveaxis(logits, 1, -1).reshape(-1, 3)
     flat = labels.reshape(-1)
     shifted = rows - rows.max(axis=1, keepdims=True)
@@ -412,3 +416,21 @@ def test_directional_numeric_check(live_url: str) -> None:
     assert result.directional_derivatives is not None
     assert result.directional_derivatives.numeric.shape == (3,)
     assert result.numeric_gradient is None
+
+
+def test_dim_on_a_service_without_it_is_taken_by_the_client(stub: Stub) -> None:
+    refused = {"detail": [{"loc": ["body", "dim"], "msg": "Extra", "type": "extra_forbidden"}]}
+    rows = {"dtype": "float64", "probabilities": [[0.1, 0.9], [0.2, 0.8]]}
+    stub.answers = [
+        (415, {}, json_body({"detail": "not JSON"})),
+        (422, {}, json_body(refused)),
+        (200, {}, json_body(rows)),
+    ]
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    with Client(stub.url) as service:
+        result = service.softmax(x, dim=0)
+    assert result.probabilities is not None
+    assert result.probabilities.tolist() == [[0.1, 0.2], [0.9, 0.8]]  # back to dim 0
+    last = json.loads(stub.requests[-1][2])
+    assert "dim" not in last
+    assert last["logits"] == x.T.tolist()

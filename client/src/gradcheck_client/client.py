@@ -54,6 +54,17 @@ def _with_url(error: httpx.TransportError, method: str, url: str) -> httpx.Trans
         return type(error)(message)
 
 
+def _refuses(response: httpx.Response, field: str) -> bool:
+    """A 422 whose detail refuses `field` itself as an unknown field."""
+    detail = wire.error_detail(response)
+    return isinstance(detail, list) and any(
+        isinstance(item, dict)
+        and item.get("loc") == ["body", field]
+        and item.get("type") == "extra_forbidden"
+        for item in detail
+    )
+
+
 def _problem_field(problem: Problem | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(problem, Problem):
         return problem.request_fields()
@@ -75,6 +86,7 @@ class _Core:
         self.retries = max(0, retries)
         self.max_retry_wait = max_retry_wait
         self._binary = binary
+        self._server_dim: bool | None = None
         self._headers = {"User-Agent": f"gradcheck-client/{__version__}"}
         if api_key:
             self._headers["X-API-Key"] = api_key
@@ -131,6 +143,7 @@ class _Core:
     def _softmax_body(
         logits: Any,
         *,
+        dim: int | None,
         dtype: str,
         numeric: Mapping[str, Any] | None,
         tolerance: Mapping[str, float] | None,
@@ -139,8 +152,32 @@ class _Core:
     ) -> wire.Body:
         arrays: dict[str, Any] = {"logits": logits}
         fields: dict[str, Any] = {"dtype": dtype}
+        if dim is not None:
+            fields["dim"] = int(dim)
         _common_fields(fields, arrays, numeric, tolerance, include, candidate)
         return wire.Body(arrays, fields)
+
+    def _softmax_request(
+        self, logits: Any, dim: int | None, server_dim: bool, **options: Any
+    ) -> tuple[wire.Body, tuple[int, ...] | None, int]:
+        """The body, and the shape and axis to restore when the client takes `dim` itself
+        (a service without `dim` gets the logits as rows)."""
+        if server_dim or dim is None:
+            return self._softmax_body(logits, dim=dim, **options), None, 0
+        rows, shape, axis = _softmax_dim(logits, dim)
+        return self._softmax_body(rows, dim=None, **options), shape, axis
+
+    def _uses_server_dim(self, dim: int | None) -> bool:
+        return dim is not None and self._server_dim is not False
+
+    def _learn_dim(self, response: httpx.Response) -> bool:
+        """True when the service refused `dim` (it predates it): rows from then on."""
+        if response.status_code == 422 and _refuses(response, "dim"):
+            self._server_dim = False
+            return True
+        if response.status_code < 400:
+            self._server_dim = True
+        return False
 
     @staticmethod
     def _problem_body(seed: str | int, options: dict[str, Any]) -> bytes:
@@ -374,18 +411,22 @@ class Client(_Core):
     ) -> SoftmaxResult:
         """`POST /v1/softmax`: probabilities, Jacobian, checks. With `dim`, softmax is taken
         along that axis (as `torch.softmax(x, dim)`): probabilities come back in the input's
-        layout and Jacobians as (*other axes, C, C). A candidate must then be in that layout
-        too, as rows: (M, C) probabilities, (M, C, C) Jacobians."""
-        rows, shape, axis = _softmax_dim(logits, dim)
-        body = self._softmax_body(
-            rows,
-            dtype=dtype,
-            numeric=numeric,
-            tolerance=tolerance,
-            include=include,
-            candidate=candidate,
-        )
+        layout and Jacobians as (*other axes, C, C), and a candidate is in the same shapes. (A
+        service that predates `dim` gets the logits as rows, class axis last; the results are
+        put back in your layout, but a candidate must then be given as those rows.)"""
+        options: dict[str, Any] = {
+            "dtype": dtype,
+            "numeric": numeric,
+            "tolerance": tolerance,
+            "include": include,
+            "candidate": candidate,
+        }
+        server_dim = self._uses_server_dim(dim)
+        body, shape, axis = self._softmax_request(logits, dim, server_dim, **options)
         response = self._compute("/v1/softmax", body)
+        if server_dim and self._learn_dim(response):
+            body, shape, axis = self._softmax_request(logits, dim, False, **options)
+            response = self._compute("/v1/softmax", body)
         self._raise_for(response)
         return _restore_dim(wire.softmax_result(*wire.read_compute(response)), shape, axis)
 
@@ -611,16 +652,19 @@ class AsyncClient(_Core):
         candidate: Mapping[str, Any] | None = None,
     ) -> SoftmaxResult:
         """`POST /v1/softmax`, as `Client.softmax`."""
-        rows, shape, axis = _softmax_dim(logits, dim)
-        body = self._softmax_body(
-            rows,
-            dtype=dtype,
-            numeric=numeric,
-            tolerance=tolerance,
-            include=include,
-            candidate=candidate,
-        )
+        options: dict[str, Any] = {
+            "dtype": dtype,
+            "numeric": numeric,
+            "tolerance": tolerance,
+            "include": include,
+            "candidate": candidate,
+        }
+        server_dim = self._uses_server_dim(dim)
+        body, shape, axis = self._softmax_request(logits, dim, server_dim, **options)
         response = await self._compute("/v1/softmax", body)
+        if server_dim and self._learn_dim(response):
+            body, shape, axis = self._softmax_request(logits, dim, False, **options)
+            response = await self._compute("/v1/softmax", body)
         self._raise_for(response)
         return _restore_dim(wire.softmax_result(*wire.read_compute(response)), shape, axis)
 

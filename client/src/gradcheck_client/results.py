@@ -202,6 +202,8 @@ class SoftmaxResult:
     dtype: str
     batch_size: int | None = None
     num_classes: int | None = None
+    spatial_shape: tuple[int, ...] = ()
+    """(d1, …, dk) of K-dimensional inputs (N, C, d1, …, dk); () otherwise."""
     probabilities: FloatArray | None = None
     log_probabilities: FloatArray | None = None
     jacobian: FloatArray | None = None

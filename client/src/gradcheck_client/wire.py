@@ -243,6 +243,7 @@ def softmax_result(arrays: dict[str, FloatArray], metadata: dict[str, Any]) -> S
         dtype=str(metadata.get("dtype", "float64")),
         batch_size=_int(metadata, "batch_size"),
         num_classes=_int(metadata, "num_classes"),
+        spatial_shape=tuple(int(d) for d in metadata.get("spatial_shape") or ()),
         probabilities=arrays.get("probabilities"),
         log_probabilities=arrays.get("log_probabilities"),
         jacobian=arrays.get("jacobian"),
