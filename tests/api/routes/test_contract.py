@@ -118,3 +118,14 @@ async def test_a_body_not_in_utf8_is_415(asgi_client: httpx.AsyncClient, charset
     assert "UTF-8" in response.json()["detail"]
     utf8 = {"content-type": "application/json; charset=UTF-8"}
     assert (await asgi_client.post("/v1/cross-entropy", content=body, headers=utf8)).is_success
+
+
+async def test_a_huge_label_is_not_echoed(asgi_client: httpx.AsyncClient) -> None:
+    huge = "9" * 400
+    body = f'{{"logits": [[1.0, 2.0], [0.5, 0.1]], "labels": [0, {huge}]}}'.encode()
+    response = await asgi_client.post(
+        "/v1/cross-entropy", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "labels", 1]
+    assert "9" * 30 not in response.text
