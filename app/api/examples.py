@@ -238,6 +238,14 @@ GRADE_EXAMPLES: dict[str, Example] = {
         "description": "The same grading, answered as the body of Gradescope's results.json.",
         "value": {"problem": GRADED_PROBLEM, "submission": RIGHT_ANSWER, "format": "gradescope"},
     },
+    "full_feedback": {
+        "summary": "Feedback full: error sizes (reveals the answer)",
+        "description": "The default feedback, `verdict`, names the wrong entries with the "
+        "submitted value and the likely mistake, and holds no number derived from the "
+        "expected values. `full` adds the error sizes: with the submitted value they give the "
+        "expected one, so use it for instructors, not students.",
+        "value": {"problem": GRADED_PROBLEM, "submission": NOT_DIVIDED, "feedback": "full"},
+    },
 }
 
 BATCH_GRADE_EXAMPLES: dict[str, Example] = {
@@ -245,5 +253,30 @@ BATCH_GRADE_EXAMPLES: dict[str, Example] = {
         "summary": "Two students, one problem",
         "description": "Results come back in the order of `submissions`.",
         "value": {"problem": GRADED_PROBLEM, "submissions": [RIGHT_ANSWER, NOT_DIVIDED]},
+    },
+    "roster": {
+        "summary": "A roster: each student their own problem",
+        "description": "`items` holds each student's problem (a `problem_id` from "
+        "/v1/problems, or the problem in full as here) and answer; the grading options at the "
+        "top apply to all. Results come back in item order, each with its `student` label.",
+        "value": {
+            "items": [
+                {
+                    "student": "ada@example.edu",
+                    "problem": GRADED_PROBLEM,
+                    "submission": RIGHT_ANSWER,
+                },
+                {
+                    "student": "bob@example.edu",
+                    "problem": {"logits": [[1.0, 0.0], [0.0, 1.0]], "labels": [0, 0]},
+                    "submission": {
+                        "loss": 0.813262,
+                        "gradient": [[-0.134471, 0.134471], [-0.365529, 0.365529]],
+                    },
+                },
+            ],
+            "points": {"loss": 1, "gradient": 2},
+            "partial_credit": True,
+        },
     },
 }

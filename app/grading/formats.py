@@ -1,19 +1,30 @@
 """A grade as the JSON its reader expects: native, Gradescope's results.json, PrairieLearn's result.
 
-Feedback levels: `full` — counts, errors and the first few mismatching positions with the
-submitted value; `summary` — counts and errors only; `none` — correct / incorrect and why a part
-could not be read, no error magnitudes. Expected values appear only with `reveal_expected`.
-At `full` and `summary`, a wrong part also names the mistake that produces it (the diagnosis
-code and its sentence, which holds no number derived from the reference).
+Feedback levels, each telling more than the one before:
+
+    none      correct / incorrect per part, and why a part could not be read
+    verdict   (the default) and how many entries are wrong, the first few wrong positions with
+              the value the student SUBMITTED there, and the mistake that produces a wrong part
+              (its diagnosis code and sentence)
+    full      and the error sizes (max abs / rel error): with the student's own value they give
+              the expected one, so `full` reveals the answer
+
+Below `full` no number derived from the reference is written: no error size, expected value,
+difference or factor (diagnosis sentences hold none, and their evidence is never shown). The
+numbers a student sees are their own values, positions, counts, scores and the tolerance.
+Expected values appear only with `reveal_expected`.
 
 Every number written is finite: a student's NaN or Infinity makes the part unreadable and is
 named in its message as the string "NaN", "Infinity" or "-Infinity".
 
 Gradescope (https://gradescope-autograders.readthedocs.io/en/latest/specs/): top-level `score`,
-`output`, `output_format`, and `tests[]` with `name`, `score`, `max_score`, `status`
-("passed" / "failed"), `output`, `output_format` ("text": shown verbatim, so a student's string
-cannot inject HTML), `visibility` ("visible", "hidden", "after_due_date", "after_published") and,
-when expected values are revealed, `extra_data`.
+`output`, `output_format`, `visibility`, `stdout_visibility` and `tests[]` with `name`, `score`,
+`max_score`, `status` ("passed" / "failed"), `output`, `output_format` ("text": shown verbatim,
+so a student's string cannot inject HTML), `visibility` ("visible", "hidden", "after_due_date",
+"after_published") and, when expected values are revealed, `extra_data`. A visibility other
+than "visible" applies to the whole result: the top-level `visibility` and `stdout_visibility`
+carry it, and the top-level `output` then says only that the answer was graded, so that no
+hidden test's verdict shows through it.
 
 PrairieLearn (external grading, `results.json`): `gradable`, `score` in [0, 1], `message`,
 `format_errors`, and `tests[]` with `name`, `description`, `points`, `max_points` and `message`.
@@ -38,9 +49,9 @@ DESCRIPTIONS = {
 class Feedback(StrEnum):
     """How much a result tells the student."""
 
-    FULL = "full"
-    SUMMARY = "summary"
     NONE = "none"
+    VERDICT = "verdict"
+    FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -74,29 +85,37 @@ def _mismatch_text(mismatch: WrongEntry, reveal: bool) -> str:
     return f"{text} (expected {_number(mismatch.expected)})" if reveal else text
 
 
+def _tolerance(view: Presentation) -> str:
+    return f"|submitted − expected| ≤ {view.atol:g} + {view.rtol:g}·|expected|"
+
+
 def part_message(grade: PartGrade, view: Presentation) -> str:
     """One or two sentences on a part, as detailed as the feedback level allows."""
     name = grade.part
     if grade.defect is not None:
         return f"{grade.defect}. 0 of {_number(grade.max_score)} points."
-    assert grade.max_abs_error is not None
-    assert grade.max_rel_error is not None
     verdict = "correct" if grade.passed else "incorrect"
     if view.feedback is Feedback.NONE:
         return f"{name}: {verdict}."
-    tolerance = f"|submitted − expected| ≤ {view.atol:g} + {view.rtol:g}·|expected|"
-    errors = (
-        f"max abs error {_number(grade.max_abs_error)}, "
-        f"max rel error {_number(grade.max_rel_error)}"
-    )
+    tolerance = _tolerance(view)
     if grade.entries == 1:
-        detail = f"{'within' if grade.passed else 'outside'} {tolerance} ({errors})"
+        detail = f"{'within' if grade.passed else 'outside'} {tolerance}"
+    elif grade.passed:
+        detail = f"all {grade.entries} entries within {tolerance}"
     else:
-        detail = f"{grade.correct} of {grade.entries} entries within {tolerance} ({errors})"
+        wrong = grade.entries - grade.correct
+        detail = f"{wrong} of {grade.entries} entries outside {tolerance}"
+    if view.feedback is Feedback.FULL:
+        assert grade.max_abs_error is not None
+        assert grade.max_rel_error is not None
+        detail += (
+            f" (max abs error {_number(grade.max_abs_error)}, "
+            f"max rel error {_number(grade.max_rel_error)})"
+        )
     message = f"{name}: {verdict}, {detail}."
     if not grade.passed and grade.score > 0:
         message += f" Partial credit: {_number(grade.score)} of {_number(grade.max_score)} points."
-    if view.feedback is Feedback.FULL and grade.mismatches and grade.entries > 1:
+    if grade.mismatches and grade.entries > 1:
         shown = ", ".join(_mismatch_text(m, view.expected is not None) for m in grade.mismatches)
         message += f" First entries outside the tolerance (submitted value): {shown}."
     if grade.diagnosis is not None:
@@ -120,20 +139,20 @@ def overall_message(grade: Grade) -> str:
 
 
 def _part_fields(grade: PartGrade, view: Presentation) -> dict[str, Any]:
-    hide_numbers = view.feedback is Feedback.NONE or grade.defect is not None
+    errors = view.feedback is Feedback.FULL and grade.defect is None
     fields: dict[str, Any] = {
         "name": str(grade.part),
         "passed": grade.passed,
         "score": grade.score,
         "max_score": grade.max_score,
-        "max_abs_error": None if hide_numbers else grade.max_abs_error,
-        "max_rel_error": None if hide_numbers else grade.max_rel_error,
+        "max_abs_error": grade.max_abs_error if errors else None,
+        "max_rel_error": grade.max_rel_error if errors else None,
         "fraction_correct": None if view.feedback is Feedback.NONE else grade.fraction_correct,
         "message": part_message(grade, view),
     }
-    if grade.diagnosis is not None and view.feedback is not Feedback.NONE:
-        fields["diagnosis"] = grade.diagnosis.code
-    if view.feedback is Feedback.FULL:
+    if view.feedback is not Feedback.NONE:
+        if grade.diagnosis is not None:
+            fields["diagnosis"] = grade.diagnosis.code
         fields["mismatches"] = [
             {"index": list(m.index), "submitted": m.submitted}
             | ({"expected": m.expected} if view.expected is not None else {})
@@ -156,6 +175,16 @@ def native(grade: Grade, view: Presentation) -> dict[str, Any]:
     }
 
 
+HIDDEN_OUTPUT = {
+    "hidden": "Your answer was received and graded; the results are not shown.",
+    "after_due_date": "Your answer was received and graded; the results are shown after the "
+    "due date.",
+    "after_published": "Your answer was received and graded; the results are shown when the "
+    "grades are published.",
+}
+"""Gradescope's top-level output when the tests are not visible: no verdict shows through it."""
+
+
 def gradescope(grade: Grade, view: Presentation, visibility: str) -> dict[str, Any]:
     """A Gradescope results.json body: one test per part (see the module docstring)."""
     tests = []
@@ -174,8 +203,10 @@ def gradescope(grade: Grade, view: Presentation, visibility: str) -> dict[str, A
         tests.append(test)
     return {
         "score": grade.score,
-        "output": overall_message(grade),
+        "output": HIDDEN_OUTPUT.get(visibility) or overall_message(grade),
         "output_format": "text",
+        "visibility": visibility,
+        "stdout_visibility": visibility,
         "tests": tests,
     }
 

@@ -8,8 +8,14 @@ derivative). Its score is
     partial credit    points·(correct entries / entries)       (PrairieLearn's matrix input)
 
 and max_rel_error is cs231n's max |s − e| / max(1e-8, |s| + |e|). The submissions of a part that
-have the expected shape are stacked into one array and compared in a single numpy expression; a
-part that is missing or unreadable scores 0 with a message saying why.
+have the expected shape are stacked into one array and compared in a single numpy expression
+(against one reference, or against the stacked references of several problems of one shape: a
+roster where every student has their own problem); a part that is missing or unreadable scores 0
+with a message saying why.
+
+The work is bounded: at most MISMATCHES_KEPT positions and one note on unknown keys per
+submission, and `reach_checkpoint()` is called between parts and every CHECKPOINT_ROWS
+submissions, so a request stopped at its deadline does no more work.
 """
 
 import json
@@ -25,11 +31,16 @@ from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
 from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose
 from app.numerics.errors import InvalidProblem
+from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Report, analyse_cross_entropy
 from app.numerics.softmax import FloatArray, softmax_jacobian
 
 MISMATCHES_KEPT = 5
 """How many mismatching positions are recorded per part (the first ones, in row-major order)."""
+UNKNOWN_KEYS_SHOWN = 3
+"""How many unknown keys of a submission its one note names (it counts the rest)."""
+CHECKPOINT_ROWS = 64
+"""Submissions handled between two calls of `reach_checkpoint` (the request's deadline)."""
 
 
 class Part(StrEnum):
@@ -76,6 +87,11 @@ class Reference:
     def shape(self, part: Part) -> tuple[int, ...]:
         """The shape a submission of `part` must have (up to axes of length 1)."""
         return self._shapes[part]
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes of every part: references with equal shapes can be graded stacked."""
+        return tuple(self._shapes[part] for part in Part)
 
     def _compute(self, part: Part) -> FloatArray | None:
         report = self._report
@@ -196,9 +212,10 @@ class _Comparison:
 def _compare_stack(
     submitted: FloatArray, expected: FloatArray, atol: float, rtol: float
 ) -> _Comparison:
-    """The tolerance test and error measures of S stacked submissions (S, *shape) at once."""
+    """The tolerance test and error measures of S stacked submissions (S, *shape) at once,
+    against one reference (1, *shape) or one per submission (S, *shape)."""
     count = submitted.shape[0]
-    expected_flat = expected.reshape(1, -1)
+    expected_flat = expected.reshape(expected.shape[0], -1)
     submitted_flat = submitted.reshape(count, -1)
     difference = np.abs(submitted_flat - expected_flat)
     within = difference <= tolerance_bound(atol, rtol, np.abs(expected_flat))
@@ -235,16 +252,21 @@ def _unreadable(part: Part, points: float, defect: str) -> PartGrade:
 def _grade_part(
     part: Part,
     answers: Sequence[Mapping[str, object] | None],
-    reference: Reference,
+    references: Sequence[Reference],
     options: GradingOptions,
 ) -> list[PartGrade]:
-    """Part `part` of every submission: readable ones stacked and compared in one go."""
+    """Part `part` of every submission: readable ones stacked and compared in one go.
+
+    `references[i]` is the problem of `answers[i]`; all have the same shapes. When they are all
+    one object (one problem for the whole class) its value is broadcast, not copied."""
     points = options.points[part]
-    shape = reference.shape(part)
+    shape = references[0].shape(part)
     grades: list[PartGrade | None] = []
     readable: list[int] = []
     arrays: list[FloatArray] = []
-    for answer in answers:
+    for row, answer in enumerate(answers):
+        if row % CHECKPOINT_ROWS == CHECKPOINT_ROWS - 1:
+            reach_checkpoint()
         if answer is None:
             grades.append(_unreadable(part, points, f"{part}: not read, see the format errors"))
         elif part not in answer:
@@ -260,13 +282,21 @@ def _grade_part(
                 grades.append(None)
     if arrays:
         stack = np.stack(arrays)
-        expected_value = reference.value(part)
-        comparison = _compare_stack(stack, expected_value, options.atol, options.rtol)
+        shared = all(reference is references[0] for reference in references)
+        expected_stack = (
+            references[0].value(part)[np.newaxis]
+            if shared
+            else np.stack([references[index].value(part) for index in readable])
+        )
+        comparison = _compare_stack(stack, expected_stack, options.atol, options.rtol)
         entries = comparison.within.shape[1]
         for row, index in enumerate(readable):
+            if row % CHECKPOINT_ROWS == CHECKPOINT_ROWS - 1:
+                reach_checkpoint()
             correct = int(comparison.correct[row])
             passed = correct == entries
             credit = correct / entries if options.partial_credit else float(passed)
+            expected_value = expected_stack[0 if shared else row]
             grades[index] = PartGrade(
                 part=part,
                 score=points * credit,
@@ -280,7 +310,9 @@ def _grade_part(
                 mismatches=()
                 if passed
                 else _mismatches(comparison.within[row], stack[row], expected_value),
-                diagnosis=None if passed else reference.diagnosis(part, stack[row], options),
+                diagnosis=None
+                if passed
+                else references[index].diagnosis(part, stack[row], options),
             )
     return [grade for grade in grades if grade is not None]
 
@@ -300,11 +332,21 @@ def _sheet(
             f"{describe(submission)}",
             [],
         )
-    notes = [
-        f"ignored {_key_text(key)}: not a part (the parts are {PART_NAMES})"
-        for key in submission
-        if key not in _PART_VALUES
-    ]
+    notes = []
+    unknown = 0
+    named: list[str] = []
+    for key in submission:
+        if key not in _PART_VALUES:
+            unknown += 1
+            if len(named) < UNKNOWN_KEYS_SHOWN:
+                named.append(_key_text(key))
+    if unknown:
+        shown = ", ".join(named)
+        more = unknown - len(named)
+        if more > 0:
+            shown += f" and {more} more"
+        what = "not a part" if unknown == 1 else "not parts"
+        notes.append(f"ignored {shown}: {what} (the parts are {PART_NAMES})")
     notes += [
         f"{part}: submitted but not graded in this assignment"
         for part in Part
@@ -334,10 +376,27 @@ def grade_batch(
     reference: Reference, submissions: Sequence[object], options: GradingOptions
 ) -> list[Grade]:
     """Grade every submission against `reference`; each part for all students in one go."""
+    return grade_group([reference] * len(submissions), submissions, options)
+
+
+def grade_group(
+    references: Sequence[Reference], submissions: Sequence[object], options: GradingOptions
+) -> list[Grade]:
+    """Grade `submissions[i]` against `references[i]`, problems that all have the same shapes
+    (`Reference.shapes`): each part for all of them in one numpy expression."""
+    if len(references) != len(submissions):
+        raise ValueError("one reference per submission")
+    if not submissions:
+        return []
+    if len({reference.shapes for reference in references}) > 1:
+        raise ValueError("the references of one group must have the same shapes")
     graded = [part for part in Part if part in options.points]
     sheets = [_sheet(submission, graded) for submission in submissions]
     answers = [answer for answer, _, _ in sheets]
-    by_part = [_grade_part(part, answers, reference, options) for part in graded]
+    by_part = []
+    for part in graded:
+        reach_checkpoint()
+        by_part.append(_grade_part(part, answers, references, options))
     grades = []
     for student, (answer, sheet_error, notes) in enumerate(sheets):
         parts = tuple(part_grades[student] for part_grades in by_part)

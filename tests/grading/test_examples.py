@@ -21,8 +21,10 @@ from tests.helpers import free_port, require
 pytestmark = pytest.mark.live
 
 API_KEY = "example-course-key-0123456789"
-RUN_AUTOGRADER = ROOT / "examples" / "gradescope" / "run_autograder"
+GRADESCOPE = ROOT / "examples" / "gradescope"
+RUN_AUTOGRADER = GRADESCOPE / "run_autograder"
 PL_EXAMPLES = ROOT / "examples" / "prairielearn"
+ROSTER = ROOT / "examples" / "roster" / "roster.py"
 SYSTEM_PYTHON = shutil.which("python3")
 
 
@@ -51,6 +53,14 @@ def correct_answer(url: str, problem: dict[str, Any], parts: tuple[str, ...]) ->
     return {part: values[part] for part in parts}
 
 
+def configured(example: Path, target: Path, url: str, key: str) -> None:
+    """The example's config.json with the live server's address and key, written to `target`."""
+    config = json.loads(example.read_text())
+    config.update(url=url, api_key=key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(config))
+
+
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     require(SYSTEM_PYTHON is not None, "python3 is not on PATH")
     return subprocess.run(
@@ -76,11 +86,14 @@ def gradescope_dir(tmp_path: Path, answer: str | None, email: str = "ada@example
     return root
 
 
-def run_autograder(root: Path, url: str, key: str = API_KEY) -> dict[str, Any]:
-    env = {"AUTOGRADER_ROOT": str(root), "GRADCHECK_URL": url, "GRADCHECK_API_KEY": key}
-    run(["bash", str(RUN_AUTOGRADER)], env)
+def run_autograder(
+    root: Path, url: str, key: str = API_KEY
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """run_autograder as Gradescope runs it, with config.json in /autograder/source."""
+    configured(GRADESCOPE / "config.json", root / "source" / "config.json", url, key)
+    process = run(["bash", str(RUN_AUTOGRADER)], {"AUTOGRADER_ROOT": str(root)})
     results: dict[str, Any] = json.loads((root / "results" / "results.json").read_text())
-    return results
+    return results, process
 
 
 def student_problem(url: str, email: str) -> dict[str, Any]:
@@ -94,7 +107,7 @@ def test_gradescope_full_marks_for_the_students_own_problem(service: str, tmp_pa
     answer = correct_answer(
         service, student_problem(service, "ada@example.edu"), ("loss", "gradient")
     )
-    results = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
+    results, _ = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
     check_gradescope(results)
     assert results["score"] == 5.0
     assert [(t["name"], t["status"]) for t in results["tests"]] == [
@@ -107,7 +120,7 @@ def test_gradescope_someone_elses_answer_fails(service: str, tmp_path: Path) -> 
     answer = correct_answer(
         service, student_problem(service, "bob@example.edu"), ("loss", "gradient")
     )
-    results = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
+    results, _ = run_autograder(gradescope_dir(tmp_path, json.dumps(answer)), service)
     check_gradescope(results)
     assert results["score"] < 5.0
     assert results["tests"][0]["status"] == "failed"
@@ -128,49 +141,88 @@ def test_gradescope_someone_elses_answer_fails(service: str, tmp_path: Path) -> 
 def test_gradescope_bad_uploads_get_zero_with_a_reason(
     service: str, tmp_path: Path, answer: str | None, output: str
 ) -> None:
-    results = run_autograder(gradescope_dir(tmp_path, answer), service)
+    results, _ = run_autograder(gradescope_dir(tmp_path, answer), service)
     check_gradescope(results)
     assert results["score"] == 0.0
     texts = [results["output"], *(test["output"] for test in results["tests"])]
     assert any(output in text for text in texts)
 
 
-def test_gradescope_when_the_service_refuses(service: str, tmp_path: Path) -> None:
-    results = run_autograder(gradescope_dir(tmp_path, "{}"), service, key="not-the-key")
+def test_gradescope_email_is_normalised_into_the_seed(service: str, tmp_path: Path) -> None:
+    answer = correct_answer(
+        service, student_problem(service, "ada@example.edu"), ("loss", "gradient")
+    )
+    root = gradescope_dir(tmp_path, json.dumps(answer), email="  Ada@Example.EDU ")
+    results, _ = run_autograder(root, service)
+    assert results["score"] == 5.0
+
+
+def test_gradescope_with_a_wrong_key_says_it_is_a_configuration_problem(
+    service: str, tmp_path: Path
+) -> None:
+    results, process = run_autograder(gradescope_dir(tmp_path, "{}"), service, key="not-the-key")
+    assert results["score"] == 0.0
+    assert "misconfigured" in results["output"]
+    assert "not your mistake" in results["output"]
+    assert "resubmit" not in results["output"]
+    # the instructor sees the status and the service's detail
+    assert "HTTP 401" in process.stderr
+    assert "X-API-Key" in process.stderr or "API key" in process.stderr
+
+
+def test_gradescope_when_the_service_is_unreachable(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    results, process = run_autograder(gradescope_dir(tmp_path, "{}"), closed)
     assert results["score"] == 0.0
     assert "could not be reached" in results["output"]
+    assert "resubmit" in results["output"]
+    assert "gradcheck service error" in process.stderr
 
 
 # ----- PrairieLearn -----
 
 
-def load_server(url: str) -> Any:
-    """examples/prairielearn/server.py, imported with the service's address and key."""
+def load_server() -> Any:
+    """examples/prairielearn/server.py, imported as PrairieLearn imports it."""
     spec = importlib.util.spec_from_file_location("pl_server", PL_EXAMPLES / "server.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.__dict__.update(URL=url, API_KEY=API_KEY)
     return module
 
 
 def grade_dir(tmp_path: Path, url: str, answer: str | None) -> tuple[Path, dict[str, Any]]:
-    data: dict[str, Any] = {"params": {}, "variant_seed": 1234567, "submitted_answers": {}}
-    load_server(url).generate(data)
+    """The course's serverFilesCourse (config.json), a generated variant, and /grade."""
+    course_files = tmp_path / "serverFilesCourse"
+    configured(
+        PL_EXAMPLES / "config.json", course_files / "gradcheck" / "config.json", url, API_KEY
+    )
+    data: dict[str, Any] = {
+        "params": {},
+        "variant_seed": 1234567,
+        "submitted_answers": {},
+        "options": {"server_files_course_path": str(course_files)},
+    }
+    load_server().generate(data)
     root = tmp_path / "grade"
     (root / "data").mkdir(parents=True)
     (root / "student").mkdir()
     (root / "data" / "data.json").write_text(json.dumps(data))
+    shutil.copytree(course_files, root / "serverFilesCourse")
     if answer is not None:
         (root / "student" / "answer.json").write_text(answer)
     return root, data["params"]
 
 
-def run_grader(root: Path, url: str) -> dict[str, Any]:
-    env = {"PL_GRADE_ROOT": str(root), "GRADCHECK_URL": url, "GRADCHECK_API_KEY": API_KEY}
-    run([str(SYSTEM_PYTHON), str(PL_EXAMPLES / "grade.py")], env)
+def run_grader(
+    root: Path, url: str | None = None, key: str = API_KEY
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    if url is not None:
+        config = root / "serverFilesCourse" / "gradcheck" / "config.json"
+        configured(PL_EXAMPLES / "config.json", config, url, key)
+    process = run([str(SYSTEM_PYTHON), str(PL_EXAMPLES / "grade.py")], {"PL_GRADE_ROOT": str(root)})
     results: dict[str, Any] = json.loads((root / "results" / "results.json").read_text())
-    return results
+    return results, process
 
 
 def test_prairielearn_generate_then_grade(service: str, tmp_path: Path) -> None:
@@ -181,7 +233,7 @@ def test_prairielearn_generate_then_grade(service: str, tmp_path: Path) -> None:
         service, params | {"reduction": "mean"}, ("probabilities", "loss", "gradient")
     )
     (root / "student" / "answer.json").write_text(json.dumps(answer))
-    results = run_grader(root, service)
+    results, _ = run_grader(root)
     check_prairielearn(results)
     assert results["gradable"] is True
     assert results["score"] == 1.0
@@ -199,12 +251,12 @@ def test_prairielearn_partial_credit_and_format_errors(service: str, tmp_path: P
     )
     answer["gradient"][0] = [0.0, 0.0, 0.0, 0.0]  # 4 of 12 entries wrong
     (root / "student" / "answer.json").write_text(json.dumps(answer))
-    results = run_grader(root, service)
+    results, _ = run_grader(root)
     check_prairielearn(results)
     assert results["score"] == pytest.approx((1 + 1 + 2 * 8 / 12) / 4)
 
     (root / "student" / "answer.json").write_text('["not", "an", "object"]')
-    results = run_grader(root, service)
+    results, _ = run_grader(root)
     check_prairielearn(results)
     assert results["gradable"] is False
     assert results["format_errors"][0].startswith("the submission must be a JSON object")
@@ -213,9 +265,25 @@ def test_prairielearn_partial_credit_and_format_errors(service: str, tmp_path: P
 def test_prairielearn_unreachable_service_costs_no_attempt(service: str, tmp_path: Path) -> None:
     root, _ = grade_dir(tmp_path, service, "{}")
     closed = f"http://127.0.0.1:{free_port()}"
-    results = run_grader(root, closed)
+    results, _ = run_grader(root, closed)
     assert results["gradable"] is False
     assert "not counted" in results["message"]
+    assert "resubmit" in results["message"]
+
+
+def test_prairielearn_refusal_is_a_configuration_message(service: str, tmp_path: Path) -> None:
+    root, _ = grade_dir(tmp_path, service, "{}")
+    results, process = run_grader(root, service, key="not-the-key")
+    assert results["gradable"] is False
+    assert "misconfigured" in results["message"]
+    assert "HTTP 401" in process.stderr
+    data = json.loads((root / "data" / "data.json").read_text())
+    data["params"]["problem_id"] += "x"  # an altered id: 422, also the course's problem
+    (root / "data" / "data.json").write_text(json.dumps(data))
+    results, process = run_grader(root, service)
+    assert "misconfigured" in results["message"]
+    assert "HTTP 422" in process.stderr
+    assert "problem_id" in process.stderr
 
 
 # ----- the documentation shows exactly these scripts -----
@@ -242,11 +310,19 @@ def page_as_mkdocs_reads_it(page: Path) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize(
-    "example", [RUN_AUTOGRADER, PL_EXAMPLES / "server.py", PL_EXAMPLES / "grade.py"]
-)
+DOCUMENTED = {
+    RUN_AUTOGRADER: "bash",
+    GRADESCOPE / "setup.sh": "bash",
+    GRADESCOPE / "config.json": "json",
+    PL_EXAMPLES / "info.json": "json",
+    PL_EXAMPLES / "server.py": "python",
+    PL_EXAMPLES / "grade.py": "python",
+    PL_EXAMPLES / "config.json": "json",
+    ROSTER: "python",
+}
+
+
+@pytest.mark.parametrize("example", sorted(DOCUMENTED))
 def test_the_docs_show_the_tested_scripts(example: Path) -> None:
     docs = page_as_mkdocs_reads_it(ROOT / "docs" / "autograding.md")
-    assert (
-        f"```{'bash' if example == RUN_AUTOGRADER else 'python'}\n{example.read_text()}```" in docs
-    )
+    assert f"```{DOCUMENTED[example]}\n{example.read_text()}```" in docs

@@ -61,6 +61,8 @@ def check_gradescope(body: dict[str, Any]) -> None:
     assert isinstance(body["score"], float)
     assert isinstance(body["output"], str)
     assert body["output_format"] in GRADESCOPE_OUTPUT_FORMATS
+    assert body.get("visibility", "visible") in GRADESCOPE_VISIBILITY
+    assert body.get("stdout_visibility", "visible") in GRADESCOPE_VISIBILITY
     for test in body["tests"]:
         assert set(test) >= GRADESCOPE_TEST_FIELDS
         assert test["status"] in {"passed", "failed"}
@@ -98,9 +100,26 @@ def test_gradescope_results_json() -> None:
     }
     assert gradient["status"] == "failed"
     assert gradient["score"] == pytest.approx(3.0 * 10 / 12)
-    assert "10 of 12 entries" in gradient["output"]
+    assert "2 of 12 entries outside" in gradient["output"]
     assert "[1, 2] = 0.5" in gradient["output"]
     assert body["score"] == pytest.approx(1.0 + 2.5)
+    # the top level says nothing a test hidden until the due date would
+    assert body["visibility"] == body["stdout_visibility"] == "after_due_date"
+    assert "parts correct" not in body["output"]
+    assert "after the due date" in body["output"]
+
+
+@pytest.mark.parametrize("visibility", ["hidden", "after_due_date", "after_published"])
+def test_gradescope_visibility_covers_the_top_level_output(visibility: str) -> None:
+    result = grade({"loss": LOSS, "gradient": wrong_gradient()})
+    body = as_json(gradescope(result, view(), visibility))
+    check_gradescope(body)
+    assert body["visibility"] == body["stdout_visibility"] == visibility
+    assert "correct" not in body["output"]
+    assert "1 of 2" not in body["output"]
+    assert {test["visibility"] for test in body["tests"]} == {visibility}
+    visible = as_json(gradescope(result, view(), "visible"))
+    assert "1 of 2 parts correct" in visible["output"]
 
 
 def test_prairielearn_result() -> None:
@@ -138,17 +157,42 @@ def test_not_gradable_in_every_format() -> None:
 
 def test_feedback_levels() -> None:
     result = grade({"loss": LOSS + 1, "gradient": wrong_gradient()})
-    full, summary, none = (native(result, view(level)) for level in Feedback)
-    assert [m["index"] for m in full["parts"][1]["mismatches"]] == [[1, 2], [3, 0]]
-    assert full["parts"][1]["mismatches"][0] == {"index": [1, 2], "submitted": 0.5}
-    assert "mismatches" not in summary["parts"][1]
-    assert "10 of 12 entries" in summary["parts"][1]["message"]
-    assert "[1, 2]" not in summary["parts"][1]["message"]
+    none, verdict, full = (native(result, view(level)) for level in Feedback)
+    assert [level.value for level in Feedback] == ["none", "verdict", "full"]
+    # verdict: counts, wrong positions with the submitted value, no error sizes
+    assert [m["index"] for m in verdict["parts"][1]["mismatches"]] == [[1, 2], [3, 0]]
+    assert verdict["parts"][1]["mismatches"][0] == {"index": [1, 2], "submitted": 0.5}
+    assert "2 of 12 entries outside" in verdict["parts"][1]["message"]
+    assert "[1, 2] = 0.5" in verdict["parts"][1]["message"]
+    assert "error" not in verdict["parts"][1]["message"]
+    assert verdict["parts"][1]["max_abs_error"] is None
+    assert verdict["parts"][0]["max_rel_error"] is None
+    assert verdict["parts"][1]["fraction_correct"] == pytest.approx(10 / 12)
+    # full: the same and the error sizes
+    assert full["parts"][1]["mismatches"] == verdict["parts"][1]["mismatches"]
+    assert full["parts"][0]["max_abs_error"] == pytest.approx(1.0)
+    assert "max abs error 1," in full["parts"][0]["message"]
+    # none: correct / incorrect only
     assert none["parts"][1]["message"] == "gradient: incorrect."
     assert none["parts"][0]["message"] == "loss: incorrect."
+    assert "mismatches" not in none["parts"][1]
     for key in ("max_abs_error", "max_rel_error", "fraction_correct"):
         assert none["parts"][1][key] is None
-    assert none["score"] == summary["score"] == full["score"]
+    assert none["score"] == verdict["score"] == full["score"]
+
+
+def test_the_default_level_is_verdict() -> None:
+    from app.api.schemas.grading import GradeRequest
+
+    assert GradeRequest(problem_id="x", submission={}).feedback is Feedback.VERDICT
+
+
+def test_unknown_keys_make_one_short_note() -> None:
+    submission = {"loss": LOSS, "gradient": GRADIENT.tolist()} | {f"k{i}": 0 for i in range(10_000)}
+    result = grade(submission)
+    assert len(result.notes) == 1
+    assert result.notes[0].startswith('ignored "k0", "k1", "k2" and 9997 more: not parts')
+    assert len(native(result, view())["message"]) < 300
 
 
 def test_expected_values_only_when_revealed() -> None:

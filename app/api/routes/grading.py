@@ -3,35 +3,58 @@
 A problem is either generated from a seed (and then named by its signed `problem_id`) or given
 in full like the body of /v1/cross-entropy; both go through the same parsing as that endpoint
 (`app.api.inputs.parse_loss`), so the reference values are exactly the ones
-/v1/cross-entropy returns.
+/v1/cross-entropy returns. The parameters signed in an id are validated as a `ProblemRequest`
+is, so a signed but unusable id is a 422 naming the field.
+
+/v1/grade/batch takes either many answers to one problem (`submissions`) or a roster
+(`items`, each student with their own problem); items whose problems have the same shapes are
+graded together (`app.grading.grade.grade_group`). At most GRADCHECK_MAX_SUBMISSIONS of either:
+a larger body is refused with 413 from a scan of its bytes, before it is parsed.
 """
 
+import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BatchGradeBody, GradeBody, ProblemBody, SettingsDep, SigningKeyDep
+from app.api.deps import (
+    INLINE_PARSE_BYTES,
+    OVERFLOWING_NUMBER,
+    GradeBody,
+    ProblemBody,
+    RequestBody,
+    SettingsDep,
+    SigningKeyDep,
+    _first_overflow,
+    _overflow_or_float,
+)
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
+from app.api.errors import pydantic_errors
+from app.api.examples import BATCH_GRADE_EXAMPLES
 from app.api.inputs import check_output_size, parse_loss, request_shape
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas.compute import Dtype
 from app.api.schemas.grading import (
     AnyGradeResult,
+    BatchGradeRequest,
     BatchGradeResponse,
     GradingProblem,
     GradingRequestBase,
     ProblemRequest,
     ProblemResponse,
+    RosterItem,
 )
 from app.core.config import Settings
-from app.core.errors import RequestError
+from app.core.errors import LimitExceeded, RequestError
 from app.grading.formats import Presentation, gradescope, native, prairielearn
-from app.grading.grade import GradingOptions, Part, Reference, grade_batch
+from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
     GENERATOR_ALGORITHM,
     GENERATOR_NAME,
@@ -39,10 +62,16 @@ from app.grading.problems import (
     ProblemSpec,
     generate_problem,
 )
-from app.grading.tokens import InvalidProblemId, decode_problem_id, encode_problem_id
-from app.numerics.cost import PYTHON_NUMBER_BYTES, Shape, grading_cost
+from app.grading.tokens import (
+    PAYLOAD_FIELDS,
+    InvalidProblemId,
+    decode_problem_payload,
+    encode_problem_id,
+)
+from app.numerics.cost import FIXED_BYTES, PYTHON_NUMBER_BYTES, Shape, grading_cost
 from app.numerics.cross_entropy import Reduction
 from app.numerics.errors import InvalidProblem
+from app.numerics.finite_diff import reach_checkpoint
 
 router = APIRouter(prefix="/v1", tags=["grading"])
 
@@ -51,7 +80,7 @@ CHECKED_PARTS = (Part.PROBABILITIES, Part.LOSS, Part.GRADIENT)
 
 
 @contextmanager
-def _located(*prefix: str) -> Iterator[None]:
+def _located(*prefix: str | int) -> Iterator[None]:
     """Re-raise request errors with their locations moved under `prefix` (e.g. "problem")."""
     try:
         yield
@@ -66,6 +95,12 @@ def _located(*prefix: str) -> Iterator[None]:
 def _reference_of(fields: GradingProblem, settings: Settings) -> Reference:
     """The reference values of a problem, with its raw inputs for the diagnoses."""
     parsed = parse_loss(fields, settings)
+    if len(parsed.layout.shape) > 2:
+        raise RequestError(
+            ("logits",),
+            "grading takes (N, C) logits, or (C,) for one sample; K-dimensional problems are "
+            "checked through /v1/cross-entropy with a candidate",
+        )
     loss = parsed.problem(fields, fields.dtype)
     return Reference(loss.logits, loss.targets, loss.reduction, parsed.inputs(fields))
 
@@ -137,25 +172,63 @@ def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict
     }
 
 
-def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Reference:
-    """The reference of the request's problem: regenerated from its id, or parsed in full."""
-    if (body.problem_id is None) == (body.problem is None):
+def signed_spec(problem_id: str, key: bytes, location: tuple[str | int, ...]) -> ProblemSpec:
+    """The spec signed in `problem_id`, validated as a /v1/problems body is: a 422 at
+    `location` (and the field) for an altered, foreign or malformed id, or one whose signed
+    parameters are not valid."""
+    try:
+        payload = decode_problem_payload(problem_id, key)
+    except InvalidProblemId as error:
+        raise RequestError(location, str(error)) from None
+    missing = [field for field in PAYLOAD_FIELDS if field not in payload]
+    if missing:
+        raise RequestError.from_items(
+            [
+                {
+                    "loc": ["body", *location, field],
+                    "msg": f"the parameters signed in this problem id lack {field}",
+                    "type": "missing",
+                }
+                for field in missing
+            ]
+        )
+    try:
+        request = ProblemRequest.model_validate(payload)
+    except ValidationError as error:
+        items = pydantic_errors(error)
+        for item in items:
+            item["loc"] = ["body", *location, *item["loc"][1:]]
+            item["msg"] = f"the parameters signed in this problem id are invalid: {item['msg']}"
+        raise RequestError.from_items(items) from None
+    return _spec(request)
+
+
+def _problem_reference(
+    problem_id: str | None,
+    problem: GradingProblem | None,
+    settings: Settings,
+    key: bytes,
+    location: tuple[str | int, ...] = (),
+) -> Reference:
+    """The reference of a problem: regenerated from its id, or parsed in full."""
+    if (problem_id is None) == (problem is None):
         raise RequestError(
-            ("problem_id",),
+            (*location, "problem_id"),
             "give exactly one of problem_id (from POST /v1/problems) and problem (logits, "
             "labels and loss options)",
         )
-    if body.problem_id is not None:
-        try:
-            spec = decode_problem_id(body.problem_id, key)
-        except InvalidProblemId as error:
-            raise RequestError(("problem_id",), str(error)) from None
-        with _located("problem_id"):
+    if problem_id is not None:
+        spec = signed_spec(problem_id, key, (*location, "problem_id"))
+        with _located(*location, "problem_id"):
             return _generated(spec, settings)[1]
-    problem = body.problem
     assert problem is not None
-    with _located("problem"):
+    with _located(*location, "problem"):
         return _reference_of(problem, settings)
+
+
+def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Reference:
+    """The reference of the request's problem: regenerated from its id, or parsed in full."""
+    return _problem_reference(body.problem_id, body.problem, settings, key)
 
 
 def _options(body: GradingRequestBase) -> GradingOptions:
@@ -167,6 +240,26 @@ def _options(body: GradingRequestBase) -> GradingOptions:
         rtol=body.tolerance.rtol,
         partial_credit=body.partial_credit,
     )
+
+
+def _formatted(
+    body: GradingRequestBase, grade: Grade, view: Presentation, student: str | None = None
+) -> dict[str, Any]:
+    if body.format == "gradescope":
+        result = gradescope(grade, view, body.visibility)
+    elif body.format == "prairielearn":
+        result = prairielearn(grade, view)
+    else:
+        result = native(grade, view)
+    if isinstance(body, BatchGradeRequest) and body.items is not None:
+        result["student"] = student
+    return result
+
+
+def _check_revealed(body: GradingRequestBase, rows: int, num_classes: int, s: Settings) -> None:
+    """413 if the revealed expected values would hold more numbers than the output limit."""
+    if body.reveal_expected:
+        check_output_size((rows, num_classes), {str(part) for part in body.points}, s)
 
 
 def grade_fields(
@@ -181,18 +274,80 @@ def grade_fields(
         expected = None
         if body.reveal_expected:
             num_samples, num_classes = reference.shape(Part.PROBABILITIES)
-            check_output_size(
-                (len(submissions) * num_samples, num_classes),
-                {str(part) for part in options.points},
-                settings,
-            )
+            _check_revealed(body, len(submissions) * num_samples, num_classes, settings)
             expected = {part: reference.value(part) for part in options.points}
     view = Presentation(body.feedback, options.atol, options.rtol, expected)
-    if body.format == "gradescope":
-        return [gradescope(grade, view, body.visibility) for grade in grades]
-    if body.format == "prairielearn":
-        return [prairielearn(grade, view) for grade in grades]
-    return [native(grade, view) for grade in grades]
+    results = []
+    for index, grade in enumerate(grades):
+        if index % 64 == 63:
+            reach_checkpoint()
+        results.append(_formatted(body, grade, view))
+    return results
+
+
+ROSTER_CHECKPOINT_ITEMS = 16
+"""Roster items whose problems are made between two checks of the request's deadline."""
+
+
+def roster_fields(
+    body: BatchGradeRequest, items: Sequence[RosterItem], settings: Settings, key: bytes
+) -> list[dict[str, Any]]:
+    """Grade each item against its own problem, in item order: problems made once per distinct
+    id, items of equal shapes graded together."""
+    if body.problem_id is not None or body.problem is not None:
+        raise RequestError(
+            ("items",),
+            "with items, each item names its own problem: leave problem_id and problem out of "
+            "the top level",
+        )
+    options = _options(body)
+    by_id: dict[str, Reference] = {}
+    references: list[Reference] = []
+    for index, item in enumerate(items):
+        if index % ROSTER_CHECKPOINT_ITEMS == ROSTER_CHECKPOINT_ITEMS - 1:
+            reach_checkpoint()
+        location: tuple[str | int, ...] = ("items", index)
+        if item.problem_id is not None and item.problem is None and item.problem_id in by_id:
+            references.append(by_id[item.problem_id])
+            continue
+        reference = _problem_reference(item.problem_id, item.problem, settings, key, location)
+        place = "problem_id" if item.problem_id is not None else "problem"
+        with _located(*location, place):
+            for part in options.points:  # a value that cannot be graded is refused here, located
+                reference.value(part)
+        if item.problem_id is not None:
+            by_id[item.problem_id] = reference
+        references.append(reference)
+    if body.reveal_expected:
+        rows = sum(reference.shape(Part.PROBABILITIES)[0] for reference in references)
+        classes = max(reference.shape(Part.PROBABILITIES)[1] for reference in references)
+        _check_revealed(body, rows, classes, settings)
+    groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+    for index, reference in enumerate(references):
+        groups.setdefault(reference.shapes, []).append(index)
+    grades: list[Grade | None] = [None] * len(items)
+    for members in groups.values():
+        reach_checkpoint()
+        graded = grade_group(
+            [references[i] for i in members], [items[i].submission for i in members], options
+        )
+        for index, member_grade in zip(members, graded, strict=True):
+            grades[index] = member_grade
+    results = []
+    for index, (item, reference, item_grade) in enumerate(
+        zip(items, references, grades, strict=True)
+    ):
+        if index % 64 == 63:
+            reach_checkpoint()
+        assert item_grade is not None
+        expected = (
+            {part: reference.value(part) for part in options.points}
+            if body.reveal_expected
+            else None
+        )
+        view = Presentation(body.feedback, options.atol, options.rtol, expected)
+        results.append(_formatted(body, item_grade, view, item.student))
+    return results
 
 
 @router.post(
@@ -209,39 +364,73 @@ async def problems(body: ProblemBody, settings: SettingsDep, key: SigningKeyDep)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
 
+def _problem_shape(
+    problem_id: str | None, problem: GradingProblem | None, key: bytes
+) -> tuple[int, int] | None:
+    """(N, C) of a problem from its id (decoded, not generated) or its logits' lengths; None
+    for an unreadable id (refused when graded)."""
+    if problem is not None:
+        return request_shape(problem.logits)
+    try:
+        spec = signed_spec(problem_id or "", key, ("problem_id",))
+    except RequestError:
+        return None
+    return spec.batch_size, spec.num_classes
+
+
 def grading_request_cost(body: GradingRequestBase, submissions: int, key: bytes) -> tuple[int, int]:
     """(numbers, estimated peak bytes) of grading `submissions` answers of the body's problem,
-    from its shape alone (a problem id is decoded, not generated); an unreadable id costs
-    nothing here (it is refused when graded)."""
-    if body.problem is not None:
-        num_samples, num_classes = request_shape(body.problem.logits)
-    else:
-        try:
-            spec = decode_problem_id(body.problem_id or "", key)
-        except InvalidProblemId:
-            return 0, 0
-        num_samples, num_classes = spec.batch_size, spec.num_classes
+    or of every roster item of a batch body, from the shapes alone (a problem id is decoded,
+    not generated); an unreadable id costs nothing here (it is refused when graded)."""
     parts = [str(part) for part in body.points]
-    cost = grading_cost(
-        Shape(num_samples, num_classes),
-        parts,
-        submissions,
-        reveal_expected=body.reveal_expected,
-        parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
-    )
-    return num_samples * num_classes * (submissions + 1), cost.peak
+    counts: dict[tuple[int, int], int] = {}
+    references = 0
+    if isinstance(body, BatchGradeRequest) and body.items is not None:
+        for item in body.items:
+            shape = _problem_shape(item.problem_id, item.problem, key)
+            if shape is not None:
+                counts[shape] = counts.get(shape, 0) + 1
+                references += 1
+    else:
+        shape = _problem_shape(body.problem_id, body.problem, key)
+        if shape is not None:
+            counts[shape] = submissions
+    entries = 0
+    cost = 0
+    for (num_samples, num_classes), count in counts.items():
+        shape_cost = grading_cost(
+            Shape(num_samples, num_classes),
+            parts,
+            count,
+            reveal_expected=body.reveal_expected,
+            parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
+        )
+        entries += num_samples * num_classes * (count + 1)
+        cost += shape_cost.peak
+        if references:  # a roster keeps one reference per item
+            kept = grading_cost(Shape(num_samples, num_classes), parts, 0).kept - FIXED_BYTES
+            cost += (count - 1) * kept
+    return entries, cost
 
 
 async def _graded(
     request: Request, body: GradingRequestBase, submissions: Sequence[object], single: bool
 ) -> Response:
-    """Grade `submissions` once the memory budget admits them, and encode the results."""
+    """Grade `submissions` (or a batch body's items) once the memory budget admits them, and
+    encode the results."""
     settings: Settings = request.app.state.settings
     key: bytes = request.app.state.signing_key
-    entries, cost = grading_request_cost(body, len(submissions), key)
+    items = body.items if isinstance(body, BatchGradeRequest) else None
+    count = len(items) if items is not None else len(submissions)
+    entries, cost = grading_request_cost(body, count, key)
 
     def work() -> Response:
-        results = grade_fields(body, submissions, settings, key)
+        if items is not None:
+            assert isinstance(body, BatchGradeRequest)
+            results = roster_fields(body, items, settings, key)
+        else:
+            results = grade_fields(body, submissions, settings, key)
+        reach_checkpoint()
         content = results[0] if single else {"results": results}
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
 
@@ -260,8 +449,126 @@ async def grade(body: GradeBody, request: Request) -> Response:
     |submitted − expected| ≤ atol + rtol·|expected|. A defect in the student's answer (missing
     part, wrong shape, NaN, strings) scores 0 for that part with a message — never an HTTP
     error; `gradable` is false when nothing could be read. Only the caller's own mistakes (the
-    problem, the options) are 4xx."""
+    problem, the options) are 4xx. The default feedback (`verdict`) holds no number derived from
+    the expected values; `full` adds the error sizes and so reveals them."""
     return await _graded(request, body, [body.submission], single=True)
+
+
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_TOKENS = re.compile(_STRING + rb"|[\[\]{},]")
+"""Strings (skipped whole: brackets and commas inside them do not count) and structure."""
+_BRACKETS = re.compile(_STRING + rb"|[\[\]{}]")
+"""The same without commas: inside one element only its nesting matters."""
+_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
+SCAN_TOKEN_BUDGET = 1_000_000
+"""Most tokens the pre-parse scan reads (about 0.3 s); beyond, the count is checked after
+parsing."""
+COUNTED_KEYS = frozenset({b"submissions", b"items"})
+
+
+def too_many_elements(body: bytes, limit: int, budget: int = SCAN_TOKEN_BUDGET) -> bool:
+    """Whether a top-level `submissions` or `items` array of the JSON object `body` has more
+    than `limit` elements, from its bytes alone: commas are counted at that array's own level
+    only, strings are skipped whole, and inside an element only brackets are read (so a
+    gradient's numbers cost nothing). Stops at the (limit + 1)-th element; False when the body
+    is not an object or the scan runs out of `budget` (then the parsed list is counted)."""
+    start = _LEADING_SPACE.match(body)
+    position = start.end() if start else 0
+    if body[position : position + 1] != b"{":
+        return False
+    position += 1
+    depth = 1
+    key: bytes | None = None
+    expect_key = True
+    counting = False
+    commas = 0
+    for _ in range(budget):
+        pattern = _TOKENS if depth == 1 or (depth == 2 and counting) else _BRACKETS
+        match = pattern.search(body, position)
+        if match is None:
+            return False
+        position = match.end()
+        first = body[match.start() : match.start() + 1]
+        if first == b'"':
+            if depth == 1 and expect_key:
+                key = match.group()[1:-1]
+                expect_key = False
+        elif first in (b"[", b"{"):
+            depth += 1
+            if depth == 2:
+                counting = first == b"[" and key in COUNTED_KEYS
+                commas = 0
+        elif first in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                return False
+            if depth == 1:
+                counting = False
+        elif depth == 1:
+            expect_key = True
+        else:  # a comma between two elements of a counted array
+            commas += 1
+            if commas >= limit:
+                return True
+    return False
+
+
+def _too_many(settings: Settings) -> LimitExceeded:
+    return LimitExceeded(
+        f"this batch holds more than GRADCHECK_MAX_SUBMISSIONS = {settings.max_submissions} "
+        "submissions (or items): split it into several requests."
+    )
+
+
+class BatchBody(RequestBody[BatchGradeRequest]):
+    """The body of /v1/grade/batch: 413 before parsing when its `submissions` or `items` hold
+    more than GRADCHECK_MAX_SUBMISSIONS elements (a scan of the bytes, in a worker thread for a
+    large body), and a student's overflowing number inside an item's `submission` is graded,
+    not refused."""
+
+    async def __call__(self, request: Request) -> BatchGradeRequest:
+        settings: Settings = request.app.state.settings
+        body = await request.body()
+        limit = settings.max_submissions
+        if len(body) > 2 * limit:  # each element takes at least two bytes ("0,")
+            if len(body) <= INLINE_PARSE_BYTES:
+                over = too_many_elements(body, limit)
+            else:
+                over = await run_in_threadpool(too_many_elements, body, limit)
+            if over:
+                raise _too_many(settings)
+        parsed = await super().__call__(request)
+        if len(parsed.items or parsed.submissions or ()) > limit:
+            raise _too_many(settings)
+        return parsed
+
+    def parse(self, body: bytes) -> BatchGradeRequest:
+        """As `RequestBody.parse`, with every item's `submission` left to the grader."""
+        try:
+            value = self.model.model_validate_json(body)
+        except ValidationError as error:
+            raise RequestError.from_items(pydantic_errors(error)) from None
+        if OVERFLOWING_NUMBER.search(body):
+            tree = json.loads(body, parse_float=_overflow_or_float)
+            if isinstance(tree, dict) and isinstance(tree.get("items"), list):
+                for item in tree["items"]:
+                    if isinstance(item, dict):
+                        item.pop("submission", None)
+            found = _first_overflow(tree, ())
+            if found is not None:
+                *location, text = found
+                shown = text if len(text) <= 24 else text[:20] + "…"
+                raise RequestError(
+                    tuple(location),
+                    f"the number {shown} is beyond float64's range (±1.8e308); send a finite "
+                    "number, or the literal -Infinity to mask a class",
+                    "finite_number",
+                )
+        return value
+
+
+BATCH_BODY = BatchBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)
+RosterBody = Annotated[BatchGradeRequest, Depends(BATCH_BODY)]
 
 
 @router.post(
@@ -270,7 +577,16 @@ async def grade(body: GradeBody, request: Request) -> Response:
     response_model=BatchGradeResponse,
     responses=ERROR_RESPONSES,
 )
-async def grade_batch_route(body: BatchGradeBody, request: Request) -> Response:
-    """As /v1/grade for every entry of `submissions` (each part compared for all students in one
-    numpy operation); `results` are in the order of `submissions`."""
-    return await _graded(request, body, body.submissions, single=False)
+async def grade_batch_route(body: RosterBody, request: Request) -> Response:
+    """As /v1/grade for every entry of `submissions` (one problem; each part compared for all
+    students in one numpy operation), or for every roster item of `items` (each student's own
+    problem, by id or in full; items of one shape graded together, each result carrying the
+    item's `student` label). `results` are in the order sent. At most
+    GRADCHECK_MAX_SUBMISSIONS entries (413 above)."""
+    if (body.items is None) == (body.submissions is None):
+        raise RequestError(
+            ("submissions",),
+            "give exactly one of submissions (answers to the request's problem) and items "
+            "(a roster: each student's problem and submission)",
+        )
+    return await _graded(request, body, body.submissions or [], single=False)

@@ -1,9 +1,10 @@
 """Request and response models of the autograding endpoints (/v1/problems, /v1/grade[/batch]).
 
-A student's values (`submission`, `submissions`) are declared as arbitrary JSON: whatever they
-hold is graded, and a defect in them costs points with a message instead of a 422. Everything
-else — the problem and the grading options — is the caller's and is validated strictly (422
-naming the field).
+A student's values (`submission`, `submissions`, an item's `submission`) are declared as
+arbitrary JSON: whatever they hold is graded, and a defect in them costs points with a message
+instead of a 422. Everything else — the problem and the grading options — is the caller's and is
+validated strictly (422 naming the field). The parameters signed in a problem id are validated
+with the rules of `ProblemRequest` too.
 """
 
 from typing import Annotated, Any, Literal
@@ -26,6 +27,13 @@ from app.numerics.cross_entropy import Reduction
 MAX_SEED_LENGTH = 256
 MAX_PROBLEM_BATCH = 1024
 MAX_PROBLEM_CLASSES = 1000
+MAX_STUDENT_LABEL = 256
+FEEDBACK_DESCRIPTION = (
+    "none: correct/incorrect per part; verdict (default): and how many entries are wrong, the "
+    "first wrong positions with the submitted value, and the likely mistake (no number derived "
+    "from the expected values); full: and the error sizes, which with the student's own value "
+    "give the expected one: full reveals the answer."
+)
 
 
 def _seed_text(value: object) -> object:
@@ -153,11 +161,7 @@ class GradingRequestBase(BaseModel):
         description="true: points × the fraction of entries within tolerance (as PrairieLearn's "
         "matrix input); false: all or nothing per part.",
     )
-    feedback: Feedback = Field(
-        Feedback.FULL,
-        description="full: counts, errors and the first mismatching positions with the "
-        "submitted value; summary: counts and errors; none: correct/incorrect only.",
-    )
+    feedback: Feedback = Field(Feedback.VERDICT, description=FEEDBACK_DESCRIPTION)
     format: ResultFormat = Field(
         "native",
         description="native; gradescope: a results.json body; prairielearn: an external "
@@ -167,7 +171,10 @@ class GradingRequestBase(BaseModel):
         False, description="Include the reference values in the result."
     )
     visibility: GradescopeVisibility = Field(
-        "visible", description="Visibility of each Gradescope test (format gradescope only)."
+        "visible",
+        description="Gradescope visibility of the tests and of the top-level output "
+        "(stdout_visibility); other than visible, the top-level output says only that the "
+        "answer was graded (format gradescope only).",
     )
 
 
@@ -187,11 +194,39 @@ class GradeRequest(GradingRequestBase):
     )
 
 
-class BatchGradeRequest(GradingRequestBase):
-    """Grade a whole class against one problem."""
+class RosterItem(BaseModel):
+    """One student of a roster: their own problem (by id or in full) and their answer."""
 
-    submissions: list[Any] = Field(
-        min_length=1, description="One answer per student, each as `submission` of /v1/grade."
+    model_config = ConfigDict(extra="forbid")
+
+    problem_id: str | None = Field(
+        None, max_length=200_000, description="This student's problem_id (or `problem`)."
+    )
+    problem: GradingProblem | None = Field(None, description="This student's problem in full.")
+    submission: Any = Field(description=SUBMISSION_DESCRIPTION)
+    student: str | None = Field(
+        None,
+        max_length=MAX_STUDENT_LABEL,
+        description="A label returned with the result (an email, say); not used in grading.",
+    )
+
+
+class BatchGradeRequest(GradingRequestBase):
+    """Grade a whole class: many answers to one problem (`submissions`), or a roster where every
+    student has their own problem (`items`); the grading options apply to all."""
+
+    submissions: list[Any] | None = Field(
+        None,
+        min_length=1,
+        description="One answer per student to the request's problem, each as `submission` of "
+        "/v1/grade (give this or `items`).",
+    )
+    items: list[RosterItem] | None = Field(
+        None,
+        min_length=1,
+        description="A roster: each item its own problem (problem_id or problem), submission "
+        "and optional student label (give this or `submissions`, without a top-level problem). "
+        "Items whose problems have the same shape are graded together.",
     )
 
 
@@ -213,12 +248,21 @@ class PartResult(BaseModel):
     passed: bool
     score: float
     max_score: float
-    max_abs_error: float | None = Field(description="null when unreadable or feedback none.")
-    max_rel_error: float | None = Field(description="cs231n: max |s − e| / max(1e-8, |s| + |e|).")
+    max_abs_error: float | None = Field(
+        description="Feedback full only (it reveals the expected value); else null."
+    )
+    max_rel_error: float | None = Field(
+        description="cs231n: max |s − e| / max(1e-8, |s| + |e|); feedback full only."
+    )
     fraction_correct: float | None = Field(description="Entries within tolerance / entries.")
     message: str
+    diagnosis: str | None = Field(
+        None, description="Code of the likely mistake behind a wrong part (feedback verdict, full)."
+    )
     mismatches: list[MismatchEntry] | None = Field(
-        None, description="The first few entries outside the tolerance (feedback full)."
+        None,
+        description="The first few entries outside the tolerance with the submitted value "
+        "(feedback verdict, full).",
     )
     expected: Any = Field(None, description="The reference value (reveal_expected only).")
 
@@ -232,6 +276,7 @@ class GradeResult(BaseModel):
     format_errors: list[str]
     message: str
     parts: list[PartResult]
+    student: str | None = Field(None, description="The roster item's label (items only).")
 
 
 class GradescopeTest(BaseModel):
@@ -253,7 +298,10 @@ class GradescopeResult(BaseModel):
     score: float
     output: str
     output_format: Literal["text"]
+    visibility: GradescopeVisibility
+    stdout_visibility: GradescopeVisibility
     tests: list[GradescopeTest]
+    student: str | None = Field(None, description="The roster item's label (items only).")
 
 
 class PrairieLearnTest(BaseModel):
@@ -275,12 +323,13 @@ class PrairieLearnResult(BaseModel):
     message: str
     format_errors: list[str]
     tests: list[PrairieLearnTest]
+    student: str | None = Field(None, description="The roster item's label (items only).")
 
 
 AnyGradeResult = GradeResult | GradescopeResult | PrairieLearnResult
 
 
 class BatchGradeResponse(BaseModel):
-    """One result per submission, in the order sent."""
+    """One result per submission (or roster item), in the order sent."""
 
     results: list[AnyGradeResult]

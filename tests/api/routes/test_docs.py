@@ -6,7 +6,15 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.examples import CROSS_ENTROPY_EXAMPLES, FLOAT32_FAILS, SOFTMAX_EXAMPLES
+from app.api.examples import (
+    BATCH_GRADE_EXAMPLES,
+    CROSS_ENTROPY_EXAMPLES,
+    FLOAT32_FAILS,
+    GRADE_EXAMPLES,
+    PROBLEM_EXAMPLES,
+    SOFTMAX_EXAMPLES,
+)
+from tests.conftest import ClientFactory
 
 ENDPOINT_EXAMPLES = {"/v1/softmax": SOFTMAX_EXAMPLES, "/v1/cross-entropy": CROSS_ENTROPY_EXAMPLES}
 CHECK_FIELD = {"/v1/softmax": "jacobian_check", "/v1/cross-entropy": "gradient_check"}
@@ -118,6 +126,53 @@ async def test_named_example_executes(asgi_client: httpx.AsyncClient, path: str,
         assert check["mismatches"] > 0
     elif check is not None:
         assert check["passed"] is True, check["message"]
+
+
+GRADING_EXAMPLES = {
+    "/v1/problems": PROBLEM_EXAMPLES,
+    "/v1/grade": GRADE_EXAMPLES,
+    "/v1/grade/batch": BATCH_GRADE_EXAMPLES,
+}
+GRADING_CASES = [(path, name) for path, examples in GRADING_EXAMPLES.items() for name in examples]
+
+
+@pytest.mark.parametrize("path", sorted(GRADING_EXAMPLES))
+async def test_every_grading_endpoint_documents_named_examples(
+    asgi_client: httpx.AsyncClient, path: str
+) -> None:
+    operation = (await openapi(asgi_client))["paths"][path]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == set(GRADING_EXAMPLES[path])
+    assert len(examples) >= 2
+    for example in examples.values():
+        assert example["summary"]
+        assert example["description"]
+        # a problem id is signed per deployment: the examples state problems in full
+        assert "problem_id" not in str(example["value"])
+
+
+@pytest.mark.parametrize(("path", "name"), GRADING_CASES)
+async def test_named_grading_example_executes(
+    make_client: ClientFactory, path: str, name: str
+) -> None:
+    """ "Try it out" answers 200 on any deployment (another secret key, API keys unset)."""
+    async with make_client(secret_key="another-deployment-" + "k" * 32) as client:
+        response = await client.post(path, json=GRADING_EXAMPLES[path][name]["value"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if path == "/v1/grade/batch":
+        assert all(result["gradable"] for result in body["results"])
+    elif path == "/v1/grade":
+        assert body.get("gradable", True) is True
+
+
+async def test_the_right_answer_examples_get_full_marks(asgi_client: httpx.AsyncClient) -> None:
+    right = await asgi_client.post("/v1/grade", json=GRADE_EXAMPLES["right_answer"]["value"])
+    assert right.json()["score"] == right.json()["max_score"]
+    roster = await asgi_client.post("/v1/grade/batch", json=BATCH_GRADE_EXAMPLES["roster"]["value"])
+    results = roster.json()["results"]
+    assert [r["student"] for r in results] == ["ada@example.edu", "bob@example.edu"]
+    assert [r["score"] for r in results] == [3.0, 3.0]
 
 
 async def test_float32_example_passes_in_float64(asgi_client: httpx.AsyncClient) -> None:

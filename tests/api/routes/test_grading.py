@@ -194,6 +194,7 @@ async def test_the_reference_is_what_cross_entropy_returns(
         submission=core,
         points={"probabilities": 1, "loss": 1, "gradient": 1},
         reveal_expected=True,
+        feedback="full",
     )
     dtype = np.dtype(problem["dtype"])  # float32 values are sent in float32's shortest form
     for part in result["parts"]:
@@ -251,7 +252,9 @@ async def test_a_bad_part_is_a_grade_not_an_error(
     client: httpx.AsyncClient, submission: dict[str, Any], message: str
 ) -> None:
     problem = await new_problem(client)
-    result = await grade(client, problem_id=problem["problem_id"], submission=submission)
+    result = await grade(
+        client, problem_id=problem["problem_id"], submission=submission, feedback="full"
+    )
     loss, gradient = result["parts"]
     assert result["gradable"] is True  # the loss could be read
     assert loss["max_abs_error"] is not None
@@ -462,7 +465,7 @@ async def test_a_class_of_five_hundred_in_one_call(client: httpx.AsyncClient) ->
         "submissions": submissions,
         "points": {"loss": 1, "gradient": 2},
         "partial_credit": True,
-        "feedback": "summary",
+        "feedback": "verdict",
     }
     response = await post(client, "/v1/grade/batch", body)
     assert response.status_code == 200
