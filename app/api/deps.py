@@ -22,14 +22,13 @@ from starlette.concurrency import run_in_threadpool
 from app.api.encoding import NPZ_MEDIA_TYPE, read_npz_request
 from app.api.errors import pydantic_errors
 from app.api.examples import (
-    BATCH_GRADE_EXAMPLES,
     CROSS_ENTROPY_EXAMPLES,
     GRADE_EXAMPLES,
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
-from app.api.schemas.grading import BatchGradeRequest, GradeRequest, ProblemRequest
+from app.api.schemas.grading import GradeRequest, ProblemRequest
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
@@ -202,8 +201,13 @@ def _overflow_or_float(text: str) -> float:
 
 
 ANSWER_FIELDS = frozenset({"submission", "submissions", "candidate"})
-"""Top-level fields holding a student's or caller's own answer: whatever they hold is judged,
-not refused (an overflowed value there is an answer to grade or diagnose)."""
+"""Fields holding a student's or caller's own answer, at the top level or in a roster item
+(`items[i]`): whatever they hold is judged, not refused (an overflowed value there is an answer
+to grade or diagnose)."""
+
+
+def _is_roster_item(location: tuple[str | int, ...]) -> bool:
+    return len(location) == 2 and location[0] == "items" and isinstance(location[1], int)
 
 
 def _first_overflow(value: object, location: tuple[str | int, ...]) -> tuple[Any, ...] | None:
@@ -215,7 +219,7 @@ def _first_overflow(value: object, location: tuple[str | int, ...]) -> tuple[Any
     elif isinstance(value, list):
         items = enumerate(value)
     for key, item in items:
-        if not location and key in ANSWER_FIELDS:
+        if key in ANSWER_FIELDS and (not location or _is_roster_item(location)):
             continue
         found = _first_overflow(item, (*location, key))
         if found is not None:
@@ -247,10 +251,8 @@ CROSS_ENTROPY_BODY = RequestBody(
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
-BATCH_GRADE_BODY = RequestBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)
 
 SoftmaxBody = Annotated[SoftmaxRequest, Depends(SOFTMAX_BODY)]
 CrossEntropyBody = Annotated[CrossEntropyRequest, Depends(CROSS_ENTROPY_BODY)]
 ProblemBody = Annotated[ProblemRequest, Depends(PROBLEM_BODY)]
 GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]
-BatchGradeBody = Annotated[BatchGradeRequest, Depends(BATCH_GRADE_BODY)]

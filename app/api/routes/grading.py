@@ -12,7 +12,6 @@ graded together (`app.grading.grade.grade_group`). At most GRADCHECK_MAX_SUBMISS
 a larger body is refused with 413 from a scan of its bytes, before it is parsed.
 """
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,14 +24,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     INLINE_PARSE_BYTES,
-    OVERFLOWING_NUMBER,
     GradeBody,
     ProblemBody,
     RequestBody,
     SettingsDep,
     SigningKeyDep,
-    _first_overflow,
-    _overflow_or_float,
 )
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
 from app.api.errors import pydantic_errors
@@ -523,8 +519,8 @@ def _too_many(settings: Settings) -> LimitExceeded:
 class BatchBody(RequestBody[BatchGradeRequest]):
     """The body of /v1/grade/batch: 413 before parsing when its `submissions` or `items` hold
     more than GRADCHECK_MAX_SUBMISSIONS elements (a scan of the bytes, in a worker thread for a
-    large body), and a student's overflowing number inside an item's `submission` is graded,
-    not refused."""
+    large body); then as every body (a student's overflowing number inside an item's
+    `submission` is graded, not refused: `app.api.deps.ANSWER_FIELDS`)."""
 
     async def __call__(self, request: Request) -> BatchGradeRequest:
         settings: Settings = request.app.state.settings
@@ -541,30 +537,6 @@ class BatchBody(RequestBody[BatchGradeRequest]):
         if len(parsed.items or parsed.submissions or ()) > limit:
             raise _too_many(settings)
         return parsed
-
-    def parse(self, body: bytes) -> BatchGradeRequest:
-        """As `RequestBody.parse`, with every item's `submission` left to the grader."""
-        try:
-            value = self.model.model_validate_json(body)
-        except ValidationError as error:
-            raise RequestError.from_items(pydantic_errors(error)) from None
-        if OVERFLOWING_NUMBER.search(body):
-            tree = json.loads(body, parse_float=_overflow_or_float)
-            if isinstance(tree, dict) and isinstance(tree.get("items"), list):
-                for item in tree["items"]:
-                    if isinstance(item, dict):
-                        item.pop("submission", None)
-            found = _first_overflow(tree, ())
-            if found is not None:
-                *location, text = found
-                shown = text if len(text) <= 24 else text[:20] + "…"
-                raise RequestError(
-                    tuple(location),
-                    f"the number {shown} is beyond float64's range (±1.8e308); send a finite "
-                    "number, or the literal -Infinity to mask a class",
-                    "finite_number",
-                )
-        return value
 
 
 BATCH_BODY = BatchBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)
