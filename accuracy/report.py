@@ -217,7 +217,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     arguments = parser.parse_args()
     results = run(arguments.size, arguments.seed)
-    table = markdown(results)
+    table = markdown(results) + __import__("accuracy.llm_options").llm_options.section(
+        arguments.size, arguments.seed
+    )
     print(table)
     (HERE / "results.md").write_text(table)
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")

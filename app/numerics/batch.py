@@ -38,16 +38,26 @@ def analyse_cross_entropy_batch(
     tolerance: Tolerance | None = None,
 ) -> list[Report | InvalidProblem]:
     """`analyse_cross_entropy` of each problem (all of one C and dtype), computed in one pass
-    (default options: those of `analyse_cross_entropy`).
+    per (z_loss, softcap) pair (default options: those of `analyse_cross_entropy`; a caller
+    batching by `LossCall.batch_key` has one pair).
 
     A problem with target mass on a −inf logit gets its InvalidProblem instead of a report.
     """
     numeric = numeric or NumericOptions()
     tolerance = tolerance or Tolerance()
     refusals = _refusals(problems)
-    valid = [problem for problem, refusal in zip(problems, refusals, strict=True) if not refusal]
-    reports = iter(_analyse_stacked(valid, include, numeric, tolerance) if valid else [])
-    return [refusal or next(reports) for refusal in refusals]
+    groups: dict[tuple[float, float | None], list[int]] = {}
+    for index, (problem, refusal) in enumerate(zip(problems, refusals, strict=True)):
+        if refusal is None:
+            groups.setdefault((problem.z_loss, problem.softcap), []).append(index)
+    results: list[Report | InvalidProblem | None] = list(refusals)
+    for indices in groups.values():
+        group = [problems[index] for index in indices]
+        for index, report in zip(
+            indices, _analyse_stacked(group, include, numeric, tolerance), strict=True
+        ):
+            results[index] = report
+    return [result for result in results if result is not None]
 
 
 def joined_targets(parts: Sequence[Targets]) -> Targets:
@@ -55,9 +65,18 @@ def joined_targets(parts: Sequence[Targets]) -> Targets:
 
     Every row gets what its own batch would give it: `exact_q` asks each batch for its own rows
     (q itself where a batch has none: its q is exact), and `factors` are (1, q) for the rows of
-    a batch without them (1·x is exact). The divisor is 1: each batch's D stays the caller's.
+    a batch without them (1·x is exact), `active` every row's own. The divisors are 1: each
+    batch's D and D_z stay the caller's.
     """
     q = np.concatenate([part.q for part in parts])
+    active = None
+    if any(part.active is not None for part in parts):
+        active = np.concatenate(
+            [
+                np.ones(part.q.shape[0], np.bool_) if part.active is None else part.active
+                for part in parts
+            ]
+        )
     exact_q = None
     if any(part.exact_q is not None for part in parts):
         exact_q = partial(_joined_exact_targets, parts)
@@ -69,7 +88,7 @@ def joined_targets(parts: Sequence[Targets]) -> Targets:
             weights.append(np.broadcast_to(weight, part.q.shape))
             bases.append(base)
         factors = (np.concatenate(weights), np.concatenate(bases))
-    return Targets(q, 1.0, exact_q, factors)
+    return Targets(q, 1.0, exact_q, factors, active, 1.0)
 
 
 def _joined_exact_targets(parts: Sequence[Targets], rows: NDArray[np.intp]) -> dd.DD:
@@ -134,7 +153,7 @@ def _checks(
             Check(
                 agreement,
                 numeric.method,
-                Steps(steps.h[rows], steps.base, steps.scaled),
+                Steps(steps.h[rows], steps.base, steps.scaled, steps.order),
                 tolerance,
                 estimate,
             ),
@@ -154,7 +173,18 @@ def _analyse_stacked(
     logits = np.concatenate([problem.logits for problem in problems])
     targets = joined_targets([problem.targets for problem in problems])
     divisors = np.repeat([problem.targets.divisor for problem in problems], sizes)
-    rows = LossRows.of(logits, targets, divisors, include, numeric)
+    z_divisors = np.repeat([problem.targets.z_divisor for problem in problems], sizes)
+    first = problems[0]
+    rows = LossRows.of(
+        logits,
+        targets,
+        divisors,
+        include,
+        numeric,
+        z_loss=first.z_loss,
+        softcap=first.softcap,
+        z_divisors=z_divisors,
+    )
 
     stops = np.cumsum(sizes).tolist()
     blocks = [slice(stop - size, stop) for size, stop in zip(sizes, stops, strict=True)]
@@ -165,18 +195,22 @@ def _analyse_stacked(
         numeric_jacobian,
         jacobian_check,
     ) in zip(problems, blocks, gradient_checks, jacobian_checks, strict=True):
-        losses = rows.losses[part]
+        cross_entropy = rows.cross_entropy[part]
+        z_terms = None if rows.z_terms is None else rows.z_terms[part]
         reports.append(
             Report(
                 softmax=rows.softmax.rows(part),
-                losses=losses,
-                loss=reduce_losses(losses, problem.targets, problem.reduction),
+                losses=cross_entropy if z_terms is None else cross_entropy + z_terms,
+                loss=reduce_losses(
+                    cross_entropy, problem.targets, problem.reduction, z_terms=z_terms
+                ),
                 gradient=rows.gradient[part],
                 numeric_gradient=numeric_gradient,
                 jacobian=None if rows.jacobian is None else rows.jacobian[part],
                 numeric_jacobian=numeric_jacobian,
                 gradient_check=gradient_check,
                 jacobian_check=jacobian_check,
+                logit_slope=None if rows.logit_slope is None else rows.logit_slope[part],
             )
         )
     return reports

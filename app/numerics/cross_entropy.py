@@ -15,6 +15,14 @@ The reduced loss is Σ_n loss_n / D with D = 1 for `sum`; for `mean`, D = Σ_{n 
 w_{y_n} with index labels and D = N with probability labels (PyTorch's convention); `none`
 keeps the per-sample values, and its "gradient" row n is ∂loss_n/∂z_n.
 
+Two options of language-model kernels (Liger-Kernel, PaLM, Gemma 2) extend this:
+
+    z-loss λ:     loss_n += λ·ℓ_n²,  ℓ_n = log Σ_c exp z_nc  (non-ignored samples only)
+                  ∂/∂z_nj += 2λ·ℓ_n·a_nj;  for `mean` this term is divided by the number of
+                  non-ignored samples D_z (unweighted), the cross-entropy keeps D
+    softcap c:    z ↦ y = c·tanh(z / c) before everything (−inf stays −inf); every derivative is
+                  by the raw z: ∂/∂z_nj = ∂/∂y_nj · (1 − tanh²(z_nj / c))   (`softcap_slope`)
+
 Accuracy (float64; README, Accuracy): the loss is a sum of non-negative terms and cannot cancel,
 and its sums are pairwise (per sample) and correctly rounded (math.fsum, the reduction). The
 gradient a·Σq − q cancels for real when the targets nearly equal the prediction; the rows where
@@ -28,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,6 +76,18 @@ class Targets:
     factors: tuple[FloatArray, FloatArray] | None = None
     """(w, p′) with q = w·p′ rounded, when class weights make q a rounded product: the loss
     forms (w·(−log a))·p′, so that the rounding of a subnormal q is not multiplied by −log a."""
+    active: NDArray[np.bool_] | None = None
+    """The samples a z-loss term counts, shape (N,): not ignored (None: every sample)."""
+    z_divisor: float = 1.0
+    """D_z: the z-loss terms are reduced as Σ_n λ·ℓ_n² / D_z, D_z the number of non-ignored
+    samples for `mean` (unweighted, as Liger-Kernel and PaLM define it), 1 otherwise."""
+
+    def z_weights(self, z_loss: float) -> FloatArray:
+        """λ per sample, 0 on ignored samples, shape (N,) (the weight of ℓ_n² in loss_n)."""
+        weights = np.full(self.q.shape[0], z_loss, np.float64)
+        if self.active is not None:
+            weights[~self.active] = 0.0
+        return weights
 
 
 def index_targets(
@@ -106,12 +127,13 @@ def index_targets(
     else:  # q[rows, classes] is 0: set it (an indexed += reads first, costing twice as much)
         q[rows, classes] = chosen
 
-    divisor = 1.0
+    divisor = z_divisor = 1.0
     if reduction is Reduction.MEAN:
+        z_divisor = float(classes.size)
         divisor = (
             float(classes.size) if w is None else math.fsum(w[classes].astype(np.float64).tolist())
         )
-        if not divisor > 0:
+        if divisor == 0:  # torch divides by any other sum, negative weights included
             what = "every sample is ignored" if rows.size == 0 else "their classes weigh 0"
             raise InvalidProblem(
                 ("labels",),
@@ -127,7 +149,7 @@ def index_targets(
         base[rows] = label_smoothing / num_classes
         base[rows, classes] += 1 - label_smoothing
         factors = (w, base)
-    return Targets(q, divisor, exact_q, factors)
+    return Targets(q, divisor, exact_q, factors, active, z_divisor)
 
 
 def probability_targets(
@@ -154,7 +176,7 @@ def probability_targets(
     if (label_smoothing or weight is not None) and dtype is np.float64:
         exact_w = None if weight is None else np.asarray(weight, np.float64)
         exact_q = partial(_exact_probability_targets, p, exact_w, label_smoothing)
-    return Targets(q.astype(dtype, copy=False), divisor, exact_q, factors)
+    return Targets(q.astype(dtype, copy=False), divisor, exact_q, factors, None, divisor)
 
 
 def _constant(value: float, shape: tuple[int, ...] = ()) -> dd.DD:
@@ -207,9 +229,61 @@ def _exact_probability_targets(
     return q
 
 
+def softcap_logits(logits: FloatArray, softcap: float) -> FloatArray:
+    """y = c·tanh(z / c), real or complex, with −inf (a mask) kept −inf.
+
+    tanh is correctly rounded to about an ulp, so y carries ~2 ulps of c at most."""
+    z = np.asarray(logits)
+    masked = np.isneginf(np.real(z))
+    capped: FloatArray = softcap * np.tanh(np.where(masked, 0, z) / softcap)
+    if masked.any():
+        capped[masked] = z[masked]
+    return capped
+
+
+def softcap_slope(logits: FloatArray, softcap: float) -> FloatArray:
+    """dy/dz = 1 − tanh²(z / c) = 1 / cosh²(z / c), 0 on −inf entries.
+
+    Formed as 4e / (1 + e)² with e = exp(−2|z| / c) ≤ 1: no cancellation where tanh → 1
+    (1 − tanh² would lose every digit once |z| / c exceeds ~19), a relative error of a few
+    ulps everywhere, and an exact 0 only where the true value underflows."""
+    z = np.asarray(logits)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(-2 * np.abs(z) / softcap)
+        slope: FloatArray = 4 * e / ((1 + e) * (1 + e))
+    return np.where(np.isneginf(z), 0, slope).astype(z.dtype, copy=False)
+
+
+def softcap_difference(logits: NDArray[Any], moved: NDArray[Any], softcap: float) -> NDArray[Any]:
+    """y(x) − y(z) for y = c·tanh(·/c), real or complex x, without the cancellation of the
+    difference of two tanh values: c·sinh(d/c) / (cosh(x/c)·cosh(z/c)), d = x − z (exact for
+    the moves of a finite difference). 0 where a cosh overflows (the true value is below
+    4c·exp(−2·max(|x|, |z|)/c)·|sinh(d/c)|, far below anything resolvable)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = moved - logits
+        difference = (
+            softcap
+            * np.sinh(d / softcap)
+            / (np.cosh(moved / softcap) * np.cosh(np.asarray(logits) / softcap))
+        )
+    result: NDArray[Any] = np.where(np.isfinite(difference), difference, 0)
+    return result
+
+
+def log_sum_exp(sm: Softmax) -> FloatArray:
+    """ℓ_n = log Σ_c exp z_nc = z_nk + log1p(t) from the softmax (z_nk the row's maximum),
+    shape (N,). One rounding on top of log1p's; it cancels only where z_nk ≈ −log1p(t) (a
+    row whose ℓ is near 0), and then its absolute error is still ~eps·log C."""
+    assert sm.logits is not None
+    z = np.asarray(sm.logits)
+    top = z[np.arange(z.shape[0]), sm.argmax]
+    lse: FloatArray = top + np.log1p(sm.tail)
+    return lse
+
+
 def check_target_support(logits: FloatArray, q: FloatArray) -> None:
     """Raise InvalidProblem if some target mass sits on a −inf logit (an infinite loss)."""
-    infinite = np.isneginf(logits) & (q > 0)
+    infinite = np.isneginf(logits) & (q != 0)  # a negative weight makes the loss −inf
     if infinite.any():
         n, c = (int(i) for i in np.argwhere(infinite)[0])
         raise InvalidProblem(
@@ -358,11 +432,28 @@ def _near_uniform_gradient(
     return np.where(finite, gradient.hi + gradient.lo, 0.0)
 
 
-def reduce_losses(losses: FloatArray, targets: Targets, reduction: Reduction) -> FloatArray:
+def reduce_losses(
+    losses: FloatArray,
+    targets: Targets,
+    reduction: Reduction,
+    *,
+    z_terms: FloatArray | None = None,
+) -> FloatArray:
     """The reported loss: Σ_n loss_n / D for `mean` and `sum` (a 0-d array), `losses` for `none`.
 
-    The sum is math.fsum's (correctly rounded), so the result is within ~1 ulp of the exact
-    Σ loss_n / D of the computed losses."""
+    With `z_terms` (λ·ℓ_n², 0 for ignored samples) `losses` are the cross-entropy parts alone:
+    `mean` gives Σ loss_n / D + Σ z_n / D_z, `sum` Σ (loss_n + z_n) as one correctly rounded
+    sum, `none` loss_n + z_n. The sums are math.fsum's (correctly rounded), so the result is
+    within ~1 ulp (2 with a z-loss under `mean`) of the exact value of the computed terms."""
+    if z_terms is not None:
+        if reduction is Reduction.NONE:
+            return losses + z_terms
+        terms = losses.astype(np.float64).tolist()
+        extra = z_terms.astype(np.float64).tolist()
+        if reduction is Reduction.SUM:
+            return np.asarray(losses.dtype.type(math.fsum(terms + extra)))
+        total = math.fsum(terms) / targets.divisor + math.fsum(extra) / targets.z_divisor
+        return np.asarray(losses.dtype.type(total))
     if reduction is Reduction.NONE:
         return losses
     total = math.fsum(losses.astype(np.float64).tolist())  # correctly rounded

@@ -5,16 +5,21 @@ batch at once gives ∂f_n/∂z_nj for every n: C (or 2C, 4C) perturbed batches 
 over single elements. Several columns are evaluated in one call, so that small batches do not
 pay Python's per-call overhead C times.
 
-    forward       f'(x) ≈ (f(x + h) − f(x)) / h                          h = √eps·max(1, |x|)
-    central       f'(x) ≈ (f(x + h) − f(x − h)) / 2h                     h = ∛eps·max(1, |x|)
+    forward       f'(x) ≈ (f(x + h) − f(x)) / h                     p = 1, base = √eps
+    central       f'(x) ≈ (f(x + h) − f(x − h)) / 2h                p = 2, base = ∛eps
     five_point    f'(x) ≈ (f(x − 2h) − 8f(x − h) + 8f(x + h) − f(x + 2h)) / 12h
-                                                                         h = eps^(1/5)·max(1, |x|)
+                                                                    p = 4, base = eps^(1/5)
     complex_step  f'(x) ≈ Im f(x + ih) / h                               h = 1e-20
 
-Each step is rounded so that x + h − x = h exactly. The functions differentiated here
-(LossColumns, SoftmaxColumns) are plain evaluations of the loss and of softmax, independent of
-the cancellation-free analytic path in `softmax.py`; with one column replaced, they re-sum only
-what that column changes.
+The default step of element (n, j) follows its row's own scale, not |z_nj| (`choose_steps`):
+
+    h_nj = max(base·max(1, r_n)^(1/(p+1)), 4·ulp(z_nj)),   r_n = max_c z_nc − min_c z_nc (finite)
+
+rounded so that z + h − z = h exactly. The functions differentiated here (LossColumns,
+SoftmaxColumns) are plain evaluations of the loss and of softmax, independent of the
+cancellation-free analytic path in `softmax.py`; with one column replaced, they re-sum only
+what that column changes. They include the z-loss and the logit soft-capping of
+`cross_entropy` when asked, so that a check of the gradient checks those terms too.
 """
 
 from collections.abc import Callable
@@ -26,9 +31,12 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from app.numerics.cross_entropy import softcap_difference, softcap_logits
 from app.numerics.softmax import FloatArray
 
 COMPLEX_STEP = 1e-20
+STEP_FLOOR_ULPS = 4
+"""The default step is at least this many ulps of its logit (see `choose_steps`)."""
 LARGEST = float(np.finfo(np.float64).max)
 """Error estimates beyond float64's range (h^p overflows for a huge step) are reported as this:
 every number of a response is finite."""
@@ -80,23 +88,66 @@ class Steps:
     """The step used for every element, and how it was chosen."""
 
     h: FloatArray
-    """Step per element, shape (N, C)."""
+    """Step per element, shape (N, C) (or one per direction for a directional check)."""
     base: float
-    """h = base·max(1, |z|) when `scaled`, else h = base everywhere."""
+    """h = max(base·max(1, r_n)^(1/(p+1)), 4·ulp(z)) when `scaled` (r_n the row's range of
+    finite logits, p the stencil's order), else h = base everywhere."""
     scaled: bool
+    order: int = 2
+    """p, the order of the stencil the default rule was chosen for."""
 
     @property
     def rule(self) -> str:
         """The step rule in words, for the response."""
-        return f"h = {self.base:.3g}·max(1, |z|)" if self.scaled else f"h = {self.base:.3g}"
+        if not self.scaled:
+            return f"h = {self.base:.3g}"
+        return (
+            f"h = {self.base:.3g}·max(1, max z − min z of the row)^(1/{self.order + 1}), "
+            f"at least {STEP_FLOOR_ULPS} ulp(z)"
+        )
+
+
+def row_ranges(logits: FloatArray) -> FloatArray:
+    """r_n = max_c z_nc − min_c z_nc over the finite logits of each row, shape (N,) (0 for a
+    row with one finite logit), in float64 (inf if the difference overflows: it cannot for
+    logits within ±1e15)."""
+    z = np.asarray(logits, np.float64)
+    finite = np.isfinite(z)
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.where(finite, z, -np.inf), axis=1)
+        bottom = np.min(np.where(finite, z, np.inf), axis=1)
+        spread: FloatArray = np.where(np.isfinite(top), top - bottom, 0.0)
+    return spread
 
 
 def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Steps:
-    """The step per element: `step` if given, else the method's base scaled by max(1, |z|).
+    """The step per element: `step` if given, else the rule below.
 
-    The base is eps^(1/(p+1)) for a stencil of order p (it balances truncation h^p against
-    rounding eps/h), and 1e-20 for the complex step (which has no subtractive cancellation).
-    Masked (−inf) logits get the unscaled base.
+    Notes
+    -----
+    The default step of element (n, j), for a stencil of order p, is
+
+        h_nj = max(b·max(1, r_n)^(1/(p+1)), 4·ulp(z_nj)),   b = eps^(1/(p+1)),
+        r_n = max_c z_nc − min_c z_nc  (over the finite logits of row n)
+
+    rounded so that (z + h) − z = h exactly, and 1e-20 for the complex step (no subtractive
+    cancellation). Why:
+
+    - softmax and the cross-entropy are invariant to a shift of the row, so their derivatives
+      along z_nj are Bernoulli cumulants κ_k(a_nj) (`bernoulli_cumulant`) that do not grow with
+      |z|: the truncation error c·h^p·|f^(p+1)| depends on h alone, not on h/|z|;
+    - one evaluation's rounding error is ~eps·(2 + Σ_c (q_c + S·a_c)·|z_c − max z|)
+      (`loss_rounding_scale`): it grows with the row's spread of logits, not with their size
+      (z_c − max z is exact for nearby logits), bounded by ~eps·S·max(1, r_n). Balancing
+      that rounding, eps·max(1, r)/h, against the truncation h^p gives
+      h = (eps·max(1, r))^(1/(p+1)) = b·max(1, r)^(1/(p+1));
+    - the floor keeps every perturbed logit representable: a step of a few ulps of z moves z
+      by exactly h (below half an ulp it would not move at all).
+
+    The former rule b·max(1, |z|) took steps of ∛eps·3e5 ≈ 1.8 on the row [3e5, 3e5 + 1e-3],
+    far beyond the scale on which its softmax varies (1e-4 relative error); this one takes 6e-6
+    there (central error ~1e-12 relative). A fixed `step` is used as given (rounded to be
+    exact, as above); masked (−inf) logits keep the row's step, which moves nothing.
     """
     z = np.asarray(logits)
     dtype = z.dtype.type
@@ -106,14 +157,17 @@ def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Step
         return Steps(np.full(z.shape, base, dtype), base, scaled)
     if step is not None:
         h = np.full(z.shape, step, dtype)
-        base, scaled = step, False
+        base, scaled, order = step, False, 2
     else:
         base = float(np.finfo(dtype).eps ** (1 / (STENCILS[method].order + 1)))
-        h = (base * np.maximum(1, np.abs(np.where(finite, z, 1)))).astype(dtype)
+        order = STENCILS[method].order
+        row_scale = np.maximum(1.0, row_ranges(z))[:, None] ** (1 / (order + 1))
+        floor = STEP_FLOOR_ULPS * np.spacing(np.abs(np.where(finite, z, 0)))
+        h = np.maximum(base * row_scale, floor).astype(dtype)
         scaled = True
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         exact = np.where(finite, (z + h) - z, h)
-    return Steps(np.where(exact > 0, exact, h), base, scaled)
+    return Steps(np.where(exact > 0, exact, h), base, scaled, order)
 
 
 class ColumnFunction(Protocol):
@@ -214,7 +268,15 @@ class _Rows:
         masked = np.isneginf(np.real(values))
         with np.errstate(invalid="ignore"):
             shifted = values - self.maximum
-        shifted = np.where(masked, 0, shifted)
+        return self.replaced_shifted(columns, np.where(masked, 0, shifted), masked)
+
+    def replaced_shifted(
+        self,
+        columns: NDArray[np.intp],
+        shifted: NDArray[np.generic],
+        masked: NDArray[np.bool_],
+    ) -> tuple[NDArray[np.generic], ...]:
+        """`replaced` given s' = x − m itself (0 where `masked`, the −inf values)."""
         top = self.argmax == columns[:, None]  # (W, N): is column j the row's argmax?
         base = np.where(top, self.second, 0.0)  # max_{c≠j} z_c − m
         rest = np.where(top, self.second_total, self.total - self.exp[:, columns].T)
@@ -222,6 +284,33 @@ class _Rows:
         exp = np.where(masked, 0, np.exp(shifted - lift))
         total = rest * np.exp(base - lift) + exp
         return shifted, lift, exp, total
+
+
+class _Capped:
+    """The replaced column's shifted value s' = y(x) − max y of soft-capped rows, where y is
+    `cross_entropy.softcap_logits`: s' = (y(z) − max y) + (y(x) − y(z)), the difference taken
+    without cancellation (`cross_entropy.softcap_difference`), so that the move h of a raw
+    logit is not lost in the rounding of c·tanh(x/c) (eps·c, against h ≈ 6e-6)."""
+
+    def __init__(self, logits: FloatArray, softcap: float | None) -> None:
+        self.raw = np.asarray(logits)
+        self.softcap = softcap
+        self.capped = self.raw if softcap is None else softcap_logits(self.raw, softcap)
+        self.rows = _Rows(self.capped)
+
+    def replaced(
+        self, columns: NDArray[np.intp], values: NDArray[np.generic]
+    ) -> tuple[NDArray[np.generic], ...]:
+        """`_Rows.replaced` for raw values x of the columns (their capped y(x) replaces y)."""
+        if self.softcap is None:
+            return self.rows.replaced(columns, values)
+        masked = np.isneginf(np.real(values))
+        raw = self.raw[:, columns].T
+        moved = softcap_difference(
+            np.where(masked, 0, raw), np.where(masked, 0, values), self.softcap
+        )
+        shifted = np.where(masked, 0, self.rows.shifted[:, columns].T + moved)
+        return self.rows.replaced_shifted(columns, shifted, masked)
 
 
 class LossColumns:
@@ -232,39 +321,64 @@ class LossColumns:
     with S_n = Σ_c q_nc and d, E' from `_Rows.replaced`: the same value as −Σ_c q_nc·log a_nc
     evaluated on the whole perturbed row (`plain_losses`), with the unchanged terms summed once
     instead of once per column. Real or complex x.
+
+    With `z_weights` λ_n the z-loss λ_n·ℓ_n² is added as λ_n·δ·(2ℓ_n + δ), its change from the
+    unperturbed row (δ = ℓ'_n − ℓ_n = d + log E'_n − log E_n): the constant λ_n·ℓ_n² is left
+    out, which changes no derivative and keeps its rounding (eps·λ·ℓ², large for logits near
+    1e5) out of the differences. With `softcap` c the logits are y = c·tanh(z/c) and x is a raw
+    logit (the derivative is by the raw z).
     """
 
     outputs_per_sample = 1
 
-    def __init__(self, logits: FloatArray, q: FloatArray) -> None:
-        self.rows = _Rows(logits)
+    def __init__(
+        self,
+        logits: FloatArray,
+        q: FloatArray,
+        *,
+        z_weights: FloatArray | None = None,
+        softcap: float | None = None,
+    ) -> None:
+        self.capped = _Capped(logits, softcap)
+        self.rows = self.capped.rows
         self.q = q
         self.target_total = q.sum(axis=1)
         self.target_dot_shifted = (q * self.rows.shifted).sum(axis=1)
+        self.z_weights = z_weights
+        if z_weights is not None:
+            self.log_total = np.log(self.rows.total)
+            self.log_sum_exp = self.rows.maximum + self.log_total
 
     def __call__(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
     ) -> NDArray[np.generic]:
-        shifted, lift, _, total = self.rows.replaced(columns, values)
+        shifted, lift, _, total = self.capped.replaced(columns, values)
         q_j = self.q[:, columns].T
         unchanged = self.target_dot_shifted - q_j * self.rows.shifted[:, columns].T
         dot = unchanged + np.multiply(q_j, shifted)
-        return np.asarray(self.target_total * (lift + np.log(total)) - dot)
+        log_total = lift + np.log(total)
+        losses = self.target_total * log_total - dot
+        if self.z_weights is not None:
+            change = log_total - self.log_total
+            losses = losses + self.z_weights * change * (2 * self.log_sum_exp + change)
+        return np.asarray(losses)
 
 
 class SoftmaxColumns:
     """Softmax rows with one column replaced, for `derivative_by_column`: a'_i = e_i / E' for
     i ≠ j and a'_j = exp(x − m) / E', with E' = E − e_j + exp(x − m) (all relative to
-    max(m, x): see `_Rows.replaced`). Real or complex x."""
+    max(m, x): see `_Rows.replaced`). Real or complex x; with `softcap` the softmax of
+    y = c·tanh(z/c), x a raw logit."""
 
-    def __init__(self, logits: FloatArray) -> None:
-        self.rows = _Rows(logits)
+    def __init__(self, logits: FloatArray, *, softcap: float | None = None) -> None:
+        self.capped = _Capped(logits, softcap)
+        self.rows = self.capped.rows
         self.outputs_per_sample = int(np.shape(logits)[1])
 
     def __call__(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
     ) -> NDArray[np.generic]:
-        _, lift, exp, total = self.rows.replaced(columns, values)
+        _, lift, exp, total = self.capped.replaced(columns, values)
         # exp(z_i − m') for i ≠ j, where z_i ≤ m'; column j's old entry (capped) is replaced below
         unchanged = np.exp(np.minimum(self.rows.below_maximum - lift[..., None], 0))
         probabilities = unchanged / total[..., None]
@@ -285,18 +399,34 @@ def _shifted(z: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.bo
     return shifted, masked
 
 
-def plain_losses(z: NDArray[np.generic], q: FloatArray) -> NDArray[np.generic]:
-    """loss_n = −Σ_c q_nc·(z_nc − m − log Σ_k exp(z_nk − m)) of whole rows, real or complex
+def plain_losses(
+    z: NDArray[np.generic],
+    q: FloatArray,
+    *,
+    z_weights: FloatArray | None = None,
+    softcap: float | None = None,
+) -> NDArray[np.generic]:
+    """loss_n = −Σ_c q_nc·(y_nc − m − log Σ_k exp(y_nk − m)) + λ_n·ℓ_n² of whole rows, real or
+    complex, with y = c·tanh(z/c) under `softcap` (else y = z) and ℓ_n = m + log Σ exp(y − m)
     (the reference that LossColumns must agree with, and the benchmark's per-element loop)."""
+    if softcap is not None:
+        z = softcap_logits(np.asarray(z), softcap)
     shifted, masked = _shifted(z)
     e = np.exp(shifted)
     if masked is not None:
         e[masked] = 0
-    log_probabilities = np.subtract(shifted, np.log(e.sum(axis=-1, keepdims=True)), out=shifted)
+    log_total = np.log(e.sum(axis=-1, keepdims=True))
+    maximum = None if z_weights is None else np.max(np.real(z), axis=-1)
+    log_probabilities = np.subtract(shifted, log_total, out=shifted)
     if masked is not None:
         log_probabilities[masked] = 0
     np.multiply(log_probabilities, q, out=log_probabilities)
-    return np.asarray(np.negative(log_probabilities.sum(axis=-1)))
+    losses = np.negative(log_probabilities.sum(axis=-1))
+    if z_weights is not None:
+        assert maximum is not None
+        log_sum_exp = maximum + log_total[..., 0]
+        losses = losses + z_weights * log_sum_exp * log_sum_exp
+    return np.asarray(losses)
 
 
 def bernoulli_cumulant(p: FloatArray, order: int) -> FloatArray:

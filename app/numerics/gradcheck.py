@@ -16,9 +16,12 @@ from app.numerics.cross_entropy import (
     Reduction,
     Targets,
     check_target_support,
+    log_sum_exp,
     per_sample_gradient,
     per_sample_losses,
     reduce_losses,
+    softcap_logits,
+    softcap_slope,
 )
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import (
@@ -86,11 +89,16 @@ class Check:
     steps: Steps
     tolerance: Tolerance
     estimate: ErrorEstimate
+    directions: int | None = None
+    """k when the check compared k directional derivatives (`app.numerics.directional`), None
+    when it compared every element of the gradient."""
 
     def message(self) -> str:
         """The verdict in words, with the numeric method's own error and, when the check
         failed, why the finite difference itself may be to blame."""
         a = self.agreement
+        if self.directions is not None:
+            return self._directional_message()
         summary = (
             f"max abs error {a.max_abs_error:.2e}, max rel error {a.max_rel_error:.2e}; "
             f"estimated truncation error {self.estimate.truncation:.1e}, rounding error "
@@ -101,6 +109,24 @@ class Check:
         return (
             f"failed: {a.mismatches} element(s) differ by more than atol + rtol·|numeric| "
             f"({summary}).{self._advice()}"
+        )
+
+    def _directional_message(self) -> str:
+        a = self.agreement
+        summary = (
+            f"{self.directions} random direction(s); max abs error {a.max_abs_error:.2e}, max "
+            f"rel error {a.max_rel_error:.2e}; estimated truncation error "
+            f"{self.estimate.truncation:.1e}, rounding error {self.estimate.rounding:.1e} for "
+            f"{self.method} with {self.steps.rule}"
+        )
+        if a.passed:
+            return (
+                "passed: every directional derivative ⟨gradient, v⟩ within atol + "
+                f"rtol·|numeric| ({summary})."
+            )
+        return (
+            f"failed: {a.mismatches} of {a.checked} directional derivatives ⟨gradient, v⟩ "
+            f"differ by more than atol + rtol·|numeric| ({summary}).{self._advice()}"
         )
 
     def _advice(self) -> str:
@@ -143,6 +169,9 @@ class Report:
     numeric_jacobian: FloatArray | None = None
     gradient_check: Check | None = None
     jacobian_check: Check | None = None
+    logit_slope: FloatArray | None = None
+    """dy/dz of the soft-capping y = c·tanh(z/c) (N, C), None without it: the Jacobian and
+    gradient are by the raw z, so a Jacobian formed later scales its column j by it."""
 
     def refuse_non_finite(self, include: frozenset[Output]) -> None:
         """Raise InvalidProblem naming the first output asked for, and its sample, that is not
@@ -178,6 +207,10 @@ class LossProblem:
     logits: FloatArray
     targets: Targets
     reduction: Reduction
+    z_loss: float = 0.0
+    """λ ≥ 0: each non-ignored sample's loss gains λ·(log Σ_c exp z_c)² (`cross_entropy`)."""
+    softcap: float | None = None
+    """c > 0: the logits are replaced by c·tanh(z/c) before everything (None: no capping)."""
 
 
 @dataclass(frozen=True)
@@ -229,21 +262,34 @@ def numeric_rows(
 
 
 def jacobian_rows(
-    logits: FloatArray, sm: Softmax, include: frozenset[Output], numeric: NumericOptions
+    logits: FloatArray,
+    sm: Softmax,
+    include: frozenset[Output],
+    numeric: NumericOptions,
+    *,
+    softcap: float | None = None,
+    slope: FloatArray | None = None,
 ) -> tuple[FloatArray | None, NumericRows | None]:
-    """The analytic Jacobian and the numeric one, as far as `include` asks."""
+    """The analytic Jacobian and the numeric one, as far as `include` asks.
+
+    With `softcap` c, `sm` is the softmax of y = c·tanh(z/c), `slope` is dy/dz, and both
+    Jacobians are by the raw `logits`: ∂a_i/∂z_j = a_i(δ_ij − a_j)·dy_j/dz_j."""
     jacobian = numeric_jacobian = None
     if Output.JACOBIAN in include or Output.NUMERIC_JACOBIAN in include:
         jacobian = softmax_jacobian(sm)
+        if slope is not None:
+            jacobian *= slope[:, None, :]
     if Output.NUMERIC_JACOBIAN in include:
         numeric_jacobian = numeric_rows(
-            SoftmaxColumns(logits),
+            SoftmaxColumns(logits, softcap=softcap),
             logits,
             sm,
             numeric,
             scale=None,
             derivative_scale=np.ones(logits.shape[0]),
-            value_scale=softmax_rounding_scale(logits, sm.probabilities),
+            value_scale=softmax_rounding_scale(
+                logits if sm.logits is None else sm.logits, sm.probabilities
+            ),
             cumulant_shift=1,
         )
     return jacobian, numeric_jacobian
@@ -275,11 +321,24 @@ class LossRows:
     """Everything of a cross-entropy analysis that is computed row by row."""
 
     softmax: Softmax
-    losses: FloatArray
+    """The softmax of the (soft-capped, if asked) logits."""
+    cross_entropy: FloatArray
+    """−Σ_c q_nc·log a_nc per sample, shape (N,)."""
+    z_terms: FloatArray | None
+    """λ·ℓ_n² per sample (0 where ignored), or None without a z-loss."""
     gradient: FloatArray
     numeric_gradient: NumericRows | None
     jacobian: FloatArray | None
     numeric_jacobian: NumericRows | None
+    logit_slope: FloatArray | None
+    """dy/dz of the soft-capping, or None."""
+
+    @property
+    def losses(self) -> FloatArray:
+        """Per-sample losses: the cross-entropy plus the z-loss term."""
+        if self.z_terms is None:
+            return self.cross_entropy
+        return self.cross_entropy + self.z_terms
 
     @classmethod
     def of(
@@ -289,29 +348,66 @@ class LossRows:
         divisors: FloatArray,
         include: frozenset[Output],
         numeric: NumericOptions,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        z_divisors: FloatArray | None = None,
     ) -> "LossRows":
         """Softmax, per-sample losses, the gradient a·Σq − q of each row divided by its
         reduction's D (`divisors`, shape (N,)), and the Jacobian and numeric derivatives that
-        `include` asks for. Every row depends on its own logits, targets and D alone."""
+        `include` asks for. Every row depends on its own logits, targets, D and D_z alone.
+
+        With `z_loss` λ, sample n (if `targets.active`) gains λ·ℓ_n² and its gradient row
+        2λ·ℓ_n·a_n / D_z,n (`z_divisors`, shape (N,); default `targets.z_divisor`); with
+        `softcap` c everything is computed from y = c·tanh(z/c) and every derivative is
+        multiplied by dy/dz of its column (`cross_entropy.softcap_slope`).
+        """
         scale = (1 / divisors).astype(logits.dtype)[:, None]
         q = targets.q
-        sm = softmax(logits)
+        capped = logits if softcap is None else softcap_logits(logits, softcap)
+        slope = None if softcap is None else softcap_slope(logits, softcap)
+        sm = softmax(capped)
         losses = per_sample_losses(sm, q, factors=targets.factors)
         gradient = per_sample_gradient(sm, q, exact_q=targets.exact_q) * scale
+        z_terms = z_weights = lse = None
+        if z_loss:
+            if z_divisors is None:
+                z_divisors = np.full(logits.shape[0], targets.z_divisor)
+            z_weights = targets.z_weights(z_loss)
+            lse = log_sum_exp(sm)
+            z_terms = (z_weights * lse * lse).astype(logits.dtype)
+            slopes = (2 * z_weights * lse / z_divisors).astype(logits.dtype)
+            gradient += slopes[:, None] * sm.probabilities
+        if slope is not None:
+            gradient *= slope
         numeric_gradient = None
         if Output.NUMERIC_GRADIENT in include:
+            derivative_scale = q.sum(axis=1, dtype=np.float64) / divisors
+            value_scale = loss_rounding_scale(capped, q, sm.probabilities) / divisors
+            column_weights = None
+            if z_weights is not None and lse is not None and z_divisors is not None:
+                # loss_n·D_n/… : the columns evaluate D_n·(CE_n/D_n + λ·ℓ_n²/D_z,n)
+                column_weights = z_weights * divisors / z_divisors
+                z_scale = 2 * z_weights / z_divisors * (np.abs(lse) + 1)
+                derivative_scale = derivative_scale + z_scale
+                log_total = -np.log(np.max(sm.probabilities, axis=1).astype(np.float64))
+                value_scale = value_scale + z_scale * (2 + log_total)
             numeric_gradient = numeric_rows(
-                LossColumns(logits, q),
+                LossColumns(logits, q, z_weights=column_weights, softcap=softcap),
                 logits,
                 sm,
                 numeric,
                 scale=scale,
-                derivative_scale=q.sum(axis=1, dtype=np.float64) / divisors,
-                value_scale=loss_rounding_scale(logits, q, sm.probabilities) / divisors,
+                derivative_scale=derivative_scale,
+                value_scale=value_scale,
                 cumulant_shift=0,
             )
-        jacobian, numeric_jacobian = jacobian_rows(logits, sm, include, numeric)
-        return cls(sm, losses, gradient, numeric_gradient, jacobian, numeric_jacobian)
+        jacobian, numeric_jacobian = jacobian_rows(
+            logits, sm, include, numeric, softcap=softcap, slope=slope
+        )
+        return cls(
+            sm, losses, z_terms, gradient, numeric_gradient, jacobian, numeric_jacobian, slope
+        )
 
 
 def analyse_cross_entropy(
@@ -321,14 +417,22 @@ def analyse_cross_entropy(
     include: frozenset[Output],
     numeric: NumericOptions = NumericOptions(),
     tolerance: Tolerance = Tolerance(),
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Report:
     """Loss, gradient a·Σq − q (divided by the reduction's D), numeric gradient and checks.
+
+    `z_loss` λ adds λ·ℓ_n² to each non-ignored sample's loss (ℓ_n = log Σ_c exp z_nc; for
+    `mean` divided by the number of non-ignored samples, `targets.z_divisor`); `softcap` c
+    replaces the logits by c·tanh(z/c) first, every derivative staying by the raw logits.
+    The probabilities and log-probabilities reported are those of the capped logits.
 
     Raises InvalidProblem when target mass sits on a −inf logit.
     """
     check_target_support(logits, targets.q)
     divisors = np.full(logits.shape[0], targets.divisor)
-    rows = LossRows.of(logits, targets, divisors, include, numeric)
+    rows = LossRows.of(logits, targets, divisors, include, numeric, z_loss=z_loss, softcap=softcap)
     gradient_check = jacobian_check = None
     if rows.numeric_gradient is not None:
         gradient_check = rows.numeric_gradient.check(rows.gradient, numeric.method, tolerance)
@@ -338,13 +442,33 @@ def analyse_cross_entropy(
     return Report(
         softmax=rows.softmax,
         losses=rows.losses,
-        loss=reduce_losses(rows.losses, targets, reduction),
+        loss=reduce_losses(rows.cross_entropy, targets, reduction, z_terms=rows.z_terms),
         gradient=rows.gradient,
         numeric_gradient=None if rows.numeric_gradient is None else rows.numeric_gradient.values,
         jacobian=rows.jacobian,
         numeric_jacobian=None if rows.numeric_jacobian is None else rows.numeric_jacobian.values,
         gradient_check=gradient_check,
         jacobian_check=jacobian_check,
+        logit_slope=rows.logit_slope,
+    )
+
+
+def analyse_problem(
+    problem: LossProblem,
+    include: frozenset[Output],
+    numeric: NumericOptions = NumericOptions(),
+    tolerance: Tolerance = Tolerance(),
+) -> Report:
+    """`analyse_cross_entropy` of a `LossProblem`, its z-loss and soft-capping included."""
+    return analyse_cross_entropy(
+        problem.logits,
+        problem.targets,
+        problem.reduction,
+        include,
+        numeric,
+        tolerance,
+        z_loss=problem.z_loss,
+        softcap=problem.softcap,
     )
 
 
@@ -372,9 +496,12 @@ class ReferenceOutputs(Mapping[str, FloatArray]):
         if name not in self._names:
             raise KeyError(name)
         if name == "jacobian":
-            return (
-                report.jacobian if report.jacobian is not None else softmax_jacobian(report.softmax)
-            )
+            if report.jacobian is not None:
+                return report.jacobian
+            jacobian = softmax_jacobian(report.softmax)
+            if report.logit_slope is not None:
+                jacobian *= report.logit_slope[:, None, :]
+            return jacobian
         value = values[name]
         assert value is not None
         return value

@@ -109,17 +109,59 @@ def test_batched_columns_equal_one_element_at_a_time() -> None:
             assert batched[n, j] == pytest.approx(one, rel=1e-9, abs=1e-9)
 
 
-def test_steps_scale_with_the_logits_and_are_exactly_representable() -> None:
-    z = np.array([[0.5, -3.0, 1e3, -np.inf]])
+def test_steps_follow_the_row_range_and_are_exactly_representable() -> None:
+    z = np.array([[0.5, -3.0, 1e3, -np.inf], [3e5, 3e5 + 1e-3, 3e5, 3e5], [1e15, 1e15, 0.0, 0.0]])
+    z[2, 2:] = 1e15 + 0.5  # a row of huge logits an ulp or so apart: the floor decides
     steps = choose_steps(z, Method.CENTRAL, None)
     base = np.finfo(np.float64).eps ** (1 / 3)
     assert steps.base == pytest.approx(base)
-    np.testing.assert_allclose(steps.h[0, :3], base * np.array([1.0, 3.0, 1e3]), rtol=1e-10)
-    assert steps.h[0, 3] == pytest.approx(base)
-    finite = z[:, :3]
-    np.testing.assert_array_equal((finite + steps.h[:, :3]) - finite, steps.h[:, :3])
-    np.testing.assert_allclose(choose_steps(z, Method.FORWARD, 1e-4).h, 1e-4, rtol=1e-9)
+    assert steps.rule == "h = 6.06e-06·max(1, max z − min z of the row)^(1/3), at least 4 ulp(z)"
+    np.testing.assert_allclose(
+        steps.h[0], base * 1003.0 ** (1 / 3), rtol=1e-8
+    )  # the masked one too
+    np.testing.assert_allclose(steps.h[1], base, rtol=1e-5)  # range 1e-3 < 1: base itself
+    np.testing.assert_array_equal(steps.h[2], 4 * np.spacing(1e15))  # 0.5, not 6e9
+    finite = np.isfinite(z)
+    np.testing.assert_array_equal((z[finite] + steps.h[finite]) - z[finite], steps.h[finite])
+    np.testing.assert_allclose(choose_steps(z[:1], Method.FORWARD, 1e-4).h, 1e-4, rtol=1e-9)
+    assert choose_steps(z, Method.FORWARD, 1e-4).rule == "h = 0.0001"
     assert choose_steps(z, Method.COMPLEX_STEP, None).rule == "h = 1e-20"
+
+
+@pytest.mark.parametrize("method", [Method.CENTRAL, Method.FIVE_POINT, Method.FORWARD])
+@pytest.mark.parametrize("center", [3e5, -3e5, 1e8, 1.0])
+def test_large_logits_get_steps_of_their_row_scale(method: Method, center: float) -> None:
+    """Issue 17: softmax is shift-invariant, so [3e5, 3e5 + 1e-3] varies on the scale of 1,
+    not 3e5. ∛eps·|z| ≈ 1.8 there gave 1e-4 relative error; the row's own scale gives ~1e-12."""
+    z = center + np.array([[0.0, 1e-3], [0.0, -2.0], [1.5, 0.0]])
+    z = np.hstack([z, center + np.array([[0.5], [3.0], [-1.0]])])
+    targets = index_targets(
+        np.array([0, 1, 2]),
+        3,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.1,
+        reduction=Reduction.SUM,
+        dtype=np.float64,
+    )
+    report = analyse_cross_entropy(
+        z, targets, Reduction.SUM, frozenset({Output.NUMERIC_GRADIENT}), NumericOptions(method)
+    )
+    assert report.gradient is not None and report.numeric_gradient is not None
+    error = np.max(np.abs(report.numeric_gradient - report.gradient), axis=1)
+    relative = error / np.max(np.abs(report.gradient), axis=1)
+    ceiling = {Method.CENTRAL: 1e-6, Method.FIVE_POINT: 1e-6, Method.FORWARD: 1e-4}[method]
+    assert relative.max() <= ceiling, relative
+
+
+def test_the_issue_row_3e5_is_differentiated_to_1e_minus_6() -> None:
+    z = np.array([[3e5, 3e5 + 1e-3]])
+    q = np.array([[1.0, 0.0]])
+    steps = choose_steps(z, Method.CENTRAL, None)
+    numeric = derivative_by_column(LossColumns(z, q), z, steps, Method.CENTRAL)
+    exact = np.array([[reference.softmax(z[0])[0] - 1, reference.softmax(z[0])[1]]], float)
+    assert np.max(np.abs(numeric - exact)) / np.max(np.abs(exact)) <= 1e-6
+    assert steps.h.max() < 1e-5  # ∛eps·max(1, r)^(1/3), r = 1e-3
 
 
 @pytest.mark.parametrize("offset", [0.37, -2.0, 1e-20j, 2000.0, -2000.0, 1e5 + 1e-20j])
