@@ -14,9 +14,11 @@ O(k·N·C), against C evaluations of N per-sample losses per stencil point for t
 gradient (`finite_diff.derivative_by_column`).
 
 Directions are reproducible: direction i (i = 0 … k−1) is the i-th array of shape (N, C) drawn
-by `numpy.random.default_rng(seed).standard_normal`, zeroed on −inf (masked) logits and scaled
-to unit Frobenius norm. The same seed, shape and mask give the same directions on every machine
-(numpy's PCG64 stream and its standard normal sampler are stable across versions).
+by `numpy.random.default_rng(seed).standard_normal(shape, dtype=numpy.float32)` (float32 draws
+are twice as fast; each is converted exactly to float64), zeroed on −inf (masked) logits and
+scaled to unit Frobenius norm in float64. The same seed, shape and mask give the same
+directions on every machine (numpy's PCG64 stream and its ziggurat normal sampler are stable
+across versions).
 
 Each evaluation is taken relative to the unperturbed logits (L(z + d) − L(z) row by row, from
 the shifted logits y − max y and the change of log Σ exp), so that neither large logits nor a
@@ -24,6 +26,7 @@ large z-loss term λ·ℓ² enter its rounding error.
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,16 +117,17 @@ def _points(method: Method) -> int:
 
 def directions_of(
     shape: tuple[int, ...], masked: NDArray[np.bool_], count: int, seed: int
-) -> list[FloatArray]:
-    """The `count` unit directions of the module docstring (0 on masked entries)."""
+) -> Iterator[FloatArray]:
+    """The `count` unit directions of the module docstring (0 on masked entries), one at a
+    time (a direction is as large as the logits)."""
     rng = np.random.default_rng(seed)
-    result: list[FloatArray] = []
     for _ in range(count):
-        v = rng.standard_normal(shape)
+        v = rng.standard_normal(shape, dtype=np.float32).astype(np.float64)
         v[masked] = 0.0
         norm = float(np.linalg.norm(v))
-        result.append(v / norm if norm > 0 else v)
-    return result
+        if norm > 0:
+            v /= norm
+        yield v
 
 
 class _Changes:
@@ -234,8 +238,10 @@ def directional_check(
     numeric_values, analytic_values, spreads = [], [], []
     for v in directions_of(z.shape, masked, directions, seed):
         reach_checkpoint()
-        p = (h * v).astype(z.dtype)
-        analytic_values.append(float(np.dot(g.ravel(), p.ravel().astype(np.float64))) / h)
+        p = (h * v).astype(z.dtype, copy=False)
+        analytic_values.append(
+            float(np.dot(g.ravel(), p.astype(np.float64, copy=False).ravel())) / h
+        )
         if method is Method.COMPLEX_STEP:
             numeric_values.append(float(np.imag(changes(1j * p))) / h)
         else:

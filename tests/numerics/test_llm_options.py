@@ -304,8 +304,9 @@ def test_directions_are_seeded_unit_and_skip_masks() -> None:
     np.testing.assert_array_equal(first.analytic, again.analytic)
     assert not np.array_equal(first.analytic, other.analytic)
     masked = np.isneginf(problem.logits)
-    vs = directions_of(problem.logits.shape, masked, 3, 7)
-    expected = np.random.default_rng(7).standard_normal(problem.logits.shape)
+    vs = list(directions_of(problem.logits.shape, masked, 3, 7))
+    expected = np.random.default_rng(7).standard_normal(problem.logits.shape, dtype=np.float32)
+    expected = expected.astype(np.float64)
     expected[masked] = 0
     np.testing.assert_allclose(vs[0], expected / np.linalg.norm(expected), rtol=1e-15)
     for v in vs:
