@@ -40,7 +40,10 @@ class _Batch:
         first = self.calls[0]
         try:
             results = analyse_cross_entropy_batch(
-                [call.problem for call in self.calls], first.include, first.numeric, first.tolerance
+                [call.problem for call in self.calls],
+                first.analysed,
+                first.numeric,
+                first.tolerance,
             )
         except Exception as error:  # a fault of the batch is every request's
             for future in self.futures:

@@ -20,6 +20,7 @@ from fastapi import Response
 
 from app.core.errors import LimitExceeded, RequestError
 from app.numerics.candidate import CandidateCheck
+from app.numerics.directional import DirectionalDerivatives
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
@@ -56,7 +57,13 @@ def check_fields(
             for m in a.worst
         ],
         "message": check.message(),
+        **({"directions": check.directions} if check.directions is not None else {}),
     }
+
+
+def directional_fields(result: DirectionalDerivatives) -> dict[str, Any]:
+    """A directional check's numbers (`DirectionalModel`); its verdict is `check_fields`'."""
+    return {"numeric": result.numeric, "analytic": result.analytic, "seed": result.seed}
 
 
 def _json_number(value: float) -> float | str:

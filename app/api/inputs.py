@@ -41,6 +41,12 @@ from app.numerics.cost import (
 )
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
 from app.numerics.diagnose import ProblemInputs
+from app.numerics.directional import (
+    DEFAULT_DIRECTIONS,
+    DirectionalDerivatives,
+    directional_check,
+    prefer_directions,
+)
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import (
@@ -52,7 +58,7 @@ from app.numerics.gradcheck import (
     ReferenceOutputs,
     Report,
     Tolerance,
-    analyse_cross_entropy,
+    analyse_problem,
     analyse_softmax,
 )
 from app.numerics.layout import Layout
@@ -229,12 +235,11 @@ def to_dtype(logits: FloatArray, dtype: str, layout: Layout) -> FloatArray:
 
 
 def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
-    """How many numbers the outputs in `include` hold for (N, C) logits (C·C per sample for a
-    Jacobian, C for the others)."""
-    num_samples, num_classes = shape
-    return num_samples * sum(
-        num_classes * num_classes if item in SQUARE_OUTPUTS else num_classes for item in include
-    )
+    """How many numbers the outputs in `include` hold for (R, C) rows: C·C per row for a
+    Jacobian, one for the loss, C for the others."""
+    rows, classes = shape
+    widths = {Output.LOSS: 1, **dict.fromkeys(SQUARE_OUTPUTS, classes * classes)}
+    return rows * sum(widths.get(Output(item), classes) for item in include)
 
 
 def request_shape(value: object, axis: int | None = None) -> tuple[int, int]:
@@ -277,13 +282,19 @@ def softmax_request_cost(body: SoftmaxRequest, accept: str | None) -> int:
     ).peak + _candidate_bytes(shape, body.candidate)
 
 
-def cross_entropy_request_cost(body: CrossEntropyRequest, accept: str | None) -> int:
-    """The estimated peak memory of a cross-entropy request, from its shape."""
+def cross_entropy_request_cost(
+    body: CrossEntropyRequest, settings: Settings, accept: str | None
+) -> int:
+    """The estimated peak memory of a cross-entropy request, from its shape (a numeric
+    gradient checked along directions costs what the gradient does)."""
+    include = set(body.include)
+    if directions_of(body, settings) is not None:
+        include.discard(Output.NUMERIC_GRADIENT)
     shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
     probability_labels = len(_sent_shape(body.labels)) == len(_sent_shape(body.logits))
     return cross_entropy_cost(
         shape,
-        body.include,
+        include,
         probability_labels=probability_labels,
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(body.logits),
@@ -459,10 +470,19 @@ class ParsedLoss:
     labels: NDArray[np.int64] | FloatArray
     weight: FloatArray | None
 
-    def problem(self, fields: "LossFields", dtype: Dtype) -> LossProblem:
-        """The problem in precision `dtype`: cast logits, effective targets, reduction."""
+    def problem(
+        self,
+        fields: "LossFields",
+        dtype: Dtype,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+    ) -> LossProblem:
+        """The problem in precision `dtype`: cast logits, effective targets, reduction, and the
+        z-loss and soft-capping options of a cross-entropy request."""
         targets = targets_of(fields, self.labels, self.weight, self.logits.shape[1], DTYPES[dtype])
-        return LossProblem(to_dtype(self.logits, dtype, self.layout), targets, fields.reduction)
+        logits = to_dtype(self.logits, dtype, self.layout)
+        return LossProblem(logits, targets, fields.reduction, z_loss=z_loss, softcap=softcap)
 
     def inputs(self, fields: "LossFields") -> ProblemInputs:
         """The raw problem the diagnoses recompute under each mistaken assumption."""
@@ -556,9 +576,7 @@ class CandidateCall:
         problem = self.reference_problem
         if problem is None:
             return analyse_softmax(self.inputs.logits, frozenset())
-        return analyse_cross_entropy(
-            problem.logits, problem.targets, problem.reduction, frozenset()
-        )
+        return analyse_problem(problem, frozenset())
 
 
 PER_CLASS = frozenset({"probabilities", "log_probabilities", "gradient"})
@@ -615,24 +633,43 @@ class LossCall:
     numeric: NumericOptions
     tolerance: Tolerance
     candidate: CandidateCall | None = None
+    directions: int | None = None
+    """k: the gradient is checked along k random directions instead of element by element."""
+
+    @property
+    def analysed(self) -> frozenset[Output]:
+        """What the analysis computes: `include`, less the element-wise numeric gradient when
+        directions replace it."""
+        if self.directions is None:
+            return self.include
+        return self.include - {Output.NUMERIC_GRADIENT}
 
     def batch_key(self) -> tuple[object, ...]:
         """Calls with equal keys can be computed in one stacked batch (`app.api.coalesce`)."""
-        logits = self.problem.logits
-        return (self.include, self.numeric, self.tolerance, logits.dtype, logits.shape[1])
+        problem = self.problem
+        return (
+            self.analysed,
+            self.numeric,
+            self.tolerance,
+            problem.logits.dtype,
+            problem.logits.shape[1],
+            problem.z_loss,
+            problem.softcap,
+        )
 
     def analyse(self) -> Report:
         """The report of this call alone (raises InvalidProblem)."""
-        problem = self.problem
         with located(self.layout):
-            return analyse_cross_entropy(
-                problem.logits,
-                problem.targets,
-                problem.reduction,
-                self.include,
-                self.numeric,
-                self.tolerance,
-            )
+            return analyse_problem(self.problem, self.analysed, self.numeric, self.tolerance)
+
+    def directional(self, report: Report) -> DirectionalDerivatives | None:
+        """The directional check of the report's gradient, when directions are asked for."""
+        if self.directions is None:
+            return None
+        assert report.gradient is not None
+        return directional_check(
+            self.problem, report.gradient, self.directions, self.numeric, self.tolerance
+        )
 
 
 def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
@@ -654,15 +691,37 @@ def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
     )
 
 
+def directions_of(body: CrossEntropyRequest, settings: Settings) -> int | None:
+    """k when the request's numeric gradient is checked along k random directions: those it
+    asks for, or DEFAULT_DIRECTIONS when the element-wise one would take more than
+    GRADCHECK_NUMERIC_GRADIENT_MAX_EVALUATIONS loss evaluations; None without a numeric
+    gradient in `include`."""
+    if Output.NUMERIC_GRADIENT not in body.include:
+        return None
+    if body.numeric.directions is not None:
+        return body.numeric.directions
+    rows, classes = request_shape(body.logits)
+    method = Method(body.numeric.method)
+    if prefer_directions(rows, classes, method, settings.numeric_gradient_max_evaluations):
+        return DEFAULT_DIRECTIONS
+    return None
+
+
 def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
     """Validate a cross-entropy request into the problem and options the numerics take."""
     include = frozenset(Output(item) for item in body.include)
-    parsed = parse_loss(body, settings, include)
-    problem = parsed.problem(body, body.dtype)
+    directions = directions_of(body, settings)
+    returned = include - {Output.NUMERIC_GRADIENT} if directions else include
+    parsed = parse_loss(body, settings, returned)
+    problem = parsed.problem(body, body.dtype, z_loss=body.z_loss, softcap=body.softcap)
     numeric = _numeric_options(body.numeric, body.dtype)
     candidate = None
     if body.candidate is not None:
-        reference = None if body.dtype == "float64" else parsed.problem(body, "float64")
+        reference = (
+            None
+            if body.dtype == "float64"
+            else parsed.problem(body, "float64", z_loss=body.z_loss, softcap=body.softcap)
+        )
         candidate = CandidateCall(
             _sent_outputs(body.candidate),
             parsed.inputs(body),
@@ -670,4 +729,12 @@ def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
             settings.docs_url,
             parsed.layout,
         )
-    return LossCall(problem, parsed.layout, include, numeric, _tolerance(body.tolerance), candidate)
+    return LossCall(
+        problem,
+        parsed.layout,
+        include,
+        numeric,
+        _tolerance(body.tolerance),
+        candidate,
+        directions,
+    )

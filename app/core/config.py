@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="Most submissions (or roster items) in one /v1/grade/batch request (413 "
         "above, decided from a scan of the body before it is parsed where possible).",
     )
+    numeric_gradient_max_evaluations: int = Field(
+        4_000_000,
+        ge=0,
+        description="A numeric gradient that would take more loss evaluations than this (points "
+        "of the stencil × positions × classes; about 0.2 µs each) is checked along 8 random "
+        "directions instead, unless the request sets numeric.directions.",
+    )
     request_timeout_seconds: float = Field(
         30.0,
         gt=0,

@@ -38,7 +38,7 @@ def refusal(call: Any, body: SoftmaxRequest | CrossEntropyRequest) -> dict[str, 
 
 
 def test_request_entries_count_the_logits_and_every_requested_output() -> None:
-    assert output_entries((2, 3), ["loss", "gradient", "jacobian"]) == 2 * (3 + 3 + 9)
+    assert output_entries((2, 3), ["loss", "gradient", "jacobian"]) == 2 * (1 + 3 + 9)
     assert request_entries([[0.0, 1.0, 2.0]] * 2, ["jacobian"]) == 6 + 18
     assert request_entries([0.0, 1.0, 2.0], ["numeric_jacobian", "gradient"]) == 3 + 9 + 3
     assert request_entries([], ["gradient"]) == 0

@@ -36,6 +36,7 @@ from app.numerics.gradcheck import (
     analyse_cross_entropy,
     analyse_softmax,
 )
+from app.numerics.layout import Layout
 
 MAX_RATIO = 2.0
 """An estimate may exceed the measured peak by this factor at most (for peaks over SMALL)."""
@@ -117,7 +118,8 @@ class Case:
                 report = analyse_cross_entropy(
                     logits, targets, Reduction.MEAN, include, options, tolerance
                 )
-            fields = report_fields(report, frozenset(self.include), self.dtype)
+            layout = Layout.of(logits.shape)
+            fields = report_fields(report, frozenset(self.include), self.dtype, layout)
             del report
             encode = encode_npz if self.response is ResponseFormat.NPZ else encode_json
             body = encode(fields)

@@ -13,6 +13,7 @@ import pytest
 
 from app.api.inputs import cross_entropy_request_cost
 from app.api.schemas.compute import CrossEntropyRequest
+from app.core.config import Settings
 from tests.live.conftest import ServerFactory, metric_value, slow_problem
 
 pytestmark = pytest.mark.live
@@ -44,7 +45,8 @@ async def test_a_small_budget_queues_then_refuses_with_retry_after(
     start_server: ServerFactory,
 ) -> None:
     problem = slow_problem()
-    cost = cross_entropy_request_cost(CrossEntropyRequest.model_validate(problem), None)
+    request = CrossEntropyRequest.model_validate(problem)
+    cost = cross_entropy_request_cost(request, Settings(), None)
     server = start_server(
         GRADCHECK_MEMORY_BUDGET_BYTES=str(int(cost * 1.4)),  # one fits, two do not
         GRADCHECK_ADMISSION_WAIT_SECONDS="1",

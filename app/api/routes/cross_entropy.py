@@ -6,7 +6,13 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.coalesce import Coalescer
 from app.api.deps import CrossEntropyBody, SettingsDep
-from app.api.encoding import candidate_fields, report_fields, respond
+from app.api.encoding import (
+    candidate_fields,
+    check_fields,
+    directional_fields,
+    report_fields,
+    respond,
+)
 from app.api.inputs import (
     LossCall,
     cross_entropy_request_cost,
@@ -27,6 +33,10 @@ def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
     report.refuse_non_finite(call.include)
     fields = report_fields(report, call.include, str(call.problem.logits.dtype), call.layout)
     fields["reduction"] = str(call.problem.reduction)
+    directional = call.directional(report)
+    if directional is not None:
+        fields["gradient_check"] = check_fields(directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(directional)
     if call.candidate is not None:
         check = call.candidate.check(report, call.tolerance)
         fields["candidate_check"] = candidate_fields(check, call.layout)
@@ -51,7 +61,7 @@ async def cross_entropy(
     explained by the mistake that produces it (`candidate_check`)."""
     entries = request_entries(body.logits, body.include)
     if entries > settings.inline_max_entries:  # validated and computed off the event loop
-        cost = cross_entropy_request_cost(body, accept)
+        cost = cross_entropy_request_cost(body, settings, accept)
         return await compute(entries, cost, request, lambda: _alone(body, settings, accept))
     call = to_loss_call(body, settings)
     coalescer: Coalescer = request.app.state.coalescer

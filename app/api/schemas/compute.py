@@ -95,8 +95,27 @@ class FiniteDifferenceOptions(BaseModel):
     )
     step: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
         None,
-        description="A fixed step h for every element. Default: eps^(1/(p+1))·max(1, |z|) for a "
-        "stencil of order p (∛eps·max(1,|z|) for central), 1e-20 for the complex step.",
+        description="A fixed step h for every element. Default, for a stencil of order p: "
+        "eps^(1/(p+1))·max(1, r)^(1/(p+1)) with r = max z − min z of the row (softmax is "
+        "shift-invariant: the row's spread, not |z|, sets its scale), at least 4 ulp(z); "
+        "1e-20 for the complex step.",
+    )
+
+
+class GradientFiniteDifferenceOptions(FiniteDifferenceOptions):
+    """How the numeric gradient is taken: by element, or along random directions."""
+
+    directions: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=1000,
+        description="Check the gradient along k random unit directions v instead of element by "
+        "element: the numeric directional derivative of L (the method's stencil along v) "
+        "against ⟨∇L, v⟩, as jax's check_grads does, at O(k·N·C) cost. The response then "
+        "carries `directional_derivatives` and no `numeric_gradient`. Unset: by element, unless "
+        "that would take more than GRADCHECK_NUMERIC_GRADIENT_MAX_EVALUATIONS evaluations (then "
+        "8 directions; the check says which was used).",
     )
 
 
@@ -222,8 +241,21 @@ class CrossEntropyRequest(LossOptions):
     logits: Logits
     labels: Labels
     dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
-    numeric: FiniteDifferenceOptions = Field(
-        default_factory=FiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
+    numeric: GradientFiniteDifferenceOptions = Field(
+        default_factory=GradientFiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
+    )
+    z_loss: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)] = Field(
+        0.0,
+        description="λ of the z-loss (PaLM; Liger-Kernel's lse_square_scale): each non-ignored "
+        "position's loss gains λ·(log Σ_c exp z_c)²; for `mean` this term is divided by the "
+        "number of non-ignored positions, unweighted, while the cross-entropy keeps torch's "
+        "denominator.",
+    )
+    softcap: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+        None,
+        description="Logit soft-capping (Gemma 2): the logits are replaced by "
+        "softcap·tanh(z / softcap) before everything else; every derivative is with respect to "
+        "the raw logits.",
     )
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
@@ -273,6 +305,11 @@ class CheckModel(BaseModel):
         description="≈ (Σ|w|)·eps·|f|/h (eps·|f'| for the complex step), largest over elements."
     )
     worst_mismatches: list[MismatchModel] = Field(description="Up to 5 failing elements.")
+    directions: int | None = Field(
+        None,
+        description="k when the check compared k directional derivatives (then the indices are "
+        "the directions'); absent when it compared every element.",
+    )
     message: str = Field(description="The verdict in words.")
 
 
@@ -335,6 +372,17 @@ class CandidateCheckModel(BaseModel):
     notes: list[str] = Field(description="Remarks on precision and unexplained outputs.")
 
 
+class DirectionalModel(BaseModel):
+    """The gradient along k random unit directions v_i."""
+
+    numeric: list[float] = Field(description="(L(z + h v_i) − L(z − h v_i)) / 2h, or the method's.")
+    analytic: list[float] = Field(description="⟨∇L, v_i⟩ from the analytic gradient.")
+    seed: int = Field(
+        description="v_i is the i-th draw of numpy's default_rng(seed).standard_normal(shape, "
+        "float32), 0 on masked logits, scaled to unit norm."
+    )
+
+
 class SoftmaxResponse(BaseModel):
     """Softmax outputs in the logits' own shape; arrays not asked for in `include` are absent.
 
@@ -386,6 +434,11 @@ class CrossEntropyResponse(SoftmaxResponse):
     )
     numeric_gradient: Array | None = Field(
         None, description="Finite-difference dL/dz of the same (reduced) loss."
+    )
+    directional_derivatives: DirectionalModel | None = Field(
+        None,
+        description="With a directional check: the k numeric and analytic directional "
+        "derivatives (`numeric_gradient` is then absent).",
     )
     gradient_check: CheckModel | None = Field(
         None, description="Agreement of `gradient` and `numeric_gradient`."

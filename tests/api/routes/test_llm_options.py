@@ -1,0 +1,138 @@
+"""The options of LLM cross-entropy kernels through /v1/cross-entropy: z-loss (PaLM, Liger-Kernel's
+lse_square_scale) and logit soft-capping (Gemma 2) against torch float64 autograd of the same
+formula; a 256 × 32,000 binary request with float32 and bfloat16 candidates, as a fused kernel's
+test suite would send it; the directional check at that size."""
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import httpx
+import ml_dtypes
+import numpy as np
+import pytest
+
+from tests.helpers import require
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+IGNORE = -100
+
+
+def torch_loss(
+    logits: Any, labels: Any, *, z_loss: float, softcap: float | None, **options: Any
+) -> Any:
+    """Liger-Kernel's reference: F.cross_entropy of the capped logits plus z_loss·lse² per
+    non-ignored position (for `mean`, over the number of non-ignored positions)."""
+    capped = softcap * torch.tanh(logits / softcap) if softcap else logits
+    reduction = options.get("reduction", "mean")
+    loss = torch.nn.functional.cross_entropy(capped, labels, **options)
+    active = labels != options.get("ignore_index", IGNORE)
+    z_terms = z_loss * torch.logsumexp(capped, dim=1) ** 2 * active
+    if reduction == "none":
+        return loss + z_terms
+    if reduction == "sum":
+        return loss + z_terms.sum()
+    return loss + z_terms.sum() / active.sum()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("z_loss", "softcap"), [(1e-4, None), (0.0, 2.5), (0.3, 4.0)])
+async def test_z_loss_and_softcap_match_torch(
+    asgi_client: httpx.AsyncClient, reduction: str, z_loss: float, softcap: float | None
+) -> None:
+    require(torch is not None, "torch is not installed: make torch")
+    rng = np.random.default_rng(11)
+    logits = (4 * rng.normal(size=(7, 5))).round(3)
+    labels = np.array([0, 4, IGNORE, 2, 1, 3, 3])
+    weight = [1.0, 2.0, 0.5, 1.5, 0.7]
+    options = {"reduction": reduction, "ignore_index": IGNORE, "label_smoothing": 0.1}
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    loss = torch_loss(
+        z,
+        torch.tensor(labels),
+        z_loss=z_loss,
+        softcap=softcap,
+        weight=torch.tensor(weight, dtype=torch.float64),
+        **options,
+    )
+    (gradient,) = torch.autograd.grad(loss, z, torch.ones_like(loss))
+    body = {
+        "logits": logits.tolist(),
+        "labels": labels.tolist(),
+        "weight": weight,
+        "z_loss": z_loss,
+        "softcap": softcap,
+        "include": ["loss", "gradient", "numeric_gradient"],
+        **options,
+    }
+    answer = (await asgi_client.post("/v1/cross-entropy", json=body)).json()
+    np.testing.assert_allclose(answer["loss"], loss.detach().numpy(), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(answer["gradient"], gradient.numpy(), rtol=1e-10, atol=1e-16)
+    assert answer["gradient_check"]["passed"] is True
+
+
+def npz_body(arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.save(member, array)
+            archive.writestr(f"{name}.npy", member.getvalue())
+        archive.writestr("request.json", json.dumps(fields))
+    return buffer.getvalue()
+
+
+def float64_gradient(
+    logits: np.ndarray, labels: np.ndarray, z_loss: float, softcap: float | None
+) -> np.ndarray:
+    """The exact-enough gradient of the mean loss, from torch float64 autograd."""
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    loss = torch_loss(z, torch.tensor(labels), z_loss=z_loss, softcap=softcap)
+    (gradient,) = torch.autograd.grad(loss, z)
+    result: np.ndarray = gradient.numpy()
+    return result
+
+
+@pytest.mark.slow
+async def test_a_32k_vocabulary_kernel_check(asgi_client: httpx.AsyncClient) -> None:
+    require(torch is not None, "torch is not installed: make torch")
+    rng = np.random.default_rng(3)
+    logits = (3 * rng.normal(size=(256, 32_000))).astype(np.float32)
+    labels = rng.integers(0, 32_000, size=256)
+    labels[rng.random(256) < 0.1] = IGNORE
+    fields = {"z_loss": 1e-4, "softcap": 30.0, "include": ["loss"]}
+    right = float64_gradient(logits.astype(np.float64), labels, 1e-4, 30.0)
+    uncapped = float64_gradient(logits.astype(np.float64), labels, 1e-4, None)
+    headers = {"content-type": "application/x-npz"}
+
+    async def check(candidate: np.ndarray) -> dict[str, Any]:
+        arrays = {"logits": logits, "labels": labels, "candidate.gradient": candidate}
+        response = await asgi_client.post(
+            "/v1/cross-entropy", content=npz_body(arrays, fields), headers=headers, timeout=120
+        )
+        assert response.status_code == 200, response.text[:300]
+        result: dict[str, Any] = response.json()["candidate_check"]
+        return result
+
+    assert (await check(right.astype(np.float32)))["passed"] is True
+    assert (await check(right.astype(ml_dtypes.bfloat16)))["passed"] is True
+    assert (await check(uncapped.astype(np.float32)))["passed"] is False
+
+    directional = {**fields, "include": ["loss", "numeric_gradient"]}
+    directional["numeric"] = {"directions": 4}
+    response = await asgi_client.post(
+        "/v1/cross-entropy",
+        content=npz_body({"logits": logits, "labels": labels}, directional),
+        headers=headers,
+        timeout=120,
+    )
+    answer = response.json()
+    assert answer["gradient_check"]["directions"] == 4
+    assert answer["gradient_check"]["passed"] is True
+    assert "numeric_gradient" not in answer
+    assert len(answer["directional_derivatives"]["numeric"]) == 4
