@@ -1,4 +1,4 @@
-"""The five cases of the benchmark: workloads, in-process floors and baselines, end-to-end runs.
+"""The cases of the benchmark: workloads, in-process floors and baselines, end-to-end runs.
 
 Every function returns plain numbers (seconds, requests per second, bytes) for `bench.run`.
 """
@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pydantic_core
 
-from app.api.encoding import NPZ_METADATA_MEMBER
-from app.api.schemas.compute import CROSS_ENTROPY_DEFAULT_INCLUDE
+from app.api.encoding import NPZ_METADATA_MEMBER, encode_npz
+from app.api.schemas.compute import CROSS_ENTROPY_DEFAULT_INCLUDE, ToleranceOptions
 from app.core.config import Settings
+from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.diagnose import ProblemInputs
 from app.numerics.finite_diff import Method, choose_steps, plain_losses
-from app.numerics.gradcheck import Output, analyse_cross_entropy
-from bench.client import Connection, build_request
+from app.numerics.gradcheck import Output, ReferenceOutputs, Report, analyse_cross_entropy
+from bench.client import Connection, Reply, build_request
 
 CROSS_ENTROPY_PATH = "/v1/cross-entropy"
 CONSTANT_PATH = "/bench/constant"
@@ -31,6 +34,7 @@ NO_NUMERICS_PATH = "/bench/no-numerics"
 JSON_HEADERS = {"Content-Type": "application/json"}
 NPZ_HEADERS = {**JSON_HEADERS, "Accept": "application/x-npz"}
 DEFAULT_INCLUDE = frozenset(Output(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE)
+DEFAULT_INCLUDE_NAMES = [str(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE]
 SQUARE = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
 
 
@@ -78,12 +82,8 @@ def largest_classes(num_samples: int, settings: Settings) -> int:
 # ----- case 1 and 4: one large request, end to end and in-process -----
 
 
-def floor(payload: dict[str, Any]) -> dict[str, Any]:
-    """The physical floor of a cross-entropy request with the default outputs, in-process:
-    orjson-encode the request, decode it, the numpy computation (the service's own numerics),
-    orjson-encode the response arrays, decode them."""
-    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    decoded = orjson.loads(body)
+def _analyse(decoded: dict[str, Any], include: frozenset[Output]) -> Report:
+    """The service's own numerics on a decoded request (index labels, default options)."""
     logits = np.asarray(decoded["logits"], np.float64)
     targets = index_targets(
         np.asarray(decoded["labels"], np.int64),
@@ -94,8 +94,11 @@ def floor(payload: dict[str, Any]) -> dict[str, Any]:
         reduction=Reduction.MEAN,
         dtype=np.float64,
     )
-    report = analyse_cross_entropy(logits, targets, Reduction.MEAN, DEFAULT_INCLUDE)
-    arrays = {
+    return analyse_cross_entropy(logits, targets, Reduction.MEAN, include)
+
+
+def _default_arrays(report: Report) -> dict[str, Any]:
+    return {
         "probabilities": report.softmax.probabilities,
         "loss": float(np.asarray(report.loss)),
         "losses": report.losses,
@@ -103,10 +106,37 @@ def floor(payload: dict[str, Any]) -> dict[str, Any]:
         "numeric_gradient": report.numeric_gradient,
         "jacobian": report.jacobian,
     }
+
+
+def floor(payload: dict[str, Any]) -> dict[str, Any]:
+    """The physical floor of a cross-entropy request with the default outputs, in-process:
+    orjson-encode the request, decode it, the numpy computation (the service's own numerics),
+    orjson-encode the response arrays, decode them."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    report = _analyse(orjson.loads(body), DEFAULT_INCLUDE)
     decoded_response: dict[str, Any] = orjson.loads(
-        orjson.dumps(arrays, option=orjson.OPT_SERIALIZE_NUMPY)
+        orjson.dumps(_default_arrays(report), option=orjson.OPT_SERIALIZE_NUMPY)
     )
     return decoded_response
+
+
+def npz_floor(payload: dict[str, Any]) -> dict[str, Any]:
+    """The floor of the same request answered as .npz, in-process: orjson-encode the request,
+    decode it, the service's own numerics, the archive's encoding (the service's
+    `encode_npz`), and `np.load` of every member, as `post_npz` reads it."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    report = _analyse(orjson.loads(body), DEFAULT_INCLUDE)
+    return read_npz(encode_npz(_default_arrays(report)))
+
+
+def read_npz(archive_bytes: bytes | bytearray) -> dict[str, Any]:
+    """Every member of an .npz response read, the metadata decoded."""
+    with np.load(io.BytesIO(archive_bytes), allow_pickle=False) as archive:
+        fields: dict[str, Any] = orjson.loads(archive[NPZ_METADATA_MEMBER])
+        fields.update(
+            {name: archive[name] for name in archive.files if name != NPZ_METADATA_MEMBER}
+        )
+    return fields
 
 
 def post_json(connection: Connection, payload: dict[str, Any]) -> dict[str, Any]:
@@ -123,12 +153,7 @@ def post_npz(connection: Connection, payload: dict[str, Any]) -> dict[str, Any]:
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     reply = connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, NPZ_HEADERS))
     reply.raise_for_status()
-    with np.load(io.BytesIO(reply.body), allow_pickle=False) as archive:
-        fields: dict[str, Any] = orjson.loads(archive[NPZ_METADATA_MEMBER])
-        fields.update(
-            {name: archive[name] for name in archive.files if name != NPZ_METADATA_MEMBER}
-        )
-    return fields
+    return read_npz(reply.body)
 
 
 def output_bytes(fields: dict[str, Any]) -> int:
@@ -211,3 +236,134 @@ def loop_baseline(
 def numeric_gradient_payload(payload: dict[str, Any], method: Method) -> dict[str, Any]:
     """The request of case 2: only the numeric gradient (with its check), by `method`."""
     return {**payload, "include": ["numeric_gradient"], "numeric": {"method": str(method)}}
+
+
+# ----- case 6: a caller's own outputs checked (issue 14) -----
+
+CANDIDATE_UNAVAILABLE = "not available: candidate not accepted (422)"
+"""What the candidate cases report when the service refuses a `candidate` field."""
+TOLERANCE = ToleranceOptions()
+"""The request's default tolerance, which the candidate comparison uses."""
+
+
+def textbook_softmax(logits: np.ndarray) -> np.ndarray:
+    """softmax(z) as a caller computes it: exp(z − max z) / Σ exp(z − max z), row by row."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return result
+
+
+def candidate_gradient(payload: dict[str, Any], *, divided: bool = True) -> np.ndarray:
+    """A caller's gradient of the mean loss, a − y over N; `divided=False` gives the classic
+    mistake of not dividing by N (the service diagnoses it as `not_divided`)."""
+    logits = np.asarray(payload["logits"], np.float64)
+    gradient = textbook_softmax(logits)
+    gradient[np.arange(len(logits)), payload["labels"]] -= 1.0
+    return gradient / len(logits) if divided else gradient
+
+
+def candidate_jacobian(payload: dict[str, Any], *, diagonal: bool = True) -> np.ndarray:
+    """A caller's softmax Jacobian diag(a) − a aᵀ per sample, (N, C, C); `diagonal=False` gives
+    −a aᵀ (diagnosed as `jacobian_missing_diagonal`)."""
+    a = textbook_softmax(np.asarray(payload["logits"], np.float64))
+    jacobian: np.ndarray = -a[:, :, None] * a[:, None, :]
+    if diagonal:
+        jacobian[:, np.arange(a.shape[1]), np.arange(a.shape[1])] += a
+    return jacobian
+
+
+def candidate_request(
+    payload: dict[str, Any], include: list[str], candidate: dict[str, np.ndarray] | None
+) -> bytes:
+    """The JSON body of a cross-entropy request with `include`, and `candidate` if given."""
+    request: dict[str, Any] = {**payload, "include": include}
+    if candidate is not None:
+        request["candidate"] = candidate
+    return orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def post_body(connection: Connection, body: bytes) -> Reply:
+    """POST a ready JSON body to /v1/cross-entropy; the reply whatever its status."""
+    return connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, JSON_HEADERS))
+
+
+def post_ready_json(connection: Connection, body: bytes) -> dict[str, Any]:
+    """End to end for a body encoded beforehand: POST, receive, decode the JSON response."""
+    decoded: dict[str, Any] = orjson.loads(post_body(connection, body).raise_for_status().body)
+    return decoded
+
+
+def candidate_accepted(connection: Connection) -> bool:
+    """Whether the service takes a `candidate` (False on 422: the field is refused)."""
+    payload = problem(2, 3)
+    body = candidate_request(payload, ["loss"], {"gradient": candidate_gradient(payload)})
+    reply = post_body(connection, body)
+    if reply.status == 422:
+        return False
+    reply.raise_for_status()
+    return "candidate_check" in orjson.loads(reply.body)
+
+
+def jacobian_bodies(payload: dict[str, Any], include: list[str]) -> dict[str, bytes]:
+    """Case 6b's two requests: a correct candidate Jacobian and one without its diagonal."""
+    return {
+        "correct": jacobian_body(payload, include),
+        "missing_diagonal": jacobian_body(payload, include, diagonal=False),
+    }
+
+
+def largest_candidate_batch(
+    num_classes: int, max_body_bytes: int, include: list[str], upper: int, seed: int = 1
+) -> int:
+    """The largest N (at most `upper`) whose requests with a candidate Jacobian (N, C, C),
+    `jacobian_bodies(problem(N, C, seed))`, all fit in `max_body_bytes`, while N + 1 does not:
+    estimated from a small batch's bytes per sample, then bisected (a sample's bytes vary a
+    little with its numbers' digits)."""
+
+    def fits(num_samples: int) -> bool:
+        bodies = jacobian_bodies(problem(num_samples, num_classes, seed), include)
+        return max(map(len, bodies.values())) <= max_body_bytes
+
+    probe = min(8, upper)
+    per_sample = len(jacobian_body(problem(probe, num_classes, seed), include)) / probe
+    estimate = min(upper, max(1, int(max_body_bytes / per_sample)))
+    low, high = max(1, int(estimate * 0.97)), min(upper + 1, int(estimate * 1.03) + 2)
+    for _ in range(8):  # widen the bracket until low fits and high does not
+        if low == 1 or fits(low):
+            break
+        low = max(1, low // 2)
+    for _ in range(8):
+        if high > upper or not fits(high):
+            break
+        low, high = high, min(upper + 1, high * 2)
+    while high - low > 1:  # fits(low), not fits(high) (or high beyond upper)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def jacobian_body(payload: dict[str, Any], include: list[str], *, diagonal: bool = True) -> bytes:
+    """A request with a candidate Jacobian (see `candidate_jacobian`)."""
+    return candidate_request(
+        payload, include, {"jacobian": candidate_jacobian(payload, diagonal=diagonal)}
+    )
+
+
+def candidate_floor(body: bytes, include: frozenset[Output]) -> CandidateCheck:
+    """The floor of a request with a candidate, in-process: parse the body with pydantic's JSON
+    parser (the one the service's model_validate_json uses; like the service it reads NaN and
+    Infinity, which a candidate may hold), the service's own numerics for the request's
+    outputs, the reference of the candidate's outputs, and their comparison (with diagnoses
+    when it fails), as `check_candidate` does it."""
+    decoded = pydantic_core.from_json(body)
+    report = _analyse(decoded, include)
+    return check_candidate(
+        decoded["candidate"],
+        ReferenceOutputs(report),
+        atol=TOLERANCE.atol,
+        rtol=TOLERANCE.rtol,
+        inputs=ProblemInputs(
+            np.asarray(decoded["logits"], np.float64), np.asarray(decoded["labels"], np.int64)
+        ),
+        softmax=report.softmax,
+    )

@@ -1,9 +1,11 @@
-"""`make bench`: the five cases of issue 6 against a live uvicorn on 127.0.0.1, side by side
-with their baselines in the same run. Prints a table; writes bench.json and bench.png.
+"""`make bench`: the cases of issue 6 (1–5, targets restated by issue 13) and issue 14 (6a, 6b)
+against a live uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a
+table with each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
 
     python -m bench.run [--quick] [--output-dir DIR]
 
-Every number is the median of several runs; every ratio compares two medians of this run.
+Every number is the median of several runs; every ratio compares two medians of this run. The
+targets are stated once, in TARGETS.
 """
 
 import argparse
@@ -21,9 +23,11 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pydantic_core
 
 from app.core.config import Settings
 from app.numerics.finite_diff import Method
+from app.numerics.gradcheck import Output
 from bench import cases
 from bench.client import Connection, build_request, requests_per_second
 from bench.plot import plot_scaling
@@ -51,6 +55,13 @@ class Plan:
     concurrency: int = 8
     max_output_entries: int | None = None
     """Overrides GRADCHECK_MAX_OUTPUT_ENTRIES for the server and the sweeps (None: as set)."""
+    candidate_repeats: int = 15
+    """Runs of each request of case 6a (small: more runs, steadier medians)."""
+    jacobian_classes: int = 100
+    """C of case 6b; N is the largest the body limit allows."""
+    jacobian_repeats: int = 3
+    max_body_bytes: int | None = None
+    """Overrides GRADCHECK_MAX_BODY_BYTES for the server and case 6b (None: as set)."""
 
 
 QUICK = Plan(
@@ -66,21 +77,89 @@ QUICK = Plan(
     rps_runs=1,
     concurrency=2,
     max_output_entries=20_000,
+    candidate_repeats=1,
+    jacobian_classes=10,
+    jacobian_repeats=1,
+    max_body_bytes=256 * 1024,
 )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound on a case's ratio."""
+
+    at_most: bool
+    """True: ratio ≤ bound; False: ratio ≥ bound."""
+    bound: float
+    source: str
+    """Where the target is set."""
+
+    def __str__(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.bound:g}"
+
+    def met(self, ratio: float) -> bool:
+        """Whether `ratio` meets the bound (never for NaN)."""
+        return ratio <= self.bound if self.at_most else ratio >= self.bound
+
+
+TARGETS: dict[str, Target | None] = {
+    "1": Target(True, 1.5, "issue 6"),
+    "2": Target(False, 100, "issue 6"),
+    "3": Target(False, 0.4, "issue 13 item 4 (0.6 in issue 6)"),
+    "4": Target(True, 1.5, "issue 13 item 4 (was JSON/.npz ≥ 5 in issue 6)"),
+    "4 JSON/.npz": None,
+    "5 slope": Target(True, 1.2, "issue 6"),
+    "5 memory, numerics": Target(True, 3, "issue 6"),
+    "5 memory, server .npz": Target(True, 3, "issue 6"),
+    "5 memory, server JSON": Target(True, 1.5, "issue 6"),
+    "6a": Target(True, 1.3, "issue 14"),
+    "6a gradient only": None,
+    "6b": Target(True, 1.5, "issue 14"),
+}
+"""Every case's target, keyed by case; None: the row is information only."""
+
+MET, MISSED, INFO = "met", "missed", "info"
 
 
 @dataclass
 class Row:
-    """One line of the table: a measurement, its baseline from the same run, and the ratio."""
+    """One line of the table: a measurement, its baseline from the same run, the ratio, and
+    the verdict against TARGETS[key]."""
 
+    key: str
     case: str
-    measured: float
-    baseline: float
+    measured: float | None
+    baseline: float | None
     unit: str
-    ratio: float
+    ratio: float | None
     ratio_meaning: str
     target: str
-    met: bool
+    status: str
+    """met, missed, info (no target), or "not available: …" (nothing measured)."""
+
+
+def row(
+    key: str,
+    case: str,
+    measured: float,
+    baseline: float,
+    unit: str,
+    ratio: float,
+    ratio_meaning: str,
+) -> Row:
+    """A measured row, judged against its target in TARGETS."""
+    target = TARGETS[key]
+    if target is None:
+        return Row(key, case, measured, baseline, unit, ratio, ratio_meaning, "none", INFO)
+    status = MET if target.met(ratio) else MISSED
+    return Row(key, case, measured, baseline, unit, ratio, ratio_meaning, str(target), status)
+
+
+def unavailable(key: str, case: str, unit: str, ratio_meaning: str, reason: str) -> Row:
+    """A row whose case could not be measured, with its target and the reason."""
+    target = TARGETS[key]
+    shown = "none" if target is None else str(target)
+    return Row(key, case, None, None, unit, None, ratio_meaning, shown, reason)
 
 
 def machine() -> dict[str, Any]:
@@ -103,46 +182,65 @@ def machine() -> dict[str, Any]:
     }
 
 
-def large_response(server: Server, plan: Plan) -> tuple[Row, Row, dict[str, Any]]:
-    """Cases 1 and 4: JSON end to end vs the in-process floor, and .npz vs JSON end to end."""
+def large_response(server: Server, plan: Plan) -> tuple[Row, list[Row], dict[str, Any]]:
+    """Cases 1 and 4: JSON end to end vs its in-process floor, .npz end to end vs its own
+    floor, and (information) JSON vs .npz end to end."""
     payload = cases.problem(*plan.large)
     connection = Connection(server.port)
     json_fields = cases.post_json(connection, payload)
     npz_fields = cases.post_npz(connection, payload)
     cases.floor(payload)
-    floors, jsons, npzs = [], [], []
-    for _ in range(plan.repeats):  # interleaved, so that noise hits all three alike
-        floors.append(cases.median_time(lambda: cases.floor(payload), 1))
-        jsons.append(cases.median_time(lambda: cases.post_json(connection, payload), 1))
-        npzs.append(cases.median_time(lambda: cases.post_npz(connection, payload), 1))
+    cases.npz_floor(payload)
+    actions = {
+        "json_floor": lambda: cases.floor(payload),
+        "json": lambda: cases.post_json(connection, payload),
+        "npz_floor": lambda: cases.npz_floor(payload),
+        "npz": lambda: cases.post_npz(connection, payload),
+    }
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(plan.repeats):  # interleaved, so that noise hits all four alike
+        for name, action in actions.items():
+            times[name].append(cases.median_time(action, 1))
     connection.close()
-    floor, json_time, npz_time = (statistics.median(t) for t in (floors, jsons, npzs))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    floor, json_time = medians["json_floor"], medians["json"]
+    npz_floor, npz_time = medians["npz_floor"], medians["npz"]
     n, c = plan.large
     details = {
         "json_response_keys": sorted(json_fields),
         "npz_response_keys": sorted(npz_fields),
         "output_bytes": cases.output_bytes(npz_fields),
+        "seconds": medians,
     }
-    case1 = Row(
+    case1 = row(
+        "1",
         f"1 large response, JSON (N={n}, C={c})",
         json_time,
         floor,
         "s",
         json_time / floor,
         "end-to-end time / in-process floor",
-        "≤ 1.5",
-        json_time / floor <= 1.5,
     )
-    case4 = Row(
-        f"4 large response, .npz (N={n}, C={c})",
-        npz_time,
-        json_time,
-        "s",
-        json_time / npz_time,
-        "JSON end to end / .npz end to end",
-        "≥ 5",
-        json_time / npz_time >= 5,
-    )
+    case4 = [
+        row(
+            "4",
+            f"4 large response, .npz (N={n}, C={c})",
+            npz_time,
+            npz_floor,
+            "s",
+            npz_time / npz_floor,
+            "end-to-end time / in-process floor (numerics, encode_npz, np.load)",
+        ),
+        row(
+            "4 JSON/.npz",
+            f"4 JSON / .npz, information (N={n}, C={c})",
+            npz_time,
+            json_time,
+            "s",
+            json_time / npz_time,
+            "JSON end to end / .npz end to end",
+        ),
+    ]
     return case1, case4, details
 
 
@@ -161,15 +259,14 @@ def numeric_gradient(server: Server, plan: Plan) -> tuple[list[Row], dict[str, A
         )
         loop_total = loop.seconds_per_element * n * c
         rows.append(
-            Row(
+            row(
+                "2",
                 f"2 numeric gradient, {method} (N={n}, C={c})",
                 service,
                 loop_total,
                 "s",
                 loop_total / service,
                 "per-element loop (in-process) / service end to end",
-                "≥ 100",
-                loop_total / service >= 100,
             )
         )
         details[str(method)] = asdict(loop)
@@ -206,15 +303,14 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     rate, bare_rate = medians["service"], medians["bare"]
     n, c = plan.small
-    row = Row(
+    case3 = row(
+        "3",
         f"3 small requests/s (N={n}, C={c}, {plan.concurrency} connections)",
         rate,
         bare_rate,
         "req/s",
         rate / bare_rate,
         "service / bare endpoint of the same app",
-        "≥ 0.6",
-        rate / bare_rate >= 0.6,
     )
     batches, requests_in_batches = (
         after - before
@@ -226,7 +322,7 @@ def small_requests(server: Server, plan: Plan) -> tuple[Row, dict[str, Any]]:
         "service_without_numerics_over_bare": medians["service_without_numerics"] / bare_rate,
         "mean_requests_per_coalesced_batch": requests_in_batches / max(batches, 1),
     }
-    return row, details
+    return case3, details
 
 
 def coalesced_batches(server: Server) -> tuple[float, float]:
@@ -312,7 +408,8 @@ def scaling(
             )
             last = line[-1]
             rows.append(
-                Row(
+                row(
+                    "5 slope",
                     f"5 cost against {axis}, {fmt} (up to N={last['N']}, C={last['C']})",
                     last[f"{fmt}_seconds"],
                     last["output_entries"],
@@ -320,8 +417,6 @@ def scaling(
                     slope,
                     "slope of log time against log output size (1 = linear, < 1: the fixed "
                     "cost of a request still shows)",
-                    "≤ 1.2",
-                    slope <= 1.2,
                 )
             )
     return rows, points
@@ -369,42 +464,246 @@ def peak_memory(
             connection.close()
     output = numerics["output_bytes"]
     rows = [
-        Row(
+        row(
+            "5 memory, numerics",
             f"5 peak memory, numerics (N={n}, C={c})",
             numerics["peak_bytes"],
             output,
             "bytes",
             numerics["peak_bytes"] / output,
             "tracemalloc peak / output size",
-            "≤ 3",
-            numerics["peak_bytes"] <= 3 * output,
         ),
-        Row(
+        row(
+            "5 memory, server .npz",
             f"5 peak memory, server .npz (N={n}, C={c})",
             growth["npz"],
             output,
             "bytes",
             growth["npz"] / output,
             "server peak RSS growth / output size",
-            "≤ 3",
-            growth["npz"] <= 3 * output,
         ),
-        Row(
+        row(
+            "5 memory, server JSON",
             f"5 peak memory, server JSON (N={n}, C={c})",
             growth["json"],
             output + response_bytes["json"],
             "bytes",
             growth["json"] / (output + response_bytes["json"]),
             "server peak RSS growth / (output size + JSON body)",
-            "≤ 1.5",
-            growth["json"] <= 1.5 * (output + response_bytes["json"]),
         ),
     ]
     return rows, {"numerics": numerics, "server_growth": growth, "response_bytes": response_bytes}
 
 
-def format_value(value: float, unit: str) -> str:
+GRADIENT_INCLUDE = ["gradient"]
+"""Outputs of case 6a's information rows: only the one its candidate is checked against, so
+that the check's cost is not hidden behind the 2.56 M-entry Jacobian of the default outputs."""
+JACOBIAN_INCLUDE = ["loss"]
+"""Outputs of case 6b's requests: a small response, so that the case measures the candidate."""
+
+
+def _verdict(response: dict[str, Any], output: str) -> dict[str, Any]:
+    """What the service said of a candidate output: passed, entries checked, diagnoses."""
+    check = response["candidate_check"]
+    return {
+        "passed": check["passed"],
+        "checked": check["outputs"][output]["checked"],
+        "diagnoses": [d["code"] for d in check["diagnoses"]],
+    }
+
+
+def _interleaved(actions: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Median seconds of each action, run in turn `repeats` times so that noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            times[name].append(cases.median_time(action, 1))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+GRADIENT_MEANING = "end-to-end time / the same request without a candidate"
+JACOBIAN_MEANING = "end-to-end time / in-process floor (parse, numerics, compare)"
+TOO_SLOW_TO_REPEAT = 10.0
+"""A 6b request whose first run takes this many times its floor is not run again: its one
+time is reported (the bench stays bounded when the service is far off its target)."""
+
+
+def candidate_checks(
+    server: Server, plan: Plan, settings: Settings
+) -> tuple[list[Row], dict[str, Any]]:
+    """Case 6 (issue 14): (a) a candidate gradient, N×C of plan.large, end to end against the
+    same request without it; (b) a candidate Jacobian as large as the body limit allows, end to
+    end against its in-process parse-and-compare floor. Each with a correct candidate and with
+    a classic mistake (diagnosed). "not available" rows if the service refuses `candidate`."""
+    connection = Connection(server.port, timeout=900.0)
+    try:
+        if not cases.candidate_accepted(connection):
+            n, c = plan.large
+            reason = cases.CANDIDATE_UNAVAILABLE
+            return [
+                unavailable(
+                    "6a", f"6a candidate gradient (N={n}, C={c})", "s", GRADIENT_MEANING, reason
+                ),
+                unavailable(
+                    "6b",
+                    f"6b candidate Jacobian (C={plan.jacobian_classes})",
+                    "s",
+                    JACOBIAN_MEANING,
+                    reason,
+                ),
+            ], {"available": False}
+        gradient_rows, gradient_details = candidate_gradient_case(connection, plan)
+        jacobian_rows, jacobian_details = candidate_jacobian_case(connection, plan, settings)
+    finally:
+        connection.close()
+    details = {"available": True, "gradient": gradient_details, "jacobian": jacobian_details}
+    return [*gradient_rows, *jacobian_rows], details
+
+
+def candidate_gradient_case(connection: Connection, plan: Plan) -> tuple[list[Row], dict[str, Any]]:
+    """Case 6a: the request of cases 1 and 4 (N×C of plan.large, default outputs) with a
+    candidate gradient, correct or not divided by N, against the same request without one;
+    and, for information, the same three requests asking for the gradient alone, where the
+    Jacobian's 2.56 M numbers do not hide what the candidate costs."""
+    n, c = plan.large
+    payload = cases.problem(n, c)
+    candidates = {
+        "without": None,
+        "correct": {"gradient": cases.candidate_gradient(payload)},
+        "not_divided": {"gradient": cases.candidate_gradient(payload, divided=False)},
+    }
+    variants = {"default": cases.DEFAULT_INCLUDE_NAMES, "gradient_only": GRADIENT_INCLUDE}
+    bodies = {
+        variant: {
+            name: cases.candidate_request(payload, include, candidate)
+            for name, candidate in candidates.items()
+        }
+        for variant, include in variants.items()
+    }
+    verdicts = {
+        variant: {
+            name: _verdict(cases.post_ready_json(connection, body), "gradient")
+            for name, body in group.items()
+            if name != "without"
+        }
+        for variant, group in bodies.items()
+    }
+    repeats = {"default": plan.repeats, "gradient_only": plan.candidate_repeats}
+    times = {
+        variant: _interleaved(
+            {
+                name: partial(cases.post_ready_json, connection, body)
+                for name, body in group.items()
+            },
+            repeats[variant],
+        )
+        for variant, group in bodies.items()
+    }
+    rows = []
+    for variant, key, outputs in (
+        ("default", "6a", "default outputs"),
+        ("gradient_only", "6a gradient only", "gradient only, information"),
+    ):
+        group = times[variant]
+        for name, label in (("correct", "correct"), ("not_divided", "not divided by N")):
+            rows.append(
+                row(
+                    key,
+                    f"6a candidate gradient, {label}; {outputs} (N={n}, C={c})",
+                    group[name],
+                    group["without"],
+                    "s",
+                    group[name] / group["without"],
+                    GRADIENT_MEANING,
+                )
+            )
+    details = {
+        "include": variants,
+        "body_bytes": {
+            variant: {name: len(body) for name, body in group.items()}
+            for variant, group in bodies.items()
+        },
+        "seconds": times,
+        "verdicts": verdicts,
+    }
+    return rows, details
+
+
+def _detail(body: bytes | bytearray) -> str:
+    """The start of an error response's `detail` (or of its body), for a table cell."""
+    try:
+        text = str(orjson.loads(body).get("detail", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        text = bytes(body[:200]).decode("utf-8", "replace")
+    text = " ".join(text.replace("|", "/").split())
+    return text if len(text) <= 90 else text[:89] + "…"
+
+
+def candidate_jacobian_case(
+    connection: Connection, plan: Plan, settings: Settings
+) -> tuple[list[Row], dict[str, Any]]:
+    """Case 6b: include ["loss"] with a correct candidate Jacobian and with one missing its
+    diagonal, N the largest that the body limit allows for C = plan.jacobian_classes; each
+    against `cases.candidate_floor` of the same body. Also times the parse alone (pydantic's
+    and orjson's) for information."""
+    c = plan.jacobian_classes
+    limit = settings.max_body_bytes
+    n = cases.largest_candidate_batch(c, limit, JACOBIAN_INCLUDE, settings.max_batch_size)
+    bodies = cases.jacobian_bodies(cases.problem(n, c, seed=1), JACOBIAN_INCLUDE)
+    include = frozenset(Output(item) for item in JACOBIAN_INCLUDE)
+    verdicts: dict[str, Any] = {}
+    first: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name, body in bodies.items():
+        cases.candidate_floor(body, include)  # warm
+        started = time.perf_counter()
+        reply = cases.post_body(connection, body)
+        first[name] = time.perf_counter() - started
+        if reply.status == 200:
+            verdicts[name] = _verdict(orjson.loads(reply.body), "jacobian")
+        else:
+            failed[name] = f"not available: HTTP {reply.status} ({_detail(reply.body)})"
+    floors = _interleaved(
+        {name: partial(cases.candidate_floor, body, include) for name, body in bodies.items()},
+        1,
+    )
+    too_slow = {name for name in verdicts if first[name] > TOO_SLOW_TO_REPEAT * floors[name]}
+    actions: dict[str, Any] = {}
+    for name, body in bodies.items():
+        actions[f"{name}_floor"] = partial(cases.candidate_floor, body, include)
+        if name in verdicts and name not in too_slow:
+            actions[name] = partial(cases.post_ready_json, connection, body)
+    actions["parse_only_pydantic"] = partial(pydantic_core.from_json, bodies["correct"])
+    actions["parse_only_orjson"] = partial(orjson.loads, bodies["correct"])
+    times = _interleaved(actions, plan.jacobian_repeats)
+    for name in too_slow:
+        times[name] = first[name]
+    rows = []
+    for name, label in (("correct", "correct"), ("missing_diagonal", "missing diagonal")):
+        case = f"6b candidate Jacobian, {label} (N={n}, C={c})"
+        if name in failed:
+            rows.append(unavailable("6b", case, "s", JACOBIAN_MEANING, failed[name]))
+            continue
+        floor = times[f"{name}_floor"]
+        rows.append(row("6b", case, times[name], floor, "s", times[name] / floor, JACOBIAN_MEANING))
+    details = {
+        "include": JACOBIAN_INCLUDE,
+        "N": n,
+        "C": c,
+        "max_body_bytes": limit,
+        "body_bytes": {name: len(body) for name, body in bodies.items()},
+        "seconds": times,
+        "first_run_seconds": first,
+        "run_once_as_too_slow": sorted(too_slow),
+        "verdicts": verdicts,
+    }
+    return rows, details
+
+
+def format_value(value: float | None, unit: str) -> str:
     """A measurement in a readable unit."""
+    if value is None or math.isnan(value):
+        return "–"
     if unit == "s":
         return f"{value * 1000:.1f} ms" if value < 10 else f"{value:.1f} s"
     if unit == "bytes":
@@ -420,30 +719,54 @@ def table(rows: list[Row]) -> str:
         "| case | measured | baseline | ratio | target | met | ratio means |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        if row.unit == "s / entries":
-            measured = f"{row.measured * 1000:.1f} ms at the top"
-            baseline = f"{row.baseline:,.0f} numbers"
+    for line in rows:
+        if line.unit == "s / entries" and line.measured is not None and line.baseline is not None:
+            measured = f"{line.measured * 1000:.1f} ms at the top"
+            baseline = f"{line.baseline:,.0f} numbers"
         else:
-            measured = format_value(row.measured, row.unit)
-            baseline = format_value(row.baseline, row.unit)
+            measured = format_value(line.measured, line.unit)
+            baseline = format_value(line.baseline, line.unit)
+        ratio = "–" if line.ratio is None else f"{line.ratio:.3g}"
         lines.append(
-            f"| {row.case} | {measured} | {baseline} | {row.ratio:.3g} | {row.target} | "
-            f"{'yes' if row.met else 'NO'} | {row.ratio_meaning} |"
+            f"| {line.case} | {measured} | {baseline} | {ratio} | {line.target} | "
+            f"{line.status} | {line.ratio_meaning} |"
         )
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> str:
+    """One line per case key with a target: met, missed (with the rows that missed), or why it
+    was not measured."""
+    lines = []
+    for key, target in TARGETS.items():
+        if target is None:
+            continue
+        mine = [line for line in rows if line.key == key]
+        if not mine:
+            continue
+        missed = [line.case for line in mine if line.status == MISSED]
+        other = [line.status for line in mine if line.status not in (MET, MISSED)]
+        if other:
+            verdict = other[0]
+        elif missed:
+            verdict = f"MISSED ({'; '.join(missed)})"
+        else:
+            verdict = MET
+        lines.append(f"case {key} ({target}, {target.source}): {verdict}")
     return "\n".join(lines)
 
 
 def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
     """Every case against one server (memory: fresh servers); write bench.json and bench.png."""
     env = {}
+    overrides: dict[str, int] = {}
     if plan.max_output_entries is not None:
         env["GRADCHECK_MAX_OUTPUT_ENTRIES"] = str(plan.max_output_entries)
-    settings = (
-        Settings()
-        if plan.max_output_entries is None
-        else Settings(max_output_entries=plan.max_output_entries)
-    )
+        overrides["max_output_entries"] = plan.max_output_entries
+    if plan.max_body_bytes is not None:
+        env["GRADCHECK_MAX_BODY_BYTES"] = str(plan.max_body_bytes)
+        overrides["max_body_bytes"] = plan.max_body_bytes
+    settings = Settings().model_copy(update=overrides)
     started = time.perf_counter()
     info = machine()
     with running_server(env) as server:
@@ -451,19 +774,21 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
         case2, loop_details = numeric_gradient(server, plan)
         case3, small_details = small_requests(server, plan)
         scaling_rows, points = scaling(server, plan, settings)
+        candidate_rows, candidate_details = candidate_checks(server, plan, settings)
     memory_rows, memory_details = peak_memory(plan, settings, env)
-    rows = [case1, *case2, case3, case4, *scaling_rows, *memory_rows]
+    rows = [case1, *case2, case3, *case4, *scaling_rows, *memory_rows, *candidate_rows]
     info["load_average_at_end"] = os.getloadavg()
     info["bench_seconds"] = time.perf_counter() - started
     results = {
         "machine": info,
         "plan": asdict(plan),
-        "rows": [asdict(row) for row in rows],
+        "rows": [asdict(line) for line in rows],
         "large_response": large_details,
         "loop_baseline": loop_details,
         "small_requests": small_details,
         "scaling": points,
         "memory": memory_details,
+        "candidate": candidate_details,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "bench.json").write_bytes(
@@ -481,8 +806,10 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     results = run(QUICK if args.quick else Plan(), args.output_dir)
-    rows = [Row(**row) for row in results["rows"]]
+    rows = [Row(**line) for line in results["rows"]]
     print(table(rows))
+    print()
+    print(verdicts(rows))
     info = results["machine"]
     print(
         f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, numpy {info['numpy']}; "

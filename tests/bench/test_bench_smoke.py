@@ -1,5 +1,6 @@
 """A tiny run of the benchmark harness (`bench.run --quick`): it runs end to end and reports
-every case of issue 6. No timing is asserted: speed claims are the benchmark's, as ratios."""
+every case of issues 6, 13 and 14. No timing is asserted: speed claims are the benchmark's, as
+ratios."""
 
 import json
 import math
@@ -8,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bench.run import QUICK, Row, run, table
+from bench import cases
+from bench.run import INFO, MET, MISSED, QUICK, TARGETS, Row, run, table, verdicts
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -23,13 +25,80 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
     results: tuple[dict[str, Any], Path],
 ) -> None:
     rows = results[0]["rows"]
-    assert sorted({row["case"].split()[0] for row in rows}) == ["1", "2", "3", "4", "5"]
+    assert sorted({row["case"].split()[0] for row in rows}) == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6a",
+        "6b",
+    ]
+    assert {row["key"] for row in rows} == set(TARGETS)
     for row in rows:
+        assert row["status"] != cases.CANDIDATE_UNAVAILABLE, row  # the route takes a candidate
         assert row["baseline"] > 0, row
         # a tiny request may grow the server's memory by nothing at all
         assert row["measured"] > 0 or (row["unit"] == "bytes" and row["measured"] == 0), row
         assert math.isfinite(row["ratio"]), row
         assert row["target"] and row["ratio_meaning"], row
+
+
+def test_every_row_is_judged_by_the_one_table_of_targets(
+    results: tuple[dict[str, Any], Path],
+) -> None:
+    rows = [Row(**row) for row in results[0]["rows"]]
+    for row in rows:
+        target = TARGETS[row.key]
+        if target is None:
+            assert (row.target, row.status) == ("none", INFO), row
+        else:
+            assert row.ratio is not None
+            assert row.target == str(target)
+            assert row.status == (MET if target.met(row.ratio) else MISSED), row
+    assert str(TARGETS["3"]) == "≥ 0.4"
+    assert str(TARGETS["4"]) == "≤ 1.5" and TARGETS["4 JSON/.npz"] is None
+    assert (str(TARGETS["6a"]), str(TARGETS["6b"])) == ("≤ 1.3", "≤ 1.5")
+    summary = verdicts(rows).splitlines()
+    assert len(summary) == sum(target is not None for target in TARGETS.values())
+    assert all(line.split(": ")[-1].split()[0] in (MET, "MISSED") for line in summary), summary
+
+
+def test_unavailable_rows_say_why_and_keep_their_target() -> None:
+    from bench.run import unavailable
+
+    line = unavailable("6b", "6b candidate Jacobian", "s", "meaning", cases.CANDIDATE_UNAVAILABLE)
+    assert line.status == "not available: candidate not accepted (422)"
+    assert line.target == "≤ 1.5" and line.ratio is None
+    assert "| – | – | – | ≤ 1.5 | not available: candidate not accepted (422) |" in table([line])
+    assert verdicts([line]) == (
+        "case 6b (≤ 1.5, issue 14): not available: candidate not accepted (422)"
+    )
+
+
+def test_candidate_cases_measure_what_they_claim(results: tuple[dict[str, Any], Path]) -> None:
+    details = results[0]["candidate"]
+    assert details["available"]
+    n, c = results[0]["plan"]["large"]
+    for variant in ("default", "gradient_only"):
+        gradient = details["gradient"]["verdicts"][variant]
+        assert gradient["correct"] == {"passed": True, "checked": n * c, "diagnoses": []}
+        assert not gradient["not_divided"]["passed"]
+        assert gradient["not_divided"]["diagnoses"][0] == "not_divided"
+    jacobian = details["jacobian"]
+    n, c = jacobian["N"], jacobian["C"]
+    assert jacobian["verdicts"]["correct"] == {
+        "passed": True,
+        "checked": n * c * c,
+        "diagnoses": [],
+    }
+    assert jacobian["verdicts"]["missing_diagonal"]["diagnoses"][0] == "jacobian_missing_diagonal"
+    # the largest batch whose body fits the limit: one more sample would not
+    limit = jacobian["max_body_bytes"]
+    assert limit == results[0]["plan"]["max_body_bytes"]
+    assert max(jacobian["body_bytes"].values()) <= limit
+    bigger = cases.jacobian_bodies(cases.problem(n + 1, c, seed=1), jacobian["include"])
+    assert max(map(len, bigger.values())) > limit
 
 
 def test_files_are_written(results: tuple[dict[str, Any], Path]) -> None:
