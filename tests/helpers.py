@@ -1,7 +1,9 @@
 """Helpers shared by the tests."""
 
+import importlib
 import os
 import socket
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,15 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRE_ALL:
         pytest.fail(f"GRADCHECK_REQUIRE_ALL=1 but: {reason}")
     pytest.skip(reason)
+
+
+def optional_module(name: str) -> Any:
+    """The module `name` if it can be imported (e.g. torch, never a dependency of the service),
+    else None; typed Any, as such modules are used only to compute references."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def free_port() -> int:

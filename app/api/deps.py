@@ -43,7 +43,7 @@ PARSED_BYTES_PER_BODY_BYTE = 16
 """Bound on the Python objects parsing makes per byte of JSON: a number takes at least two
 characters ("0,") and becomes a float in a list (24 + 8 bytes). Parsing a large body is admitted
 by the memory budget for this much, before the route admits the request's own cost."""
-OVERFLOWING_NUMBER = re.compile(rb"-?(?:\d+\.?\d*|\.\d+)[eE]\+?\d{3,}")
+OVERFLOWING_NUMBER = re.compile(rb"[eE]\+?\d{3,}")
 """Number literals whose exponent has three or more digits: the only ones that can overflow."""
 NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
 NOT_UTF8 = "Send the body as UTF-8 JSON: charset {charset} is not read (RFC 8259 requires UTF-8)."
@@ -247,7 +247,7 @@ SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES, {"logits": [0.0, 0.
 CROSS_ENTROPY_BODY = RequestBody(
     CrossEntropyRequest,
     CROSS_ENTROPY_EXAMPLES,
-    {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0]},
+    {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0], "vector": [0.0, 0.0]},
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)

@@ -82,6 +82,7 @@ CANDIDATE_INDEX_KINDS = {
     "losses": "position",
     "loss": "position",
     "jacobian": "pair",
+    "hessian": "pair",
 }
 
 
@@ -153,12 +154,17 @@ def report_fields(
     for name, array in per_class.items():
         if name in include and array is not None:
             fields[name] = layout.per_class(array)
-    for name, array in {
+    per_class_pair = {
         "jacobian": report.jacobian,
         "numeric_jacobian": report.numeric_jacobian,
-    }.items():
+        "hessian": report.hessian,
+        "numeric_hessian": report.numeric_hessian,
+    }
+    for name, array in per_class_pair.items():
         if name in include and array is not None:
             fields[name] = layout.per_class_pair(array)
+    if report.hessian_vector_product is not None:
+        fields["hessian_vector_product"] = layout.per_class(report.hessian_vector_product)
     if "loss" in include and report.loss is not None:
         fields["loss"] = report.loss if report.loss.ndim == 0 else layout.per_position(report.loss)
     if report.losses is not None:
@@ -167,10 +173,12 @@ def report_fields(
         fields["gradient_check"] = check_fields(
             report.gradient_check, lambda index: layout.output_index(index, "class")
         )
-    if report.jacobian_check is not None:
-        fields["jacobian_check"] = check_fields(
-            report.jacobian_check, lambda index: layout.output_index(index, "pair")
-        )
+    for name, check in {
+        "jacobian_check": report.jacobian_check,
+        "hessian_check": report.hessian_check,
+    }.items():
+        if check is not None:
+            fields[name] = check_fields(check, lambda index: layout.output_index(index, "pair"))
     return fields
 
 

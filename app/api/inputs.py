@@ -51,6 +51,7 @@ from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import (
     MAX_MAGNITUDE,
+    SECOND_ORDER,
     SQUARE_OUTPUTS,
     LossProblem,
     NumericOptions,
@@ -535,15 +536,19 @@ class CandidateCall:
     reference_problem: LossProblem | None
     docs_url: str | None
     layout: Layout
+    problem: LossProblem | None = None
+    """The cross-entropy problem itself (its targets give the reference Hessian)."""
 
     def check(self, report: Report, tolerance: Tolerance) -> CandidateCheck:
         """The candidate against `report`'s outputs (or the float64 problem's), both as rows."""
         reference = report
         if reference.softmax.probabilities.dtype != np.float64:
             reference = self._float64_report()
+        problem = self.reference_problem or self.problem
+        targets = None if problem is None or problem.z_loss else problem.targets
         return check_candidate(
             self._as_rows(),
-            ReferenceOutputs(reference),
+            ReferenceOutputs(reference, targets),
             atol=tolerance.atol,
             rtol=tolerance.rtol,
             inputs=self.inputs,
@@ -568,7 +573,10 @@ class CandidateCall:
                 moved[name] = layout.to_rows(array)
             elif name in PER_POSITION and array.shape == layout.positions:
                 moved[name] = array.reshape(layout.rows)
-            elif name == "jacobian" and array.shape == (*layout.positions, *(layout.classes,) * 2):
+            elif name in PER_CLASS_PAIR and array.shape == (
+                *layout.positions,
+                *(layout.classes,) * 2,
+            ):
                 moved[name] = array.reshape(layout.rows, layout.classes, layout.classes)
         return moved
 
@@ -580,6 +588,7 @@ class CandidateCall:
 
 
 PER_CLASS = frozenset({"probabilities", "log_probabilities", "gradient"})
+PER_CLASS_PAIR = frozenset({"jacobian", "hessian"})
 """Candidate outputs with the logits' own shape."""
 PER_POSITION = frozenset({"losses", "loss"})
 """Candidate outputs with one number per position (the loss: for reduction none)."""
@@ -635,6 +644,14 @@ class LossCall:
     candidate: CandidateCall | None = None
     directions: int | None = None
     """k: the gradient is checked along k random directions instead of element by element."""
+    vector: FloatArray | None = None
+    """v (R, C) for the Hessian-vector product."""
+
+    @property
+    def coalescable(self) -> bool:
+        """Whether the call can share a stacked batch: second-order outputs are computed for
+        one problem at a time."""
+        return not self.include & SECOND_ORDER
 
     @property
     def analysed(self) -> frozenset[Output]:
@@ -660,7 +677,9 @@ class LossCall:
     def analyse(self) -> Report:
         """The report of this call alone (raises InvalidProblem)."""
         with located(self.layout):
-            return analyse_problem(self.problem, self.analysed, self.numeric, self.tolerance)
+            return analyse_problem(
+                self.problem, self.analysed, self.numeric, self.tolerance, self.vector
+            )
 
     def directional(self, report: Report) -> DirectionalDerivatives | None:
         """The directional check of the report's gradient, when directions are asked for."""
@@ -728,6 +747,7 @@ def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
             reference,
             settings.docs_url,
             parsed.layout,
+            problem,
         )
     return LossCall(
         problem,
@@ -737,4 +757,34 @@ def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
         _tolerance(body.tolerance),
         candidate,
         directions,
+        parse_vector(body.vector, include, parsed.layout),
     )
+
+
+def parse_vector(value: object, include: Collection[str], layout: Layout) -> FloatArray | None:
+    """v as rows (R, C): finite, the logits' shape; given exactly when the Hessian-vector
+    product is asked for."""
+    wanted = Output.HESSIAN_VECTOR_PRODUCT in include
+    if value is None:
+        if wanted:
+            raise RequestError(
+                ("vector",), "hessian_vector_product needs `vector`, shaped as the logits"
+            )
+        return None
+    if not wanted:
+        raise RequestError(
+            ("vector",), "`vector` is used only with hessian_vector_product in include"
+        )
+    array = cast(FloatArray, nested_array("vector", value, np.float64))
+    if array.shape != layout.shape:
+        raise RequestError(
+            ("vector",),
+            f"vector needs the logits' shape {list(layout.shape)}, got {list(array.shape)}",
+        )
+    rows = cast(FloatArray, layout.to_rows(array))
+    bad = ~np.isfinite(rows)
+    if bad.any():
+        raise RequestError(
+            _entry("vector", layout, bad), "vector must hold finite numbers", "finite_number"
+        )
+    return rows

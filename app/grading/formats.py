@@ -43,6 +43,7 @@ DESCRIPTIONS = {
     Part.LOSS: "the cross-entropy loss after the reduction",
     Part.GRADIENT: "gradient of the reduced loss with respect to the logits, dL/dz, N×C",
     Part.JACOBIAN: "softmax Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j), N×C×C",
+    Part.HESSIAN: "Hessian of the reduced loss, (Σ_c q_c / D)·(diag a − a·aᵀ) per sample, N×C×C",
 }
 
 

@@ -33,6 +33,7 @@ from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Report, analyse_cross_entropy
+from app.numerics.hessian import loss_hessian
 from app.numerics.softmax import FloatArray, softmax_jacobian
 
 MISMATCHES_KEPT = 5
@@ -50,6 +51,7 @@ class Part(StrEnum):
     LOSS = "loss"
     GRADIENT = "gradient"
     JACOBIAN = "jacobian"
+    HESSIAN = "hessian"
 
 
 PART_NAMES = ", ".join(Part)
@@ -73,6 +75,7 @@ class Reference:
         inputs: ProblemInputs | None = None,
     ) -> None:
         self.inputs = inputs
+        self._targets = targets
         with np.errstate(over="ignore", invalid="ignore"):  # `value` refuses what is not finite
             self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
         self._values: dict[Part, FloatArray] = {}
@@ -82,6 +85,7 @@ class Reference:
             Part.LOSS: (num_samples,) if reduction is Reduction.NONE else (),
             Part.GRADIENT: (num_samples, num_classes),
             Part.JACOBIAN: (num_samples, num_classes, num_classes),
+            Part.HESSIAN: (num_samples, num_classes, num_classes),
         }
 
     def shape(self, part: Part) -> tuple[int, ...]:
@@ -101,6 +105,11 @@ class Reference:
             return report.loss
         if part is Part.GRADIENT:
             return report.gradient
+        if part is Part.HESSIAN:
+            targets = self._targets
+            return loss_hessian(
+                report.softmax, targets.q, divisor=targets.divisor, exact_q=targets.exact_q
+            )
         return softmax_jacobian(report.softmax)
 
     def diagnosis(

@@ -109,6 +109,14 @@ OUTPUTS: Mapping[str, OutputCost] = {
     "numeric_jacobian": OutputCost(
         Width.SQUARE, kept=1, transient=7.5, numeric=True, requires=("jacobian",)
     ),
+    # the Hessian is s·J (J formed, then scaled: two C·C arrays while it is made)
+    "hessian": OutputCost(Width.SQUARE, kept=1, transient=2),
+    # finite differences of the gradient: C·C values and the comparison, as numeric_jacobian
+    "numeric_hessian": OutputCost(
+        Width.SQUARE, kept=1, transient=7.5, numeric=True, requires=("hessian",)
+    ),
+    # H·v without forming H: a few arrays of the logits' size
+    "hessian_vector_product": OutputCost(Width.CLASSES, kept=1, transient=4),
 }
 
 SOFTMAX_BASE = 6.5
@@ -275,6 +283,7 @@ GRADED_PARTS: Mapping[str, Width] = {
     "loss": Width.CLASSES,  # N numbers at most; a C-wide bound keeps it simple and safe
     "gradient": Width.CLASSES,
     "jacobian": Width.SQUARE,
+    "hessian": Width.SQUARE,
 }
 
 
@@ -325,6 +334,7 @@ CANDIDATE_WIDTHS: Mapping[str, Width] = {
     "loss": Width.ONE,
     "gradient": Width.CLASSES,
     "jacobian": Width.SQUARE,
+    "hessian": Width.SQUARE,
 }
 CANDIDATE_ARRAYS = 4
 """float64 arrays per candidate number while it is checked: the number read, its float64 copy,

@@ -78,11 +78,15 @@ PRIORITY: tuple[str, ...] = (
     "off_by_one_labels",
     "jacobian_missing_diagonal",
     "jacobian_diagonal_only",
+    "hessian_missing_target_sum",
+    "hessian_not_divided",
     "wrong_scale",
 )
 """Every diagnosis code, the most likely first."""
 
-ROW_OUTPUTS = frozenset({"probabilities", "log_probabilities", "losses", "gradient", "jacobian"})
+ROW_OUTPUTS = frozenset(
+    {"probabilities", "log_probabilities", "losses", "gradient", "jacobian", "hessian"}
+)
 """Outputs whose first axis is the sample (`loss` too, with reduction `none`)."""
 
 PROBE_ROWS = 4
@@ -175,9 +179,12 @@ _ANCHORS = {
     "ignore_index_not_applied": "effective-targets",
     "off_by_one_labels": "effective-targets",
     "jacobian_missing_diagonal": "jacobian",
+    "hessian_missing_target_sum": "hessian",
+    "hessian_not_divided": "hessian",
     "jacobian_diagonal_only": "jacobian",
 }
 _OUTPUT_ANCHORS = {
+    "hessian": "hessian",
     "probabilities": "softmax",
     "log_probabilities": "softmax",
     "loss": "effective-targets",
@@ -186,6 +193,7 @@ _OUTPUT_ANCHORS = {
     "jacobian": "jacobian",
 }
 _OUTPUT_NAMES = {
+    "hessian": "Hessian",
     "probabilities": "probabilities",
     "log_probabilities": "log-probabilities",
     "loss": "loss",
@@ -255,6 +263,11 @@ def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None 
         "mean's divisor.",
         "off_by_one_labels": f"Your {name} {reads} the labels as 1-based (class y − 1 for label "
         "y). Labels are 0-based class indices: label y is class y.",
+        "hessian_missing_target_sum": "Your Hessian leaves out the factor Σ_c q_c of each "
+        "row: the Hessian of the loss is (Σ_c q_c / D)·(diag a − a·aᵀ), and the targets' sum is "
+        "not 1 here (weights, smoothing or unnormalised targets).",
+        "hessian_not_divided": "Your Hessian is not divided by D of reduction 'mean': the "
+        "Hessian of the reduced loss is (Σ_c q_c / D)·(diag a − a·aᵀ).",
         "jacobian_missing_diagonal": "Your Jacobian is −a·aᵀ without the diagonal term: "
         "∂a_i/∂z_j = a_i(δ_ij − a_j), so J = diag(a) − a·aᵀ.",
         "jacobian_diagonal_only": "Your Jacobian has only the diagonal a_i(1 − a_i): the "
@@ -420,7 +433,7 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
     found: list[_Hypothesis] = []
     labelled = inputs.labels is not None
     scalar = _scalar_loss(problem, output)
-    if output in ("loss", "losses", "gradient") and not labelled:
+    if output in ("loss", "losses", "gradient", "hessian") and not labelled:
         return found
     divisor = problem.reference_divisor if output != "losses" else 1.0
 
@@ -434,6 +447,10 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
         if output == "jacobian":
             return _jacobian(a[rows])
         d = problem.divisor(variant) if output != "losses" else 1.0
+        if output == "hessian":
+            sums = problem.targets(variant, rows).sum(axis=1) / d
+            hessian: FloatArray = sums[:, None, None] * _jacobian(a[rows])
+            return hessian
         if output == "gradient":
             return _gradient(a[rows], problem.targets(variant, rows), d)
         if scalar:
@@ -449,7 +466,7 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
             "samples) instead of axis 1 (the classes)",
         )
     )
-    if output in ("loss", "losses", "gradient", "jacobian"):
+    if output in ("loss", "losses", "gradient", "jacobian", "hessian"):
         found.append(
             _scaled("sign_flipped", reference, -1.0, "the candidate equals −1 × the reference")
         )
@@ -502,6 +519,22 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
                     f"the candidate equals the {output} computed {words}",
                 )
             )
+    if output == "hessian" and labelled:
+        sums = problem.target_sums
+        if not np.all(sums == 1):
+            found.append(
+                _Hypothesis(
+                    "hessian_missing_target_sum",
+                    lambda rows: _jacobian(problem.a[rows]) / divisor,
+                    "the candidate equals (diag a − a·aᵀ)/D of every sample, without Σ_c q_c",
+                )
+            )
+        if inputs.reduction is Reduction.MEAN and divisor != 1:
+            evidence = (
+                f"the candidate equals the reference × {divisor:.6g} = D, the divisor of "
+                f"reduction 'mean' ({_divisor_words(inputs)})"
+            )
+            found.append(_scaled("hessian_not_divided", reference, divisor, evidence))
     if output == "jacobian":
         found.append(
             _Hypothesis(

@@ -6,7 +6,7 @@ can stack the rows of several problems and get each one exactly what it gets her
 """
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -39,6 +39,7 @@ from app.numerics.finite_diff import (
     loss_rounding_scale,
     softmax_rounding_scale,
 )
+from app.numerics.hessian import hessian_vector_product, loss_hessian, numeric_hessian
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
 MAX_MAGNITUDE = 1e15
@@ -58,10 +59,17 @@ class Output(StrEnum):
     NUMERIC_GRADIENT = "numeric_gradient"
     JACOBIAN = "jacobian"
     NUMERIC_JACOBIAN = "numeric_jacobian"
+    HESSIAN = "hessian"
+    NUMERIC_HESSIAN = "numeric_hessian"
+    HESSIAN_VECTOR_PRODUCT = "hessian_vector_product"
 
 
-SQUARE_OUTPUTS = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
+SQUARE_OUTPUTS = frozenset(
+    {Output.JACOBIAN, Output.NUMERIC_JACOBIAN, Output.HESSIAN, Output.NUMERIC_HESSIAN}
+)
 """Outputs with C·C numbers per sample (the others have C, or one)."""
+SECOND_ORDER = frozenset({Output.HESSIAN, Output.NUMERIC_HESSIAN, Output.HESSIAN_VECTOR_PRODUCT})
+"""The outputs of `app.numerics.hessian`: computed for one problem at a time, never stacked."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,10 @@ class Report:
     numeric_jacobian: FloatArray | None = None
     gradient_check: Check | None = None
     jacobian_check: Check | None = None
+    hessian: FloatArray | None = None
+    numeric_hessian: FloatArray | None = None
+    hessian_vector_product: FloatArray | None = None
+    hessian_check: Check | None = None
     logit_slope: FloatArray | None = None
     """dy/dz of the soft-capping y = c·tanh(z/c) (N, C), None without it: the Jacobian and
     gradient are by the raw z, so a Jacobian formed later scales its column j by it."""
@@ -184,6 +196,9 @@ class Report:
             Output.NUMERIC_GRADIENT: self.numeric_gradient,
             Output.JACOBIAN: self.jacobian,
             Output.NUMERIC_JACOBIAN: self.numeric_jacobian,
+            Output.HESSIAN: self.hessian,
+            Output.NUMERIC_HESSIAN: self.numeric_hessian,
+            Output.HESSIAN_VECTOR_PRODUCT: self.hessian_vector_product,
         }
         named = [(str(name), value) for name, value in arrays.items() if name in include]
         for name, value in [*named, ("losses", self.losses)]:
@@ -420,15 +435,19 @@ def analyse_cross_entropy(
     *,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    vector: FloatArray | None = None,
 ) -> Report:
     """Loss, gradient a·Σq − q (divided by the reduction's D), numeric gradient and checks.
 
     `z_loss` λ adds λ·ℓ_n² to each non-ignored sample's loss (ℓ_n = log Σ_c exp z_nc; for
     `mean` divided by the number of non-ignored samples, `targets.z_divisor`); `softcap` c
     replaces the logits by c·tanh(z/c) first, every derivative staying by the raw logits.
-    The probabilities and log-probabilities reported are those of the capped logits.
+    The probabilities and log-probabilities reported are those of the capped logits. The
+    second-order outputs (`SECOND_ORDER`: the Hessian (Σq/D)·(diag a − a·aᵀ) of each row, its
+    numeric check, and H·`vector`) come from `app.numerics.hessian`.
 
-    Raises InvalidProblem when target mass sits on a −inf logit.
+    Raises InvalidProblem when target mass sits on a −inf logit, and for second-order outputs
+    with z-loss or soft-capping (not computed yet).
     """
     check_target_support(logits, targets.q)
     divisors = np.full(logits.shape[0], targets.divisor)
@@ -439,7 +458,7 @@ def analyse_cross_entropy(
     if rows.numeric_jacobian is not None:
         assert rows.jacobian is not None
         jacobian_check = rows.numeric_jacobian.check(rows.jacobian, numeric.method, tolerance)
-    return Report(
+    report = Report(
         softmax=rows.softmax,
         losses=rows.losses,
         loss=reduce_losses(rows.cross_entropy, targets, reduction, z_terms=rows.z_terms),
@@ -451,6 +470,49 @@ def analyse_cross_entropy(
         jacobian_check=jacobian_check,
         logit_slope=rows.logit_slope,
     )
+    if include & SECOND_ORDER:
+        if z_loss or softcap is not None:
+            raise InvalidProblem(
+                ("include",),
+                "the Hessian, its numeric check and Hessian-vector products are not computed "
+                "with z_loss or softcap yet: leave those options out, or the second-order outputs",
+            )
+        report = _second_order(report, logits, targets, include, numeric, tolerance, vector)
+    return report
+
+
+def _second_order(
+    report: Report,
+    logits: FloatArray,
+    targets: Targets,
+    include: frozenset[Output],
+    numeric: NumericOptions,
+    tolerance: Tolerance,
+    vector: FloatArray | None,
+) -> Report:
+    """The report with the second-order outputs `include` asks for (`app.numerics.hessian`)."""
+    sm, q, divisor = report.softmax, targets.q, targets.divisor
+    hessian = numeric_values = product = check = None
+    if Output.HESSIAN in include or Output.NUMERIC_HESSIAN in include:
+        hessian = loss_hessian(sm, q, divisor=divisor, exact_q=targets.exact_q)
+    if Output.NUMERIC_HESSIAN in include:
+        assert hessian is not None
+        found = numeric_hessian(
+            logits, q, divisor=divisor, method=numeric.method, step=numeric.step, sm=sm
+        )
+        rows = NumericRows(found.values, found.steps, found.errors)
+        numeric_values, check = found.values, rows.check(hessian, numeric.method, tolerance)
+    if Output.HESSIAN_VECTOR_PRODUCT in include:
+        if vector is None:
+            raise InvalidProblem(("vector",), "hessian_vector_product needs a vector v")
+        product = hessian_vector_product(sm, q, vector, divisor=divisor, exact_q=targets.exact_q)
+    return replace(
+        report,
+        hessian=hessian,
+        numeric_hessian=numeric_values,
+        hessian_vector_product=product,
+        hessian_check=check,
+    )
 
 
 def analyse_problem(
@@ -458,6 +520,7 @@ def analyse_problem(
     include: frozenset[Output],
     numeric: NumericOptions = NumericOptions(),
     tolerance: Tolerance = Tolerance(),
+    vector: FloatArray | None = None,
 ) -> Report:
     """`analyse_cross_entropy` of a `LossProblem`, its z-loss and soft-capping included."""
     return analyse_cross_entropy(
@@ -469,6 +532,7 @@ def analyse_problem(
         tolerance,
         z_loss=problem.z_loss,
         softcap=problem.softcap,
+        vector=vector,
     )
 
 
@@ -476,13 +540,17 @@ class ReferenceOutputs(Mapping[str, FloatArray]):
     """The outputs of a report by name, as a candidate is checked against them
     (`app.numerics.candidate.check_candidate`); the N·C·C Jacobian is formed only when asked
     for. A softmax report has probabilities, log_probabilities and jacobian; a cross-entropy
-    report also loss, losses and gradient."""
+    report also loss, losses and gradient, and with its `targets` the Hessian (formed, like the
+    Jacobian, only when asked for)."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, targets: Targets | None = None) -> None:
         self._report = report
+        self._targets = targets
         self._names = ["probabilities", "log_probabilities", "jacobian"]
         if report.losses is not None:
             self._names += ["loss", "losses", "gradient"]
+        if report.hessian is not None or (targets is not None and report.logit_slope is None):
+            self._names.append("hessian")
 
     def __getitem__(self, name: str) -> FloatArray:
         report = self._report
@@ -495,6 +563,14 @@ class ReferenceOutputs(Mapping[str, FloatArray]):
         }
         if name not in self._names:
             raise KeyError(name)
+        if name == "hessian":
+            if report.hessian is not None:
+                return report.hessian
+            targets = self._targets
+            assert targets is not None
+            return loss_hessian(
+                report.softmax, targets.q, divisor=targets.divisor, exact_q=targets.exact_q
+            )
         if name == "jacobian":
             if report.jacobian is not None:
                 return report.jacobian

@@ -108,6 +108,8 @@ def outputs(
     result["loss"] = losses / d if reduction == "none" else np.asarray(losses.sum() / d)
     total = 1.0 if a_minus_q else q.sum(axis=1, keepdims=True)
     result["gradient"] = (a * total - q) / d
+    sums = np.ones(len(z)) if a_minus_q else q.sum(axis=1)
+    result["hessian"] = (sums / d)[:, None, None] * result["jacobian"]
     return result
 
 
@@ -243,6 +245,14 @@ FIRST_CASES: dict[str, list[tuple[Mapping[str, Any], str, Any]]] = {
             "jacobian",
             np.stack([np.diag(a * (1 - a)) for a in reference_of(SOFTMAX_ONLY)["probabilities"]]),
         ),
+    ],
+    "hessian_missing_target_sum": [
+        (WEIGHTED, "hessian", mistaken(WEIGHTED, a_minus_q=True)["hessian"]),
+        (SOFT, "hessian", mistaken(SOFT, a_minus_q=True)["hessian"]),
+    ],
+    "hessian_not_divided": [
+        (WEIGHTED, "hessian", mistaken(WEIGHTED, divide_by=1.0)["hessian"]),
+        (IGNORED, "hessian", mistaken(IGNORED, divide_by=1.0)["hessian"]),
     ],
     "wrong_softmax_axis": [
         (SOFTMAX_ONLY, "probabilities", mistaken(SOFTMAX_ONLY, axis=0)["probabilities"]),
@@ -538,10 +548,14 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
             dtype=np.float64,
         )
     report = analyse_cross_entropy(
-        p["z"], t, inputs.reduction, frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS})
+        p["z"],
+        t,
+        inputs.reduction,
+        frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS, Output.HESSIAN}),
     )
     assert report.loss is not None and report.losses is not None
     assert report.gradient is not None and report.jacobian is not None
+    assert report.hessian is not None
     service = {
         "probabilities": report.softmax.probabilities,
         "log_probabilities": report.softmax.log_probabilities,
@@ -549,6 +563,7 @@ def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
         "losses": report.losses,
         "gradient": report.gradient,
         "jacobian": report.jacobian,
+        "hessian": report.hessian,
     }
     # the independent reference, sent as the candidate, against the service's values
     result = check_candidate(

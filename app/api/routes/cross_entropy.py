@@ -65,7 +65,8 @@ async def cross_entropy(
         return await compute(entries, cost, request, lambda: _alone(body, settings, accept))
     call = to_loss_call(body, settings)
     coalescer: Coalescer = request.app.state.coalescer
-    return respond(cross_entropy_fields(call, await coalescer.analyse(call)), accept)
+    report = await coalescer.analyse(call) if call.coalescable else call.analyse()
+    return respond(cross_entropy_fields(call, report), accept)
 
 
 def _alone(body: CrossEntropyRequest, settings: Settings, accept: str | None) -> Response:

@@ -171,6 +171,7 @@ class LossCandidate(SoftmaxCandidate):
     loss: Any = _candidate_field("The reduced loss (N numbers for reduction none)")
     losses: Any = _candidate_field("The N per-sample losses")
     gradient: Any = _candidate_field("N×C gradient of the reduced loss")
+    hessian: Any = _candidate_field("N×C×C Hessian blocks of the reduced loss")
 
 
 CANDIDATE_DESCRIPTION = (
@@ -264,7 +265,13 @@ class CrossEntropyRequest(LossOptions):
         CROSS_ENTROPY_DEFAULT_INCLUDE,
         description="Outputs to return. Default: probabilities, loss, gradient, "
         "numeric_gradient (adds `gradient_check`), jacobian. On request also: "
-        "log_probabilities, numeric_jacobian (adds `jacobian_check`).",
+        "log_probabilities, numeric_jacobian (adds `jacobian_check`), hessian, numeric_hessian "
+        "(adds `hessian_check`), hessian_vector_product (with `vector`).",
+    )
+    vector: Logits | None = Field(
+        None,
+        description="v, with the logits' shape: with `hessian_vector_product` in include, the "
+        "response holds H·v (one C-vector per position, H_n·v_n), computed without forming H.",
     )
     candidate: LossCandidate | None = Field(None, description=CANDIDATE_DESCRIPTION)
 
@@ -434,6 +441,21 @@ class CrossEntropyResponse(SoftmaxResponse):
     )
     numeric_gradient: Array | None = Field(
         None, description="Finite-difference dL/dz of the same (reduced) loss."
+    )
+    hessian: Array | None = Field(
+        None,
+        description="∂²L/∂z_n∂z_n of the reduced loss, one C × C block per position: "
+        "(Σ_c q_c / D)·(diag a − a·aᵀ); for `none`, the Hessian of each position's own loss. "
+        "The Hessian over all logits is block-diagonal across positions.",
+    )
+    numeric_hessian: Array | None = Field(
+        None, description="Finite differences of the analytic gradient, by class column."
+    )
+    hessian_check: CheckModel | None = Field(
+        None, description="Agreement of `hessian` and `numeric_hessian` (gradgradcheck)."
+    )
+    hessian_vector_product: Array | None = Field(
+        None, description="H_n·v_n at every position, the logits' shape (needs `vector`)."
     )
     directional_derivatives: DirectionalModel | None = Field(
         None,

@@ -387,7 +387,7 @@ async def test_the_callers_mistakes_are_422_with_their_place(
     ("options", "field"),
     [
         ({"points": {"loss": 0, "gradient": 0}}, "points"),
-        ({"points": {"hessian": 1}}, "points"),
+        ({"points": {"third_derivative": 1}}, "points"),
         ({"points": {"loss": -1}}, "points"),
         ({"tolerance": {"atol": -1}}, "tolerance"),
         ({"feedback": "verbose"}, "feedback"),
@@ -407,7 +407,7 @@ async def test_bad_grading_options_are_422(
 
 
 async def test_revealed_values_count_against_the_output_limit(make_client: ClientFactory) -> None:
-    async with make_client(max_output_entries=20) as client:
+    async with make_client(max_output_entries=15) as client:  # 4 × (1 + 3) per submission
         body = {
             "problem": {"logits": [[1.0, 2.0, 3.0]] * 4, "labels": [0, 1, 2, 0]},
             "submissions": [{}, {}],

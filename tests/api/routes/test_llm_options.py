@@ -13,12 +13,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.helpers import require
+from tests.helpers import optional_module, require
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
+torch = optional_module("torch")
 
 IGNORE = -100
 
@@ -76,7 +73,7 @@ async def test_z_loss_and_softcap_match_torch(
     assert answer["gradient_check"]["passed"] is True
 
 
-def npz_body(arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> bytes:
+def npz_body(arrays: dict[str, Any], fields: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, array in arrays.items():
@@ -123,8 +120,11 @@ async def test_a_32k_vocabulary_kernel_check(asgi_client: httpx.AsyncClient) -> 
     assert (await check(right.astype(ml_dtypes.bfloat16)))["passed"] is True
     assert (await check(uncapped.astype(np.float32)))["passed"] is False
 
-    directional = {**fields, "include": ["loss", "numeric_gradient"]}
-    directional["numeric"] = {"directions": 4}
+    directional: dict[str, Any] = {
+        **fields,
+        "include": ["loss", "numeric_gradient"],
+        "numeric": {"directions": 4},
+    }
     response = await asgi_client.post(
         "/v1/cross-entropy",
         content=npz_body({"logits": logits, "labels": labels}, directional),

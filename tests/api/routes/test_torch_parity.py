@@ -13,14 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import require
+from tests.helpers import optional_module, require
 
-try:
-    import torch
-    from torch.testing._internal.common_methods_invocations import op_db
-    from torch.testing._internal.common_modules import module_db
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
+torch = optional_module("torch")
+"""Importing torch's test inputs needs the `expecttest` package too."""
+methods = optional_module("torch.testing._internal.common_methods_invocations")
+modules = optional_module("torch.testing._internal.common_modules")
 
 SEEDS = (0, 1, 2)
 RTOL_NORMWISE = 1e-10
@@ -30,10 +28,10 @@ GRADCHECK_ATOL, GRADCHECK_RTOL = 1e-5, 1e-3
 def torch_samples(seed: int) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
     """(input, target, keyword arguments) of every OpInfo sample and module input."""
     torch.manual_seed(seed)
-    (op,) = [o for o in op_db if o.name == "nn.functional.cross_entropy"]
+    (op,) = [o for o in methods.op_db if o.name == "nn.functional.cross_entropy"]
     for sample in op.sample_inputs("cpu", torch.float64, requires_grad=True):
         yield sample.input, sample.args[0], dict(sample.kwargs)
-    (module,) = [m for m in module_db if m.module_cls is torch.nn.CrossEntropyLoss]
+    (module,) = [m for m in modules.module_db if m.module_cls is torch.nn.CrossEntropyLoss]
     for module_input in module.module_inputs_func(
         module, device="cpu", dtype=torch.float64, requires_grad=True, training=True
     ):
