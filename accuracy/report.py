@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from accuracy import hessian
+from accuracy import hessian, kdim, llm_options
 from app.numerics.gradcheck import Report
 from app.numerics.softmax import Softmax
 from tests.numerics.adversarial import (
@@ -217,8 +217,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     arguments = parser.parse_args()
     results = run(arguments.size, arguments.seed)
-    table = markdown(results) + __import__("accuracy.llm_options").llm_options.section(
-        arguments.size, arguments.seed
+    table = (
+        markdown(results)
+        + llm_options.section(arguments.size, arguments.seed)
+        + kdim.section(arguments.size, arguments.seed)
     )
     print(table)
     (HERE / "results.md").write_text(table)
