@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Report, analyse_cross_entropy
 from app.numerics.hessian import loss_hessian
+from app.numerics.layout import Layout
 from app.numerics.softmax import FloatArray, softmax_jacobian
 
 MISMATCHES_KEPT = 5
@@ -64,7 +66,8 @@ class Reference:
     The gradient is that of the reduced loss, as /v1/cross-entropy returns it: (a·Σq − q)/D.
     Raises InvalidProblem (location ("logits",)) if a value is not finite in the problem's dtype.
     With the problem's raw `inputs`, a wrong part is explained by the mistake that produces it
-    (`app.numerics.diagnose`).
+    (`app.numerics.diagnose`). `logits` are rows (R, C); `layout` says the shape the caller
+    sent them in (K-dimensional inputs, no batch axis), which the expected values take.
     """
 
     def __init__(
@@ -73,19 +76,22 @@ class Reference:
         targets: Targets,
         reduction: Reduction,
         inputs: ProblemInputs | None = None,
+        layout: Layout | None = None,
     ) -> None:
         self.inputs = inputs
         self._targets = targets
+        self._layout = layout or Layout.of(logits.shape)
         with np.errstate(over="ignore", invalid="ignore"):  # `value` refuses what is not finite
             self._report: Report = analyse_cross_entropy(logits, targets, reduction, frozenset())
         self._values: dict[Part, FloatArray] = {}
-        num_samples, num_classes = logits.shape
+        layout = self._layout
+        pair = (*layout.positions, layout.classes, layout.classes)
         self._shapes = {
-            Part.PROBABILITIES: (num_samples, num_classes),
-            Part.LOSS: (num_samples,) if reduction is Reduction.NONE else (),
-            Part.GRADIENT: (num_samples, num_classes),
-            Part.JACOBIAN: (num_samples, num_classes, num_classes),
-            Part.HESSIAN: (num_samples, num_classes, num_classes),
+            Part.PROBABILITIES: layout.shape,
+            Part.LOSS: layout.positions if reduction is Reduction.NONE else (),
+            Part.GRADIENT: layout.shape,
+            Part.JACOBIAN: pair,
+            Part.HESSIAN: pair,
         }
 
     def shape(self, part: Part) -> tuple[int, ...]:
@@ -118,7 +124,7 @@ class Reference:
         """The most likely mistake behind a wrong `submitted` value of `part`, if one fits."""
         if self.inputs is None or self._report.softmax.probabilities.dtype != np.float64:
             return None
-        observed = {str(part): Observed(submitted, self.value(part))}
+        observed = {str(part): Observed(self._as_rows(part, submitted), self._rows(part))}
         found = diagnose(
             observed,
             self.inputs,
@@ -128,12 +134,33 @@ class Reference:
         )
         return found[0] if found else None
 
+    def _as_rows(self, part: Part, value: FloatArray) -> FloatArray:
+        """A value of `part` in the caller's shape, laid out as the numerics' rows."""
+        layout = self._layout
+        if part in (Part.PROBABILITIES, Part.GRADIENT):
+            return cast(FloatArray, layout.to_rows(value))
+        if part in (Part.JACOBIAN, Part.HESSIAN):
+            return value.reshape(layout.rows, layout.classes, layout.classes)
+        return value.reshape(layout.rows) if value.ndim else value
+
+    def _rows(self, part: Part) -> FloatArray:
+        """The expected value of `part` as rows (what the diagnoses work on)."""
+        return self._as_rows(part, self.value(part))
+
+    def _in_callers_shape(self, part: Part, rows: FloatArray) -> FloatArray:
+        layout = self._layout
+        if part in (Part.PROBABILITIES, Part.GRADIENT):
+            return cast(FloatArray, layout.per_class(rows))
+        if part in (Part.JACOBIAN, Part.HESSIAN):
+            return cast(FloatArray, layout.per_class_pair(rows))
+        return cast(FloatArray, layout.per_position(rows)) if rows.ndim else rows
+
     def value(self, part: Part) -> FloatArray:
-        """The expected value of `part`, as float64."""
+        """The expected value of `part`, as float64, in the caller's shape."""
         if part not in self._values:
             with np.errstate(over="ignore", invalid="ignore"):
                 computed = self._compute(part)
-            value = np.asarray(computed, np.float64)
+            value = self._in_callers_shape(part, np.asarray(computed, np.float64))
             if not np.isfinite(value).all():
                 raise InvalidProblem(
                     ("logits",),

@@ -91,14 +91,9 @@ def _located(*prefix: str | int) -> Iterator[None]:
 def _reference_of(fields: GradingProblem, settings: Settings) -> Reference:
     """The reference values of a problem, with its raw inputs for the diagnoses."""
     parsed = parse_loss(fields, settings)
-    if len(parsed.layout.shape) > 2:
-        raise RequestError(
-            ("logits",),
-            "grading takes (N, C) logits, or (C,) for one sample; K-dimensional problems are "
-            "checked through /v1/cross-entropy with a candidate",
-        )
     loss = parsed.problem(fields, fields.dtype)
-    return Reference(loss.logits, loss.targets, loss.reduction, parsed.inputs(fields))
+    inputs = parsed.inputs(fields)
+    return Reference(loss.logits, loss.targets, loss.reduction, inputs, parsed.layout)
 
 
 def _generated(spec: ProblemSpec, settings: Settings) -> tuple[GeneratedProblem, Reference]:

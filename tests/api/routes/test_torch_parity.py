@@ -158,3 +158,30 @@ async def test_softmax_takes_any_dim(asgi_client: httpx.AsyncClient) -> None:
     response = await asgi_client.post("/v1/softmax", json={"logits": logits.tolist(), "dim": 3})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "dim"]
+
+
+async def test_k_dimensional_problems_are_graded_in_their_own_shape(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    rng = np.random.default_rng(8)
+    problem = {
+        "logits": rng.normal(size=(2, 3, 4)).round(3).tolist(),
+        "labels": rng.integers(0, 3, size=(2, 4)).tolist(),
+        "reduction": "none",
+    }
+    reference = (
+        await asgi_client.post(
+            "/v1/cross-entropy", json={**problem, "include": ["loss", "gradient"]}
+        )
+    ).json()
+    right = {"loss": reference["loss"], "gradient": reference["gradient"]}
+    graded = await asgi_client.post("/v1/grade", json={"problem": problem, "submission": right})
+    assert graded.status_code == 200, graded.text
+    assert all(part["passed"] for part in graded.json()["parts"])
+    wrong = {"gradient": (-np.asarray(reference["gradient"])).tolist(), "loss": right["loss"]}
+    body = {"problem": problem, "submission": wrong, "feedback": "full"}
+    parts = (await asgi_client.post("/v1/grade", json=body)).json()["parts"]
+    gradient = next(part for part in parts if part["name"] == "gradient")
+    assert gradient["passed"] is False
+    assert gradient["diagnosis"] == "sign_flipped"
+    assert len(gradient["mismatches"][0]["index"]) == 3  # a position in the (2, 3, 4) shape
