@@ -63,7 +63,8 @@ def check_fields(
 
 def directional_fields(result: DirectionalDerivatives) -> dict[str, Any]:
     """A directional check's numbers (`DirectionalModel`); its verdict is `check_fields`'."""
-    return {"numeric": result.numeric, "analytic": result.analytic, "seed": result.seed}
+    numbers = {"numeric": result.numeric.tolist(), "analytic": result.analytic.tolist()}
+    return {**numbers, "seed": result.seed}  # k numbers: lists, in JSON and in .npz metadata
 
 
 def _json_number(value: float) -> float | str:

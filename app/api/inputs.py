@@ -546,15 +546,19 @@ class CandidateCall:
             reference = self._float64_report()
         problem = self.reference_problem or self.problem
         targets = None if problem is None or problem.z_loss else problem.targets
-        return check_candidate(
+        llm_options = problem is not None and (problem.z_loss or problem.softcap is not None)
+        check = check_candidate(
             self._as_rows(),
             ReferenceOutputs(reference, targets),
             atol=tolerance.atol,
             rtol=tolerance.rtol,
-            inputs=self.inputs,
+            inputs=None if llm_options else self.inputs,
             softmax=reference.softmax,
             docs_url=self.docs_url,
         )
+        if llm_options and not check.passed:
+            check.notes.append(NO_LLM_DIAGNOSES)
+        return check
 
     def _as_rows(self) -> dict[str, object]:
         """The candidate's outputs in the rows layout of the reference. Outputs sent in the
@@ -587,6 +591,11 @@ class CandidateCall:
         return analyse_problem(problem, frozenset())
 
 
+NO_LLM_DIAGNOSES = (
+    "no mistake is named with z_loss or softcap: the known mistakes are modelled without them, "
+    "so read the worst entries and max_ulp_error (a gradient without the soft-cap's chain "
+    "rule, or without the z-loss term, shows there)"
+)
 PER_CLASS = frozenset({"probabilities", "log_probabilities", "gradient"})
 PER_CLASS_PAIR = frozenset({"jacobian", "hessian"})
 """Candidate outputs with the logits' own shape."""

@@ -136,3 +136,42 @@ async def test_a_32k_vocabulary_kernel_check(asgi_client: httpx.AsyncClient) -> 
     assert answer["gradient_check"]["passed"] is True
     assert "numeric_gradient" not in answer
     assert len(answer["directional_derivatives"]["numeric"]) == 4
+
+
+async def test_directional_derivatives_in_an_npz_response(asgi_client: httpx.AsyncClient) -> None:
+    body = {
+        "logits": [[2.0, 1.0, 0.0]],
+        "labels": [0],
+        "include": ["loss", "numeric_gradient"],
+        "numeric": {"directions": 2},
+    }
+    response = await asgi_client.post(
+        "/v1/cross-entropy", json=body, headers={"accept": "application/x-npz"}
+    )
+    assert response.status_code == 200
+    with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
+        metadata = json.loads(archive["metadata.json"])
+    assert len(metadata["directional_derivatives"]["numeric"]) == 2
+    assert metadata["gradient_check"]["directions"] == 2
+
+
+async def test_no_mistake_is_named_under_softcap(asgi_client: httpx.AsyncClient) -> None:
+    """The known mistakes are modelled without z-loss and soft-capping: a gradient without the
+    soft-cap's chain rule must not be named a − y (never a guess)."""
+    body = {
+        "logits": [[4.0, -2.0, 1.0], [0.5, 3.0, -1.0], [1.0, 2.0, 0.0]],
+        "labels": [0, 1, IGNORE],
+        "softcap": 2.0,
+        "include": ["loss"],
+        "candidate": {
+            "gradient": [
+                [-0.1423929429982853, 0.011338355899557624, 0.13105458709872778],
+                [0.10023471107813701, -0.12460690544302172, 0.024372194364884636],
+                [0.0, 0.0, 0.0],
+            ]
+        },
+    }
+    check = (await asgi_client.post("/v1/cross-entropy", json=body)).json()["candidate_check"]
+    assert check["passed"] is False
+    assert check["diagnoses"] == []
+    assert any("softcap" in note for note in check["notes"])
