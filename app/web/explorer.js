@@ -1,5 +1,6 @@
 // The explorer: editable logits, labels and options; every change (debounced) asks
-// POST v1/cross-entropy and redraws the probabilities, the Jacobian and the gradient check.
+// POST v1/cross-entropy and redraws the probabilities, the Jacobian, the Hessian (with its
+// eigenvalues, computed here) and the gradient check.
 // Validation is the API's: its 422 messages are shown next to the field they name.
 
 import {
@@ -11,13 +12,14 @@ import {
   formatNumber,
   logScale,
 } from "./plot.js";
+import { symmetricEigen } from "./linalg.js";
 
 const API_PATH = "v1/cross-entropy";
 const API_KEY_STORAGE = "gradcheck-api-key";
 const DEBOUNCE_MS = 250;
 const MAX_SAMPLES = 8;
 const MAX_CLASSES = 12;
-const BASE_INCLUDE = ["probabilities", "loss", "gradient", "numeric_gradient", "jacobian"];
+const BASE_INCLUDE = ["probabilities", "loss", "gradient", "numeric_gradient", "jacobian", "hessian"];
 const DEFAULT_OPTIONS = {
   reduction: "mean",
   label_smoothing: "0",
@@ -44,6 +46,7 @@ const state = {
   ],
   weight: ["1", "1", "1"],
   useWeight: false,
+  sample: 0,
   lastResult: null,
   lastBody: null,
 };
@@ -291,7 +294,9 @@ async function loadPresets() {
 
 // ---------- your own values (the candidate) ----------
 
-const CANDIDATE_OUTPUTS = ["gradient", "jacobian", "probabilities"];
+const CANDIDATE_OUTPUTS = ["gradient", "jacobian", "hessian", "probabilities"];
+/** Outputs with one C × C block per sample: the page shows the selected sample's block. */
+const PER_SAMPLE_BLOCKS = new Set(["jacobian", "hessian"]);
 const NON_FINITE = { NaN, Infinity, "-Infinity": -Infinity };
 
 /** JSON with NaN, Infinity and -Infinity (also nan, inf, -inf) read as those numbers. */
@@ -361,9 +366,9 @@ function buildRequest() {
     atol: number($("atol").value, ["tolerance", "atol"]),
     rtol: number($("rtol").value, ["tolerance", "rtol"]),
   };
-  body.include = $("check-jacobian").checked
-    ? [...BASE_INCLUDE, "numeric_jacobian"]
-    : BASE_INCLUDE;
+  body.include = [...BASE_INCLUDE];
+  if ($("check-jacobian").checked) body.include.push("numeric_jacobian");
+  if ($("check-hessian").checked) body.include.push("numeric_hessian");
   const candidate = readCandidate();
   if (candidate) body.candidate = candidate;
   return { body, errors };
@@ -527,17 +532,30 @@ function renderLoss(result) {
   $("loss").textContent = `loss (${result.reduction}) = ${loss}; per-sample losses L_n = [${losses}]`;
 }
 
-function renderJacobian(result) {
-  const select = $("jacobian-sample");
-  const chosen = Math.min(Number(select.value) || 0, result.batch_size - 1);
-  select.replaceChildren();
-  for (let n = 0; n < result.batch_size; n += 1) {
-    const option = document.createElement("option");
-    option.value = String(n);
-    option.textContent = String(n);
-    select.appendChild(option);
+const SAMPLE_SELECTS = ["jacobian-sample", "hessian-sample"];
+
+/** The sample whose Jacobian and Hessian blocks are shown (one choice, two selects). */
+function selectedSample(result) {
+  return Math.min(state.sample ?? 0, result.batch_size - 1);
+}
+
+function renderSampleSelects(result) {
+  const chosen = selectedSample(result);
+  for (const id of SAMPLE_SELECTS) {
+    const select = $(id);
+    select.replaceChildren();
+    for (let n = 0; n < result.batch_size; n += 1) {
+      const option = document.createElement("option");
+      option.value = String(n);
+      option.textContent = String(n);
+      select.appendChild(option);
+    }
+    select.value = String(chosen);
   }
-  select.value = String(chosen);
+}
+
+function renderJacobian(result) {
+  const chosen = selectedSample(result);
   const matrix = result.jacobian[chosen];
   const maxAbs = Math.max(...matrix.flat().map(Math.abs));
   const scale = divergingScale(maxAbs);
@@ -552,6 +570,128 @@ function renderJacobian(result) {
     outlineColour: CANDIDATE_OUTLINE,
   });
   drawLegend($("jacobian-legend"), scale, canvas.clientHeight);
+}
+
+// ---------- the Hessian and its eigenvalues ----------
+
+/** Relative size below which an eigenvalue counts as 0 (rounding of the C × C block). */
+const EIGEN_ZERO = 1e-12;
+
+function renderHessian(result) {
+  const chosen = selectedSample(result);
+  const matrix = result.hessian[chosen];
+  const finite = matrix.flat().filter(Number.isFinite).map(Math.abs);
+  const scale = divergingScale(Math.max(0, ...finite));
+  const canvas = $("hessian");
+  const failing = candidateFailing("hessian", result);
+  drawHeatmap(canvas, matrix, {
+    scale,
+    rowName: "i",
+    columnName: "j",
+    available: availableWidth(canvas) - 110,
+    outline: failing ? failing[chosen] : undefined,
+    outlineColour: CANDIDATE_OUTLINE,
+  });
+  drawLegend($("hessian-legend"), scale, canvas.clientHeight);
+  renderEigenvalues(result, chosen, matrix);
+}
+
+/** s = Σ_c q_c / D of sample n, read off as trace(H_n) / trace(J_n) (J_n = diag a − a·aᵀ);
+ * null when the row is saturated (a one-hot, J_n = 0) and s cannot be read. */
+function hessianFactor(result, n) {
+  const trace = (m) => m.reduce((sum, row, i) => sum + row[i], 0);
+  const j = trace(result.jacobian[n]);
+  const h = trace(result.hessian[n]);
+  return j > 1e-300 && Number.isFinite(h) ? h / j : null;
+}
+
+/** Negative class weights of the current input, as "w0 = −1" texts (none without weights). */
+function negativeWeights() {
+  if (!state.useWeight) return [];
+  return state.weight
+    .map((text, c) => [c, Number(text)])
+    .filter(([, w]) => w < 0)
+    .map(([c, w]) => `w${c} = ${formatNumber(w)}`);
+}
+
+function renderEigenvalues(result, n, matrix) {
+  const list = $("hessian-eigenvalues");
+  const note = $("hessian-eigen-note");
+  const decomposition = symmetricEigen(matrix);
+  list.dataset.state = decomposition.status;
+  list.dataset.sample = String(n);
+  note.textContent = "";
+  if (decomposition.status !== "ok") {
+    delete list.dataset.eigenvalues;
+    const li = listItem("too-large");
+    li.textContent =
+      decomposition.status === "too-large"
+        ? `C = ${decomposition.size}: too large to decompose here (this page decomposes up to a few dozen classes).`
+        : "Not decomposed: the block has NaN or ±Infinity entries.";
+    list.replaceChildren(li);
+    renderHessianExplanation(result, n, null);
+    return;
+  }
+  const { values, vectors } = decomposition;
+  const largest = Math.max(...values.map(Math.abs));
+  const zero = EIGEN_ZERO * (largest > 0 ? largest : 1);
+  list.dataset.eigenvalues = JSON.stringify(values);
+  list.replaceChildren(
+    ...values.map((value) => {
+      const kind = Math.abs(value) <= zero ? "zero" : value < 0 ? "negative" : "positive";
+      const li = listItem(kind);
+      li.textContent = `λ = ${formatNumber(value)}`;
+      li.title = String(value);
+      return li;
+    }),
+  );
+  const zeros = values.map((v, k) => [v, k]).filter(([v]) => Math.abs(v) <= zero);
+  if (zeros.length === 1) {
+    const v = vectors[zeros[0][1]];
+    const cosine = Math.abs(v.reduce((a, b) => a + b, 0)) / Math.sqrt(v.length);
+    note.textContent =
+      `The eigenvalue ≈ 0 (${formatNumber(zeros[0][0])}) has its eigenvector along (1, …, 1): ` +
+      `|cos| with (1, …, 1)/√C = ${cosine.toFixed(6)}.`;
+  } else if (zeros.length > 1) {
+    note.textContent =
+      `${zeros.length} eigenvalues ≈ 0: (1, …, 1) and, for each class with a = 0 (masked by ` +
+      "−inf or saturated), that class's own direction.";
+  }
+  renderHessianExplanation(result, n, values.filter((v) => v < -zero).length);
+}
+
+function renderHessianExplanation(result, n, negatives) {
+  const general =
+    "H = s·(diag a − a·aᵀ) with s = Σ_c q_c / D: with non-negative targets (s ≥ 0) it is " +
+    "positive semi-definite with a zero eigenvalue along (1, …, 1) — adding one constant to " +
+    "every logit changes nothing, and the loss is convex in the logits; a negative class weight " +
+    "can make s < 0 and flip every eigenvalue's sign, so negative eigenvalues appear (directions " +
+    "along which the loss is concave).";
+  const weights = negativeWeights();
+  const s = hessianFactor(result, n);
+  let current =
+    weights.length === 0
+      ? "This problem has no negative class weights"
+      : `This problem has negative class weights (${weights.join(", ")})`;
+  if (s === null) {
+    current += `; sample ${n}'s probabilities are saturated (a one-hot), so its block is 0`;
+  } else if (weights.length === 0) {
+    current += ` (sample ${n}: s = ${formatNumber(s)}${s < 0 ? " < 0" : " ≥ 0"})`;
+  } else {
+    current += `; for sample ${n}, s = ${formatNumber(s)}${s < 0 ? " < 0" : " ≥ 0"}`;
+  }
+  if (negatives === null) {
+    current += ".";
+  } else if (negatives > 0) {
+    current += `: this block has ${negatives} negative eigenvalue${negatives === 1 ? "" : "s"}, so it is not positive semi-definite.`;
+  } else {
+    current += ": every eigenvalue of this block is ≥ 0 up to rounding — positive semi-definite.";
+  }
+  const explanation = $("hessian-explanation");
+  const strong = document.createElement("strong");
+  strong.textContent = current;
+  explanation.replaceChildren(`${general} `, strong);
+  explanation.dataset.negativeWeights = String(weights.length > 0);
 }
 
 function renderGradients(result) {
@@ -585,7 +725,12 @@ function renderGradients(result) {
 // ---------- your own values: verdicts on the heatmaps, diagnoses ----------
 
 const CANDIDATE_OUTLINE = "#b3261e";
-const CANDIDATE_NAMES = { gradient: "gradient", jacobian: "Jacobian", probabilities: "probabilities" };
+const CANDIDATE_NAMES = {
+  gradient: "gradient",
+  jacobian: "Jacobian",
+  hessian: "Hessian",
+  probabilities: "probabilities",
+};
 
 /** Same nested array shape (numbers or null at the leaves)? */
 function sameShape(a, b) {
@@ -694,8 +839,8 @@ function renderCandidate(result) {
     let reference = result[output];
     let outline = failing;
     let title = `your ${CANDIDATE_NAMES[output]}`;
-    if (output === "jacobian") {
-      const n = Math.min(Number($("jacobian-sample").value) || 0, result.batch_size - 1);
+    if (PER_SAMPLE_BLOCKS.has(output)) {
+      const n = selectedSample(result);
       mine = mine[n];
       reference = reference[n];
       outline = failing[n];
@@ -712,7 +857,7 @@ function renderCandidate(result) {
     canvas.className = "plot";
     figure.append(h3, canvas);
     figures.append(figure);
-    const names = output === "jacobian" ? ["i", "j"] : ["sample", "class"];
+    const names = PER_SAMPLE_BLOCKS.has(output) ? ["i", "j"] : ["sample", "class"];
     drawHeatmap(canvas, mine, {
       scale,
       rowName: names[0],
@@ -730,10 +875,13 @@ function render() {
   if (!result) return;
   renderVerdict($("gradient-verdict"), "Gradient", result.gradient_check);
   renderVerdict($("jacobian-verdict"), "Jacobian", result.jacobian_check);
+  renderVerdict($("hessian-verdict"), "Hessian", result.hessian_check);
   renderLoss(result);
   const bars = $("bars");
   drawBars(bars, result.probabilities, targetsForBars(result), availableWidth(bars));
+  renderSampleSelects(result);
   renderJacobian(result);
+  renderHessian(result);
   renderGradients(result);
   renderCandidate(result);
 }
@@ -753,12 +901,17 @@ function wire() {
     renderWeight();
     schedule();
   });
-  for (const id of [...Object.keys(DEFAULT_OPTIONS), "check-jacobian"]) {
+  for (const id of [...Object.keys(DEFAULT_OPTIONS), "check-jacobian", "check-hessian"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
   }
   $("controls").addEventListener("submit", (event) => event.preventDefault());
-  $("jacobian-sample").addEventListener("change", render);
+  for (const id of SAMPLE_SELECTS) {
+    $(id).addEventListener("change", () => {
+      state.sample = Number($(id).value) || 0;
+      render();
+    });
+  }
   for (const output of CANDIDATE_OUTPUTS) $(`candidate-${output}`).addEventListener("input", schedule);
   $("candidate-clear").addEventListener("click", () => {
     for (const output of CANDIDATE_OUTPUTS) $(`candidate-${output}`).value = "";
@@ -772,7 +925,7 @@ function wire() {
   const tooltip = $("tooltip");
   const describe = (r, c, g) =>
     `${g.rowName} ${r}, ${g.columnName} ${c}: ${formatNumber(g.matrix[r][c])} (${g.matrix[r][c]})`;
-  for (const id of ["bars", "jacobian", "gradient", "numeric-gradient", "gradient-error"]) {
+  for (const id of ["bars", "jacobian", "hessian", "gradient", "numeric-gradient", "gradient-error"]) {
     attachTooltip($(id), tooltip, describe);
   }
   let resizeTimer = null;
