@@ -71,7 +71,9 @@ async def test_favicon_is_served(asgi_client: httpx.AsyncClient) -> None:
     assert response.text.lstrip().startswith("<svg")
 
 
-@pytest.mark.parametrize("name", ["explorer.js", "plot.js", "swagger-init.js", "explorer.css"])
+@pytest.mark.parametrize(
+    "name", ["explorer.js", "plot.js", "linalg.js", "swagger-init.js", "explorer.css"]
+)
 async def test_explorer_files_load_nothing_from_elsewhere(
     asgi_client: httpx.AsyncClient, name: str
 ) -> None:
