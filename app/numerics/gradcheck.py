@@ -39,7 +39,13 @@ from app.numerics.finite_diff import (
     loss_rounding_scale,
     softmax_rounding_scale,
 )
-from app.numerics.hessian import hessian_vector_product, loss_hessian, numeric_hessian
+from app.numerics.hessian import (
+    LogitTerms,
+    hessian_vector_product,
+    logit_terms,
+    loss_hessian,
+    numeric_hessian,
+)
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
 MAX_MAGNITUDE = 1e15
@@ -444,10 +450,10 @@ def analyse_cross_entropy(
     replaces the logits by c·tanh(z/c) first, every derivative staying by the raw logits.
     The probabilities and log-probabilities reported are those of the capped logits. The
     second-order outputs (`SECOND_ORDER`: the Hessian (Σq/D)·(diag a − a·aᵀ) of each row, its
-    numeric check, and H·`vector`) come from `app.numerics.hessian`.
+    numeric check, and H·`vector`) come from `app.numerics.hessian`, with the z-loss's and
+    the soft-capping's second derivatives (by the raw logits) when those options are set.
 
-    Raises InvalidProblem when target mass sits on a −inf logit, and for second-order outputs
-    with z-loss or soft-capping (not computed yet).
+    Raises InvalidProblem when target mass sits on a −inf logit.
     """
     check_target_support(logits, targets.q)
     divisors = np.full(logits.shape[0], targets.divisor)
@@ -471,13 +477,8 @@ def analyse_cross_entropy(
         logit_slope=rows.logit_slope,
     )
     if include & SECOND_ORDER:
-        if z_loss or softcap is not None:
-            raise InvalidProblem(
-                ("include",),
-                "the Hessian, its numeric check and Hessian-vector products are not computed "
-                "with z_loss or softcap yet: leave those options out, or the second-order outputs",
-            )
-        report = _second_order(report, logits, targets, include, numeric, tolerance, vector)
+        terms = logit_terms(targets, logits, z_loss=z_loss, softcap=softcap)
+        report = _second_order(report, logits, targets, include, numeric, tolerance, vector, terms)
     return report
 
 
@@ -489,23 +490,34 @@ def _second_order(
     numeric: NumericOptions,
     tolerance: Tolerance,
     vector: FloatArray | None,
+    terms: LogitTerms | None = None,
 ) -> Report:
-    """The report with the second-order outputs `include` asks for (`app.numerics.hessian`)."""
+    """The report with the second-order outputs `include` asks for (`app.numerics.hessian`),
+    by the raw logits, with the z-loss's and the soft-capping's second derivatives when
+    `terms` has them (`report.softmax` is then that of the capped logits)."""
     sm, q, divisor = report.softmax, targets.q, targets.divisor
     hessian = numeric_values = product = check = None
     if Output.HESSIAN in include or Output.NUMERIC_HESSIAN in include:
-        hessian = loss_hessian(sm, q, divisor=divisor, exact_q=targets.exact_q)
+        hessian = loss_hessian(sm, q, divisor=divisor, exact_q=targets.exact_q, terms=terms)
     if Output.NUMERIC_HESSIAN in include:
         assert hessian is not None
         found = numeric_hessian(
-            logits, q, divisor=divisor, method=numeric.method, step=numeric.step, sm=sm
+            logits,
+            q,
+            divisor=divisor,
+            method=numeric.method,
+            step=numeric.step,
+            sm=sm,
+            terms=terms,
         )
         rows = NumericRows(found.values, found.steps, found.errors)
         numeric_values, check = found.values, rows.check(hessian, numeric.method, tolerance)
     if Output.HESSIAN_VECTOR_PRODUCT in include:
         if vector is None:
             raise InvalidProblem(("vector",), "hessian_vector_product needs a vector v")
-        product = hessian_vector_product(sm, q, vector, divisor=divisor, exact_q=targets.exact_q)
+        product = hessian_vector_product(
+            sm, q, vector, divisor=divisor, exact_q=targets.exact_q, terms=terms
+        )
     return replace(
         report,
         hessian=hessian,

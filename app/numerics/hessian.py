@@ -26,6 +26,29 @@ j are 0, so every e_j is a null vector too and the rank is the number of unmaske
 In a saturated row (a_k → 1) all other eigenvalues are of the order of 1 − a_k: positive but
 far below float64's resolution of the largest entry, so the computed block is numerically of
 lower rank. The Hessian depends on q only through S: the individual targets do not matter.
+
+z-loss and soft-capping (cross_entropy.py). With a z-loss the reduced loss gains Σ_n w_n·ℓ_n²,
+w_n = λ_n / D_z (λ_n = 0 on ignored samples, D_z the number of non-ignored samples for `mean`),
+ℓ_n = log Σ_c exp y_nc; with a softcap c the logits are y = c·tanh(z / c) and every derivative
+is by the raw z. By y (∂ℓ/∂y = a, ∂a/∂y = J):
+
+    g_y = (S·a − q)/D + 2w·ℓ·a
+    H_y = (S/D)·J + 2w·(a aᵀ + ℓ·J)          (∂(2wℓ·a)/∂y = 2w·(a·∂ℓ/∂y + ℓ·∂a/∂y))
+
+and by z, with s = dy/dz = 1 − tanh²(z/c) and s′ = d²y/dz² = −(2/c)·tanh(z/c)·s, the chain
+rule ∂L/∂z_i = g_y,i·s_i differentiated once more gives
+
+    H_z = diag(s)·H_y·diag(s) + diag(g_y ⊙ s′)
+
+(the second term because s_i depends on z_i). Neither option keeps the structure above: the
+z-loss breaks the invariance to a shift of the row, 1ᵀH_y1 = 2w > 0, so (1, …, 1) is no longer a
+null vector. Writing H_y = σ·J + 2w·a aᵀ with σ = S/D + 2wℓ, vᵀH_y v = σ·Var_a(v) + 2w·⟨a, v⟩²:
+positive semi-definite when σ ≥ 0, positive definite on the unmasked classes when σ > 0 and
+w > 0, and indefinite when σ < 0 (ℓ < 0 — every logit well below 0 — with 2w|ℓ| > S/D, or
+negative weights). Under a softcap diag(s)·H_y·diag(s) keeps H_y's inertia where s > 0
+(Sylvester), but the diagonal g_y ⊙ s′ has either sign (g_y,i < 0 on target classes, s′ has the
+sign of −z), so H_z is indefinite in general, even for plain cross-entropy with non-negative
+targets.
 """
 
 from dataclasses import dataclass
@@ -34,8 +57,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.numerics import double_double as dd
-from app.numerics.cross_entropy import ExactTargets
+from app.numerics.cross_entropy import (
+    ExactTargets,
+    Targets,
+    log_sum_exp,
+    per_sample_gradient,
+    softcap_logits,
+    softcap_slope,
+)
 from app.numerics.finite_diff import (
+    STENCILS,
     ErrorEstimate,
     Method,
     RowErrors,
@@ -114,6 +145,85 @@ def target_scale(
     return result
 
 
+@dataclass(frozen=True)
+class LogitTerms:
+    """The z-loss and the soft-capping of a problem, as its second derivatives need them.
+
+    Build it with `logit_terms`; None (or both parts None) means plain cross-entropy."""
+
+    z_weights: FloatArray | None = None
+    """w_n = λ_n / D_z,n, the weight of ℓ_n² in the reduced loss, shape (N,) (0 on ignored
+    samples); None without a z-loss."""
+    softcap: float | None = None
+    """c > 0: the Softmax passed with these terms is that of y = c·tanh(z/c); None: y = z."""
+    logits: FloatArray | None = None
+    """The raw logits z (N, C), needed with `softcap` (s and s′ are taken at z)."""
+
+    @property
+    def plain(self) -> bool:
+        """Neither a z-loss nor a softcap: the plain cross-entropy formulas apply."""
+        return self.z_weights is None and self.softcap is None
+
+
+def logit_terms(
+    targets: Targets,
+    logits: FloatArray,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    z_divisors: FloatArray | None = None,
+) -> LogitTerms | None:
+    """The `LogitTerms` of a problem (None without z-loss and softcap).
+
+    Parameters
+    ----------
+    targets : Targets
+        The problem's targets (their `active` samples carry the z-loss, `z_divisor` is D_z).
+    logits : (N, C) array
+        The raw logits z.
+    z_loss : float
+        λ ≥ 0.
+    softcap : float, optional
+        c > 0.
+    z_divisors : (N,) array, optional
+        D_z per row (stacked problems); default `targets.z_divisor`.
+    """
+    if not z_loss and softcap is None:
+        return None
+    weights = None
+    if z_loss:
+        divisors = targets.z_divisor if z_divisors is None else np.asarray(z_divisors)
+        weights = (targets.z_weights(z_loss) / divisors).astype(np.asarray(logits).dtype)
+    return LogitTerms(weights, softcap, np.asarray(logits))
+
+
+def _softcap_derivatives(logits: FloatArray, softcap: float) -> tuple[FloatArray, FloatArray]:
+    """(s, s′) = (dy/dz, d²y/dz²) of y = c·tanh(z/c): s = 1 − tanh²(z/c) without cancellation
+    (`cross_entropy.softcap_slope`), s′ = −(2/c)·tanh(z/c)·s; both 0 on −inf entries."""
+    z = np.asarray(logits)
+    slope = softcap_slope(z, softcap)
+    curvature: FloatArray = (-2 / softcap) * np.tanh(z / softcap) * slope
+    return slope, curvature.astype(z.dtype, copy=False)
+
+
+def _capped_gradient(
+    sm: Softmax,
+    q: FloatArray,
+    divisor: float | FloatArray,
+    exact_q: ExactTargets | None,
+    z_weights: FloatArray | None,
+    lse: FloatArray | None,
+) -> FloatArray:
+    """g_y = (S·a − q)/D + 2w·ℓ·a: the gradient of the reduced loss by the capped logits y."""
+    a = sm.probabilities
+    divisors = np.broadcast_to(np.asarray(divisor, np.float64), (a.shape[0],))
+    gradient = per_sample_gradient(sm, q, exact_q=exact_q)
+    gradient *= (1 / divisors).astype(a.dtype)[:, None]
+    if z_weights is not None and lse is not None:
+        gradient += (2 * z_weights * lse).astype(a.dtype)[:, None] * a
+    return gradient
+
+
 def _tiny_rows(sm: Softmax, scale: FloatArray, threshold: float) -> NDArray[np.intp]:
     """float64 rows with a nonzero s and a finite logit whose probability is below `threshold`
     (2^-1022: subnormal or underflowed to 0, with an absolute, not relative, error)."""
@@ -168,8 +278,10 @@ def loss_hessian(
     *,
     divisor: float | FloatArray = 1.0,
     exact_q: ExactTargets | None = None,
+    terms: LogitTerms | None = None,
 ) -> FloatArray:
-    """Block n of the Hessian of the reduced loss: H_n = (Σ_c q_nc / D)·(diag a_n − a_n a_nᵀ).
+    """Block n of the Hessian of the reduced loss: H_n = (Σ_c q_nc / D)·(diag a_n − a_n a_nᵀ),
+    plus the z-loss's and the soft-capping's second derivatives when `terms` has them.
 
     Parameters
     ----------
@@ -182,12 +294,22 @@ def loss_hessian(
         the Hessian of loss_n), or one per row for stacked problems.
     exact_q : callable, optional
         Targets.exact_q, for the exact Σq (see `target_scale`).
+    terms : LogitTerms, optional
+        z-loss weights w_n = λ_n / D_z and softcap c (`logit_terms`); `sm` is then the
+        softmax of the capped logits y and the Hessian is by the raw z.
 
     Returns
     -------
     (N, C, C) array
         H[n, i, j] = ∂²L / ∂z_ni ∂z_nj = s_n·a_ni(δ_ij − a_nj); exactly symmetric. The
-        Hessian over all logits is block-diagonal: ∂²L / ∂z_ni ∂z_mj = 0 for n ≠ m.
+        Hessian over all logits is block-diagonal: ∂²L / ∂z_ni ∂z_mj = 0 for n ≠ m. With
+        `terms` (module docstring for the derivation):
+
+            H_y = (S/D)·J + 2w·(a aᵀ + ℓ·J),   ℓ = log Σ_c exp y_c
+            H_z = diag(s)·H_y·diag(s) + diag(g_y ⊙ s′),   s = dy/dz, s′ = d²y/dz²
+
+        with g_y = (S·a − q)/D + 2w·ℓ·a the gradient by y; still exactly symmetric (the
+        factor s_i·s_j is formed once for (i, j) and (j, i)).
 
     Notes
     -----
@@ -213,7 +335,17 @@ def loss_hessian(
     semi-definite, S_n = 0 (targets summing to 0, ignored samples) makes it 0, and each masked
     class (z_j = −inf) adds the null vector e_j.
 
-    Cost: one C×C block per sample, as softmax_jacobian, plus one multiplication.
+    Definiteness with a z-loss or a softcap: see the module docstring (the ones vector is no
+    longer a null vector; H_y is PSD when S/D + 2wℓ ≥ 0; H_z is indefinite in general).
+
+    Accuracy with `terms`: the cross-entropy part as above, the z-loss part 2w·(a aᵀ + ℓ·J)
+    from the same probabilities (each entry within a few ulps of itself, the sum of the two
+    parts within a few ulps of the block's largest term), then one product by s_i·s_j and the
+    diagonal g_y ⊙ s′ (s to a few ulps, `softcap_slope`): normwise ~1e-15 per block, except
+    where the parts cancel against each other.
+
+    Cost: one C×C block per sample, as softmax_jacobian, plus one multiplication; with a
+    z-loss a second C×C block per sample is formed.
     """
     scale = target_scale(q, divisor, exact_q=exact_q).astype(sm.probabilities.dtype)
     hessian = softmax_jacobian(sm)
@@ -221,6 +353,27 @@ def loss_hessian(
     rows = _tiny_rows(sm, scale, _SMALLEST_NORMAL)
     if rows.size:
         hessian[rows] = _scaled_hessian(sm, rows, scale[rows])
+    if terms is None or terms.plain:
+        return hessian
+    a = sm.probabilities
+    dtype = a.dtype
+    lse = None
+    if terms.z_weights is not None:
+        weights = np.asarray(terms.z_weights, dtype)
+        lse = log_sum_exp(sm).astype(dtype, copy=False)
+        z_part = softmax_jacobian(sm)
+        z_part *= (2 * weights * lse)[:, None, None]
+        hessian += z_part
+        np.multiply(a[:, :, None], a[:, None, :], out=z_part)
+        z_part *= (2 * weights)[:, None, None]
+        hessian += z_part
+    if terms.softcap is not None:
+        assert terms.logits is not None, "a softcap needs the raw logits"
+        slope, curvature = _softcap_derivatives(terms.logits, terms.softcap)
+        hessian *= slope[:, :, None] * slope[:, None, :]
+        gradient = _capped_gradient(sm, q, divisor, exact_q, terms.z_weights, lse)
+        diagonal = np.arange(a.shape[1])
+        hessian[:, diagonal, diagonal] += gradient * curvature
     return hessian
 
 
@@ -245,8 +398,10 @@ def hessian_vector_product(
     *,
     divisor: float | FloatArray = 1.0,
     exact_q: ExactTargets | None = None,
+    terms: LogitTerms | None = None,
 ) -> FloatArray:
-    """H_n v_n = s_n·a_n ⊙ (v_n − ⟨a_n, v_n⟩) for every sample, without forming H: O(N·C).
+    """H_n v_n = s_n·a_n ⊙ (v_n − ⟨a_n, v_n⟩) for every sample, without forming H: O(N·C)
+    (with the z-loss's and the soft-capping's terms when `terms` has them).
 
     Parameters
     ----------
@@ -256,13 +411,19 @@ def hessian_vector_product(
         Effective targets.
     vector : (N, C) array
         One direction v_n per sample (finite).
-    divisor, exact_q
+    divisor, exact_q, terms
         As in `loss_hessian`.
 
     Returns
     -------
     (N, C) array
-        Row n is H_n v_n = s_n·(a ⊙ v − a·⟨a, v⟩), s_n = Σ_c q_nc / D.
+        Row n is H_n v_n = s_n·(a ⊙ v − a·⟨a, v⟩), s_n = Σ_c q_nc / D. With `terms`
+        (u = s ⊙ v under a softcap, else u = v; s, s′, g_y as in `loss_hessian`):
+
+            H_y u = (S/D)·J u + 2w·(a·⟨a, u⟩ + ℓ·J u),   J u = a ⊙ (u − ⟨a, u⟩)
+            H_z v = s ⊙ (H_y u) + (g_y ⊙ s′) ⊙ v
+
+        each J u taken as below; still O(N·C), H never formed.
 
     Notes
     -----
@@ -298,6 +459,35 @@ def hessian_vector_product(
         raise ValueError(f"vector has shape {v.shape}, expected {a.shape}")
     if num_samples == 0 or num_classes == 0:
         return np.zeros_like(a)
+    if terms is None or terms.plain:
+        return _jacobian_product(sm, scale, v)
+    slope = curvature = None
+    u = v
+    if terms.softcap is not None:
+        assert terms.logits is not None, "a softcap needs the raw logits"
+        slope, curvature = _softcap_derivatives(terms.logits, terms.softcap)
+        u = slope * v
+    product = _jacobian_product(sm, scale, u)
+    lse = None
+    if terms.z_weights is not None:
+        weights = np.asarray(terms.z_weights, dtype)
+        lse = log_sum_exp(sm).astype(dtype, copy=False)
+        product += _jacobian_product(sm, 2 * weights * lse, u)
+        product += (2 * weights * np.sum(a * u, axis=1))[:, None] * a
+    if slope is not None and curvature is not None:
+        product *= slope
+        gradient = _capped_gradient(sm, q, divisor, exact_q, terms.z_weights, lse)
+        product += gradient * curvature * v
+    return product
+
+
+def _jacobian_product(sm: Softmax, scale: FloatArray, v: FloatArray) -> FloatArray:
+    """scale_n·J_n v_n = scale_n·a_n ⊙ (v_n − ⟨a_n, v_n⟩) for every row (see
+    `hessian_vector_product`, Notes, for the numerics); v finite, shaped as the probabilities."""
+    a = sm.probabilities
+    dtype = a.dtype
+    num_samples = a.shape[0]
+    scale = np.asarray(scale, dtype)
     row_index = np.arange(num_samples)
     k = sm.argmax
     _, vector_exponent = np.frexp(np.max(np.abs(v), axis=1))
@@ -331,25 +521,70 @@ def hessian_vector_product(
 
 
 class GradientColumns:
-    """The per-sample gradient S_n·a′_n − q_n with one class column replaced, for
-    `finite_diff.derivative_by_column`: its derivative by column j is row j of H_n (times D).
+    """D times the gradient of the reduced loss by the raw logits, row by row, with one class
+    column replaced, for `finite_diff.derivative_by_column`: its derivative by column j is
+    column j of H_n (times D). Output (P, W, N, C).
 
-    a′ comes from `finite_diff.SoftmaxColumns` (a plain evaluation of softmax, independent of
-    softmax.py's cancellation-free path), so real and complex values both work and the
-    complex step applies. Output (P, W, N, C).
+        D·g_z = (S_n·a′ − q_n + 2·λ̃_n·ℓ′·a′) ⊙ s′        (λ̃_n = D·w_n, s′ = dy/dz at z′)
+
+    a′ is a plain evaluation of the softmax of the perturbed (capped) row, as
+    `finite_diff.SoftmaxColumns` evaluates it (independent of softmax.py's cancellation-free
+    path), so that real and complex values both work and the complex step applies. With
+    `z_weights` λ̃ the log-sum-exp of the perturbed row is ℓ′ = m + (d + log E′) (m the row's
+    unperturbed maximum, d and E′ from the perturbed column), and ℓ′·a′ is formed as
+    m·a′ + (d + log E′)·a′, so that the rounding of m + … (eps·|m|) does not enter the
+    differences. With `softcap` c the moved column is capped without cancellation
+    (`finite_diff.SoftmaxColumns.capped`) and its slope is 1/cosh²(x/c) (analytic in x, for
+    the complex step); the other columns keep `softcap_slope`.
     """
 
-    def __init__(self, logits: FloatArray, q: FloatArray) -> None:
-        self.softmax = SoftmaxColumns(logits)
+    def __init__(
+        self,
+        logits: FloatArray,
+        q: FloatArray,
+        *,
+        z_weights: FloatArray | None = None,
+        softcap: float | None = None,
+    ) -> None:
+        self.softmax = SoftmaxColumns(logits, softcap=softcap)
         self.q = np.asarray(q)
         self.target_total = self.q.sum(axis=1)[:, None]
         self.outputs_per_sample = int(np.shape(logits)[1])
+        self.z_weights = None if z_weights is None else np.asarray(z_weights)
+        self.softcap = softcap
+        self.slope = None if softcap is None else softcap_slope(np.asarray(logits), softcap)
 
     def __call__(
         self, columns: NDArray[np.intp], values: NDArray[np.generic]
     ) -> NDArray[np.generic]:
-        probabilities = self.softmax(columns, values)
-        return np.asarray(probabilities * self.target_total - self.q)
+        if self.z_weights is None and self.softcap is None:
+            probabilities = self.softmax(columns, values)
+            return np.asarray(probabilities * self.target_total - self.q)
+        _, lift, exp, total = self.softmax.capped.replaced(columns, values)
+        rows = self.softmax.rows
+        # exp(y_i − m′) for the unchanged classes (≤ 0: see SoftmaxColumns), then column j
+        unchanged = np.exp(np.minimum(rows.below_maximum - lift[..., None], 0))
+        probabilities = unchanged / total[..., None]
+        for slot, column in enumerate(columns):
+            probabilities[:, slot, :, column] = np.divide(exp[:, slot], total[:, slot])
+        gradient = probabilities * self.target_total - self.q
+        if self.z_weights is not None:
+            coefficient = (2 * self.z_weights)[:, None]
+            change = (lift + np.log(total))[..., None]  # ℓ′ − m
+            gradient = gradient + coefficient * (
+                rows.maximum[:, None] * probabilities + change * probabilities
+            )
+        if self.softcap is not None and self.slope is not None:
+            slope = np.empty_like(gradient)
+            slope[...] = self.slope
+            masked = np.isneginf(np.real(values))
+            with np.errstate(over="ignore"):
+                moved = 1 / np.cosh(np.where(masked, 0, values) / self.softcap) ** 2
+            moved = np.where(masked, 0, moved)
+            for slot, column in enumerate(columns):
+                slope[:, slot, :, column] = moved[:, slot]
+            gradient = gradient * slope
+        return np.asarray(gradient)
 
 
 @dataclass(frozen=True)
@@ -377,6 +612,7 @@ def numeric_hessian(
     method: Method = Method.CENTRAL,
     step: float | None = None,
     sm: Softmax | None = None,
+    terms: LogitTerms | None = None,
 ) -> NumericHessian:
     """Finite differences (or the complex step) of the analytic gradient, by class column.
 
@@ -394,7 +630,11 @@ def numeric_hessian(
         A fixed step; default: finite_diff.choose_steps's rule (∛eps·max(1, |z|) for central,
         1e-20 for the complex step, …), the same as the numeric gradient's.
     sm : Softmax, optional
-        softmax(logits), if already computed (for the error estimate).
+        softmax(logits) (of the capped logits under a softcap), if already computed (for the
+        error estimate).
+    terms : LogitTerms, optional
+        z-loss and softcap (`logit_terms`): the gradient differentiated then includes them
+        (`GradientColumns`), so the check verifies their second derivatives too.
 
     Returns
     -------
@@ -412,26 +652,53 @@ def numeric_hessian(
     z_j are s_n times those of a probability, bounded by |κ_{k+1}(a_j)| (cumulant_shift 1,
     derivative_scale |s_n|); one evaluation of g rounds by about
     eps·(S·softmax_rounding_scale + max_c (S·a_c + |q_c|)) / D.
+
+    With a z-loss the gradient gains 2w·ℓ·a, whose derivatives are bounded by about
+    2w·(|ℓ| + 1) times a probability's: added to the derivative scale, and
+    2w·(2 + |m| + |ℓ − m|) to the rounding scale (m the row's largest capped logit). Under a
+    softcap every derivative by z carries powers of s ≤ 1 and of its derivatives
+    (|d^k y/dz^k| ≲ (2/c)^(k−1)): the derivative scale is multiplied by (1 + 2/c)^(p+2) for a
+    stencil of order p, a rough bound that keeps the truncation estimate honest for small c.
     """
     z = np.asarray(logits)
     targets = np.asarray(q, z.dtype)
+    capped = z
+    if terms is not None and terms.softcap is not None:
+        capped = softcap_logits(z, terms.softcap)
     if sm is None:
-        sm = softmax(z)
+        sm = softmax(capped)
     divisors = np.broadcast_to(np.asarray(divisor, np.float64), (z.shape[0],))
     steps = choose_steps(z, method, step)
-    values = derivative_by_column(GradientColumns(z, targets), z, steps, method)
+    z_weights = None if terms is None else terms.z_weights
+    columns = GradientColumns(
+        z,
+        targets,
+        z_weights=None if z_weights is None else (z_weights * divisors).astype(z.dtype),
+        softcap=None if terms is None else terms.softcap,
+    )
+    values = derivative_by_column(columns, z, steps, method)
     values *= (1 / divisors).astype(z.dtype)[:, None, None]
     total = np.asarray(targets, np.float64).sum(axis=1)
     a = np.asarray(sm.probabilities, np.float64)
     largest_term = np.max(np.abs(total)[:, None] * a + np.abs(targets), axis=1, initial=0.0)
     value_scale = (
-        np.abs(total) * softmax_rounding_scale(z, sm.probabilities) + largest_term
+        np.abs(total) * softmax_rounding_scale(capped, sm.probabilities) + largest_term
     ) / divisors
+    derivative_scale = np.abs(total) / divisors
+    if z_weights is not None:
+        lse = np.asarray(log_sum_exp(sm), np.float64)
+        top = np.max(np.where(np.isfinite(capped), capped, -np.inf), axis=1).astype(np.float64)
+        z_scale = 2 * np.abs(np.asarray(z_weights, np.float64))
+        derivative_scale = derivative_scale + z_scale * (np.abs(lse) + 1)
+        value_scale = value_scale + z_scale * (2 + np.abs(top) + np.abs(lse - top))
+    if terms is not None and terms.softcap is not None:
+        order = 2 if method is Method.COMPLEX_STEP else STENCILS[method].order
+        derivative_scale = derivative_scale * (1 + 2 / terms.softcap) ** (order + 2)
     errors = estimate_error(
         method,
         steps,
         sm.probabilities,
-        derivative_scale=np.abs(total) / divisors,
+        derivative_scale=derivative_scale,
         value_scale=value_scale,
         cumulant_shift=1,
     )

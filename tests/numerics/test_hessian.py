@@ -1,4 +1,5 @@
-"""The Hessian of the loss, Hessian-vector products and the numeric Hessian.
+"""The Hessian of the loss, Hessian-vector products and the numeric Hessian, with and without
+the z-loss and the logit soft-capping.
 
 Against mpmath (60+ digits) on the adversarial cases, saturated rows included (1e-13 per block,
 1e-12 per HVP row), against PyTorch's double backward in float64 when torch is importable, and
@@ -18,12 +19,20 @@ from hypothesis.extra.numpy import arrays
 
 from accuracy import hessian as exact_hessian
 from app.numerics.compare import compare
-from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
+from app.numerics.cross_entropy import (
+    Reduction,
+    Targets,
+    index_targets,
+    probability_targets,
+    softcap_logits,
+)
 from app.numerics.finite_diff import Method, choose_steps
 from app.numerics.hessian import (
     GRADGRADCHECK_ATOL,
     GRADGRADCHECK_RTOL,
+    LogitTerms,
     hessian_vector_product,
+    logit_terms,
     loss_hessian,
     numeric_hessian,
     target_scale,
@@ -391,7 +400,7 @@ def test_numeric_hessian_uses_the_gradient_step_rules() -> None:
     logits, targets = _numeric_case("large")
     central = numeric_hessian(logits, targets.q)
     assert central.steps.scaled
-    assert central.steps.rule.startswith("h = 6.06e-06·max(1, |z|)")
+    assert central.steps.rule.startswith("h = 6.06e-06·max(1, max z − min z of the row)")
     fixed = numeric_hessian(logits, targets.q, step=1e-4)
     assert not fixed.steps.scaled
     assert np.array_equal(fixed.steps.h, choose_steps(logits, Method.CENTRAL, 1e-4).h)
@@ -466,3 +475,269 @@ def test_hvp_matches_mpmath_for_any_problem(
             s = mp.fsum(mp.mpf(float(x)) for x in q[n]) / mp.mpf(divisor)
             exact = exact_hessian.exact_hvp(exact_row(z), s, v[n])
             assert row_error(product[n], exact) <= HVP_GUARANTEE
+
+
+# ---------------------------------------------------------------- z-loss and soft-capping
+
+LLM_OPTIONS = [(1e-2, None), (0.0, 4.0), (0.3, 2.5), (1e-4, 30.0)]
+"""(z_loss, softcap) pairs: each option alone, both strong, and PaLM's λ with Gemma 2's c."""
+LLM_GUARANTEE = 1e-10
+"""Normwise relative error of each block against torch float64 autograd (issue 18.3)."""
+
+
+def _llm_problem(
+    reduction: Reduction, probability_labels: bool, *, mask: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Targets]:
+    """Weights, smoothing 0.1 and (index labels) an ignored sample; optionally a masked class."""
+    rng = np.random.default_rng(18)
+    logits = rng.normal(0.0, 3.0, (6, 5))
+    weight = rng.uniform(0.2, 2.0, 5)
+    if mask:
+        logits[1, 3] = -np.inf
+        weight[3] = 0.0  # no target mass on the masked class
+    if probability_labels:
+        p = rng.dirichlet(np.ones(5), 6)
+        targets = probability_targets(
+            p, weight=weight, label_smoothing=0.1, reduction=reduction, dtype=np.float64
+        )
+        return logits, weight, p, targets
+    labels = np.array([0, 4, -100, 2, 1, 0])
+    targets = index_targets(
+        labels,
+        5,
+        weight=weight,
+        ignore_index=-100,
+        label_smoothing=0.1,
+        reduction=reduction,
+        dtype=np.float64,
+    )
+    return logits, weight, labels, targets
+
+
+def _liger_loss(
+    label: np.ndarray,
+    weight: np.ndarray,
+    reduction: Reduction,
+    z_loss: float,
+    softcap: float | None,
+) -> Any:
+    """Liger-Kernel's formula in torch: F.cross_entropy of the capped logits plus λ·lse² per
+    non-ignored position (for `mean` over their number); `none` summed (its blocks are those
+    of each loss_n)."""
+    torch = pytest.importorskip("torch")
+    from torch.nn import functional
+
+    index = label.ndim == 1
+    target = torch.tensor(label)
+    options: dict[str, Any] = {"weight": torch.tensor(weight), "label_smoothing": 0.1}
+    if index:
+        options["ignore_index"] = -100
+    active = (target != -100).double() if index else torch.ones(label.shape[0], dtype=torch.float64)
+
+    def loss(z: Any) -> Any:
+        capped = z if softcap is None else softcap * torch.tanh(z / softcap)
+        ce = functional.cross_entropy(capped, target, reduction=str(reduction), **options)
+        z_terms = z_loss * torch.logsumexp(capped, dim=1) ** 2 * active
+        if reduction is Reduction.MEAN:
+            return ce + z_terms.sum() / active.sum()
+        return ce.sum() + z_terms.sum()
+
+    return loss
+
+
+def _llm_outputs(
+    logits: np.ndarray, targets: Targets, z_loss: float, softcap: float | None, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, LogitTerms | None]:
+    terms = logit_terms(targets, logits, z_loss=z_loss, softcap=softcap)
+    capped = logits if softcap is None else softcap_logits(logits, softcap)
+    sm = softmax(capped)
+    options: dict[str, Any] = {
+        "divisor": targets.divisor,
+        "exact_q": targets.exact_q,
+        "terms": terms,
+    }
+    hessian = loss_hessian(sm, targets.q, **options)
+    product = hessian_vector_product(sm, targets.q, v, **options)
+    return hessian, product, terms
+
+
+def _normwise(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.linalg.norm(ours - theirs)) / max(float(np.linalg.norm(theirs)), 1e-300)
+
+
+@pytest.mark.parametrize(("z_loss", "softcap"), LLM_OPTIONS)
+@pytest.mark.parametrize("reduction", list(Reduction))
+@pytest.mark.parametrize("probability_labels", [False, True], ids=["index", "probability"])
+def test_llm_options_equal_torch_autograd_hessian(
+    reduction: Reduction, probability_labels: bool, z_loss: float, softcap: float | None
+) -> None:
+    torch = pytest.importorskip("torch")
+    logits, weight, label, targets = _llm_problem(reduction, probability_labels)
+    loss = _liger_loss(label, weight, reduction, z_loss, softcap)
+    v = np.random.default_rng(2).normal(size=logits.shape)
+    hessian, product, _ = _llm_outputs(logits, targets, z_loss, softcap, v)
+    full = torch.autograd.functional.hessian(loss, torch.tensor(logits)).numpy()
+    num_samples = logits.shape[0]
+    for n in range(num_samples):
+        assert _normwise(hessian[n], full[n, :, n, :]) <= LLM_GUARANTEE, n
+        for m in range(num_samples):  # still block-diagonal across samples
+            if m != n:
+                assert not full[n, :, m, :].any()
+    assert np.array_equal(hessian, hessian.transpose(0, 2, 1))  # exactly symmetric
+    _, torch_hvp = torch.autograd.functional.hvp(loss, torch.tensor(logits), torch.tensor(v))
+    expected = torch_hvp.numpy()
+    for n in range(num_samples):
+        assert _normwise(product[n], expected[n]) <= LLM_GUARANTEE, n
+    np.testing.assert_allclose(product, np.einsum("nij,nj->ni", hessian, v), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(("z_loss", "softcap"), LLM_OPTIONS)
+def test_llm_hvp_equals_the_formed_hessian_times_v_with_masks(
+    z_loss: float, softcap: float | None
+) -> None:
+    logits, _, _, targets = _llm_problem(Reduction.MEAN, False, mask=True)
+    rng = np.random.default_rng(7)
+    for v in (
+        rng.normal(size=logits.shape),
+        np.ones_like(logits),
+        1e200 * rng.normal(size=logits.shape),
+    ):
+        hessian, product, _ = _llm_outputs(logits, targets, z_loss, softcap, v)
+        formed = np.einsum("nij,nj->ni", hessian, v)
+        scale = np.max(np.abs(hessian), axis=(1, 2)) * np.max(np.abs(v), axis=1)
+        assert np.all(np.abs(product - formed) <= 1e-14 * scale[:, None])
+        assert not hessian[1, 3].any() and not hessian[1, :, 3].any()  # the masked class
+        assert product[1, 3] == 0
+
+
+def test_the_ignored_sample_keeps_a_zero_block_without_softcap_only() -> None:
+    logits, _, _, targets = _llm_problem(Reduction.SUM, False)
+    zero_loss, _, _ = _llm_outputs(logits, targets, 0.1, None, np.ones_like(logits))
+    assert not zero_loss[2].any()  # ignored: no cross-entropy, no z-loss
+    capped, _, _ = _llm_outputs(logits, targets, 0.1, 3.0, np.ones_like(logits))
+    assert not capped[2].any()  # g_y = 0 there too, so s′ adds nothing
+
+
+def test_without_options_the_terms_change_nothing() -> None:
+    logits, _, _, targets = _llm_problem(Reduction.MEAN, False)
+    assert logit_terms(targets, logits) is None
+    assert LogitTerms().plain
+    sm = softmax(logits)
+    v = np.random.default_rng(3).normal(size=logits.shape)
+    options: dict[str, Any] = {"divisor": targets.divisor, "exact_q": targets.exact_q}
+    plain = loss_hessian(sm, targets.q, **options)
+    assert np.array_equal(loss_hessian(sm, targets.q, **options, terms=LogitTerms()), plain)
+    assert np.array_equal(
+        hessian_vector_product(sm, targets.q, v, **options, terms=LogitTerms()),
+        hessian_vector_product(sm, targets.q, v, **options),
+    )
+
+
+def test_the_z_loss_breaks_the_ones_null_vector_and_definiteness_follows_its_coefficient() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(5), 4)
+    targets = probability_targets(
+        p, weight=None, label_smoothing=0.0, reduction=Reduction.SUM, dtype=np.float64
+    )
+    ones = np.ones(5)
+    positive = rng.normal(0.0, 2.0, (4, 5)) + 3.0  # ℓ > 0: σ = S + 2λℓ > 0
+    hessian, _, _ = _llm_outputs(positive, targets, 0.05, None, ones[None].repeat(4, 0))
+    for block in hessian:
+        assert ones @ block @ ones == pytest.approx(2 * 0.05, rel=1e-12)  # 1ᵀH1 = 2w
+        assert np.linalg.eigvalsh(block).min() > 0  # positive definite
+    negative = rng.normal(0.0, 0.5, (4, 5)) - 40.0  # ℓ ≈ −38: σ = 1 + 2λℓ < 0
+    hessian, _, _ = _llm_outputs(negative, targets, 0.05, None, ones[None].repeat(4, 0))
+    for block in hessian:
+        eigenvalues = np.linalg.eigvalsh(block)
+        assert eigenvalues.min() < 0 < eigenvalues.max()  # indefinite
+
+
+def test_the_softcap_makes_the_hessian_indefinite() -> None:
+    logits, _, _, targets = _llm_problem(Reduction.SUM, True)
+    logits = 3 * logits  # deep in the cap: large |s′|
+    hessian, _, _ = _llm_outputs(logits, targets, 0.0, 2.0, np.ones_like(logits))
+    plain, _, _ = _llm_outputs(logits, targets, 0.0, None, np.ones_like(logits))
+    assert all(np.linalg.eigvalsh(block).min() >= -1e-15 for block in plain)
+    assert any(np.linalg.eigvalsh(block).min() < -1e-3 for block in hessian)
+
+
+def test_float32_llm_terms_give_float32_outputs() -> None:
+    logits, _, _, targets = _llm_problem(Reduction.MEAN, True)
+    small = logits.astype(np.float32)
+    terms = logit_terms(targets, small, z_loss=1e-2, softcap=4.0)
+    sm = softmax(softcap_logits(small, 4.0))
+    q = targets.q.astype(np.float32)
+    hessian = loss_hessian(sm, q, divisor=targets.divisor, terms=terms)
+    product = hessian_vector_product(sm, q, np.ones_like(q), divisor=targets.divisor, terms=terms)
+    assert hessian.dtype == np.float32 and product.dtype == np.float32
+    reference, _, _ = _llm_outputs(logits, targets, 1e-2, 4.0, np.ones_like(logits))
+    np.testing.assert_allclose(hessian, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", list(Method))
+@pytest.mark.parametrize(("z_loss", "softcap"), LLM_OPTIONS)
+@pytest.mark.parametrize("kind", ["random", "masked", "large"])
+def test_numeric_hessian_with_llm_options_passes_gradgradcheck_tolerance(
+    method: Method, z_loss: float, softcap: float | None, kind: str
+) -> None:
+    logits, _, _, targets = _llm_problem(Reduction.MEAN, False, mask=kind == "masked")
+    if kind == "large":
+        logits = 20 * logits
+    terms = logit_terms(targets, logits, z_loss=z_loss, softcap=softcap)
+    capped = logits if softcap is None else softcap_logits(logits, softcap)
+    sm = softmax(capped)
+    options: dict[str, Any] = {"divisor": targets.divisor, "terms": terms}
+    analytic = loss_hessian(sm, targets.q, exact_q=targets.exact_q, **options)
+    numeric = numeric_hessian(logits, targets.q, method=method, sm=sm, **options)
+    agreement = compare(analytic, numeric.values, atol=GRADGRADCHECK_ATOL, rtol=GRADGRADCHECK_RTOL)
+    assert agreement.passed, agreement.worst
+    estimate = numeric.estimate()
+    assert agreement.max_abs_error <= 10 * (estimate.truncation + estimate.rounding) + 1e-300
+    ceiling = {
+        Method.COMPLEX_STEP: 1e-14,
+        Method.FIVE_POINT: 1e-10,
+        Method.CENTRAL: 1e-8,
+        Method.FORWARD: 1e-5,
+    }[method]
+    assert agreement.max_abs_error <= ceiling * np.max(np.abs(analytic))
+
+
+@pytest.mark.parametrize(("z_loss", "softcap"), [(0.3, None), (0.0, 2.5), (0.3, 2.5)])
+def test_the_numeric_check_sees_a_hessian_without_the_llm_terms(
+    z_loss: float, softcap: float | None
+) -> None:
+    logits, _, _, targets = _llm_problem(Reduction.SUM, False)
+    capped = logits if softcap is None else softcap_logits(logits, softcap)
+    sm = softmax(capped)
+    terms = logit_terms(targets, logits, z_loss=z_loss, softcap=softcap)
+    numeric = numeric_hessian(logits, targets.q, sm=sm, terms=terms)
+    right = loss_hessian(sm, targets.q, exact_q=targets.exact_q, terms=terms)
+    without = loss_hessian(sm, targets.q, exact_q=targets.exact_q)
+    assert compare(right, numeric.values, atol=1e-5, rtol=1e-3).passed
+    assert not compare(without, numeric.values, atol=1e-5, rtol=1e-3).passed
+
+
+@pytest.mark.parametrize(("z_loss", "softcap"), LLM_OPTIONS)
+def test_analyse_cross_entropy_returns_the_llm_second_order_outputs(
+    z_loss: float, softcap: float | None
+) -> None:
+    from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
+
+    logits, _, _, targets = _llm_problem(Reduction.MEAN, False)
+    v = np.random.default_rng(5).normal(size=logits.shape)
+    include = frozenset({Output.HESSIAN, Output.NUMERIC_HESSIAN, Output.HESSIAN_VECTOR_PRODUCT})
+    report = analyse_cross_entropy(
+        logits,
+        targets,
+        Reduction.MEAN,
+        include,
+        NumericOptions(Method.COMPLEX_STEP),
+        z_loss=z_loss,
+        softcap=softcap,
+        vector=v,
+    )
+    hessian, product, _ = _llm_outputs(logits, targets, z_loss, softcap, v)
+    assert report.hessian is not None and np.array_equal(report.hessian, hessian)
+    assert report.hessian_vector_product is not None
+    assert np.array_equal(report.hessian_vector_product, product)
+    assert report.hessian_check is not None and report.hessian_check.agreement.passed
