@@ -252,11 +252,11 @@ class CrossEntropyRequest(LossOptions):
         "number of non-ignored positions, unweighted, while the cross-entropy keeps torch's "
         "denominator.",
     )
-    softcap: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+    softcap: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-6)] | None = Field(
         None,
         description="Logit soft-capping (Gemma 2): the logits are replaced by "
         "softcap·tanh(z / softcap) before everything else; every derivative is with respect to "
-        "the raw logits.",
+        "the raw logits. At least 1e-6 (a smaller cap makes every logit ±softcap).",
     )
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION

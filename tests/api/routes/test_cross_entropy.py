@@ -333,7 +333,7 @@ BAD_INPUTS = [
     ),
     (
         "unknown include",
-        {"logits": LOGITS, "labels": [0, 1], "include": ["loss", "hessian"]},
+        {"logits": LOGITS, "labels": [0, 1], "include": ["loss", "third_derivative"]},
         ["body", "include", 1],
     ),
     (

@@ -114,7 +114,7 @@ def test_six_thousand_unknown_keys_make_one_note() -> None:
     (grade,) = grade_batch(reference(), [submission], options)
     assert grade.notes == (
         'ignored "key0", "key1", "key2" and 5997 more: not parts (the parts are probabilities, '
-        "loss, gradient, jacobian)",
+        "loss, gradient, jacobian, hessian)",
     )
 
 
