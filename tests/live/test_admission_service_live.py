@@ -58,10 +58,13 @@ async def test_a_small_budget_queues_then_refuses_with_retry_after(
         large = [
             asyncio.create_task(client.post("/v1/cross-entropy", json=problem)) for _ in range(6)
         ]
-        await asyncio.sleep(0.3)
-        queued = metric_value(
-            (await client.get("/metrics")).text, "gradcheck_admission_queued_requests"
-        )
+        queued = 0.0
+        for _ in range(100):  # the largest queue seen while they are in flight (at most 10 s)
+            text = (await client.get("/metrics")).text
+            queued = max(queued, metric_value(text, "gradcheck_admission_queued_requests"))
+            if queued >= 1 or all(task.done() for task in large):
+                break
+            await asyncio.sleep(0.1)
         small = await client.post("/v1/cross-entropy", json={"logits": [[1.0, 2.0]], "labels": [0]})
         responses = await asyncio.gather(*large)
         stop.set()
