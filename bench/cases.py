@@ -6,6 +6,7 @@ Every function returns plain numbers (seconds, requests per second, bytes) for `
 import io
 import statistics
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,8 @@ import pydantic_core
 from app.api.encoding import NPZ_METADATA_MEMBER, encode_npz
 from app.api.schemas.compute import CROSS_ENTROPY_DEFAULT_INCLUDE, ToleranceOptions
 from app.core.config import Settings
-from app.numerics.candidate import CandidateCheck, check_candidate
-from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.candidate import DEFAULT_TOLERANCE, CandidateCheck, check_candidate
+from app.numerics.cross_entropy import Reduction, Targets, index_targets
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.finite_diff import Method, choose_steps, plain_losses
 from app.numerics.gradcheck import Output, ReferenceOutputs, Report, analyse_cross_entropy
@@ -33,6 +34,13 @@ NO_NUMERICS_PATH = "/bench/no-numerics"
 """The cross-entropy route's work with the numerics replaced by a ready report."""
 JSON_HEADERS = {"Content-Type": "application/json"}
 NPZ_HEADERS = {**JSON_HEADERS, "Accept": "application/x-npz"}
+"""A JSON request answered as .npz."""
+BINARY_JSON_HEADERS = {"Content-Type": "application/x-npz"}
+"""A binary (.npz) request answered as JSON."""
+BINARY_HEADERS = {**BINARY_JSON_HEADERS, "Accept": "application/x-npz"}
+"""A binary request answered as .npz: binary in, binary out."""
+NPZ_REQUEST_FIELDS = "request.json"
+"""The member of a binary request holding its other (non-array) fields."""
 DEFAULT_INCLUDE = frozenset(Output(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE)
 DEFAULT_INCLUDE_NAMES = [str(item) for item in CROSS_ENTROPY_DEFAULT_INCLUDE]
 SQUARE = frozenset({Output.JACOBIAN, Output.NUMERIC_JACOBIAN})
@@ -82,19 +90,25 @@ def largest_classes(num_samples: int, settings: Settings) -> int:
 # ----- case 1 and 4: one large request, end to end and in-process -----
 
 
-def _analyse(decoded: dict[str, Any], include: frozenset[Output]) -> Report:
-    """The service's own numerics on a decoded request (index labels, default options)."""
-    logits = np.asarray(decoded["logits"], np.float64)
-    targets = index_targets(
+def _targets(decoded: dict[str, Any], num_classes: int) -> Targets:
+    """The effective targets of a decoded request's index labels (default options)."""
+    return index_targets(
         np.asarray(decoded["labels"], np.int64),
-        logits.shape[1],
+        num_classes,
         weight=None,
         ignore_index=-100,
         label_smoothing=0.0,
         reduction=Reduction.MEAN,
         dtype=np.float64,
     )
-    return analyse_cross_entropy(logits, targets, Reduction.MEAN, include)
+
+
+def _analyse(decoded: dict[str, Any], include: frozenset[Output], **options: Any) -> Report:
+    """The service's own numerics on a decoded request (index labels, default options;
+    `options`: z_loss, softcap, vector, as `analyse_cross_entropy` takes them)."""
+    logits = np.asarray(decoded["logits"], np.float64)
+    targets = _targets(decoded, logits.shape[1])
+    return analyse_cross_entropy(logits, targets, Reduction.MEAN, include, **options)
 
 
 def _default_arrays(report: Report) -> dict[str, Any]:
@@ -121,12 +135,46 @@ def floor(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def npz_floor(payload: dict[str, Any]) -> dict[str, Any]:
-    """The floor of the same request answered as .npz, in-process: orjson-encode the request,
-    decode it, the service's own numerics, the archive's encoding (the service's
+    """The floor of the same JSON request answered as .npz, in-process: orjson-encode the
+    request, decode it, the service's own numerics, the archive's encoding (the service's
     `encode_npz`), and `np.load` of every member, as `post_npz` reads it."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     report = _analyse(orjson.loads(body), DEFAULT_INCLUDE)
     return read_npz(encode_npz(_default_arrays(report)))
+
+
+def binary_floor(payload: dict[str, Any]) -> dict[str, Any]:
+    """The floor of the same request sent and answered as .npz (binary in, binary out),
+    in-process: the request archive's encoding (`npz_request`, as `post_binary`'s caller
+    builds it) and `np.load` of it, the service's own numerics, the response archive's
+    encoding (`encode_npz`) and `np.load` of every member."""
+    arrays, _ = read_npz_request(npz_request(payload))
+    report = _analyse(arrays, DEFAULT_INCLUDE)
+    return read_npz(encode_npz(_default_arrays(report)))
+
+
+def npz_request(arrays: dict[str, Any], fields: dict[str, Any] | None = None) -> bytes:
+    """An `application/x-npz` request body (docs/api.md, "Binary requests"): one stored
+    `.npy` member per array, named after its field, plus `request.json` with `fields`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+        if fields:
+            archive.writestr(NPZ_REQUEST_FIELDS, orjson.dumps(fields))
+    return buffer.getvalue()
+
+
+def read_npz_request(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A binary request read back with `np.load`: its arrays by field name, and its
+    `request.json` fields."""
+    with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files if name != NPZ_REQUEST_FIELDS}
+        fields = (
+            orjson.loads(archive[NPZ_REQUEST_FIELDS]) if NPZ_REQUEST_FIELDS in archive.files else {}
+        )
+    return arrays, fields
 
 
 def read_npz(archive_bytes: bytes | bytearray) -> dict[str, Any]:
@@ -154,6 +202,15 @@ def post_npz(connection: Connection, payload: dict[str, Any]) -> dict[str, Any]:
     reply = connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, NPZ_HEADERS))
     reply.raise_for_status()
     return read_npz(reply.body)
+
+
+def post_binary(connection: Connection, body: bytes, *, npz_response: bool = True) -> Any:
+    """End to end for a binary request encoded beforehand: POST it, receive, and read every
+    member of the .npz response (`npz_response`) or decode the JSON one."""
+    headers = BINARY_HEADERS if npz_response else BINARY_JSON_HEADERS
+    reply = connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, headers))
+    reply.raise_for_status()
+    return read_npz(reply.body) if npz_response else orjson.loads(reply.body)
 
 
 def output_bytes(fields: dict[str, Any]) -> int:
@@ -282,9 +339,10 @@ def candidate_request(
     return orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def post_body(connection: Connection, body: bytes) -> Reply:
-    """POST a ready JSON body to /v1/cross-entropy; the reply whatever its status."""
-    return connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, JSON_HEADERS))
+def post_body(connection: Connection, body: bytes, headers: dict[str, str] = JSON_HEADERS) -> Reply:
+    """POST a ready body (JSON unless `headers` say otherwise) to /v1/cross-entropy; the reply
+    whatever its status."""
+    return connection.request(build_request("POST", CROSS_ENTROPY_PATH, body, headers))
 
 
 def post_ready_json(connection: Connection, body: bytes) -> dict[str, Any]:
@@ -367,3 +425,106 @@ def candidate_floor(body: bytes, include: frozenset[Output]) -> CandidateCheck:
         ),
         softmax=report.softmax,
     )
+
+
+# ----- case 7: a fused kernel's gradient checked at LLM scale (issue 18 item 6) -----
+
+LLM_OPTIONS = {"z_loss": 1e-4, "softcap": 30.0}
+"""PaLM's z-loss and Gemma 2's logit soft-capping, as the kernel under test computes them."""
+LLM_INCLUDE = ["loss"]
+IGNORED_FRACTION = 0.1
+
+
+def llm_problem(num_samples: int, num_classes: int, seed: int = 0) -> dict[str, Any]:
+    """float32 logits N(0, 3²) over a vocabulary, and labels with 10 % of the positions
+    ignored (ignore_index −100, padding)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, num_samples)
+    ignored = rng.choice(num_samples, size=round(IGNORED_FRACTION * num_samples), replace=False)
+    labels[ignored] = -100
+    return {
+        "logits": rng.normal(scale=3.0, size=(num_samples, num_classes)).astype(np.float32),
+        "labels": labels,
+    }
+
+
+def llm_gradient(payload: dict[str, Any]) -> np.ndarray:
+    """A right float32 kernel gradient: the exact one (z-loss, softcap) rounded to float32."""
+    report = _analyse(payload, frozenset({Output.LOSS, Output.GRADIENT}), **LLM_OPTIONS)
+    assert report.gradient is not None
+    return report.gradient.astype(np.float32)
+
+
+def llm_body(payload: dict[str, Any]) -> bytes:
+    """Case 7's binary request: logits, labels, a float32 `candidate.gradient`, z_loss,
+    softcap, include ["loss"]."""
+    arrays = {**payload, "candidate.gradient": llm_gradient(payload)}
+    return npz_request(arrays, {**LLM_OPTIONS, "include": LLM_INCLUDE})
+
+
+def llm_floor(body: bytes) -> CandidateCheck:
+    """Case 7's floor, in-process: `np.load` of the archive, the float64 loss and gradient with
+    the same z-loss and softcap (the service's numerics), and the candidate's comparison at its
+    float32 tolerance (`check_candidate`)."""
+    arrays, fields = read_npz_request(body)
+    logits = np.asarray(arrays["logits"], np.float64)
+    targets = _targets(arrays, logits.shape[1])
+    report = analyse_cross_entropy(
+        logits,
+        targets,
+        Reduction.MEAN,
+        frozenset({Output.LOSS, Output.GRADIENT}),
+        z_loss=fields["z_loss"],
+        softcap=fields["softcap"],
+    )
+    atol, rtol = DEFAULT_TOLERANCE[str(arrays["candidate.gradient"].dtype)]
+    return check_candidate(
+        {"gradient": arrays["candidate.gradient"]},
+        ReferenceOutputs(report),
+        atol=atol,
+        rtol=rtol,
+        softmax=report.softmax,
+    )
+
+
+# ----- case 8: second order (issue 20 item 5) -----
+
+HESSIAN_INCLUDE = ["hessian"]
+HVP_INCLUDE = ["hessian_vector_product"]
+
+
+def hessian_arrays(report: Report, include: list[str]) -> dict[str, Any]:
+    """The arrays a second-order response holds for `include` (with the reduced loss)."""
+    arrays: dict[str, Any] = {"loss": float(np.asarray(report.loss))}
+    for name in include:
+        arrays[name] = getattr(report, name)
+    return arrays
+
+
+def hessian_floor(payload: dict[str, Any], include: list[str], *, binary: bool) -> dict[str, Any]:
+    """The floor of a second-order request, in-process, as `floor` (JSON) or `binary_floor`
+    (.npz in and out) of case 1 and 4: encode and decode the request, the service's own
+    numerics for `include`, encode and decode the response arrays."""
+    wanted = frozenset(Output(item) for item in include)
+    if binary:
+        arrays, _ = read_npz_request(npz_request(payload, {"include": include}))
+        report = _analyse(arrays, wanted, vector=arrays.get("vector"))
+        return read_npz(encode_npz(hessian_arrays(report, include)))
+    decoded = orjson.loads(json_request(payload, include))
+    vector = decoded.get("vector")
+    report = _analyse(decoded, wanted, vector=None if vector is None else np.asarray(vector))
+    response: dict[str, Any] = orjson.loads(
+        orjson.dumps(hessian_arrays(report, include), option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+    return response
+
+
+def json_request(payload: dict[str, Any], include: list[str]) -> bytes:
+    """The JSON body of a request for `include`."""
+    return orjson.dumps({**payload, "include": include}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def with_vector(payload: dict[str, Any], seed: int = 2) -> dict[str, Any]:
+    """The problem with a random direction `vector` of the logits' shape (for H·v)."""
+    rng = np.random.default_rng(seed)
+    return {**payload, "vector": rng.normal(size=np.shape(payload["logits"]))}

@@ -1,6 +1,7 @@
-"""`make bench`: the cases of issue 6 (1–5, targets restated by issue 13) and issue 14 (6a, 6b)
-against a live uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a
-table with each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
+"""`make bench`: the cases of issue 6 (1–5, targets restated by issue 13), issue 14 (6a, 6b),
+issue 18 (7: a kernel's gradient at LLM scale) and issue 20 (8: second order) against a live
+uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a table with
+each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
 
     python -m bench.run [--quick] [--output-dir DIR]
 
@@ -62,6 +63,13 @@ class Plan:
     jacobian_repeats: int = 3
     max_body_bytes: int | None = None
     """Overrides GRADCHECK_MAX_BODY_BYTES for the server and case 6b (None: as set)."""
+    llm: tuple[int, int] = (256, 32_000)
+    """N and C of case 7 (a fused kernel's gradient at LLM scale)."""
+    llm_repeats: int = 3
+    hvp_samples: int = 256
+    """N of case 8's Hessian-vector product sweep over C."""
+    hvp_max_classes: int = 16_000
+    hvp_points: int = 5
 
 
 QUICK = Plan(
@@ -81,6 +89,11 @@ QUICK = Plan(
     jacobian_classes=10,
     jacobian_repeats=1,
     max_body_bytes=256 * 1024,
+    llm=(8, 2000),
+    llm_repeats=1,
+    hvp_samples=4,
+    hvp_max_classes=400,
+    hvp_points=3,
 )
 
 
@@ -107,6 +120,7 @@ TARGETS: dict[str, Target | None] = {
     "2": Target(False, 100, "issue 6"),
     "3": Target(False, 0.4, "issue 13 item 4 (0.6 in issue 6)"),
     "4": Target(True, 1.5, "issue 13 item 4 (was JSON/.npz ≥ 5 in issue 6)"),
+    "4 JSON in": None,
     "4 JSON/.npz": None,
     "5 slope": Target(True, 1.2, "issue 6"),
     "5 memory, numerics": Target(True, 3, "issue 6"),
@@ -115,6 +129,10 @@ TARGETS: dict[str, Target | None] = {
     "6a": Target(True, 1.3, "issue 14"),
     "6a gradient only": None,
     "6b": Target(True, 1.5, "issue 14"),
+    "7": Target(True, 2.5, "issue 18 item 6"),
+    "7 memory": Target(True, 6, "issue 18 item 6"),
+    "8": Target(True, 1.5, "issue 20 item 5"),
+    "8 HVP slope": Target(True, 1.2, "issue 20 item 5"),
 }
 """Every case's target, keyed by case; None: the row is information only."""
 
@@ -183,32 +201,33 @@ def machine() -> dict[str, Any]:
 
 
 def large_response(server: Server, plan: Plan) -> tuple[Row, list[Row], dict[str, Any]]:
-    """Cases 1 and 4: JSON end to end vs its in-process floor, .npz end to end vs its own
-    floor, and (information) JSON vs .npz end to end."""
+    """Cases 1 and 4: JSON end to end vs its in-process floor; .npz in and out end to end vs
+    its own floor; for information, a JSON request answered as .npz vs its floor, and JSON vs
+    .npz end to end."""
     payload = cases.problem(*plan.large)
     connection = Connection(server.port)
     json_fields = cases.post_json(connection, payload)
     npz_fields = cases.post_npz(connection, payload)
+    binary_fields = cases.post_binary(connection, cases.npz_request(payload))
     cases.floor(payload)
     cases.npz_floor(payload)
+    cases.binary_floor(payload)
     actions = {
         "json_floor": lambda: cases.floor(payload),
         "json": lambda: cases.post_json(connection, payload),
-        "npz_floor": lambda: cases.npz_floor(payload),
-        "npz": lambda: cases.post_npz(connection, payload),
+        "binary_floor": lambda: cases.binary_floor(payload),
+        "binary": lambda: cases.post_binary(connection, cases.npz_request(payload)),
+        "json_in_npz_out_floor": lambda: cases.npz_floor(payload),
+        "json_in_npz_out": lambda: cases.post_npz(connection, payload),
     }
-    times: dict[str, list[float]] = {name: [] for name in actions}
-    for _ in range(plan.repeats):  # interleaved, so that noise hits all four alike
-        for name, action in actions.items():
-            times[name].append(cases.median_time(action, 1))
+    medians = _interleaved(actions, plan.repeats)
     connection.close()
-    medians = {name: statistics.median(values) for name, values in times.items()}
     floor, json_time = medians["json_floor"], medians["json"]
-    npz_floor, npz_time = medians["npz_floor"], medians["npz"]
     n, c = plan.large
     details = {
         "json_response_keys": sorted(json_fields),
         "npz_response_keys": sorted(npz_fields),
+        "binary_response_keys": sorted(binary_fields),
         "output_bytes": cases.output_bytes(npz_fields),
         "seconds": medians,
     }
@@ -221,24 +240,37 @@ def large_response(server: Server, plan: Plan) -> tuple[Row, list[Row], dict[str
         json_time / floor,
         "end-to-end time / in-process floor",
     )
+    binary, binary_floor = medians["binary"], medians["binary_floor"]
+    mixed, mixed_floor = medians["json_in_npz_out"], medians["json_in_npz_out_floor"]
     case4 = [
         row(
             "4",
-            f"4 large response, .npz (N={n}, C={c})",
-            npz_time,
-            npz_floor,
+            f"4 large response, .npz in and out (N={n}, C={c})",
+            binary,
+            binary_floor,
             "s",
-            npz_time / npz_floor,
-            "end-to-end time / in-process floor (numerics, encode_npz, np.load)",
+            binary / binary_floor,
+            "end-to-end time / in-process floor (request archive and np.load, numerics, "
+            "encode_npz, np.load)",
+        ),
+        row(
+            "4 JSON in",
+            f"4 JSON in, .npz out, information (N={n}, C={c})",
+            mixed,
+            mixed_floor,
+            "s",
+            mixed / mixed_floor,
+            "end-to-end time / in-process floor (JSON request encoded and decoded, numerics, "
+            "encode_npz, np.load)",
         ),
         row(
             "4 JSON/.npz",
             f"4 JSON / .npz, information (N={n}, C={c})",
-            npz_time,
+            binary,
             json_time,
             "s",
-            json_time / npz_time,
-            "JSON end to end / .npz end to end",
+            json_time / binary,
+            "JSON in and out end to end / .npz in and out end to end",
         ),
     ]
     return case1, case4, details
@@ -700,6 +732,173 @@ def candidate_jacobian_case(
     return rows, details
 
 
+LLM_MEANING = "end-to-end time / in-process floor (np.load, float64 loss and gradient, compare)"
+LLM_MEMORY_MEANING = "server peak RSS growth / float64 size of the logits"
+
+
+def llm_kernel(plan: Plan, env: dict[str, str]) -> tuple[list[Row], dict[str, Any]]:
+    """Case 7 (issue 18 item 6): a float32 fused-kernel gradient checked at LLM scale, N×C of
+    plan.llm float32 logits (10 % of the positions ignored) with z-loss 1e-4 and softcap 30,
+    sent as .npz with include ["loss"] and answered as JSON, end to end against its
+    in-process floor (`cases.llm_floor`); and the peak RSS growth of a fresh server while it
+    serves the first such request, against the float64 size of the logits (N·C·8 bytes)."""
+    n, c = plan.llm
+    payload = cases.llm_problem(n, c)
+    body = cases.llm_body(payload)
+    small = cases.npz_request(cases.problem(*plan.small), {"include": cases.LLM_INCLUDE})
+    logits_bytes = n * c * 8
+    case = f"(N={n}, C={c}, float32, z-loss, softcap)"
+    with running_server(env) as server:
+        connection = Connection(server.port, timeout=300.0)
+        cases.post_binary(connection, small, npz_response=False)  # every path imported
+        before = server.peak_rss_bytes()
+        started = time.perf_counter()
+        reply = cases.post_body(connection, body, cases.BINARY_JSON_HEADERS)
+        first = time.perf_counter() - started
+        growth = server.peak_rss_bytes() - before
+        if reply.status != 200:
+            connection.close()
+            reason = f"not available: HTTP {reply.status} ({_detail(reply.body)})"
+            return [
+                unavailable("7", f"7 kernel gradient checked {case}", "s", LLM_MEANING, reason),
+                unavailable(
+                    "7 memory",
+                    f"7 peak memory, server {case}",
+                    "bytes",
+                    LLM_MEMORY_MEANING,
+                    reason,
+                ),
+            ], {"N": n, "C": c, "status": reply.status}
+        response = orjson.loads(reply.body)
+        floor_check = cases.llm_floor(body)
+        times = _interleaved(
+            {
+                "floor": partial(cases.llm_floor, body),
+                "service": partial(cases.post_binary, connection, body, npz_response=False),
+            },
+            plan.llm_repeats,
+        )
+        connection.close()
+    rows = [
+        row(
+            "7",
+            f"7 kernel gradient checked {case}",
+            times["service"],
+            times["floor"],
+            "s",
+            times["service"] / times["floor"],
+            LLM_MEANING,
+        ),
+        row(
+            "7 memory",
+            f"7 peak memory, server {case}",
+            growth,
+            logits_bytes,
+            "bytes",
+            growth / logits_bytes,
+            LLM_MEMORY_MEANING,
+        ),
+    ]
+    details = {
+        "N": n,
+        "C": c,
+        "body_bytes": len(body),
+        "logits_float64_bytes": logits_bytes,
+        "server_peak_rss_growth_bytes": growth,
+        "first_run_seconds": first,
+        "seconds": times,
+        "response_keys": sorted(response),
+        "candidate_passed": response["candidate_check"]["passed"],
+        "floor_passed": floor_check.passed,
+    }
+    return rows, details
+
+
+HESSIAN_MEANING = "end-to-end time / in-process floor (encode, decode, numerics, encode, decode)"
+HESSIAN_REQUESTS = {
+    "Hessian": cases.HESSIAN_INCLUDE,
+    "Hessian and numeric Hessian": ["hessian", "numeric_hessian"],
+}
+
+
+def second_order(server: Server, plan: Plan) -> tuple[list[Row], dict[str, Any]]:
+    """Case 8 (issue 20 item 5): Hessian requests (N×C of plan.large, N·C·C numbers as the
+    Jacobian of case 1) end to end against their in-process floors, as JSON and as .npz in
+    and out; and Hessian-vector products (include ["hessian_vector_product"] with a
+    `vector`, .npz in and out) against N·C, C swept at N = plan.hvp_samples: the slope of log
+    time against log N·C, like case 5's."""
+    n, c = plan.large
+    payload = cases.problem(n, c)
+    connection = Connection(server.port, timeout=300.0)
+    actions: dict[str, Any] = {}
+    for label, include in HESSIAN_REQUESTS.items():
+        json_body = cases.json_request(payload, include)
+        binary_body = cases.npz_request(payload, {"include": include})
+        actions[f"{label}, JSON"] = partial(cases.post_ready_json, connection, json_body)
+        actions[f"{label}, JSON floor"] = partial(
+            cases.hessian_floor, payload, include, binary=False
+        )
+        actions[f"{label}, .npz"] = partial(cases.post_binary, connection, binary_body)
+        actions[f"{label}, .npz floor"] = partial(
+            cases.hessian_floor, payload, include, binary=True
+        )
+    keys = {name: sorted(action()) for name, action in actions.items()}  # warm, and what came
+    times = _interleaved(actions, plan.repeats)
+    rows = []
+    for label in HESSIAN_REQUESTS:
+        for fmt, shown in (("JSON", "JSON"), (".npz", ".npz in and out")):
+            name = f"{label}, {fmt}"
+            rows.append(
+                row(
+                    "8",
+                    f"8 {label}, {shown} (N={n}, C={c})",
+                    times[name],
+                    times[f"{name} floor"],
+                    "s",
+                    times[name] / times[f"{name} floor"],
+                    HESSIAN_MEANING,
+                )
+            )
+    points: list[dict[str, Any]] = []
+    for classes in geometric(10, plan.hvp_max_classes, plan.hvp_points):
+        request = cases.with_vector(cases.problem(plan.hvp_samples, classes))
+        body = cases.npz_request(request, {"include": cases.HVP_INCLUDE})
+        cases.post_binary(connection, body)
+        seconds = cases.median_time(
+            partial(cases.post_binary, connection, body), plan.scaling_repeats
+        )
+        points.append(
+            {
+                "N": plan.hvp_samples,
+                "C": classes,
+                "entries": plan.hvp_samples * classes,
+                "seconds": seconds,
+            }
+        )
+    connection.close()
+    top = max(p["entries"] for p in points)
+    large = [p for p in points if p["entries"] >= top / 100] or points
+    slope = (
+        log_slope([p["entries"] for p in large], [p["seconds"] for p in large])
+        if len(large) > 1
+        else math.nan
+    )
+    last = points[-1]
+    rows.append(
+        row(
+            "8 HVP slope",
+            f"8 Hessian-vector product against N·C, .npz (up to N={last['N']}, C={last['C']})",
+            last["seconds"],
+            last["N"] * last["C"],
+            "s / entries",
+            slope,
+            "slope of log time against log N·C (1 = linear, < 1: the fixed cost of a request "
+            "still shows)",
+        )
+    )
+    return rows, {"seconds": times, "response_keys": keys, "hvp": points}
+
+
 def format_value(value: float | None, unit: str) -> str:
     """A measurement in a readable unit."""
     if value is None or math.isnan(value):
@@ -775,8 +974,20 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
         case3, small_details = small_requests(server, plan)
         scaling_rows, points = scaling(server, plan, settings)
         candidate_rows, candidate_details = candidate_checks(server, plan, settings)
+        second_order_rows, second_order_details = second_order(server, plan)
     memory_rows, memory_details = peak_memory(plan, settings, env)
-    rows = [case1, *case2, case3, *case4, *scaling_rows, *memory_rows, *candidate_rows]
+    llm_rows, llm_details = llm_kernel(plan, env)
+    rows = [
+        case1,
+        *case2,
+        case3,
+        *case4,
+        *scaling_rows,
+        *memory_rows,
+        *candidate_rows,
+        *llm_rows,
+        *second_order_rows,
+    ]
     info["load_average_at_end"] = os.getloadavg()
     info["bench_seconds"] = time.perf_counter() - started
     results = {
@@ -789,6 +1000,8 @@ def run(plan: Plan, output_dir: Path) -> dict[str, Any]:
         "scaling": points,
         "memory": memory_details,
         "candidate": candidate_details,
+        "llm": llm_details,
+        "second_order": second_order_details,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "bench.json").write_bytes(

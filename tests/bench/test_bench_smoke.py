@@ -1,12 +1,13 @@
 """A tiny run of the benchmark harness (`bench.run --quick`): it runs end to end and reports
-every case of issues 6, 13 and 14. No timing is asserted: speed claims are the benchmark's, as
-ratios."""
+every case of issues 6, 13, 14, 18 and 20. No timing is asserted: speed claims are the
+benchmark's, as ratios."""
 
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench import cases
@@ -33,6 +34,8 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
         "5",
         "6a",
         "6b",
+        "7",
+        "8",
     ]
     assert {row["key"] for row in rows} == set(TARGETS)
     for row in rows:
@@ -59,6 +62,8 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     assert str(TARGETS["3"]) == "≥ 0.4"
     assert str(TARGETS["4"]) == "≤ 1.5" and TARGETS["4 JSON/.npz"] is None
     assert (str(TARGETS["6a"]), str(TARGETS["6b"])) == ("≤ 1.3", "≤ 1.5")
+    assert (str(TARGETS["7"]), str(TARGETS["7 memory"])) == ("≤ 2.5", "≤ 6")
+    assert (str(TARGETS["8"]), str(TARGETS["8 HVP slope"])) == ("≤ 1.5", "≤ 1.2")
     summary = verdicts(rows).splitlines()
     assert len(summary) == sum(target is not None for target in TARGETS.values())
     assert all(line.split(": ")[-1].split()[0] in (MET, "MISSED") for line in summary), summary
@@ -152,3 +157,36 @@ def test_small_requests_report_the_reference_endpoints(
         details["service_without_numerics_over_bare"]
         == rates["service_without_numerics"] / rates["bare"]
     )
+
+
+def test_binary_requests_are_what_case_4_sends(results: tuple[dict[str, Any], Path]) -> None:
+    details = results[0]["large_response"]
+    assert details["binary_response_keys"] == details["npz_response_keys"]
+    payload = cases.problem(3, 4)
+    arrays, fields = cases.read_npz_request(cases.npz_request(payload, {"include": ["loss"]}))
+    assert fields == {"include": ["loss"]}
+    assert all((arrays[name] == payload[name]).all() for name in ("logits", "labels"))
+
+
+def test_llm_case_checks_a_right_float32_kernel(results: tuple[dict[str, Any], Path]) -> None:
+    payload, _ = results
+    details = payload["llm"]
+    assert [details["N"], details["C"]] == list(payload["plan"]["llm"])
+    assert details["candidate_passed"] and details["floor_passed"]
+    assert "candidate_check" in details["response_keys"] and "loss" in details["response_keys"]
+    assert details["logits_float64_bytes"] == details["N"] * details["C"] * 8
+    problem = cases.llm_problem(20, 7)
+    assert problem["logits"].dtype == np.float32 and (problem["labels"] == -100).sum() == 2
+
+
+def test_second_order_cases_get_what_they_ask_for(results: tuple[dict[str, Any], Path]) -> None:
+    payload, _ = results
+    details = payload["second_order"]
+    keys = details["response_keys"]
+    for fmt in ("JSON", ".npz"):
+        assert "hessian" in keys[f"Hessian, {fmt}"]
+        assert {"hessian", "numeric_hessian"} <= set(keys[f"Hessian and numeric Hessian, {fmt}"])
+        assert "hessian" in keys[f"Hessian, {fmt} floor"]
+    hvp = details["hvp"]
+    assert len(hvp) == payload["plan"]["hvp_points"]
+    assert hvp[-1]["C"] == payload["plan"]["hvp_max_classes"]
