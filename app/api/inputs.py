@@ -10,6 +10,7 @@ shapes (ragged rows, C ≥ 2, label widths), NaN / +Infinity / −Infinity outsi
 labels out of range, steps the precision cannot hold, and the configured size limits (413).
 """
 
+import contextlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -355,14 +356,7 @@ def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | F
             f"{list(layout.positions)}) or {len(layout.shape)} (probabilities, the logits' shape "
             f"{list(layout.shape)}); got {axes}",
         )
-    first_float = _first_float(value)
-    if first_float is not None:
-        raise RequestError(
-            ("labels", *first_float),
-            "class index labels must be integers (or send probabilities with the logits' shape)",
-            "int_type",
-        )
-    labels = nested_array("labels", value, np.int64)
+    labels = _index_array(value)
     if labels.shape != layout.positions:
         raise RequestError(
             ("labels",),
@@ -380,6 +374,21 @@ def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | F
             f"nor ignore_index ({request.ignore_index})",
         )
     return flat
+
+
+def _index_array(value: object) -> NDArray[np.int64]:
+    """Class indices as int64: 422 at the first float (or the first ragged position)."""
+    if isinstance(value, list) and value and all(type(item) is int for item in value):
+        with contextlib.suppress(OverflowError):  # beyond int64: located below
+            return np.array(value, dtype=np.int64)  # the usual (N,) labels: one C-level pass
+    first_float = _first_float(value)
+    if first_float is not None:
+        raise RequestError(
+            ("labels", *first_float),
+            "class index labels must be integers (or send probabilities with the logits' shape)",
+            "int_type",
+        )
+    return cast(NDArray[np.int64], nested_array("labels", value, np.int64))
 
 
 def _first_float(value: object, path: Location = ()) -> Location | None:

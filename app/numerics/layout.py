@@ -15,6 +15,7 @@ message points where the caller looks.
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,27 +54,36 @@ class Layout:
         """R, the number of positions."""
         return math.prod(self.positions)
 
-    @property
+    @cached_property
     def is_matrix(self) -> bool:
-        """True for (N, C) with classes on axis 1: rows are the array's own rows."""
+        """True for (N, C) with classes on axis 1: rows are the array's own rows (every
+        conversion is the identity)."""
         return len(self.shape) == 2 and self.axis == 1
 
     def to_rows(self, array: NDArray[np.generic]) -> NDArray[np.generic]:
         """An array of this shape as (R, C), class axis last (a view when it already is)."""
+        if self.is_matrix:
+            return array
         moved = np.moveaxis(array, self.axis, -1)
         return np.ascontiguousarray(moved).reshape(self.rows, self.classes)
 
     def per_class(self, rows: NDArray[np.generic]) -> NDArray[np.generic]:
         """(R, C) results in the logits' own shape."""
+        if self.is_matrix:
+            return rows
         shaped = rows.reshape(*self.positions, self.classes)
         return np.moveaxis(shaped, -1, self.axis)
 
     def per_position(self, values: NDArray[np.generic]) -> NDArray[np.generic]:
         """(R,) results in the shape of the positions ((N, d1, …, dk), or () for one)."""
+        if self.is_matrix:
+            return values
         return values.reshape(self.positions)
 
     def per_class_pair(self, blocks: NDArray[np.generic]) -> NDArray[np.generic]:
         """(R, C, C) blocks as (*positions, C, C): one C × C block per position."""
+        if self.is_matrix:
+            return blocks
         return blocks.reshape(*self.positions, self.classes, self.classes)
 
     def position(self, row: int) -> tuple[int, ...]:

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1", tags=["cross-entropy"])
 def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
     """The response fields of a cross-entropy report (422 if an output is not finite)."""
     report.refuse_non_finite(call.include)
-    fields = report_fields(report, call.include, str(call.problem.logits.dtype), call.layout)
+    fields = report_fields(report, call.include, call.problem.logits.dtype.name, call.layout)
     fields["reduction"] = str(call.problem.reduction)
     directional = call.directional(report)
     if directional is not None:

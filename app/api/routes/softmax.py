@@ -23,7 +23,7 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     """Compute one softmax call and collect its response fields (422 if one is not finite)."""
     report = call.analyse()
     report.refuse_non_finite(call.include)
-    fields = report_fields(report, call.include, str(call.logits.dtype), call.layout)
+    fields = report_fields(report, call.include, call.logits.dtype.name, call.layout)
     if call.candidate is not None:
         check = call.candidate.check(report, call.tolerance)
         fields["candidate_check"] = candidate_fields(check, call.layout)
