@@ -11,6 +11,7 @@ routes.
 import email.message
 import json
 import re
+from contextvars import ContextVar
 from typing import Annotated, Any, Generic, TypeVar
 
 import numpy as np
@@ -45,6 +46,10 @@ characters ("0,") and becomes a float in a list (24 + 8 bytes). Parsing a large 
 by the memory budget for this much, before the route admits the request's own cost."""
 OVERFLOWING_NUMBER = re.compile(rb"[eE]\+?\d{3,}")
 """Number literals whose exponent has three or more digits: the only ones that can overflow."""
+JSON_BODY: ContextVar[bytes | None] = ContextVar("json_body", default=None)
+"""The JSON body of the request being served, for `refuse_overflowing_literals`: a literal that
+overflows float64 parses to ±∞, and where −∞ is a mask (logits) the text tells them apart. Set
+where the body is read (on the event loop: the route's worker thread sees it)."""
 NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
 NOT_UTF8 = "Send the body as UTF-8 JSON: charset {charset} is not read (RFC 8259 requires UTF-8)."
 
@@ -122,6 +127,7 @@ class RequestBody(Generic[Model]):
         if not binary:
             _check_media_type(content_type)
         body = await request.body()
+        JSON_BODY.set(None if binary else body)
         parse = self.parse_npz if binary else self.parse
         if len(body) <= INLINE_PARSE_BYTES:
             return parse(body)
@@ -176,8 +182,6 @@ class RequestBody(Generic[Model]):
             value = self.model.model_validate_json(body)
         except ValidationError as error:
             raise RequestError.from_items(pydantic_errors(error)) from None
-        if OVERFLOWING_NUMBER.search(body):
-            refuse_overflowing_literals(body)
         return value
 
     def openapi(self) -> dict[str, Any]:
@@ -229,10 +233,20 @@ def _first_overflow(value: object, location: tuple[str | int, ...]) -> tuple[Any
     return None
 
 
+def refuse_overflowing_literals_of_request() -> None:
+    """`refuse_overflowing_literals` of the JSON body of the request being served (none for a
+    binary body). Called only where a −∞ was parsed (`app.api.inputs.parse_logits`)."""
+    body = JSON_BODY.get()
+    if body is not None:
+        refuse_overflowing_literals(body)
+
+
 def refuse_overflowing_literals(body: bytes) -> None:
     """422 at the first number literal that overflows float64 (e.g. `-1e999999`): only the
-    literal `-Infinity` masks a class. Called only when the body holds a literal with a
-    three-digit exponent, so the slow standard parser runs on such rare bodies alone."""
+    literal `-Infinity` masks a class. The slow standard parser runs only on a body with a
+    three-digit exponent."""
+    if not OVERFLOWING_NUMBER.search(body):
+        return
     found = _first_overflow(json.loads(body, parse_float=_overflow_or_float), ())
     if found is not None:
         *location, text = found

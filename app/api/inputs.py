@@ -19,6 +19,7 @@ from typing import Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from app.api.deps import refuse_overflowing_literals_of_request
 from app.api.encoding import wants_npz
 from app.api.schemas.compute import (
     CrossEntropyRequest,
@@ -67,6 +68,11 @@ from app.numerics.layout import Layout
 from app.numerics.softmax import FloatArray
 
 DTYPES: dict[str, type[np.floating]] = {"float64": np.float64, "float32": np.float32}
+DTYPE_NAMES = {np.dtype(dtype): name for name, dtype in DTYPES.items()}
+"""The name of each precision, as the response states it (numpy's `dtype.name` is slower)."""
+SMALLEST_NORMAL = {name: float(np.finfo(dtype).tiny) for name, dtype in DTYPES.items()}
+IndexArray = NDArray[np.int64]
+"""Class-index labels (the alias is made once: a subscript in a `cast` costs microseconds)."""
 HUGE_REASON = {
     "logits": "beyond it float64 cannot resolve a unit change and softmax is exactly one-hot",
     "weight": "beyond it the weighted losses and gradients may not be finite",
@@ -197,6 +203,7 @@ def _refuse_unusable_logits(logits: FloatArray, layout: Layout) -> None:
             "finite_number",
         )
     _refuse_huge("logits", logits, layout)
+    refuse_overflowing_literals_of_request()  # a −∞ may come from -1e999999, not -Infinity
     all_masked = ~np.isfinite(logits).any(axis=1)
     if all_masked.any():
         position = layout.position(int(np.flatnonzero(all_masked)[0]))
@@ -240,8 +247,8 @@ def output_entries(shape: tuple[int, ...], include: Collection[str]) -> int:
     """How many numbers the outputs in `include` hold for (R, C) rows: C·C per row for a
     Jacobian, one for the loss, C for the others."""
     rows, classes = shape
-    widths = {Output.LOSS: 1, **dict.fromkeys(SQUARE_OUTPUTS, classes * classes)}
-    return rows * sum(widths.get(Output(item), classes) for item in include)
+    widths: dict[str, int] = {Output.LOSS: 1, **dict.fromkeys(SQUARE_OUTPUTS, classes * classes)}
+    return rows * sum(widths.get(item, classes) for item in include)  # Output is a str
 
 
 def request_shape(value: object, axis: int | None = None) -> tuple[int, int]:
@@ -342,7 +349,7 @@ def parse_weight(request: "LossFields", num_classes: int) -> FloatArray | None:
     return weight
 
 
-def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | FloatArray:
+def parse_labels(request: "LossFields", layout: Layout) -> IndexArray | FloatArray:
     """Class indices (R,) as int64, or probability rows (R, C) as float64. As in torch, labels
     are probabilities exactly when they have as many axes as the logits."""
     value = request.labels
@@ -363,7 +370,7 @@ def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | F
             f"labels need one class index per position: shape {list(layout.positions)}, got "
             f"{list(labels.shape)}",
         )
-    flat = cast(NDArray[np.int64], labels.reshape(-1))
+    flat = cast(IndexArray, labels.reshape(-1))
     active = flat != request.ignore_index
     outside = active & ((flat < 0) | (flat >= layout.classes))
     if outside.any():
@@ -376,7 +383,7 @@ def parse_labels(request: "LossFields", layout: Layout) -> NDArray[np.int64] | F
     return flat
 
 
-def _index_array(value: object) -> NDArray[np.int64]:
+def _index_array(value: object) -> IndexArray:
     """Class indices as int64: 422 at the first float (or the first ragged position)."""
     if isinstance(value, list) and value and all(type(item) is int for item in value):
         with contextlib.suppress(OverflowError):  # beyond int64: located below
@@ -388,7 +395,7 @@ def _index_array(value: object) -> NDArray[np.int64]:
             "class index labels must be integers (or send probabilities with the logits' shape)",
             "int_type",
         )
-    return cast(NDArray[np.int64], nested_array("labels", value, np.int64))
+    return cast(IndexArray, nested_array("labels", value, np.int64))
 
 
 def _first_float(value: object, path: Location = ()) -> Location | None:
@@ -406,7 +413,7 @@ def _first_float(value: object, path: Location = ()) -> Location | None:
 
 def targets_of(
     request: "LossFields",
-    labels: NDArray[np.int64] | FloatArray,
+    labels: IndexArray | FloatArray,
     weight: FloatArray | None,
     num_classes: int,
     dtype: type[np.floating],
@@ -422,7 +429,7 @@ def targets_of(
             dtype=dtype,
         )
     return index_targets(
-        cast(NDArray[np.int64], labels),
+        cast(IndexArray, labels),
         num_classes,
         weight=cast_weight,
         ignore_index=request.ignore_index,
@@ -477,7 +484,7 @@ class ParsedLoss:
     logits: FloatArray
     """(R, C) rows."""
     layout: Layout
-    labels: NDArray[np.int64] | FloatArray
+    labels: IndexArray | FloatArray
     weight: FloatArray | None
 
     def problem(
@@ -520,7 +527,7 @@ def parse_loss(
 def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:
     """The numerics' options; 422 for a step so small that the precision cannot hold it (it
     would be 0 or subnormal there, and 1/h infinite)."""
-    smallest = float(np.finfo(DTYPES[dtype]).tiny)
+    smallest = SMALLEST_NORMAL[dtype]
     if numeric.step is not None and numeric.step < smallest:
         raise RequestError(
             ("numeric", "step"),
@@ -746,7 +753,7 @@ def directions_of(body: CrossEntropyRequest, settings: Settings) -> int | None:
 
 def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
     """Validate a cross-entropy request into the problem and options the numerics take."""
-    include = frozenset(Output(item) for item in body.include)
+    include = frozenset(body.include)  # already Output members
     directions = directions_of(body, settings)
     returned = include - {Output.NUMERIC_GRADIENT} if directions else include
     parsed = parse_loss(body, settings, returned)

@@ -44,12 +44,12 @@ class Layout:
         """C."""
         return self.shape[self.axis]
 
-    @property
+    @cached_property
     def positions(self) -> tuple[int, ...]:
         """The shape without the class axis: (N, d1, …, dk), (N,) or ()."""
         return self.shape[: self.axis] + self.shape[self.axis + 1 :]
 
-    @property
+    @cached_property
     def rows(self) -> int:
         """R, the number of positions."""
         return math.prod(self.positions)

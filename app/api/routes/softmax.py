@@ -4,17 +4,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import SettingsDep, SoftmaxBody
+from app.api.deps import SoftmaxBody
 from app.api.encoding import candidate_fields, report_fields, respond
 from app.api.inputs import (
+    DTYPE_NAMES,
     SoftmaxCall,
     request_entries,
     softmax_request_cost,
     to_softmax_call,
 )
 from app.api.offload import compute
-from app.api.routes import ERROR_RESPONSES, AcceptHeader, success_response
+from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import SoftmaxResponse
+from app.core.config import Settings
 
 router = APIRouter(prefix="/v1", tags=["softmax"])
 
@@ -23,7 +25,7 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     """Compute one softmax call and collect its response fields (422 if one is not finite)."""
     report = call.analyse()
     report.refuse_non_finite(call.include)
-    fields = report_fields(report, call.include, call.logits.dtype.name, call.layout)
+    fields = report_fields(report, call.include, DTYPE_NAMES[call.logits.dtype], call.layout)
     if call.candidate is not None:
         check = call.candidate.check(report, call.tolerance)
         fields["candidate_check"] = candidate_fields(check, call.layout)
@@ -36,13 +38,14 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     response_model=SoftmaxResponse,
     response_model_exclude_none=True,
     responses={**ERROR_RESPONSES, **success_response()},
+    openapi_extra={"parameters": [ACCEPT_PARAMETER]},
 )
-async def softmax(
-    body: SoftmaxBody, settings: SettingsDep, request: Request, accept: AcceptHeader = None
-) -> Response:
+async def softmax(body: SoftmaxBody, request: Request) -> Response:
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
+    settings: Settings = request.app.state.settings
+    accept = request.headers.get("accept")
     entries = request_entries(body.logits, body.include, body.dim)
     cost = softmax_request_cost(body, accept)
     return await compute(
