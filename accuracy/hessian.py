@@ -21,12 +21,12 @@ from app.numerics.softmax import softmax
 from tests.numerics.adversarial import (
     DIGITS,
     MAX_JACOBIAN_CLASSES,
-    SMALLEST_NORMAL,
     Case,
     ExactRow,
     Row,
     exact_row,
     exact_targets,
+    jacobian_block_error,
     precision_bits,
     row_error,
 )
@@ -128,31 +128,9 @@ def exact_scales(case: Case) -> list[mp.mpf]:
 def hessian_block_error(
     ours: FloatArray, row: ExactRow, scale: mp.mpf, rng: np.random.Generator
 ) -> float:
-    """Row error of sample n's C×C Hessian block s·a_i(δ_ij − a_j) (as jacobian_block_error:
-    every entry up to C = 80, else the diagonal, the rows and columns of the three largest
-    probabilities and 4000 random entries; the scale is always the exact largest entry)."""
-    if np.isnan(ours).any():
-        return float("inf")
-    a, complement = row.probabilities, row.complement
-    num_classes = len(a)
-    with mp.workdps(DIGITS):
-        ordered = sorted(a, reverse=True)
-        diagonal = [scale * a_i * c_i for a_i, c_i in zip(a, complement, strict=True)]
-        second = ordered[1] if num_classes > 1 else mp.mpf(0)
-        largest = max(max(abs(d) for d in diagonal), abs(scale) * ordered[0] * second)
-        if num_classes <= 80:
-            pairs = [(i, j) for i in range(num_classes) for j in range(num_classes)]
-        else:
-            top = np.argsort(np.asarray([float(v) for v in a]))[-3:]
-            pairs = [(i, i) for i in range(num_classes)]
-            pairs += [(int(i), j) for i in top for j in range(num_classes)]
-            pairs += [(j, int(i)) for i in top for j in range(num_classes)]
-            pairs += [tuple(p) for p in rng.integers(0, num_classes, (4000, 2)).tolist()]
-        worst = mp.mpf(0)
-        for i, j in pairs:
-            reference = diagonal[i] if i == j else -scale * a[i] * a[j]
-            worst = max(worst, abs(mp.mpf(float(ours[i, j])) - reference))
-        return float(worst / max(largest, SMALLEST_NORMAL))
+    """Row error of sample n's C×C Hessian block s·a_i(δ_ij − a_j), measured as the Jacobian's
+    (`jacobian_block_error` with the factor s)."""
+    return jacobian_block_error(ours, row, rng, factor=scale)
 
 
 def exact_hvp(row: ExactRow, scale: mp.mpf, v: FloatArray) -> Row:

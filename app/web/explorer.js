@@ -554,13 +554,16 @@ function renderSampleSelects(result) {
   }
 }
 
-function renderJacobian(result) {
+/** Draw the selected sample's C × C block of `name` (jacobian, hessian) on the canvas of that
+ * id, with its legend, outlining the entries of your own values outside the tolerance; returns
+ * the block. */
+function renderBlock(result, name) {
   const chosen = selectedSample(result);
-  const matrix = result.jacobian[chosen];
-  const maxAbs = Math.max(...matrix.flat().map(Math.abs));
-  const scale = divergingScale(maxAbs);
-  const canvas = $("jacobian");
-  const failing = candidateFailing("jacobian", result);
+  const matrix = result[name][chosen];
+  const finite = matrix.flat().filter(Number.isFinite).map(Math.abs);
+  const scale = divergingScale(Math.max(0, ...finite));
+  const canvas = $(name);
+  const failing = candidateFailing(name, result);
   drawHeatmap(canvas, matrix, {
     scale,
     rowName: "i",
@@ -569,7 +572,12 @@ function renderJacobian(result) {
     outline: failing ? failing[chosen] : undefined,
     outlineColour: CANDIDATE_OUTLINE,
   });
-  drawLegend($("jacobian-legend"), scale, canvas.clientHeight);
+  drawLegend($(`${name}-legend`), scale, canvas.clientHeight);
+  return matrix;
+}
+
+function renderJacobian(result) {
+  renderBlock(result, "jacobian");
 }
 
 // ---------- the Hessian and its eigenvalues ----------
@@ -578,22 +586,8 @@ function renderJacobian(result) {
 const EIGEN_ZERO = 1e-12;
 
 function renderHessian(result) {
-  const chosen = selectedSample(result);
-  const matrix = result.hessian[chosen];
-  const finite = matrix.flat().filter(Number.isFinite).map(Math.abs);
-  const scale = divergingScale(Math.max(0, ...finite));
-  const canvas = $("hessian");
-  const failing = candidateFailing("hessian", result);
-  drawHeatmap(canvas, matrix, {
-    scale,
-    rowName: "i",
-    columnName: "j",
-    available: availableWidth(canvas) - 110,
-    outline: failing ? failing[chosen] : undefined,
-    outlineColour: CANDIDATE_OUTLINE,
-  });
-  drawLegend($("hessian-legend"), scale, canvas.clientHeight);
-  renderEigenvalues(result, chosen, matrix);
+  const matrix = renderBlock(result, "hessian");
+  renderEigenvalues(result, selectedSample(result), matrix);
 }
 
 /** s = Σ_c q_c / D of sample n, read off as trace(H_n) / trace(J_n) (J_n = diag a − a·aᵀ);

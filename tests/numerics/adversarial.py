@@ -248,8 +248,11 @@ def row_error(ours: NDArray[np.floating], exact_row: Row) -> float:
     return float(worst / max(scale, SMALLEST_NORMAL))
 
 
-def jacobian_block_error(ours: FloatArray, row: ExactRow, rng: np.random.Generator) -> float:
-    """Row error of sample n's C×C Jacobian block a_i(δ_ij − a_j).
+def jacobian_block_error(
+    ours: FloatArray, row: ExactRow, rng: np.random.Generator, factor: mp.mpf | int = 1
+) -> float:
+    """Row error of sample n's C×C block factor·a_i(δ_ij − a_j): the Jacobian (factor 1), or a
+    Hessian block (factor s = Σq/D).
 
     Small C: every entry. Large C: the diagonal, the rows and columns of the three largest
     probabilities (where the largest entries are) and 4000 random entries; the denominator
@@ -261,8 +264,9 @@ def jacobian_block_error(ours: FloatArray, row: ExactRow, rng: np.random.Generat
     num_classes = len(a)
     with mp.workdps(DIGITS):
         ordered = sorted(a, reverse=True)
-        diagonal = [a_i * c_i for a_i, c_i in zip(a, complement, strict=True)]
-        scale = max(max(diagonal), ordered[0] * ordered[1])
+        second = ordered[1] if num_classes > 1 else mp.mpf(0)
+        diagonal = [factor * a_i * c_i for a_i, c_i in zip(a, complement, strict=True)]
+        scale = max(max(abs(d) for d in diagonal), abs(factor) * ordered[0] * second)
         if num_classes <= 80:
             pairs = [(i, j) for i in range(num_classes) for j in range(num_classes)]
         else:
@@ -273,7 +277,7 @@ def jacobian_block_error(ours: FloatArray, row: ExactRow, rng: np.random.Generat
             pairs += [tuple(p) for p in rng.integers(0, num_classes, (4000, 2)).tolist()]
         worst = mp.mpf(0)
         for i, j in pairs:
-            reference = diagonal[i] if i == j else -a[i] * a[j]
+            reference = diagonal[i] if i == j else -factor * a[i] * a[j]
             worst = max(worst, abs(mp.mpf(float(ours[i, j])) - reference))
         return float(worst / max(scale, SMALLEST_NORMAL))
 
