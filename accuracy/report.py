@@ -83,7 +83,8 @@ def torch_report(case: Case) -> Report:
         np.zeros(case.logits.shape[0]),
     )
     return Report(
-        softmax=softmax,
+        case.logits,
+        kept_softmax=softmax,
         losses=losses.detach().numpy(),
         loss=np.asarray(loss.detach().numpy()),
         gradient=gradient.numpy(),

@@ -423,7 +423,7 @@ def candidate_floor(body: bytes, include: frozenset[Output]) -> CandidateCheck:
         inputs=ProblemInputs(
             np.asarray(decoded["logits"], np.float64), np.asarray(decoded["labels"], np.int64)
         ),
-        softmax=report.softmax,
+        softmax=report.kept_softmax,
     )
 
 
@@ -483,7 +483,6 @@ def llm_floor(body: bytes) -> CandidateCheck:
         ReferenceOutputs(report),
         atol=atol,
         rtol=rtol,
-        softmax=report.softmax,
     )
 
 

@@ -126,7 +126,10 @@ class RequestBody(Generic[Model]):
         binary = self.array_fields is not None and _is_npz(content_type)
         if not binary:
             _check_media_type(content_type)
-        body = await request.body()
+        if binary:  # read, not kept on the request: its arrays are all that stays
+            body = b"".join([chunk async for chunk in request.stream()])
+        else:
+            body = await request.body()
         JSON_BODY.set(None if binary else body)
         parse = self.parse_npz if binary else self.parse
         if len(body) <= INLINE_PARSE_BYTES:

@@ -146,12 +146,10 @@ def report_fields(
         "spatial_shape": list(layout.positions[1:]),
         "dtype": dtype,
     }
-    per_class = {
-        "probabilities": report.softmax.probabilities,
-        "log_probabilities": report.softmax.log_probabilities,
-        "gradient": report.gradient,
-        "numeric_gradient": report.numeric_gradient,
-    }
+    for name in ("probabilities", "log_probabilities"):  # the softmax only when asked for
+        if name in include:
+            fields[name] = layout.per_class(getattr(report.softmax, name))
+    per_class = {"gradient": report.gradient, "numeric_gradient": report.numeric_gradient}
     for name, array in per_class.items():
         if name in include and array is not None:
             fields[name] = layout.per_class(array)

@@ -301,13 +301,18 @@ def cross_entropy_request_cost(
         include.discard(Output.NUMERIC_GRADIENT)
     shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
     probability_labels = len(_sent_shape(body.labels)) == len(_sent_shape(body.logits))
+    candidate = body.candidate
+    later_softmax = candidate is not None and candidate_forms_softmax(
+        candidate.model_fields_set, body.z_loss, body.softcap
+    )
     return cross_entropy_cost(
         shape,
         include,
         probability_labels=probability_labels,
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(body.logits),
-    ).peak + _candidate_bytes(shape, body.candidate)
+        later_softmax=later_softmax,
+    ).peak + _candidate_bytes(shape, candidate)
 
 
 def request_entries(value: object, include: Collection[str], axis: int | None = None) -> int:
@@ -558,18 +563,18 @@ class CandidateCall:
     def check(self, report: Report, tolerance: Tolerance) -> CandidateCheck:
         """The candidate against `report`'s outputs (or the float64 problem's), both as rows."""
         reference = report
-        if reference.softmax.probabilities.dtype != np.float64:
+        if reference.logits.dtype != np.float64:
             reference = self._float64_report()
         problem = self.reference_problem or self.problem
         targets = None if problem is None or problem.z_loss else problem.targets
-        llm_options = problem is not None and (problem.z_loss or problem.softcap is not None)
+        llm_options = problem is not None and not names_mistakes(problem.z_loss, problem.softcap)
         check = check_candidate(
             self._as_rows(),
             ReferenceOutputs(reference, targets),
             atol=tolerance.atol,
             rtol=tolerance.rtol,
             inputs=None if llm_options else self.inputs,
-            softmax=reference.softmax,
+            softmax=reference.kept_softmax,
             docs_url=self.docs_url,
         )
         if llm_options and not check.passed:
@@ -605,6 +610,18 @@ class CandidateCall:
         if problem is None:
             return analyse_softmax(self.inputs.logits, frozenset())
         return analyse_problem(problem, frozenset())
+
+
+def names_mistakes(z_loss: float, softcap: float | None) -> bool:
+    """Whether a wrong candidate's mistake is named: the known mistakes are modelled without
+    z-loss and soft-capping (NO_LLM_DIAGNOSES)."""
+    return not z_loss and softcap is None
+
+
+def candidate_forms_softmax(outputs: Collection[str], z_loss: float, softcap: float | None) -> bool:
+    """Whether checking a candidate of `outputs` may form the softmax: for its probabilities,
+    log-probabilities, Jacobian or Hessian, or to name the mistake of a wrong one."""
+    return not set(outputs) <= {"loss", "losses", "gradient"} or names_mistakes(z_loss, softcap)
 
 
 NO_LLM_DIAGNOSES = (

@@ -122,7 +122,7 @@ class Reference:
         self, part: Part, submitted: FloatArray, options: "GradingOptions"
     ) -> Diagnosis | None:
         """The most likely mistake behind a wrong `submitted` value of `part`, if one fits."""
-        if self.inputs is None or self._report.softmax.probabilities.dtype != np.float64:
+        if self.inputs is None or self._report.logits.dtype != np.float64:
             return None
         observed = {str(part): Observed(self._as_rows(part, submitted), self._rows(part))}
         found = diagnose(

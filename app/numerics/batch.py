@@ -199,7 +199,7 @@ def _analyse_stacked(
         z_terms = None if rows.z_terms is None else rows.z_terms[part]
         reports.append(
             Report(
-                softmax=rows.softmax.rows(part),
+                problem.logits,
                 losses=cross_entropy if z_terms is None else cross_entropy + z_terms,
                 loss=reduce_losses(
                     cross_entropy, problem.targets, problem.reduction, z_terms=z_terms
@@ -210,7 +210,8 @@ def _analyse_stacked(
                 numeric_jacobian=numeric_jacobian,
                 gradient_check=gradient_check,
                 jacobian_check=jacobian_check,
-                logit_slope=None if rows.logit_slope is None else rows.logit_slope[part],
+                softcap=problem.softcap,
+                kept_softmax=None if rows.softmax is None else rows.softmax.rows(part),
             )
         )
     return reports

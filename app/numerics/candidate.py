@@ -47,8 +47,8 @@ from app.numerics.diagnose import (
     ProblemInputs,
     diagnose,
     probe_rows,
-    row_chunks,
 )
+from app.numerics.layout import row_blocks
 from app.numerics.softmax import FloatArray, Softmax
 
 MAX_NESTING = 16
@@ -380,9 +380,9 @@ def _compare(
     """compare_output's verdict, with each sample's "all entries pass" and largest
     |got − expected| (inf for NaN), for choosing probe rows.
 
-    Works through blocks of samples of about CHUNK_ENTRIES entries, so that every temporary
-    stays in cache: a dozen cheap passes per block instead of a dozen over a Jacobian of
-    N·C·C entries."""
+    Works through blocks of samples (`layout.row_blocks`), so that every temporary stays in
+    cache: a dozen cheap passes per block instead of a dozen over a Jacobian of N·C·C
+    entries."""
     dtype = np.asarray(candidate).dtype
     expected_all = np.asarray(reference, np.float64)
     shape = expected_all.shape
@@ -395,7 +395,7 @@ def _compare(
     largest = relative = ulps = 0.0
     finite = True
     pool: list[tuple[FloatArray, NDArray[np.intp]]] = []  # (sizes, flat indices) of failures
-    for part in row_chunks(rows, expected_rows.shape[1]):
+    for part in row_blocks(rows, expected_rows.shape[1]):
         got = got_rows[part].astype(np.float64)
         expected = expected_rows[part]
         with np.errstate(invalid="ignore", over="ignore"):

@@ -29,6 +29,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from app.numerics.gradcheck import BY_BLOCKS
+from app.numerics.layout import BLOCK_ENTRIES
+
 FLOAT64_BYTES = 8
 INDEX_BYTES = 8
 JSON_BYTES_PER_NUMBER = 25
@@ -128,6 +131,9 @@ CROSS_ENTROPY_BASE = 7.5
 """Softmax plus the effective targets q, the losses and the gradient (measured 7.0)."""
 CROSS_ENTROPY_KEPT = 5.0
 """Softmax's kept arrays, q and the gradient."""
+BY_BLOCKS_KEPT = 2.0
+"""q and the gradient: all that a cross-entropy computed by blocks of rows keeps
+(`app.numerics.gradcheck.LossRows.of`)."""
 GRADING_PER_SUBMITTED = 6.0
 """float64 arrays of one part's size per submission while a part is graded: the submissions
 read, their stack, |difference|, the relative error and its temporaries (measured 4.8–6.1)."""
@@ -261,17 +267,30 @@ def cross_entropy_cost(
     probability_labels: bool = False,
     response: ResponseFormat = ResponseFormat.JSON,
     parsed_bytes_per_number: int = 0,
+    later_softmax: bool = False,
 ) -> MemoryCost:
     """Peak memory of /v1/cross-entropy: loss and gradient (always computed, whatever
-    `include` says), the outputs in `include`, the per-sample losses and the response."""
+    `include` says), the outputs in `include`, the per-sample losses and the response.
+
+    A request asking for nothing beyond the loss and the gradient, over one block of rows, is
+    computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one block's
+    arrays); `later_softmax` counts the softmax formed afterwards, with those two still held
+    (a candidate's probabilities, or its diagnoses)."""
     inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(
         shape, probability_labels, parsed_bytes_per_number
     )
+    base, kept = CROSS_ENTROPY_BASE, CROSS_ENTROPY_KEPT
+    if set(include) <= BY_BLOCKS and shape.numbers(Width.CLASSES) > BLOCK_ENTRIES:
+        if later_softmax:
+            base, kept = BY_BLOCKS_KEPT + SOFTMAX_BASE, BY_BLOCKS_KEPT + SOFTMAX_KEPT
+        else:
+            block = CROSS_ENTROPY_BASE * BLOCK_ENTRIES / shape.numbers(Width.CLASSES)
+            base, kept = BY_BLOCKS_KEPT + block, BY_BLOCKS_KEPT
     return _analysis_cost(
         shape,
         include,
-        base=CROSS_ENTROPY_BASE,
-        kept=CROSS_ENTROPY_KEPT,
+        base=base,
+        kept=kept,
         inputs=inputs,
         extra_numbers=shape.rows,
         response=response,

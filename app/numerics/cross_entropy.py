@@ -33,7 +33,7 @@ largest entry unless that entry is below ~1e-17 of the terms a·Σq and q it is 
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -82,12 +82,33 @@ class Targets:
     """D_z: the z-loss terms are reduced as Σ_n λ·ℓ_n² / D_z, D_z the number of non-ignored
     samples for `mean` (unweighted, as Liger-Kernel and PaLM define it), 1 otherwise."""
 
+    def rows(self, part: slice) -> "Targets":
+        """The targets of the samples `part` (views), each row as the whole batch has it; the
+        divisors stay the batch's."""
+        start = part.start or 0
+        factors = None
+        if self.factors is not None:
+            weight, base = self.factors
+            factors = (weight[part] if weight.ndim == 2 else weight, base[part])
+        return replace(
+            self,
+            q=self.q[part],
+            exact_q=None if self.exact_q is None else partial(_rows_from, self.exact_q, start),
+            factors=factors,
+            active=None if self.active is None else self.active[part],
+        )
+
     def z_weights(self, z_loss: float) -> FloatArray:
         """λ per sample, 0 on ignored samples, shape (N,) (the weight of ℓ_n² in loss_n)."""
         weights = np.full(self.q.shape[0], z_loss, np.float64)
         if self.active is not None:
             weights[~self.active] = 0.0
         return weights
+
+
+def _rows_from(exact_q: ExactTargets, start: int, rows: NDArray[np.intp]) -> dd.DD:
+    """exact_q of a block of rows starting at `start`, asked with the block's own indices."""
+    return exact_q(rows + start)
 
 
 def index_targets(

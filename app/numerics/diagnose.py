@@ -51,7 +51,7 @@ page; they contain no number derived from the reference (grading shows them to s
 """
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from types import EllipsisType
@@ -60,6 +60,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.numerics.cross_entropy import Reduction
+from app.numerics.layout import row_blocks
 from app.numerics.softmax import FloatArray, Softmax, softmax
 
 SLACK = 2.0**-42
@@ -91,9 +92,6 @@ ROW_OUTPUTS = frozenset(
 
 PROBE_ROWS = 4
 """How many of the worst samples a hypothesis must fit before it is computed everywhere."""
-CHUNK_ENTRIES = 1 << 15
-"""Whole outputs are compared in blocks of samples of about this many entries (in cache)."""
-
 Rows = slice | NDArray[np.intp] | EllipsisType
 """Samples of an output: a block, chosen ones, or all of it (`...`, also for a scalar)."""
 
@@ -592,13 +590,6 @@ def _close(
     return close
 
 
-def row_chunks(rows: int, row_size: int) -> Iterator[slice]:
-    """Blocks of consecutive samples holding about CHUNK_ENTRIES entries (at least one)."""
-    step = max(1, CHUNK_ENTRIES // max(1, row_size))
-    for start in range(0, rows, step):
-        yield slice(start, min(rows, start + step))
-
-
 def probe_rows(row_ok: NDArray[np.bool_], row_error: FloatArray) -> NDArray[np.intp]:
     """The samples to try hypotheses on first: the PROBE_ROWS with the largest error among
     those with an entry outside the tolerance (`row_ok` False), then the first sample within
@@ -617,7 +608,7 @@ class _Matcher:
         self.x, self.r = observed.candidate, observed.reference
         self.atol, self.rtol = atol, rtol
         self.row_wise = row_wise and self.x.ndim >= 1
-        self.chunks = list(row_chunks(self.x.shape[0], self.x[0].size)) if self.row_wise else [...]
+        self.chunks = list(row_blocks(self.x.shape[0], self.x[0].size)) if self.row_wise else [...]
         self.scale = 0.0
         """max |reference| over its finite entries."""
         row_ok, row_error = [], []

@@ -8,6 +8,7 @@ can stack the rows of several problems and get each one exactly what it gets her
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -46,6 +47,7 @@ from app.numerics.hessian import (
     loss_hessian,
     numeric_hessian,
 )
+from app.numerics.layout import BLOCK_ENTRIES, row_blocks
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
 MAX_MAGNITUDE = 1e15
@@ -174,7 +176,8 @@ class Check:
 class Report:
     """Everything computed for one request; arrays not asked for are None."""
 
-    softmax: Softmax
+    logits: FloatArray
+    """The rows (R, C) the report is of, as given (before any soft-capping)."""
     losses: FloatArray | None = None
     loss: FloatArray | None = None
     gradient: FloatArray | None = None
@@ -187,16 +190,36 @@ class Report:
     numeric_hessian: FloatArray | None = None
     hessian_vector_product: FloatArray | None = None
     hessian_check: Check | None = None
-    logit_slope: FloatArray | None = None
-    """dy/dz of the soft-capping y = c·tanh(z/c) (N, C), None without it: the Jacobian and
-    gradient are by the raw z, so a Jacobian formed later scales its column j by it."""
+    softcap: float | None = None
+    """c of the soft-capping y = c·tanh(z/c), or None."""
+    kept_softmax: Softmax | None = None
+    """The softmax of the (capped) logits as the analysis computed it; None where it was
+    computed by blocks and not kept (`LossRows.of`)."""
+
+    @cached_property
+    def softmax(self) -> Softmax:
+        """The softmax of the (capped) logits: the one kept, else computed now (the same
+        numbers: every row is computed alone)."""
+        if self.kept_softmax is not None:
+            return self.kept_softmax
+        if self.softcap is None:
+            return softmax(self.logits)
+        return softmax(softcap_logits(self.logits, self.softcap))
+
+    @cached_property
+    def logit_slope(self) -> FloatArray | None:
+        """dy/dz of the soft-capping (R, C), None without it: the Jacobian and gradient are by
+        the raw z, so a Jacobian formed later scales its column j by it."""
+        return None if self.softcap is None else softcap_slope(self.logits, self.softcap)
 
     def refuse_non_finite(self, include: frozenset[Output]) -> None:
         """Raise InvalidProblem naming the first output asked for, and its sample, that is not
         finite in the precision it was computed in (log-probabilities of masked logits are
         −inf by definition and are not outputs that can overflow)."""
-        arrays = {
-            Output.PROBABILITIES: self.softmax.probabilities,
+        arrays: dict[Output, FloatArray | None] = {}
+        if Output.PROBABILITIES in include:  # the softmax is computed only if asked for
+            arrays[Output.PROBABILITIES] = self.softmax.probabilities
+        arrays |= {
             Output.LOSS: self.loss,
             Output.GRADIENT: self.gradient,
             Output.NUMERIC_GRADIENT: self.numeric_gradient,
@@ -330,19 +353,24 @@ def analyse_softmax(
         assert jacobian is not None
         check = numeric_jacobian.check(jacobian, numeric.method, tolerance)
     return Report(
-        softmax=sm,
+        logits,
+        kept_softmax=sm,
         jacobian=jacobian,
         numeric_jacobian=None if numeric_jacobian is None else numeric_jacobian.values,
         jacobian_check=check,
     )
 
 
+BY_BLOCKS = frozenset({Output.LOSS, Output.GRADIENT})
+"""A cross-entropy analysis asking for nothing beyond these is computed by blocks of rows."""
+
+
 @dataclass(frozen=True)
 class LossRows:
     """Everything of a cross-entropy analysis that is computed row by row."""
 
-    softmax: Softmax
-    """The softmax of the (soft-capped, if asked) logits."""
+    softmax: Softmax | None
+    """The softmax of the (soft-capped, if asked) logits; None when computed by blocks."""
     cross_entropy: FloatArray
     """−Σ_c q_nc·log a_nc per sample, shape (N,)."""
     z_terms: FloatArray | None
@@ -351,8 +379,6 @@ class LossRows:
     numeric_gradient: NumericRows | None
     jacobian: FloatArray | None
     numeric_jacobian: NumericRows | None
-    logit_slope: FloatArray | None
-    """dy/dz of the soft-capping, or None."""
 
     @property
     def losses(self) -> FloatArray:
@@ -382,7 +408,49 @@ class LossRows:
         2λ·ℓ_n·a_n / D_z,n (`z_divisors`, shape (N,); default `targets.z_divisor`); with
         `softcap` c everything is computed from y = c·tanh(z/c) and every derivative is
         multiplied by dy/dz of its column (`cross_entropy.softcap_slope`).
+
+        When `include` asks for nothing beyond the loss and the gradient (`BY_BLOCKS`) and the
+        logits exceed one block (`layout.BLOCK_ENTRIES`), the rows are computed block by block
+        and only the losses and the gradient are kept (`softmax` is None): the peak is the
+        gradient and one block's dozen temporaries, not a dozen arrays of the logits' size (a
+        32,000-class vocabulary). Each row gets the numbers it gets computed whole.
         """
+        whole = partial(
+            cls._whole, include=include, numeric=numeric, z_loss=z_loss, softcap=softcap
+        )
+        if not include <= BY_BLOCKS or logits.size <= BLOCK_ENTRIES:
+            return whole(logits, targets, divisors, z_divisors=z_divisors)
+        num_rows, num_classes = logits.shape
+        gradient = np.empty_like(logits)
+        cross_entropy = np.empty(num_rows, logits.dtype)
+        z_terms = np.empty(num_rows, logits.dtype) if z_loss else None
+        for part in row_blocks(num_rows, num_classes):
+            block = whole(
+                logits[part],
+                targets.rows(part),
+                divisors[part],
+                z_divisors=None if z_divisors is None else z_divisors[part],
+            )
+            gradient[part] = block.gradient
+            cross_entropy[part] = block.cross_entropy
+            if z_terms is not None and block.z_terms is not None:
+                z_terms[part] = block.z_terms
+        return cls(None, cross_entropy, z_terms, gradient, None, None, None)
+
+    @classmethod
+    def _whole(
+        cls,
+        logits: FloatArray,
+        targets: Targets,
+        divisors: FloatArray,
+        include: frozenset[Output],
+        numeric: NumericOptions,
+        *,
+        z_loss: float,
+        softcap: float | None,
+        z_divisors: FloatArray | None,
+    ) -> "LossRows":
+        """`of` computed on every row at once."""
         scale = (1 / divisors).astype(logits.dtype)[:, None]
         q = targets.q
         capped = logits if softcap is None else softcap_logits(logits, softcap)
@@ -426,9 +494,7 @@ class LossRows:
         jacobian, numeric_jacobian = jacobian_rows(
             logits, sm, include, numeric, softcap=softcap, slope=slope
         )
-        return cls(
-            sm, losses, z_terms, gradient, numeric_gradient, jacobian, numeric_jacobian, slope
-        )
+        return cls(sm, losses, z_terms, gradient, numeric_gradient, jacobian, numeric_jacobian)
 
 
 def analyse_cross_entropy(
@@ -465,7 +531,7 @@ def analyse_cross_entropy(
         assert rows.jacobian is not None
         jacobian_check = rows.numeric_jacobian.check(rows.jacobian, numeric.method, tolerance)
     report = Report(
-        softmax=rows.softmax,
+        logits,
         losses=rows.losses,
         loss=reduce_losses(rows.cross_entropy, targets, reduction, z_terms=rows.z_terms),
         gradient=rows.gradient,
@@ -474,7 +540,8 @@ def analyse_cross_entropy(
         numeric_jacobian=None if rows.numeric_jacobian is None else rows.numeric_jacobian.values,
         gradient_check=gradient_check,
         jacobian_check=jacobian_check,
-        logit_slope=rows.logit_slope,
+        softcap=softcap,
+        kept_softmax=rows.softmax,
     )
     if include & SECOND_ORDER:
         terms = logit_terms(targets, logits, z_loss=z_loss, softcap=softcap)
@@ -561,20 +628,13 @@ class ReferenceOutputs(Mapping[str, FloatArray]):
         self._names = ["probabilities", "log_probabilities", "jacobian"]
         if report.losses is not None:
             self._names += ["loss", "losses", "gradient"]
-        if report.hessian is not None or (targets is not None and report.logit_slope is None):
+        if report.hessian is not None or (targets is not None and report.softcap is None):
             self._names.append("hessian")
 
     def __getitem__(self, name: str) -> FloatArray:
-        report = self._report
-        values = {
-            "probabilities": report.softmax.probabilities,
-            "log_probabilities": report.softmax.log_probabilities,
-            "loss": report.loss,
-            "losses": report.losses,
-            "gradient": report.gradient,
-        }
         if name not in self._names:
             raise KeyError(name)
+        report = self._report
         if name == "hessian":
             if report.hessian is not None:
                 return report.hessian
@@ -590,7 +650,10 @@ class ReferenceOutputs(Mapping[str, FloatArray]):
             if report.logit_slope is not None:
                 jacobian *= report.logit_slope[:, None, :]
             return jacobian
-        value = values[name]
+        if name in ("probabilities", "log_probabilities"):  # the softmax only when asked for
+            value: FloatArray | None = getattr(report.softmax, name)
+        else:
+            value = getattr(report, name)
         assert value is not None
         return value
 

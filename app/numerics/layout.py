@@ -14,11 +14,24 @@ message points where the caller looks.
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
+
+BLOCK_ENTRIES = 1 << 15
+"""Work over a whole array of rows goes through blocks of consecutive rows of about this many
+entries (256 KiB of float64): every temporary of a block stays in cache, and a large request
+holds its temporaries for one block, not for the whole array."""
+
+
+def row_blocks(rows: int, row_size: int) -> Iterator[slice]:
+    """Blocks of consecutive rows holding about BLOCK_ENTRIES entries (at least one row)."""
+    step = max(1, BLOCK_ENTRIES // max(1, row_size))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from app.numerics.compare import Agreement
-from app.numerics.cross_entropy import Reduction
+from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import ErrorEstimate, Method, choose_steps
 from app.numerics.gradcheck import (
+    BY_BLOCKS,
     SECOND_ORDER,
     Check,
+    LossRows,
     NumericOptions,
     Output,
     Report,
@@ -18,6 +20,7 @@ from app.numerics.gradcheck import (
     analyse_cross_entropy,
     analyse_softmax,
 )
+from app.numerics.layout import BLOCK_ENTRIES
 from app.numerics.softmax import softmax
 from tests.numerics import reference
 from tests.numerics.test_cross_entropy import hard_targets
@@ -157,7 +160,7 @@ def test_an_output_asked_for_that_is_not_finite_is_refused_by_sample() -> None:
     logits = np.zeros((3, 2), np.float32)
     gradient = np.zeros((3, 2), np.float32)
     gradient[2, 1] = np.inf
-    report = Report(softmax=softmax(logits), gradient=gradient)
+    report = Report(logits, gradient=gradient)
     with pytest.raises(InvalidProblem) as error:
         report.refuse_non_finite(frozenset({Output.GRADIENT}))
     assert error.value.location == ("logits", 2)
@@ -171,15 +174,11 @@ def test_an_output_asked_for_that_is_not_finite_is_refused_by_sample() -> None:
 def test_per_sample_losses_are_always_checked_and_a_scalar_has_no_sample() -> None:
     logits = np.zeros((2, 2))
     with pytest.raises(InvalidProblem) as error:
-        Report(softmax=softmax(logits), losses=np.array([0.0, np.nan])).refuse_non_finite(
-            frozenset()
-        )
+        Report(logits, losses=np.array([0.0, np.nan])).refuse_non_finite(frozenset())
     assert error.value.location == ("logits", 1)
     assert "the losses of sample 1 is not finite in float64" in error.value.message
     with pytest.raises(InvalidProblem) as error:
-        Report(softmax=softmax(logits), loss=np.array(np.inf)).refuse_non_finite(
-            frozenset({Output.LOSS})
-        )
+        Report(logits, loss=np.array(np.inf)).refuse_non_finite(frozenset({Output.LOSS}))
     assert error.value.location == ("logits",)
     assert error.value.message.startswith("the loss is not finite in float64:")
 
@@ -188,3 +187,59 @@ def test_masked_log_probabilities_are_not_refused() -> None:
     report = analyse_softmax(np.array([[0.0, -np.inf]]), frozenset(Output) - SECOND_ORDER)
     assert report.softmax.log_probabilities[0, 1] == -np.inf
     report.refuse_non_finite(frozenset(Output) - SECOND_ORDER)
+
+
+@pytest.mark.parametrize(
+    ("z_loss", "softcap"), [(0.0, None), (1e-4, None), (0.0, 30.0), (1e-4, 30.0)]
+)
+@pytest.mark.parametrize("probability_labels", [False, True])
+def test_rows_computed_by_blocks_are_the_rows_computed_whole(
+    z_loss: float, softcap: float | None, probability_labels: bool
+) -> None:
+    """A loss and gradient alone, over several blocks of rows (`layout.BLOCK_ENTRIES`), are
+    computed block by block and keep no softmax; every number is the one computed whole (with
+    the probabilities asked for), bit for bit: weights and smoothing (q's exact definition and
+    factors, asked with the block's rows), ignored samples, the z-loss's divisor, the
+    soft-capping, and rows of the later blocks that cancel (uniform logits, uniform targets)
+    and are recomputed in double-double."""
+    rng = np.random.default_rng(5)
+    rows, classes = 3 * BLOCK_ENTRIES // 700 + 5, 700  # four blocks, the last one short
+    logits = rng.normal(scale=4.0, size=(rows, classes))
+    logits[-7:] = 0.25  # cancelling rows: a = 1/C, q = w/C below
+    weight = rng.uniform(0.5, 2.0, classes)
+    if probability_labels:
+        p = rng.dirichlet(np.ones(classes), rows)
+        p[-7:] = 1 / classes
+        targets = probability_targets(
+            p, weight=None, label_smoothing=0.3, reduction=Reduction.MEAN, dtype=np.float64
+        )
+    else:
+        labels = rng.integers(0, classes, rows)
+        labels[::9] = -100
+        targets = index_targets(
+            labels,
+            classes,
+            weight=weight,
+            ignore_index=-100,
+            label_smoothing=0.3,
+            reduction=Reduction.MEAN,
+            dtype=np.float64,
+        )
+    options = {"z_loss": z_loss, "softcap": softcap}
+    divisors = np.full(rows, targets.divisor)
+    numeric = NumericOptions()
+    by_blocks = LossRows.of(logits, targets, divisors, BY_BLOCKS, numeric, **options)
+    whole = LossRows.of(
+        logits, targets, divisors, BY_BLOCKS | {Output.PROBABILITIES}, numeric, **options
+    )
+    assert by_blocks.softmax is None and whole.softmax is not None
+    np.testing.assert_array_equal(by_blocks.gradient, whole.gradient, strict=True)
+    np.testing.assert_array_equal(by_blocks.cross_entropy, whole.cross_entropy, strict=True)
+    if z_loss:
+        assert by_blocks.z_terms is not None and whole.z_terms is not None
+        np.testing.assert_array_equal(by_blocks.z_terms, whole.z_terms, strict=True)
+    # the report forms the softmax only when asked, and it is the one computed whole
+    report = analyse_cross_entropy(logits, targets, Reduction.MEAN, BY_BLOCKS, **options)
+    assert report.kept_softmax is None
+    np.testing.assert_array_equal(report.softmax.probabilities, whole.softmax.probabilities)
+    np.testing.assert_array_equal(report.softmax.log_probabilities, whole.softmax.log_probabilities)
