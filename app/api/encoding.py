@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import orjson
 from fastapi import Response
+from starlette.types import Receive, Scope, Send
 
 from app.core.errors import LimitExceeded, RequestError
 from app.numerics.candidate import CandidateCheck
@@ -240,8 +241,37 @@ class _Pieces:
     def close(self) -> None:
         """Nothing to release: the pieces are read by `joined`."""
 
-    def joined(self) -> bytes:
-        return b"".join(self._pieces)
+    def parts(self) -> list[bytes | memoryview]:
+        """What was written, in order: each array's buffer as it is, the small pieces between
+        them (zip and .npy headers) joined."""
+        parts: list[bytes | memoryview] = []
+        small: list[memoryview] = []
+        for piece in self._pieces:
+            if piece.nbytes < SMALL_PIECE_BYTES:
+                small.append(piece)
+                continue
+            if small:
+                parts.append(b"".join(small))
+                small = []
+            parts.append(piece)
+        if small:
+            parts.append(b"".join(small))
+        return parts
+
+
+SMALL_PIECE_BYTES = 64 << 10
+"""Pieces of an .npz body below this size are joined with their neighbours before sending."""
+
+
+def _npz_parts(fields: dict[str, Any]) -> list[bytes | memoryview]:
+    pieces = _Pieces()
+    metadata = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    with zipfile.ZipFile(pieces, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in fields.items():
+            if isinstance(value, np.ndarray):
+                _write_npy(archive, f"{name}.npy", value)
+        archive.writestr(NPZ_METADATA_MEMBER, orjson.dumps(metadata))
+    return pieces.parts()
 
 
 def encode_npz(fields: dict[str, Any]) -> bytes:
@@ -250,14 +280,29 @@ def encode_npz(fields: dict[str, Any]) -> bytes:
     Readable with `np.load(io.BytesIO(body), allow_pickle=False)`; `["metadata.json"]` gives
     the JSON bytes of every non-array field.
     """
-    pieces = _Pieces()
-    metadata = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
-    with zipfile.ZipFile(pieces, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, value in fields.items():
-            if isinstance(value, np.ndarray):
-                _write_npy(archive, f"{name}.npy", value)
-        archive.writestr(NPZ_METADATA_MEMBER, orjson.dumps(metadata))
-    return pieces.joined()
+    return b"".join(_npz_parts(fields))
+
+
+class NpzResponse(Response):
+    """`encode_npz` of the fields, sent in the pieces it is written in: each array's own buffer
+    goes to the server as it is, never joined into one body (for a 20 MB Jacobian, a copy of
+    20 MB less, in time and in memory)."""
+
+    media_type = NPZ_MEDIA_TYPE
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.parts = _npz_parts(fields)
+        super().__init__(media_type=NPZ_MEDIA_TYPE)
+        self.headers["content-length"] = str(sum(len(memoryview(part)) for part in self.parts))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the headers, then each part."""
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        last = len(self.parts) - 1
+        for index, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": index < last})
 
 
 def respond(fields: dict[str, Any], accept: str | None) -> Response:
@@ -268,7 +313,7 @@ def respond(fields: dict[str, Any], accept: str | None) -> Response:
     """
     reach_checkpoint()
     if wants_npz(accept):
-        return Response(encode_npz(fields), media_type=NPZ_MEDIA_TYPE)
+        return NpzResponse(fields)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
 

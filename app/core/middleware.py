@@ -207,6 +207,7 @@ class SendTimeoutMiddleware:
                 await send_or_abort(message)
                 return
             more_body = message.get("more_body", False)
+            body = memoryview(body)  # slices without copies
             last = (len(body) - 1) // self.chunk_bytes * self.chunk_bytes
             for start in range(0, len(body), self.chunk_bytes):
                 await send_or_abort(

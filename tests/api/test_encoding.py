@@ -9,13 +9,21 @@ Contract: a zip of `.npy` members, one per array of the JSON response (the reduc
 import io
 import json
 import zipfile
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from app.api.encoding import check_fields, encode_json, encode_npz, report_fields, wants_npz
+from app.api.encoding import (
+    NpzResponse,
+    check_fields,
+    encode_json,
+    encode_npz,
+    report_fields,
+    wants_npz,
+)
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
@@ -163,6 +171,34 @@ def test_npz_members_are_the_arrays_and_metadata_the_rest() -> None:
     assert arrays["jacobian"].dtype == np.float32
     np.testing.assert_array_equal(arrays["jacobian"], jacobian)
     assert arrays["loss"].shape == () and arrays["loss"] == 1.5
+
+
+async def test_an_npz_response_sends_each_array_from_its_own_buffer() -> None:
+    """NpzResponse sends encode_npz's bytes, in pieces: the large array's own buffer (no copy
+    of it is made) between the small pieces joined, under a Content-Length of the whole."""
+    jacobian = np.arange(3 * 100 * 100, dtype=np.float64).reshape(3, 100, 100)
+    fields = {"jacobian": jacobian, "loss": np.array(0.5), "batch_size": 3}
+    response = NpzResponse(fields)
+    sent: list[bytes] = []
+    more: list[bool] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(bytes(message["body"]))
+            more.append(message["more_body"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http"}, receive, send)
+    assert b"".join(sent) == encode_npz(fields)
+    assert int(response.headers["content-length"]) == len(encode_npz(fields))
+    assert more == [True] * (len(sent) - 1) + [False]
+    shared = [
+        part for part in response.parts if np.shares_memory(np.frombuffer(part, np.uint8), jacobian)
+    ]
+    assert len(shared) == 1 and len(shared[0]) == jacobian.nbytes
+    assert len(sent) == 3  # zip and .npy headers; the array; the rest joined
 
 
 def test_report_fields_hold_only_what_is_asked_and_every_check_number_is_finite() -> None:

@@ -1,8 +1,9 @@
 """The cost model against tracemalloc: every estimate is at least the measured peak of the real
 computation and encoding, and at most about twice it (numpy reports its allocations to
 tracemalloc). The shapes cover the output limit (N=79, C=316 with both Jacobians), a wide batch
-without outputs (3200 × 10000), a 32,000-class vocabulary (by blocks), numeric derivatives whose checks fail everywhere (their worst
-mismatches are collected), float32, probability labels, .npz and grading."""
+without outputs (3200 × 10000), a 32,000-class vocabulary (by blocks), numeric derivatives
+whose checks fail everywhere (their worst mismatches are collected), float32, probability
+labels, .npz and grading."""
 
 import gc
 import tracemalloc

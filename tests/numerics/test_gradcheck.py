@@ -225,12 +225,19 @@ def test_rows_computed_by_blocks_are_the_rows_computed_whole(
             reduction=Reduction.MEAN,
             dtype=np.float64,
         )
-    options = {"z_loss": z_loss, "softcap": softcap}
     divisors = np.full(rows, targets.divisor)
     numeric = NumericOptions()
-    by_blocks = LossRows.of(logits, targets, divisors, BY_BLOCKS, numeric, **options)
+    by_blocks = LossRows.of(
+        logits, targets, divisors, BY_BLOCKS, numeric, z_loss=z_loss, softcap=softcap
+    )
     whole = LossRows.of(
-        logits, targets, divisors, BY_BLOCKS | {Output.PROBABILITIES}, numeric, **options
+        logits,
+        targets,
+        divisors,
+        BY_BLOCKS | {Output.PROBABILITIES},
+        numeric,
+        z_loss=z_loss,
+        softcap=softcap,
     )
     assert by_blocks.softmax is None and whole.softmax is not None
     np.testing.assert_array_equal(by_blocks.gradient, whole.gradient, strict=True)
@@ -239,7 +246,9 @@ def test_rows_computed_by_blocks_are_the_rows_computed_whole(
         assert by_blocks.z_terms is not None and whole.z_terms is not None
         np.testing.assert_array_equal(by_blocks.z_terms, whole.z_terms, strict=True)
     # the report forms the softmax only when asked, and it is the one computed whole
-    report = analyse_cross_entropy(logits, targets, Reduction.MEAN, BY_BLOCKS, **options)
+    report = analyse_cross_entropy(
+        logits, targets, Reduction.MEAN, BY_BLOCKS, z_loss=z_loss, softcap=softcap
+    )
     assert report.kept_softmax is None
     np.testing.assert_array_equal(report.softmax.probabilities, whole.softmax.probabilities)
     np.testing.assert_array_equal(report.softmax.log_probabilities, whole.softmax.log_probabilities)
