@@ -214,12 +214,12 @@ def _write_npy(archive: zipfile.ZipFile, member_name: str, array: np.ndarray) ->
 
 
 class _Pieces:
-    """A write-only file that keeps what it is given (memoryviews: no copy) and joins it once.
+    """A write-only file that keeps what it is given (memoryviews: no copy), in order.
 
     zipfile, given a file it cannot seek, streams each member with its sizes and CRC in a data
-    descriptor after the data. An array's bytes are therefore copied once, by the final join,
-    where io.BytesIO would copy them on every growth of its buffer (3× slower for a 20 MB
-    Jacobian).
+    descriptor after the data. An array's bytes are therefore never copied on the way to the
+    response (`NpzResponse`), and copied once where one body is wanted (`encode_npz`), where
+    io.BytesIO would copy them on every growth of its buffer (3× slower for a 20 MB Jacobian).
     """
 
     def __init__(self) -> None:
@@ -239,7 +239,7 @@ class _Pieces:
         """Nothing is buffered."""
 
     def close(self) -> None:
-        """Nothing to release: the pieces are read by `joined`."""
+        """Nothing to release: the pieces are read by `parts`."""
 
     def parts(self) -> list[bytes | memoryview]:
         """What was written, in order: each array's buffer as it is, the small pieces between

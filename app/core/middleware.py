@@ -167,13 +167,14 @@ class SendTimeoutMiddleware:
 
     uvicorn buffers whatever it is given and only waits (for the client to read) at its *next*
     send; a body given in one piece would sit in its buffer for as long as the client keeps the
-    connection open. So bodies go down in SEND_CHUNK_BYTES pieces, each send awaited for at most
-    `seconds` (a client that stops reading pins at most the last piece and its socket buffers).
-    At the timeout the connection is aborted (its buffer dropped: a plain close would wait for
-    the buffer to drain) and `ResponseNotRead` is raised into the app, which the observability
-    middleware logs as the client's (status 499). The transport is found as uvicorn's
-    `receive.__self__.transport` (this middleware must be the outermost, so that `receive` is
-    uvicorn's own); elsewhere the response is only abandoned.
+    connection open. So bodies go down in SEND_CHUNK_BYTES pieces (memoryview slices of the
+    body, not copies), each send awaited for at most `seconds` (a client that stops reading
+    pins at most the last piece and its socket buffers). At the timeout the connection is
+    aborted (its buffer dropped: a plain close would wait for the buffer to drain) and
+    `ResponseNotRead` is raised into the app, which the observability middleware logs as the
+    client's (status 499). The transport is found as uvicorn's `receive.__self__.transport`
+    (this middleware must be the outermost, so that `receive` is uvicorn's own); elsewhere the
+    response is only abandoned.
     """
 
     def __init__(self, app: ASGIApp, seconds: float, chunk_bytes: int = SEND_CHUNK_BYTES) -> None:

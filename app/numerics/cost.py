@@ -272,8 +272,8 @@ def cross_entropy_cost(
     """Peak memory of /v1/cross-entropy: loss and gradient (always computed, whatever
     `include` says), the outputs in `include`, the per-sample losses and the response.
 
-    A request asking for nothing beyond the loss and the gradient, over one block of rows, is
-    computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one block's
+    A request asking for nothing beyond the loss and the gradient, larger than one block of
+    rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one block's
     arrays); `later_softmax` counts the softmax formed afterwards, with those two still held
     (a candidate's probabilities, or its diagnoses)."""
     inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(

@@ -2,7 +2,9 @@
 
 This is the whole data path of the service below HTTP for one problem; it only composes the
 other modules. `LossRows.of` computes everything that is row by row, so that `app.numerics.batch`
-can stack the rows of several problems and get each one exactly what it gets here.
+can stack the rows of several problems and get each one exactly what it gets here, and so that a
+loss and gradient alone can be computed by blocks of rows (a language model's vocabulary: the
+peak is the gradient and one block, not a dozen arrays of the logits' size).
 """
 
 from collections.abc import Iterator, Mapping
