@@ -293,7 +293,7 @@ class NpzResponse(Response):
     def __init__(self, fields: dict[str, Any]) -> None:
         self.parts = _npz_parts(fields)
         super().__init__(media_type=NPZ_MEDIA_TYPE)
-        self.headers["content-length"] = str(sum(len(memoryview(part)) for part in self.parts))
+        self.headers["content-length"] = str(sum(memoryview(part).nbytes for part in self.parts))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the headers, then each part."""
