@@ -52,7 +52,7 @@ each within γ_m·|G|·|W| (m = C·J) or γ_N·|G|ᵀ·|x| of its exact value fr
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -401,8 +401,16 @@ def _positions_shape(head: Head) -> tuple[int, ...]:
     return logits_shape(head)[:-1] if head.positions == 1 else (head.samples, *head.out_features)
 
 
+BlockObserver = Callable[[slice, FloatArray, LossRows, FloatArray], None]
+"""Called once per block with (samples, logits as rows, the block's LossRows, G₂ of the block
+(n, C·J)): what a candidate check computes in the same pass (`app.numerics.linear_candidate`)."""
+
+
 def analyse_linear(
-    problem: LinearProblem, include: frozenset[LinearOutput] = DEFAULT_OUTPUTS
+    problem: LinearProblem,
+    include: frozenset[LinearOutput] = DEFAULT_OUTPUTS,
+    *,
+    observe: BlockObserver | None = None,
 ) -> LinearReport:
     """Loss, per-position losses and the gradients by input, weight and bias of `problem`
     (module docstring), by blocks of samples; the outputs of `include` (the loss and losses
@@ -459,6 +467,8 @@ def analyse_linear(
         if weight_gradient is not None:
             weight_gradient += g.T @ head.x[part]
         bias_gradient += g.sum(axis=0)
+        if observe is not None:
+            observe(part, z, block, g)
         if LinearOutput.LOGITS in kept:
             kept[LinearOutput.LOGITS][rows] = z
         if LinearOutput.LOGITS_GRADIENT in kept:
