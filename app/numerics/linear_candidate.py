@@ -347,9 +347,9 @@ def _observe(
         atol_part = atol * np.abs(r).sum(axis=0) * np.abs(s).sum(axis=0)
     else:
         r = projections.b_rows
-        flat = c.reshape(-1)
-        values = flat @ r
-        magnitude = np.abs(flat) @ np.abs(r)
+        bias = c.reshape(-1)
+        values = bias @ r
+        magnitude = np.abs(bias) @ np.abs(r)
         atol_part = atol * np.abs(r).sum(axis=0)
     return _Observed(output, values, rtol * magnitude, np.asarray(atol_part), rtol)
 
