@@ -75,11 +75,11 @@ PROJECTIONS = 8
 PRECISION_IMPROVEMENT = 4.0
 """A candidate this many times closer to the bfloat16-logits reference gets a precision note."""
 HEAD_PRIORITY = (
+    "bias_gradient_missing",
     "sign_flipped",
     "not_divided",
     "divided_by_batch_size",
     "weight_gradient_not_accumulated",
-    "bias_gradient_missing",
     "normalized_per_chunk",
     "labels_not_shifted",
     "labels_shifted_twice",
@@ -555,11 +555,18 @@ def _diagnose_gradient(
     if output is not LinearOutput.INPUT_GRADIENT:
         suffix = _suffix_start(observed, ref_rows, reference)
         if suffix is not None:
+            first, last = suffix
+            where = (
+                f"starts at sample {last}"
+                if first == last
+                else f"starts at a sample from {first} to {last}: samples {first}…{last - 1} "
+                "contribute nothing"
+            )
             fitting.append(
                 (
                     "weight_gradient_not_accumulated",
-                    f"the candidate equals the gradient of samples {suffix}…{head.samples - 1} "
-                    f"only (the last chunk starts at sample {suffix})",
+                    f"the candidate equals the gradient of the last samples only, "
+                    f"…{head.samples - 1} (the last chunk {where})",
                 )
             )
     chunk = _chunk_size(observed, head, ref_rows, reference)
@@ -604,18 +611,25 @@ def _make(
     return Diagnosis(code, output.value, text, evidence, others)
 
 
-def _suffix_start(observed: _Observed, rows: FloatArray, reference: FloatArray) -> int | None:
-    """The first sample s of the suffix whose contributions alone give the candidate's
-    projections (the one fitting best), or None."""
+def _suffix_start(
+    observed: _Observed, rows: FloatArray, reference: FloatArray
+) -> tuple[int, int] | None:
+    """The first samples s at which a suffix of the samples, alone, gives the candidate's
+    projections: (first, last) of the fitting starts with the same contributions (samples
+    between them contribute nothing, such as ignored ones), or None. A suffix contributing
+    nothing at all is left to `bias_gradient_missing` and the other codes."""
     suffix = np.cumsum(rows[::-1], axis=0)[::-1]  # suffix[s] = Σ_{n ≥ s}
-    best, best_error = None, math.inf
-    for start in range(1, rows.shape[0]):
-        values = suffix[start]
-        if _fits(observed, values, reference):
-            error = float(np.max(np.abs(observed.projections - values)))
-            if error < best_error:
-                best, best_error = start, error
-    return best
+    fitting = [
+        start
+        for start in range(1, rows.shape[0])
+        if np.any(suffix[start]) and _fits(observed, suffix[start], reference)
+    ]
+    if not fitting:
+        return None
+    errors = [float(np.max(np.abs(observed.projections - suffix[s]))) for s in fitting]
+    best = fitting[int(np.argmin(errors))]
+    same = [s for s in fitting if np.array_equal(suffix[s], suffix[best])]
+    return min(same), max(same)
 
 
 def _chunk_size(
