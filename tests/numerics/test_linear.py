@@ -22,7 +22,6 @@ from app.numerics.gradcheck import LossRows, NumericOptions
 from app.numerics.linear import (
     LinearOutput,
     LinearProblem,
-    analyse_linear,
     head_of,
     linear_directional_check,
     logit_error_bound,
@@ -36,6 +35,13 @@ modules = optional_module("torch.testing._internal.common_modules")
 RTOL_NORMWISE = 1e-10
 GRADCHECK_ATOL, GRADCHECK_RTOL = 1e-5, 1e-3
 ALL = frozenset(LinearOutput)
+
+
+def analyse_all(problem: LinearProblem) -> Any:
+    """Every output of `problem` (typed Any: the tests read the optional arrays directly)."""
+    return linear.analyse_linear(problem, ALL)
+
+
 SAMPLE_COUNTS = {"": 119, "chunked": 133, "chunked_none": 77}
 """torch 2.13's OpInfo samples of nn.functional.linear_cross_entropy in float64, by variant."""
 
@@ -95,7 +101,7 @@ def module_samples() -> Iterator[Sample]:
         yield inputs[0], weight, inputs[1], bias, options
 
 
-def ours(sample: Sample, include: frozenset[LinearOutput] = ALL) -> linear.LinearReport:
+def ours(sample: Sample, include: frozenset[LinearOutput] = ALL) -> Any:
     x, w, target, bias, options = sample
     weight = options.get("weight")
     ignore_index = options.get("ignore_index")
@@ -109,7 +115,7 @@ def ours(sample: Sample, include: frozenset[LinearOutput] = ALL) -> linear.Linea
         label_smoothing=options.get("label_smoothing", 0.0),
         reduction=Reduction(options.get("reduction", "mean")),
     )
-    return analyse_linear(problem, include)
+    return linear.analyse_linear(problem, include)
 
 
 def torch_reference(sample: Sample) -> tuple[Any, list[Any]]:
@@ -207,7 +213,7 @@ def random_problem(
 
 def test_blocks_give_the_numbers_of_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = random_problem(1, z_loss=1e-2, softcap=4.0, label_smoothing=0.05)
-    whole = analyse_linear(problem, ALL)
+    whole = analyse_all(problem)
     blocks: list[int] = []
     original = LossRows.of
 
@@ -217,7 +223,7 @@ def test_blocks_give_the_numbers_of_one_block(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(linear, "BLOCK_LOGITS", 1)
     monkeypatch.setattr(LossRows, "of", counting)
-    blocked = analyse_linear(problem, ALL)
+    blocked = analyse_all(problem)
     assert blocks == [64, 64, 64, 8]  # MIN_BLOCK_ROWS samples at a time
     np.testing.assert_array_equal(blocked.losses, whole.losses)
     np.testing.assert_array_equal(blocked.input_gradient, whole.input_gradient)
@@ -239,7 +245,7 @@ def test_causal_shift_is_hf_causal_lm_loss(reduction: str) -> None:
     labels = rng.integers(0, c, size=(b, t))
     labels[1, 2] = -100
     problem = LinearProblem(x, w, labels, bias, reduction=Reduction(reduction), causal_shift=True)
-    report = analyse_linear(problem, ALL)
+    report = analyse_all(problem)
     tx = torch.tensor(x, requires_grad=True)
     logits = torch.nn.functional.linear(tx, torch.tensor(w), torch.tensor(bias))
     shift_logits = logits[:, :-1, :].reshape(-1, c)  # HF: logits[..., :-1, :], labels[..., 1:]
@@ -257,14 +263,14 @@ def test_causal_shift_is_hf_causal_lm_loss(reduction: str) -> None:
 
 
 def test_denominator_replaces_the_mean_divisor() -> None:
-    summed = analyse_linear(random_problem(4, reduction=Reduction.SUM), ALL)
-    shared = analyse_linear(random_problem(4, denominator=1000.0), ALL)
+    summed = analyse_all(random_problem(4, reduction=Reduction.SUM))
+    shared = analyse_all(random_problem(4, denominator=1000.0))
     assert float(shared.loss) == pytest.approx(float(summed.loss) / 1000, rel=1e-15)
     np.testing.assert_allclose(
         shared.input_gradient, summed.input_gradient / 1000, rtol=1e-13, atol=1e-18
     )
     halves = [
-        analyse_linear(replace_rows(random_problem(4, denominator=1000.0), part), ALL)
+        analyse_all(replace_rows(random_problem(4, denominator=1000.0), part))
         for part in (slice(0, 77), slice(77, 200))
     ]  # micro-batches with the global count: their losses add up to the step's mean
     assert math.fsum(float(h.loss) for h in halves) == pytest.approx(float(shared.loss), rel=1e-14)
@@ -280,7 +286,7 @@ def replace_rows(problem: LinearProblem, part: slice) -> LinearProblem:
 def test_z_loss_and_softcap_are_liger_kernels_reference() -> None:
     require_torch()
     problem = random_problem(5, n=40, z_loss=1e-3, softcap=2.5)
-    report = analyse_linear(problem, ALL)
+    report = analyse_all(problem)
     tx = torch.tensor(problem.input, requires_grad=True)
     tw = torch.tensor(problem.linear_weight, requires_grad=True)
     z = torch.nn.functional.linear(tx, tw, torch.tensor(problem.linear_bias))
@@ -306,7 +312,7 @@ def test_refusals_name_the_field() -> None:
     ]
     for bad, location in cases:
         with pytest.raises(InvalidProblem) as caught:
-            analyse_linear(bad)
+            analyse_all(bad)
         assert caught.value.location == location, caught.value.message
 
 
@@ -335,7 +341,7 @@ def exact_problem(seed: int) -> tuple[LinearProblem, list[list[Any]]]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_logits_and_loss_within_the_matmul_bound_against_mpmath(seed: int) -> None:
     problem, exact = exact_problem(seed)
-    report = analyse_linear(problem, ALL)
+    report = analyse_all(problem)
     head = head_of(problem)
     bound = logit_error_bound(head, slice(0, head.samples))
     error = np.abs(
@@ -374,18 +380,17 @@ def test_head_properties(
     x, w, b = rng.normal(size=(n, d)), rng.normal(size=(c, d)), rng.normal(size=c)
     labels = rng.integers(0, c, size=n)
     problem = LinearProblem(x, w, labels, b, label_smoothing=smoothing, reduction=reduction)
-    report = analyse_linear(problem, ALL)
+    report = analyse_all(problem)
     # Σ_c (a_c·Σq − q_c) = 0: the bias gradient and the weight gradient sum to 0 over classes
     assert abs(float(np.sum(report.linear_bias_gradient))) <= 1e-12 * max(1, n)
     np.testing.assert_allclose(
         report.linear_weight_gradient.sum(axis=0), 0, atol=1e-12 * n * (1 + np.abs(x).max())
     )
     # moving every class's weights by the same vector shifts each row's logits by a constant
-    shifted = analyse_linear(
+    shifted = analyse_all(
         LinearProblem(
             x, w + rng.normal(size=d), labels, b, label_smoothing=smoothing, reduction=reduction
-        ),
-        ALL,
+        )
     )
     np.testing.assert_allclose(shifted.losses, report.losses, rtol=1e-9, atol=1e-9)
     # the input gradient is the logits gradient through the head
@@ -396,10 +401,10 @@ def test_head_properties(
 
 def test_complex_step_checks_all_three_gradients_to_near_eps() -> None:
     problem = random_problem(7, n=30, z_loss=1e-3, softcap=5.0, label_smoothing=0.1)
-    report = analyse_linear(problem, ALL)
+    report = analyse_all(problem)
     check = linear_directional_check(report, 3, NumericOptions(Method.COMPLEX_STEP))
     np.testing.assert_allclose(check.numeric, check.analytic, rtol=1e-12)
-    broken = analyse_linear(problem, ALL)
+    broken = analyse_all(problem)
     assert broken.linear_weight_gradient is not None
     broken.linear_weight_gradient[0, 0] += 1e-3  # a wrong weight gradient fails the check
     assert not linear_directional_check(broken, 3).check.agreement.passed
