@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accuracy import linear as accuracy_linear
 from app.numerics import linear
 from app.numerics.cross_entropy import Reduction
 from app.numerics.errors import InvalidProblem
@@ -408,3 +409,15 @@ def test_complex_step_checks_all_three_gradients_to_near_eps() -> None:
     assert broken.linear_weight_gradient is not None
     broken.linear_weight_gradient[0, 0] += 1e-3  # a wrong weight gradient fails the check
     assert not linear_directional_check(broken, 3).check.agreement.passed
+
+
+def test_make_accuracy_rows_of_the_head() -> None:
+    """accuracy/linear.py (part of `make accuracy`), quick size: plain heads within 1e-13,
+    every logit within the matmul bound, and the cancelling heads' loss visibly less accurate
+    (the cancellation is measured, not hidden)."""
+    worst = accuracy_linear.run("quick", 2026)
+    assert all(
+        worst["plain"][name] <= accuracy_linear.GUARANTEE for name in accuracy_linear.OUTPUTS[1:]
+    )
+    assert worst["plain"]["logits"] <= 1 and worst["cancelling"]["logits"] <= 1
+    assert worst["cancelling"]["losses"] > 100 * worst["plain"]["losses"]
