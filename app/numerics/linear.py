@@ -148,6 +148,8 @@ class LinearProblem:
     """With `mean`: replaces the divisor D (and D_z) of the mean (HF's num_items_in_batch)."""
     causal_shift: bool = False
     """x (B, T, d), index labels (B, T): position t is scored against label t + 1."""
+    dtype: type[np.floating] = np.float64
+    """The precision of every computation (float32 shows what a float32 kernel can reach)."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ class Head:
         divisors (the cross-entropy formulas, applied to a block)."""
         p = self.problem
         rows = self.rows(part)
-        weight = None if p.weight is None else np.asarray(p.weight, np.float64)
+        weight = None if p.weight is None else np.asarray(p.weight, p.dtype)
         if self.index_labels is not None:
             block = index_targets(
                 self.index_labels[rows],
@@ -196,7 +198,7 @@ class Head:
                 ignore_index=p.ignore_index,
                 label_smoothing=p.label_smoothing,
                 reduction=Reduction.SUM,
-                dtype=np.float64,
+                dtype=p.dtype,
             )
         else:
             assert self.probability_rows is not None
@@ -205,7 +207,7 @@ class Head:
                 weight=weight,
                 label_smoothing=p.label_smoothing,
                 reduction=Reduction.SUM,
-                dtype=np.float64,
+                dtype=p.dtype,
             )
         return replace(block, divisor=self.divisors.divisor, z_divisor=self.divisors.z_divisor)
 
@@ -247,8 +249,8 @@ def head_of(problem: LinearProblem) -> Head:
 
     Raises InvalidProblem for shapes that do not fit together (naming the field), a label
     outside [0, C), a `mean` over nothing, or a `denominator` without `mean`."""
-    x = np.asarray(problem.input, np.float64)
-    w = np.asarray(problem.linear_weight, np.float64)
+    x = np.asarray(problem.input, problem.dtype)
+    w = np.asarray(problem.linear_weight, problem.dtype)
     labels = np.asarray(problem.labels)
     if w.ndim < 2:
         raise InvalidProblem(("linear_weight",), "linear_weight must be (C, d) or (C, d1…dK, d)")
@@ -279,7 +281,7 @@ def head_of(problem: LinearProblem) -> Head:
     samples = x2.shape[0]
     bias = None
     if problem.linear_bias is not None:
-        bias = np.asarray(problem.linear_bias, np.float64)
+        bias = np.asarray(problem.linear_bias, problem.dtype)
         if bias.shape != (classes, *out_features):
             raise InvalidProblem(
                 ("linear_bias",),
@@ -293,7 +295,7 @@ def head_of(problem: LinearProblem) -> Head:
     if labels.dtype.kind in "iu" and labels.shape == index_shape:
         index_labels = labels.astype(np.int64).reshape(-1)
     elif labels.dtype.kind == "f" and labels.shape == probability_shape:
-        p = np.asarray(labels, np.float64).reshape(samples, classes, positions)
+        p = np.asarray(labels, problem.dtype).reshape(samples, classes, positions)
         probability_rows = np.ascontiguousarray(p.transpose(0, 2, 1)).reshape(-1, classes)
     else:
         raise InvalidProblem(
@@ -436,12 +438,13 @@ def analyse_linear(
     rows_include = frozenset({Output.LOSS, Output.GRADIENT})
     if LinearOutput.PROBABILITIES in include:
         rows_include |= {Output.PROBABILITIES}
-    cross_entropy = np.empty(total_rows)
-    z_terms = np.empty(total_rows) if problem.z_loss else None
-    input_gradient = np.empty((n, features))
-    weight_gradient = np.zeros((row_size, features)) if want_weight else None
-    bias_gradient = np.zeros(row_size)
-    kept = {name: np.empty((total_rows, head.classes)) for name in keep}
+    dtype = problem.dtype
+    cross_entropy = np.empty(total_rows, dtype)
+    z_terms = np.empty(total_rows, dtype) if problem.z_loss else None
+    input_gradient = np.empty((n, features), dtype)
+    weight_gradient = np.zeros((row_size, features), dtype) if want_weight else None
+    bias_gradient = np.zeros(row_size, dtype)
+    kept = {name: np.empty((total_rows, head.classes), dtype) for name in keep}
     largest_row_range = 0.0
     for part in sample_blocks(n, row_size):
         reach_checkpoint()

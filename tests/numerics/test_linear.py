@@ -421,3 +421,13 @@ def test_make_accuracy_rows_of_the_head() -> None:
     )
     assert worst["plain"]["logits"] <= 1 and worst["cancelling"]["logits"] <= 1
     assert worst["cancelling"]["losses"] > 100 * worst["plain"]["losses"]
+
+
+def test_float32_computes_in_float32_near_the_float64_answer() -> None:
+    problem = random_problem(8, z_loss=1e-3, label_smoothing=0.1)
+    exact = analyse_all(problem)
+    single = analyse_all(replace(problem, dtype=np.float32))
+    for name in ("loss", "losses", "input_gradient", "linear_weight_gradient", "logits"):
+        value = getattr(single, name)
+        assert value.dtype == np.float32, name
+        assert 0 < normwise_error(value, getattr(exact, name)) <= 1e-5, name
