@@ -723,6 +723,23 @@ def _diagnose_loss(
     for v in observer.variants:
         if v.code not in ("precision", "a_minus_y") and close(value_of(v.code)):
             fitting.append((v.code, v.evidence.replace("gradients", output.value)))
+    if scalar and problem.z_loss == 0:
+        losses = observer.results["reference"].cross_entropy.reshape(head.samples, -1).sum(axis=1)
+        for size in _chunk_sizes(head.samples):
+            factors = _chunk_factors(head, size)
+            if factors is None:
+                continue
+            chunks = math.ceil(head.samples / size)
+            mean_of_means = math.fsum((losses * factors).tolist()) / divisor
+            if close(np.asarray(mean_of_means)):
+                fitting.append(
+                    (
+                        "normalized_per_chunk",
+                        f"the candidate equals the mean of per-chunk means over chunks of {size} "
+                        f"samples ({chunks} chunks, each divided by its own count)",
+                    )
+                )
+                break
     note = None
     rounded = value_of("precision")
     exact_error = float(np.linalg.norm(got - reference))

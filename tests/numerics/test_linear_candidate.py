@@ -57,16 +57,17 @@ def chunked_gradients(problem: LinearProblem, chunk: int, bug: str = "") -> dict
     z, q, divisor = logits_and_targets(problem)
     x, w = problem.input, problem.linear_weight
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(C)
+    loss = 0.0
     starts = range(0, N, chunk)
     for start in starts:
         part = slice(start, start + chunk)
-        e = np.exp(z[part] - z[part].max(axis=1, keepdims=True))
-        a = e / e.sum(axis=1, keepdims=True)
+        shifted = z[part] - z[part].max(axis=1, keepdims=True)
+        log_a = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        a = np.exp(log_a)
         g = a * q[part].sum(axis=1, keepdims=True) - q[part]
-        if bug == "normalized_per_chunk":
-            g /= q[part].sum() * len(starts)
-        else:
-            g /= divisor
+        chunk_divisor = q[part].sum() * len(starts) if bug == "normalized_per_chunk" else divisor
+        g /= chunk_divisor
+        loss += float(-(q[part] * log_a).sum() / chunk_divisor)
         dx[part] = g @ w
         if bug == "weight_gradient_not_accumulated":
             dw, db = g.T @ x[part], g.sum(axis=0)
@@ -75,7 +76,12 @@ def chunked_gradients(problem: LinearProblem, chunk: int, bug: str = "") -> dict
             db += g.sum(axis=0)
     if bug == "bias_gradient_missing":
         db = np.zeros(C)
-    return {"input_gradient": dx, "linear_weight_gradient": dw, "linear_bias_gradient": db}
+    return {
+        "loss": np.asarray(loss),
+        "input_gradient": dx,
+        "linear_weight_gradient": dw,
+        "linear_bias_gradient": db,
+    }
 
 
 def first_codes(result: Any) -> dict[str, str]:
@@ -98,7 +104,7 @@ def test_the_right_answer_passes_in_float32_and_float64(seed: int) -> None:
     [
         ("weight_gradient_not_accumulated", ["linear_weight_gradient", "linear_bias_gradient"]),
         ("bias_gradient_missing", ["linear_bias_gradient"]),
-        ("normalized_per_chunk", ["input_gradient", "linear_weight_gradient"]),
+        ("normalized_per_chunk", ["loss", "input_gradient", "linear_weight_gradient"]),
     ],
 )
 @pytest.mark.parametrize("seed", [0, 1])
