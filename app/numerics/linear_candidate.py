@@ -52,6 +52,7 @@ from app.numerics.candidate import CandidateCheck, OutputCheck, compare_output, 
 from app.numerics.cross_entropy import Reduction, reduce_losses
 from app.numerics.diagnose import SLACK, Diagnosis, ProblemInputs, docs_link, message
 from app.numerics.gradcheck import LossRows, NumericOptions, Output
+from app.numerics.layout import row_blocks
 from app.numerics.linear import (
     Head,
     LinearOutput,
@@ -331,27 +332,34 @@ def _observe(
     atol: float,
     rtol: float,
 ) -> _Observed:
-    c = np.asarray(candidate, np.float64)
-    values: FloatArray
-    magnitude: FloatArray
-    if output is LinearOutput.INPUT_GRADIENT:
-        s = projections.x_columns
-        values = c.reshape(head.x.shape) @ s
-        magnitude = np.abs(c.reshape(head.x.shape)) @ np.abs(s)
-        atol_part = np.broadcast_to(atol * np.abs(s).sum(axis=0), values.shape)
-    elif output is LinearOutput.LINEAR_WEIGHT_GRADIENT:
-        r, s = projections.w_rows, projections.w_columns
-        flat = c.reshape(head.w.shape)
-        values = np.einsum("ck,ck->k", r, flat @ s)
-        magnitude = np.einsum("ck,ck->k", np.abs(r), np.abs(flat) @ np.abs(s))
-        atol_part = atol * np.abs(r).sum(axis=0) * np.abs(s).sum(axis=0)
-    else:
+    """The candidate's projections and their bounds, from blocks of its rows in float64 (a
+    low-precision weight gradient is never copied whole to float64)."""
+    if output is LinearOutput.LINEAR_BIAS_GRADIENT:
         r = projections.b_rows
-        bias = c.reshape(-1)
-        values = bias @ r
-        magnitude = np.abs(bias) @ np.abs(r)
+        bias = np.asarray(candidate, np.float64).reshape(-1)
         atol_part = atol * np.abs(r).sum(axis=0)
-    return _Observed(output, values, rtol * magnitude, np.asarray(atol_part), rtol)
+        return _Observed(output, bias @ r, rtol * (np.abs(bias) @ np.abs(r)), atol_part, rtol)
+    rows: FloatArray
+    if output is LinearOutput.INPUT_GRADIENT:
+        rows, s = np.asarray(candidate).reshape(head.x.shape), projections.x_columns
+    else:
+        rows, s = np.asarray(candidate).reshape(head.w.shape), projections.w_columns
+    count = s.shape[1]
+    projected = np.empty((rows.shape[0], count))
+    magnitude = np.empty((rows.shape[0], count))
+    for part in row_blocks(rows.shape[0], rows.shape[1]):
+        block = rows[part].astype(np.float64)
+        projected[part] = block @ s
+        np.abs(block, out=block)
+        magnitude[part] = block @ np.abs(s)
+    if output is LinearOutput.INPUT_GRADIENT:
+        atol_part = np.broadcast_to(atol * np.abs(s).sum(axis=0), projected.shape)
+        return _Observed(output, projected, rtol * magnitude, np.asarray(atol_part), rtol)
+    r = projections.w_rows
+    values = np.einsum("ck,ck->k", r, projected)
+    bound = rtol * np.einsum("ck,ck->k", np.abs(r), magnitude)
+    atol_part = atol * np.abs(r).sum(axis=0) * np.abs(s).sum(axis=0)
+    return _Observed(output, values, bound, atol_part, rtol)
 
 
 def _fits(observed: _Observed, values: FloatArray, reference: FloatArray) -> bool:
