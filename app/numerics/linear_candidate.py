@@ -339,15 +339,14 @@ def _observe(
         bias = np.asarray(candidate, np.float64).reshape(-1)
         atol_part = atol * np.abs(r).sum(axis=0)
         return _Observed(output, bias @ r, rtol * (np.abs(bias) @ np.abs(r)), atol_part, rtol)
-    rows: FloatArray
-    if output is LinearOutput.INPUT_GRADIENT:
-        rows, s = np.asarray(candidate).reshape(head.x.shape), projections.x_columns
-    else:
-        rows, s = np.asarray(candidate).reshape(head.w.shape), projections.w_columns
+    gradient = output is LinearOutput.INPUT_GRADIENT
+    height, width = head.x.shape if gradient else head.w.shape
+    rows = np.asarray(candidate).reshape(height, width)
+    s = projections.x_columns if gradient else projections.w_columns
     count = s.shape[1]
-    projected = np.empty((rows.shape[0], count))
-    magnitude = np.empty((rows.shape[0], count))
-    for part in row_blocks(rows.shape[0], rows.shape[1]):
+    projected = np.empty((height, count))
+    magnitude = np.empty((height, count))
+    for part in row_blocks(height, width):
         block = rows[part].astype(np.float64)
         projected[part] = block @ s
         np.abs(block, out=block)
