@@ -56,7 +56,7 @@ def test_the_estimate_bounds_the_measured_peak(
     wanted = frozenset(LinearOutput(name) for name in include)
     sent: dict[str, Any] = {}
     if candidate:
-        reference = analyse_linear(problem, frozenset(LinearOutput))
+        reference: Any = analyse_linear(problem, frozenset(LinearOutput))
         sent = {
             "input_gradient": reference.input_gradient.astype(np.float32),
             "linear_weight_gradient": reference.linear_weight_gradient.astype(np.float32),
@@ -79,7 +79,7 @@ def test_the_estimate_bounds_the_measured_peak(
         include | ({"numeric_gradient"} if directions else set()),
         block_logits=linear.BLOCK_LOGITS,
         min_block_rows=linear.MIN_BLOCK_ROWS,
-        candidate_outputs={name: 4 for name in sent},
+        candidate_outputs=dict.fromkeys(sent, 4),
         directions=directions,
     ).compute
     assert peak <= estimate <= MAX_RATIO * peak, (peak, estimate, estimate / peak)
