@@ -66,7 +66,9 @@ def test_a_million_submissions_are_refused_by_the_scan_at_once() -> None:
     assert peak < 100_000  # nothing of the body was parsed into objects
 
 
-async def test_a_million_submissions_are_a_413_without_parsing(asgi_client: httpx.AsyncClient) -> None:
+async def test_a_million_submissions_are_a_413_without_parsing(
+    asgi_client: httpx.AsyncClient,
+) -> None:
     payload = million_zeros()
     headers = {"content-type": "application/json"}
     tracemalloc.start()
