@@ -12,6 +12,7 @@ import pytest
 
 from app.numerics import linear
 from app.numerics.candidate import DEFAULT_TOLERANCE
+from app.numerics.cross_entropy import Reduction
 from app.numerics.linear import LinearOutput, LinearProblem
 from app.numerics.linear_candidate import check_linear_candidate
 
@@ -245,3 +246,39 @@ def test_bfloat16_logits_are_a_precision_finding_with_its_improvement() -> None:
     assert len(notes) == 2
     improvement = float(notes[0].split("bfloat16 ")[1].split("×")[0])
     assert improvement >= 4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"z_loss": 1e-2, "softcap": 3.0}, {"reduction": "sum"}],
+    ids=["mean", "z_loss-softcap", "sum"],
+)
+def test_k_dimensional_heads_are_diagnosed_in_their_own_shapes(options: dict[str, Any]) -> None:
+    rng = np.random.default_rng(0)
+    n, positions = 80, 3
+    labels = rng.integers(0, C, size=(n, positions))
+    labels[rng.random((n, positions)) < 0.3] = -100
+    if "reduction" in options:
+        options = {"reduction": Reduction(options["reduction"])}
+    problem = LinearProblem(
+        rng.normal(size=(n, D)),
+        rng.normal(size=(C, positions, D)),
+        labels,
+        rng.normal(size=(C, positions)),
+        label_smoothing=0.1,
+        **options,
+    )
+    report = analyse_all(problem)
+    g = report.logits_gradient.reshape(n, -1)  # (N, C·J), as the head's rows
+    x = problem.input
+    right = {"input_gradient": report.input_gradient, "losses": report.losses}
+    assert check_linear_candidate(problem, right, atol=1e-10, rtol=1e-8).check.passed
+    last_chunk = {
+        "linear_weight_gradient": (g[64:].T @ x[64:]).reshape(problem.linear_weight.shape),
+        "linear_bias_gradient": g[64:].sum(axis=0).reshape(C, positions),
+    }
+    result = check_linear_candidate(problem, last_chunk, atol=1e-10, rtol=1e-8)
+    assert first_codes(result) == dict.fromkeys(last_chunk, "weight_gradient_not_accumulated")
+    flipped = {"input_gradient": -report.input_gradient, "losses": -report.losses}
+    result = check_linear_candidate(problem, flipped, atol=1e-10, rtol=1e-8)
+    assert first_codes(result) == dict.fromkeys(flipped, "sign_flipped")
