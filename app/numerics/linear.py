@@ -69,6 +69,7 @@ from app.numerics.cross_entropy import (
     probability_targets,
     reduce_losses,
 )
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import (
     DIRECTION_SEED,
     DirectionSteps,
@@ -76,7 +77,7 @@ from app.numerics.directional import (
     directional_error,
 )
 from app.numerics.errors import InvalidProblem
-from app.numerics.finite_diff import COMPLEX_STEP, STENCILS, ErrorEstimate, Method, reach_checkpoint
+from app.numerics.finite_diff import COMPLEX_STEP, STENCILS, ErrorEstimate, Method
 from app.numerics.gradcheck import (
     MAX_MAGNITUDE,
     Check,
@@ -413,10 +414,12 @@ def analyse_linear(
     include: frozenset[LinearOutput] = DEFAULT_OUTPUTS,
     *,
     observe: BlockObserver | None = None,
+    deadline: Deadline = NEVER,
 ) -> LinearReport:
     """Loss, per-position losses and the gradients by input, weight and bias of `problem`
     (module docstring), by blocks of samples; the outputs of `include` (the loss and losses
     are always computed; the weight gradient, one more N·C·J·d matmul, only if asked).
+    `deadline` is checked before each block; `observe` sees each block (`BlockObserver`).
 
     Raises InvalidProblem as `head_of`, and when logits are not finite or exceed
     MAX_MAGNITUDE (inputs too large for the loss to be resolved).
@@ -447,7 +450,7 @@ def analyse_linear(
     kept = {name: np.empty((total_rows, head.classes), dtype) for name in keep}
     largest_row_range = 0.0
     for part in sample_blocks(n, row_size):
-        reach_checkpoint()
+        deadline.check()
         rows = head.rows(part)
         z = head.logits(part)
         _refuse_unresolvable(z, part.start, head)
@@ -623,7 +626,7 @@ def linear_directional_check(
     scaled = numeric.step is None and method is not Method.COMPLEX_STEP
     numeric_values, analytic_values, truncations, roundings, steps = [], [], [], [], []
     for v in head_directions(head, directions, seed):
-        reach_checkpoint()
+        numeric.deadline.check()
         analytic = math.fsum(
             [
                 float(np.sum(dx * v.input)),

@@ -50,6 +50,7 @@ import numpy as np
 
 from app.numerics.candidate import CandidateCheck, OutputCheck, compare_output, read_candidate
 from app.numerics.cross_entropy import Reduction, reduce_losses
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import SLACK, Diagnosis, ProblemInputs, docs_link, message
 from app.numerics.gradcheck import LossRows, NumericOptions, Output
 from app.numerics.layout import row_blocks
@@ -451,6 +452,7 @@ def check_linear_candidate(
     include: frozenset[LinearOutput] = frozenset(),
     seed: int = 0,
     docs_url: str | None = None,
+    deadline: Deadline = NEVER,
 ) -> LinearCandidateResult:
     """Compute the reference (with every output `include` or the candidate asks for), compare
     each candidate output and name the mistakes of the failing gradients and losses (module
@@ -465,7 +467,9 @@ def check_linear_candidate(
     projections = Projections.draw(head, PROJECTIONS, seed)
     found = variants(head)
     observer = _Pass(head, projections, found)
-    report = analyse_linear(problem, include | asked | {LinearOutput.LOSS}, observe=observer)
+    report = analyse_linear(
+        problem, include | asked | {LinearOutput.LOSS}, observe=observer, deadline=deadline
+    )
     outputs: dict[str, OutputCheck] = {}
     notes: list[str] = []
     diagnoses: list[Diagnosis] = []
