@@ -27,10 +27,15 @@ from app.api.errors import pydantic_errors
 from app.api.examples import (
     CROSS_ENTROPY_EXAMPLES,
     GRADE_EXAMPLES,
+    LINEAR_CROSS_ENTROPY_EXAMPLES,
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
-from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
+from app.api.schemas.compute import (
+    CrossEntropyRequest,
+    LinearCrossEntropyRequest,
+    SoftmaxRequest,
+)
 from app.api.schemas.grading import GradeRequest, ProblemRequest
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
@@ -314,10 +319,24 @@ CROSS_ENTROPY_BODY = RequestBody(
     CROSS_ENTROPY_EXAMPLES,
     {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0], "vector": [0.0, 0.0]},
 )
+LINEAR_CROSS_ENTROPY_BODY = RequestBody(
+    LinearCrossEntropyRequest,
+    LINEAR_CROSS_ENTROPY_EXAMPLES,
+    {
+        "input": [0.0],
+        "linear_weight": [[0.0]],
+        "linear_bias": [0.0],
+        "labels": 0,
+        "weight": [0.0, 0.0],
+    },
+)
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
 
 SoftmaxBody = Annotated[Received[SoftmaxRequest], Depends(SOFTMAX_BODY)]
 CrossEntropyBody = Annotated[Received[CrossEntropyRequest], Depends(CROSS_ENTROPY_BODY)]
+LinearCrossEntropyBody = Annotated[
+    Received[LinearCrossEntropyRequest], Depends(LINEAR_CROSS_ENTROPY_BODY)
+]
 ProblemBody = Annotated[Received[ProblemRequest], Depends(PROBLEM_BODY)]
 GradeBody = Annotated[Received[GradeRequest], Depends(GRADE_BODY)]

@@ -10,7 +10,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import ml_dtypes
@@ -26,6 +26,7 @@ from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
+from app.numerics.linear import LinearReport
 
 NPZ_METADATA_MEMBER = "metadata.json"
 
@@ -87,13 +88,13 @@ CANDIDATE_INDEX_KINDS = {
 }
 
 
-def candidate_fields(check: CandidateCheck, layout: Layout) -> dict[str, Any]:
+def candidate_fields(check: CandidateCheck, layout: Layout | None) -> dict[str, Any]:
     """A candidate check as its documented JSON object (`CandidateCheckModel`); the caller's
     non-finite values are quoted, error sizes over them are null, and positions are the
-    caller's (`layout`)."""
+    caller's (`layout`; None when the check was made in the caller's shapes already)."""
 
     def index_of(name: str, index: tuple[int, ...]) -> list[int]:
-        if layout.is_matrix or not index:
+        if layout is None or layout.is_matrix or not index:
             return list(index)
         return list(layout.output_index(index, CANDIDATE_INDEX_KINDS[name]))
 
@@ -178,6 +179,40 @@ def report_fields(
     }.items():
         if check is not None:
             fields[name] = check_fields(check, lambda index: layout.output_index(index, "pair"))
+    return fields
+
+
+LINEAR_OUTPUTS = (
+    "loss",
+    "losses",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+    "logits",
+    "logits_gradient",
+    "probabilities",
+)
+"""The arrays of a linear cross-entropy report, in the order a response lists them."""
+
+
+def linear_report_fields(
+    report: LinearReport, include: Collection[str], dtype: str
+) -> dict[str, Any]:
+    """The response fields of a linear cross-entropy report (`LinearCrossEntropyResponse`):
+    the sizes, and the outputs of `include` in torch's shapes, as numpy arrays."""
+    head = report.head
+    fields: dict[str, Any] = {
+        "batch_size": head.samples,
+        "num_classes": head.classes,
+        "in_features": int(head.x.shape[1]),
+        "out_features": list(head.out_features),
+        "dtype": dtype,
+        "reduction": str(head.problem.reduction),
+    }
+    for name in LINEAR_OUTPUTS:
+        value = getattr(report, name)
+        if name in include and value is not None:
+            fields[name] = value
     return fields
 
 

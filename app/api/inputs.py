@@ -2,6 +2,7 @@
 
     to_softmax_call(body, settings)     /v1/softmax
     to_loss_call(body, settings)        /v1/cross-entropy
+    to_linear_call(body, settings)      /v1/linear-cross-entropy
     parse_loss(fields, settings)        the arrays of a cross-entropy body, of a grading
                                         problem given in full, or of a generated one
 
@@ -13,7 +14,7 @@ labels out of range, steps the precision cannot hold, and the configured size li
 import contextlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, cast
 
 import numpy as np
@@ -25,6 +26,8 @@ from app.api.schemas.compute import (
     Dtype,
     FiniteDifferenceOptions,
     Labels,
+    LinearCandidate,
+    LinearCrossEntropyRequest,
     SoftmaxCandidate,
     SoftmaxRequest,
     ToleranceOptions,
@@ -34,10 +37,12 @@ from app.core.errors import LimitExceeded, Location, RequestError
 from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cost import (
     PYTHON_NUMBER_BYTES,
+    HeadShape,
     ResponseFormat,
     Shape,
     candidate_bytes,
     cross_entropy_cost,
+    linear_cost,
     softmax_cost,
 )
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
@@ -65,6 +70,16 @@ from app.numerics.gradcheck import (
     analyse_softmax,
 )
 from app.numerics.layout import Layout
+from app.numerics.linear import (
+    BLOCK_LOGITS,
+    MIN_BLOCK_ROWS,
+    LinearOutput,
+    LinearProblem,
+    LinearReport,
+    analyse_linear,
+    linear_directional_check,
+)
+from app.numerics.linear_candidate import check_linear_candidate
 from app.numerics.softmax import FloatArray
 
 DTYPES: dict[str, type[np.floating]] = {"float64": np.float64, "float32": np.float32}
@@ -75,6 +90,9 @@ IndexArray = NDArray[np.int64]
 """Class-index labels (the alias is made once: a subscript in a `cast` costs microseconds)."""
 HUGE_REASON = {
     "logits": "beyond it float64 cannot resolve a unit change and softmax is exactly one-hot",
+    "input": "beyond it the logits x·Wᵀ + b cannot be resolved",
+    "linear_weight": "beyond it the logits x·Wᵀ + b cannot be resolved",
+    "linear_bias": "beyond it the logits x·Wᵀ + b cannot be resolved",
     "weight": "beyond it the weighted losses and gradients may not be finite",
     "labels": "beyond it the weighted losses and gradients may not be finite",
 }
@@ -665,7 +683,7 @@ def located(layout: Layout) -> Iterator[None]:
         raise InvalidProblem((field, *position), error.message) from None
 
 
-def _sent_outputs(candidate: SoftmaxCandidate) -> dict[str, object]:
+def _sent_outputs(candidate: SoftmaxCandidate | LinearCandidate) -> dict[str, object]:
     """The outputs the caller put in `candidate` (null included: it is checked too)."""
     return {name: getattr(candidate, name) for name in candidate.model_fields_set}
 
@@ -858,3 +876,214 @@ def parse_vector(value: object, include: Collection[str], layout: Layout) -> Flo
             _entry("vector", layout, bad), "vector must hold finite numbers", "finite_number"
         )
     return rows
+
+
+# ----- /v1/linear-cross-entropy ------------------------------------------------------------------
+
+NUMERIC_GRADIENT = "numeric_gradient"
+"""In a linear request's include: check the three gradients along random directions."""
+
+
+def _head_array(field: str, value: object, overflow: RequestError | None) -> FloatArray:
+    """input, linear_weight or linear_bias as float64 (any float member of an .npz body
+    converted exactly): finite, within ±MAX_MAGNITUDE, 422 at the first entry that is not."""
+    array = cast(FloatArray, nested_array(field, value, np.float64))
+    if not np.abs(array).max() <= MAX_MAGNITUDE:
+        bad = ~np.isfinite(array)
+        if bad.any():
+            if overflow is not None:
+                raise overflow
+            raise RequestError(
+                (field, *_first(bad)), f"{field} must hold finite numbers", "finite_number"
+            )
+        _refuse_huge(field, array, None)
+    return array
+
+
+def _head_labels(value: object) -> NDArray[np.generic]:
+    """Class indices (int64) or probabilities (float64, finite and ≥ 0), in the sent shape
+    (the numerics check it against the head's, `linear.head_of`)."""
+    if _first_float(value) is None:
+        return _index_array(value) if isinstance(value, list) else np.asarray(value, np.int64)
+    array = cast(FloatArray, nested_array("labels", value, np.float64))
+    bad = ~(array >= 0) | ~np.isfinite(array)
+    if bad.any():
+        raise RequestError(("labels", *_first(bad)), "probability labels must be finite and ≥ 0")
+    return array
+
+
+def linear_shape(body: LinearCrossEntropyRequest) -> HeadShape:
+    """N, d, C and J from the lengths of the arrays alone (refused later if they disagree)."""
+    x, w = _sent_shape(body.input), _sent_shape(body.linear_weight)
+    features = x[-1] if x else 0
+    samples = int(np.prod(x[:-1])) if len(x) > 1 else 1
+    classes = w[0] if w else 0
+    positions = int(np.prod(w[1:-1])) if len(w) > 2 else 1
+    return HeadShape(samples, features, classes, positions)
+
+
+def _linear_outputs(shape: HeadShape, include: Collection[str]) -> int:
+    """Numbers in the outputs of `include`."""
+    per_output = {
+        "loss": shape.samples * shape.positions,
+        "losses": shape.samples * shape.positions,
+        "input_gradient": shape.samples * shape.features,
+        "linear_weight_gradient": shape.weight,
+        "linear_bias_gradient": shape.classes * shape.positions,
+        "logits": shape.logits,
+        "logits_gradient": shape.logits,
+        "probabilities": shape.logits,
+    }
+    return sum(per_output.get(name, 0) for name in include)
+
+
+def linear_request_entries(body: LinearCrossEntropyRequest) -> int:
+    """Numbers of the head (input and weight) plus the requested outputs."""
+    shape = linear_shape(body)
+    head = shape.samples * shape.features + shape.weight
+    return head + _linear_outputs(shape, body.include)
+
+
+def linear_directions(body: LinearCrossEntropyRequest) -> int | None:
+    """k of the numeric check, when `numeric_gradient` is in include (DEFAULT_DIRECTIONS
+    unless `numeric.directions` says)."""
+    if NUMERIC_GRADIENT not in body.include:
+        return None
+    return body.numeric.directions or DEFAULT_DIRECTIONS
+
+
+def linear_request_cost(body: LinearCrossEntropyRequest, accept: str | None) -> int:
+    """The estimated peak memory of a linear cross-entropy request (`cost.linear_cost`)."""
+    candidate = body.candidate
+    sent = {} if candidate is None else _sent_outputs(candidate)
+    itemsizes = {
+        name: int(value.dtype.itemsize) if isinstance(value, np.ndarray) else PYTHON_NUMBER_BYTES
+        for name, value in sent.items()
+    }
+    member = body.linear_weight
+    return linear_cost(
+        linear_shape(body),
+        set(body.include),
+        block_logits=BLOCK_LOGITS,
+        min_block_rows=MIN_BLOCK_ROWS,
+        candidate_outputs=itemsizes,
+        directions=linear_directions(body) or 0,
+        member_itemsize=member.dtype.itemsize if isinstance(member, np.ndarray) else 8,
+        probability_labels=_first_float(body.labels) is not None,
+        response=_response_format(accept),
+        parsed_bytes_per_number=_parsed_bytes(member),
+    ).peak
+
+
+@dataclass(frozen=True)
+class LinearAnalysis:
+    """What a linear cross-entropy request computed."""
+
+    report: LinearReport
+    directional: DirectionalDerivatives | None
+    candidate: CandidateCheck | None
+
+
+@dataclass(frozen=True)
+class LinearCall:
+    """One validated linear cross-entropy request."""
+
+    problem: LinearProblem
+    include: frozenset[LinearOutput]
+    numeric: NumericOptions
+    tolerance: Tolerance
+    directions: int | None
+    candidate: dict[str, object] | None
+    docs_url: str | None
+
+    def analyse(self) -> LinearAnalysis:
+        """The report (the weight gradient too when the numeric check needs it), the numeric
+        check and the candidate's check against the float64 reference."""
+        outputs = self.include
+        if self.directions is not None:
+            outputs |= {LinearOutput.LINEAR_WEIGHT_GRADIENT}
+        deadline = self.numeric.deadline
+        check = None
+        if self.candidate is not None:
+            exact = replace(self.problem, dtype=np.float64)
+            checked = check_linear_candidate(
+                exact,
+                self.candidate,
+                atol=self.tolerance.atol,
+                rtol=self.tolerance.rtol,
+                include=outputs,
+                docs_url=self.docs_url,
+                deadline=deadline,
+            )
+            check = checked.check
+            report = checked.report
+            if self.problem.dtype is not np.float64:
+                report = analyse_linear(self.problem, outputs, deadline=deadline)
+        else:
+            report = analyse_linear(self.problem, outputs, deadline=deadline)
+        report.refuse_non_finite(self.include)
+        directional = None
+        if self.directions is not None:
+            directional = linear_directional_check(
+                report, self.directions, self.numeric, self.tolerance
+            )
+        return LinearAnalysis(report, directional, check)
+
+
+def to_linear_call(
+    body: LinearCrossEntropyRequest,
+    settings: Settings,
+    *,
+    overflow: RequestError | None = None,
+    deadline: Deadline = NEVER,
+) -> LinearCall:
+    """Validate a linear cross-entropy request into the problem and options the numerics take
+    (sizes against the settings first: 413 naming the limit)."""
+    shape = linear_shape(body)
+    if shape.classes > settings.max_vocabulary:
+        raise LimitExceeded(
+            f"{shape.classes} classes exceed GRADCHECK_MAX_VOCABULARY = {settings.max_vocabulary}."
+        )
+    if shape.samples * shape.positions > settings.max_batch_size:
+        raise LimitExceeded(
+            f"{shape.samples * shape.positions} positions exceed GRADCHECK_MAX_BATCH_SIZE = "
+            f"{settings.max_batch_size}: split the batch over several requests."
+        )
+    entries = _linear_outputs(shape, body.include)
+    if entries > settings.max_output_entries:
+        raise LimitExceeded(
+            f"the requested outputs hold {entries} numbers, over GRADCHECK_MAX_OUTPUT_ENTRIES = "
+            f"{settings.max_output_entries}: leave linear_weight_gradient, logits, "
+            "logits_gradient or probabilities out of include, or send fewer samples."
+        )
+    weight = None
+    if body.weight is not None:
+        weight = np.asarray(body.weight, np.float64)
+        _refuse_huge("weight", weight, None)
+    problem = LinearProblem(
+        input=_head_array("input", body.input, overflow),
+        linear_weight=_head_array("linear_weight", body.linear_weight, overflow),
+        labels=_head_labels(body.labels),
+        linear_bias=None
+        if body.linear_bias is None
+        else _head_array("linear_bias", body.linear_bias, overflow),
+        weight=weight,
+        ignore_index=body.ignore_index,
+        label_smoothing=body.label_smoothing,
+        reduction=body.reduction,
+        z_loss=body.z_loss,
+        softcap=body.softcap,
+        denominator=body.denominator,
+        causal_shift=body.causal_shift,
+        dtype=DTYPES[body.dtype],
+    )
+    include = frozenset(LinearOutput(name) for name in body.include if name != NUMERIC_GRADIENT)
+    return LinearCall(
+        problem,
+        include,
+        _numeric_options(body.numeric, body.dtype, deadline),
+        _tolerance(body.tolerance),
+        linear_directions(body),
+        None if body.candidate is None else _sent_outputs(body.candidate),
+        settings.docs_url,
+    )

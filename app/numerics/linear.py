@@ -72,6 +72,7 @@ from app.numerics.cross_entropy import (
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import (
     DIRECTION_SEED,
+    DirectionalDerivatives,
     DirectionSteps,
     LogitChanges,
     directional_error,
@@ -380,6 +381,19 @@ class LinearReport:
     largest_row_range: float
     """max over rows of max z − min z (the numeric check's step rule)."""
 
+    def refuse_non_finite(self, include: frozenset[LinearOutput]) -> None:
+        """Raise InvalidProblem naming the first output of `include` (or the losses) that is
+        not finite in the precision it was computed in (float32 can overflow where float64
+        does not)."""
+        for name in [LinearOutput.LOSSES, *sorted(include)]:
+            value = getattr(self, name.value)
+            if value is not None and not np.isfinite(value).all():
+                raise InvalidProblem(
+                    ("input",),
+                    f"the {name.value} are not finite in {value.dtype}: the logits are too "
+                    "large for this precision (use dtype float64 or smaller inputs)",
+                )
+
 
 def logits_shape(head: Head) -> tuple[int, ...]:
     """torch's shape of the logits: (C,), (N, C), (B, T, C) or (N, C, d1, …, dK)."""
@@ -566,18 +580,6 @@ def head_directions(head: Head, count: int, seed: int) -> Iterator[HeadDirection
         yield HeadDirection(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
-@dataclass(frozen=True)
-class HeadDirectionalCheck:
-    """The check of the three gradients along k directions, and its 2k numbers."""
-
-    check: Check
-    numeric: FloatArray
-    """(k,) finite-difference derivatives of L along each direction."""
-    analytic: FloatArray
-    """(k,) ⟨∂L/∂x, v_x⟩ + ⟨∂L/∂W, v_W⟩ + ⟨∂L/∂b, v_b⟩."""
-    seed: int
-
-
 def linear_directional_check(
     report: LinearReport,
     directions: int,
@@ -585,7 +587,7 @@ def linear_directional_check(
     tolerance: Tolerance | None = None,
     *,
     seed: int = DIRECTION_SEED,
-) -> HeadDirectionalCheck:
+) -> DirectionalDerivatives:
     """Check the report's gradients by input, weight and bias along `directions` random unit
     directions v = (v_x, v_W, v_b) of all three jointly (`head_directions`).
 
@@ -637,7 +639,7 @@ def linear_directional_check(
         if numeric.step is not None:
             h = base = numeric.step
         elif scaled:
-            base = float(np.finfo(np.float64).eps ** (1 / (order + 1)))
+            base = float(np.finfo(head.x.dtype).eps ** (1 / (order + 1)))
             speed2 = (float(np.sum(v.input * v.input)) * w_norm2) / features
             speed2 += x_norm2 * float(np.sum(v.weight * v.weight)) / features
             if v.bias is not None:
@@ -685,4 +687,4 @@ def linear_directional_check(
     estimate = ErrorEstimate(max(truncations, default=0.0), max(roundings, default=0.0))
     direction_steps = DirectionSteps(np.asarray(steps), base, scaled, order)
     check = Check(agreement, method, direction_steps, tolerance, estimate, directions=directions)
-    return HeadDirectionalCheck(check, numeric_array, analytic_array, seed)
+    return DirectionalDerivatives(check, numeric_array, analytic_array, seed)

@@ -558,10 +558,10 @@ class LinearCrossEntropyRequest(LossOptions):
     numeric: GradientFiniteDifferenceOptions = Field(
         default_factory=GradientFiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
     )
-    tolerance: ToleranceOptions | None = Field(
-        None,
-        description=TOLERANCE_DESCRIPTION + " Default: gradcheck's for the numeric check, "
-        "the candidate's dtype's for a candidate.",
+    tolerance: ToleranceOptions = Field(
+        default_factory=ToleranceOptions,
+        description=TOLERANCE_DESCRIPTION + " A candidate sent as .npz members is compared at "
+        "its dtype's tolerance unless this is given.",
     )
     candidate: LinearCandidate | None = Field(None, description=CANDIDATE_DESCRIPTION)
 
