@@ -258,8 +258,8 @@ def head_of(problem: LinearProblem) -> Head:
         raise InvalidProblem(("linear_weight",), "linear_weight must be (C, d) or (C, d1…dK, d)")
     classes, features, out_features = w.shape[0], w.shape[-1], tuple(w.shape[1:-1])
     expected_input = "(B, T, d)" if problem.causal_shift else "(d,) or (N, d)"
-    input_ndim = 3 if problem.causal_shift else x.ndim
-    if x.ndim != input_ndim or x.ndim not in (1, 2, 3) or x.shape[-1] != features:
+    axes = (3,) if problem.causal_shift else (1, 2)
+    if x.ndim not in axes or x.shape[-1] != features:
         raise InvalidProblem(
             ("input",),
             f"input has shape {list(x.shape)}: expected {expected_input} with d = {features} "

@@ -303,6 +303,7 @@ def test_refusals_name_the_field() -> None:
     problem = random_problem(6, n=10)
     cases = [
         (replace(problem, input=np.zeros((10, 5))), ("input",)),
+        (replace(problem, input=np.zeros((1, 10, 6))), ("input",)),  # (B, T, d): causal only
         (replace(problem, linear_bias=np.zeros(3)), ("linear_bias",)),
         (replace(problem, labels=np.full(10, 9)), ("labels", 0)),
         (replace(problem, labels=np.zeros((10, 2), np.int64)), ("labels",)),
