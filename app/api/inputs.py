@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol, cast
 
 import numpy as np
@@ -526,14 +527,21 @@ class ParsedLoss:
         *,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        denominator: float | None = None,
     ) -> LossProblem:
         """The problem in precision `dtype`: cast logits, effective targets, reduction, and the
-        z-loss and soft-capping options of a cross-entropy request."""
+        z-loss, soft-capping and denominator options of a cross-entropy request."""
         targets = targets_of(fields, self.labels, self.weight, self.logits.shape[1], DTYPES[dtype])
+        if denominator is not None:
+            if fields.reduction is not Reduction.MEAN:
+                raise RequestError(
+                    ("denominator",), "denominator replaces the divisor of reduction 'mean' only"
+                )
+            targets = replace(targets, divisor=denominator, z_divisor=denominator)
         logits = to_dtype(self.logits, dtype, self.layout)
         return LossProblem(logits, targets, fields.reduction, z_loss=z_loss, softcap=softcap)
 
-    def inputs(self, fields: "LossFields") -> ProblemInputs:
+    def inputs(self, fields: "LossFields", denominator: float | None = None) -> ProblemInputs:
         """The raw problem the diagnoses recompute under each mistaken assumption."""
         return ProblemInputs(
             self.logits,
@@ -542,6 +550,7 @@ class ParsedLoss:
             fields.ignore_index,
             fields.label_smoothing,
             fields.reduction,
+            denominator,
         )
 
 
@@ -820,18 +829,21 @@ def to_loss_call(
     directions = directions_of(body, settings)
     returned = include - {Output.NUMERIC_GRADIENT} if directions else include
     parsed = parse_loss(body, settings, returned, overflow)
-    problem = parsed.problem(body, body.dtype, z_loss=body.z_loss, softcap=body.softcap)
+    options = partial(
+        parsed.problem,
+        body,
+        z_loss=body.z_loss,
+        softcap=body.softcap,
+        denominator=body.denominator,
+    )
+    problem = options(body.dtype)
     numeric = _numeric_options(body.numeric, body.dtype, deadline)
     candidate = None
     if body.candidate is not None:
-        reference = (
-            None
-            if body.dtype == "float64"
-            else parsed.problem(body, "float64", z_loss=body.z_loss, softcap=body.softcap)
-        )
+        reference = None if body.dtype == "float64" else options("float64")
         candidate = CandidateCall(
             _sent_outputs(body.candidate),
-            parsed.inputs(body),
+            parsed.inputs(body, body.denominator),
             reference,
             settings.docs_url,
             parsed.layout,

@@ -268,6 +268,13 @@ class CrossEntropyRequest(LossOptions):
         "log_probabilities, numeric_jacobian (adds `jacobian_check`), hessian, numeric_hessian "
         "(adds `hessian_check`), hessian_vector_product (with `vector`).",
     )
+    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+        None,
+        description="With reduction mean only: replaces the mean's divisor D (and the z-loss's) "
+        "by this number, HF's num_items_in_batch. With it the rows of a batch are independent: "
+        "a problem too large for one request can be sent by blocks of rows, whose gradient rows "
+        "are those of the whole and whose losses add up to its loss.",
+    )
     vector: Logits | None = Field(
         None,
         description="v, with the logits' shape: with `hessian_vector_product` in include, the "
