@@ -10,7 +10,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import ml_dtypes
@@ -26,7 +26,7 @@ from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
-from app.numerics.linear import LinearReport
+from app.numerics.tasks import LinearResult, LossResult, SoftmaxResult
 
 NPZ_METADATA_MEMBER = "metadata.json"
 
@@ -147,9 +147,10 @@ def report_fields(
         "spatial_shape": list(layout.positions[1:]),
         "dtype": dtype,
     }
-    for name in ("probabilities", "log_probabilities"):  # the softmax only when asked for
+    for name in ("probabilities", "log_probabilities"):  # kept whenever they are asked for
         if name in include:
-            fields[name] = layout.per_class(getattr(report.softmax, name))
+            assert report.kept_softmax is not None
+            fields[name] = layout.per_class(getattr(report.kept_softmax, name))
     per_class = {"gradient": report.gradient, "numeric_gradient": report.numeric_gradient}
     for name, array in per_class.items():
         if name in include and array is not None:
@@ -182,37 +183,30 @@ def report_fields(
     return fields
 
 
-LINEAR_OUTPUTS = (
-    "loss",
-    "losses",
-    "input_gradient",
-    "linear_weight_gradient",
-    "linear_bias_gradient",
-    "logits",
-    "logits_gradient",
-    "probabilities",
-)
-"""The arrays of a linear cross-entropy report, in the order a response lists them."""
+DTYPE_NAMES = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32"}
+"""The name of each precision, as the response states it (numpy's `dtype.name` is slower)."""
 
 
-def linear_report_fields(
-    report: LinearReport, include: Collection[str], dtype: str
-) -> dict[str, Any]:
-    """The response fields of a linear cross-entropy report (`LinearCrossEntropyResponse`):
-    the sizes, and the outputs of `include` in torch's shapes, as numpy arrays."""
-    head = report.head
-    fields: dict[str, Any] = {
-        "batch_size": head.samples,
-        "num_classes": head.classes,
-        "in_features": int(head.x.shape[1]),
-        "out_features": list(head.out_features),
-        "dtype": dtype,
-        "reduction": str(head.problem.reduction),
-    }
-    for name in LINEAR_OUTPUTS:
-        value = getattr(report, name)
-        if name in include and value is not None:
-            fields[name] = value
+def softmax_fields(result: SoftmaxResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a softmax result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
+    return fields
+
+
+def cross_entropy_fields(result: LossResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a cross-entropy result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    fields["reduction"] = str(result.reduction)
+    directional = result.directional
+    if directional is not None:
+        fields["gradient_check"] = check_fields(directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(directional)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
     return fields
 
 
@@ -434,3 +428,42 @@ def _read_npy(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> n
         f"dtype {array.dtype.str} is not float16, float32, float64, bfloat16 or an integer",
         "npy_dtype",
     )
+
+
+LINEAR_OUTPUTS = (
+    "loss",
+    "losses",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+    "logits",
+    "logits_gradient",
+    "probabilities",
+)
+"""The arrays of a linear cross-entropy report, in the order a response lists them."""
+
+
+def linear_fields(result: LinearResult) -> dict[str, Any]:
+    """The response fields of a linear cross-entropy result (`LinearCrossEntropyResponse`):
+    the sizes, the outputs asked for in torch's shapes (numpy arrays), the numeric check and
+    the candidate's."""
+    report = result.report
+    head = report.head
+    fields: dict[str, Any] = {
+        "batch_size": head.samples,
+        "num_classes": head.classes,
+        "in_features": int(head.x.shape[1]),
+        "out_features": list(head.out_features),
+        "dtype": DTYPE_NAMES[head.x.dtype],
+        "reduction": str(head.problem.reduction),
+    }
+    for name in LINEAR_OUTPUTS:
+        value = getattr(report, name)
+        if name in result.include and value is not None:
+            fields[name] = value
+    if result.directional is not None:
+        fields["gradient_check"] = check_fields(result.directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(result.directional)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, None)
+    return fields

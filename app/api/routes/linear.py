@@ -1,40 +1,17 @@
 """POST /v1/linear-cross-entropy: the LM head fused with its loss, its three gradients, their
 numeric check along random directions, and a caller's own gradients checked and diagnosed."""
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from app.api.deps import LinearCrossEntropyBody, Received
-from app.api.encoding import (
-    candidate_fields,
-    check_fields,
-    directional_fields,
-    linear_report_fields,
-    respond,
-)
-from app.api.inputs import (
-    LinearAnalysis,
-    linear_request_cost,
-    linear_request_entries,
-    to_linear_call,
-)
+from app.api.admission import linear_request_cost, linear_request_entries
+from app.api.deps import LinearCrossEntropyBody
+from app.api.encoding import linear_fields, respond
+from app.api.inputs import linear_values, to_linear_call
 from app.api.offload import run_admitted
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
-from app.api.schemas.compute import LinearCrossEntropyRequest, LinearCrossEntropyResponse
+from app.api.schemas.compute import LinearCrossEntropyResponse
 
 router = APIRouter(prefix="/v1", tags=["linear-cross-entropy"])
-
-
-def linear_fields(analysis: LinearAnalysis, include: frozenset[str], dtype: str) -> dict[str, Any]:
-    """The response fields of one analysis."""
-    fields = linear_report_fields(analysis.report, include, dtype)
-    if analysis.directional is not None:
-        fields["gradient_check"] = check_fields(analysis.directional.check, lambda index: index)
-        fields["directional_derivatives"] = directional_fields(analysis.directional)
-    if analysis.candidate is not None:
-        fields["candidate_check"] = candidate_fields(analysis.candidate, None)
-    return fields
 
 
 @router.post(
@@ -52,16 +29,15 @@ async def linear_cross_entropy(received: LinearCrossEntropyBody) -> Response:
     (dL/dlinear_weight, the logits, their gradient and the probabilities on request), checks
     the three gradients along random directions (`numeric_gradient` in include), and with
     `candidate` checks your own loss and gradients and names the mistakes of chunked kernels."""
-    body, context = received.body, received.context
-    entries = linear_request_entries(body)
-    cost = linear_request_cost(body, context.accept)
-    return await run_admitted(entries, cost, context, lambda: _alone(received))
+    context = received.context
+    values = linear_values(received.body)
+    entries = linear_request_entries(values)
+    cost = linear_request_cost(values, context.accept)
 
+    def alone() -> Response:
+        call = to_linear_call(
+            values, context.settings, overflow=received.overflow, deadline=context.deadline
+        )
+        return respond(linear_fields(call.run()), context.accept, context.deadline)
 
-def _alone(received: Received[LinearCrossEntropyRequest]) -> Response:
-    body, context = received.body, received.context
-    call = to_linear_call(
-        body, context.settings, overflow=received.overflow, deadline=context.deadline
-    )
-    fields = linear_fields(call.analyse(), frozenset(body.include), body.dtype)
-    return respond(fields, context.accept, context.deadline)
+    return await run_admitted(entries, cost, context, alone)
