@@ -589,9 +589,8 @@ def _diagnose_gradient(
         values = _total(output, results[v.code].of(output))
         if _fits(observed, values, reference):
             fitting.append((v.code, v.evidence))
-    note = _precision_note(
-        output, observed, reference, _total(output, results["precision"].of(output))
-    )
+    rounded = _total(output, results["precision"].of(output))
+    note = _precision_note(output, observed.projections, reference, rounded)
     if not fitting:
         fitted = _fitted_factor(observed.projections, reference)
         if fitted is not None and _fits(observed, reference * fitted, reference):
@@ -674,10 +673,12 @@ def _fitted_factor(values: FloatArray, reference: FloatArray) -> float | None:
 
 
 def _precision_note(
-    output: LinearOutput, observed: _Observed, reference: FloatArray, rounded: FloatArray
+    output: LinearOutput, got: FloatArray, reference: FloatArray, rounded: FloatArray
 ) -> str | None:
-    exact_error = float(np.linalg.norm(observed.projections - reference))
-    rounded_error = float(np.linalg.norm(observed.projections - rounded))
+    """The precision finding: `got` (the candidate, or its projections) is PRECISION_IMPROVEMENT
+    times closer to the reference of bfloat16-rounded logits than to the exact one."""
+    exact_error = float(np.linalg.norm(got - reference))
+    rounded_error = float(np.linalg.norm(got - rounded))
     if exact_error == 0 or rounded_error * PRECISION_IMPROVEMENT > exact_error:
         return None
     improvement = exact_error / max(rounded_error, 1e-300)
@@ -751,16 +752,7 @@ def _diagnose_loss(
                     )
                 )
                 break
-    note = None
-    rounded = value_of("precision")
-    exact_error = float(np.linalg.norm(got - reference))
-    rounded_error = float(np.linalg.norm(got - rounded))
-    if exact_error and rounded_error * PRECISION_IMPROVEMENT <= exact_error:
-        note = (
-            f"{output.value}: matches the loss of logits rounded to bfloat16 "
-            f"{exact_error / max(rounded_error, 1e-300):.3g}× better than the exact one "
-            "(precision, not a mistake of the formula)"
-        )
+    note = _precision_note(output, got, reference, value_of("precision"))
     if not fitting:
         return None, note
     fitting.sort(key=lambda item: HEAD_PRIORITY.index(item[0]))

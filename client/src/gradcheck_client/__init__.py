@@ -13,6 +13,7 @@ The command line `gradcheck` (see `gradcheck --help`) checks `.npy` files from s
 
 from gradcheck_client.client import AsyncClient, Client, __version__
 from gradcheck_client.errors import ErrorItem, GradcheckError
+from gradcheck_client.linear import LinearCrossEntropyResult
 from gradcheck_client.results import (
     CandidateCheck,
     CandidateEntry,
@@ -37,6 +38,7 @@ __all__ = [
     "DirectionalDerivatives",
     "ErrorItem",
     "GradcheckError",
+    "LinearCrossEntropyResult",
     "Mismatch",
     "OutputCheck",
     "Problem",

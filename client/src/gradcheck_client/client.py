@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 import httpx
 import numpy as np
 
-from gradcheck_client import wire
+from gradcheck_client import linear, wire
 from gradcheck_client.errors import GradcheckError
 from gradcheck_client.results import CandidateCheck, CrossEntropyResult, Problem, SoftmaxResult
 
@@ -398,6 +398,41 @@ class Client(_Core):
         self._raise_for(response)
         return wire.cross_entropy_result(*wire.read_compute(response))
 
+    def linear_cross_entropy(
+        self,
+        input: Any,
+        linear_weight: Any,
+        labels: Any,
+        *,
+        linear_bias: Any = None,
+        weight: Any = None,
+        candidate: Mapping[str, Any] | None = None,
+        numeric: Mapping[str, Any] | None = None,
+        tolerance: Mapping[str, float] | None = None,
+        include: Sequence[str] | None = None,
+        **options: Any,
+    ) -> linear.LinearCrossEntropyResult:
+        """`POST /v1/linear-cross-entropy`: the LM head fused with its loss, as torch 2.13's
+        `F.linear_cross_entropy(input, linear_weight, labels, linear_bias=…)`. `options` are the
+        request's other fields (ignore_index, reduction, label_smoothing, z_loss, softcap,
+        causal_shift, denominator, dtype); `candidate` your own loss, losses, input_gradient,
+        linear_weight_gradient and linear_bias_gradient (tensors included)."""
+        body = linear.body(
+            input,
+            linear_weight,
+            labels,
+            linear_bias=linear_bias,
+            weight=weight,
+            options=options,
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        response = self._compute(linear.PATH, body)
+        self._raise_for(response)
+        return linear.result(*wire.read_compute(response))
+
     def softmax(
         self,
         logits: Any,
@@ -639,6 +674,37 @@ class AsyncClient(_Core):
         response = await self._compute("/v1/cross-entropy", body)
         self._raise_for(response)
         return wire.cross_entropy_result(*wire.read_compute(response))
+
+    async def linear_cross_entropy(
+        self,
+        input: Any,
+        linear_weight: Any,
+        labels: Any,
+        *,
+        linear_bias: Any = None,
+        weight: Any = None,
+        candidate: Mapping[str, Any] | None = None,
+        numeric: Mapping[str, Any] | None = None,
+        tolerance: Mapping[str, float] | None = None,
+        include: Sequence[str] | None = None,
+        **options: Any,
+    ) -> linear.LinearCrossEntropyResult:
+        """`POST /v1/linear-cross-entropy`, as `Client.linear_cross_entropy`."""
+        body = linear.body(
+            input,
+            linear_weight,
+            labels,
+            linear_bias=linear_bias,
+            weight=weight,
+            options=options,
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        response = await self._compute(linear.PATH, body)
+        self._raise_for(response)
+        return linear.result(*wire.read_compute(response))
 
     async def softmax(
         self,
