@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck_client import Client
+from gradcheck_client import Client, wire
 from gradcheck_client.cli import main, normalise_email, read_roster, seed_of
 
 from tests.client.conftest import Stub, json_body
-from tests.helpers import free_port
+from tests.helpers import free_port, optional_module, require
 
 pytestmark = pytest.mark.live
 
@@ -60,9 +60,70 @@ def test_check_exits_0_when_every_output_passes(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "gradient: PASS" in out
-    assert "loss: PASS" in out
+    assert "gradient: PASS (atol 1e-12, rtol 1e-10)" in out  # float64 .npy: the table's row
+    assert "loss: PASS (atol 1e-12, rtol 1e-10)" in out
     assert "diagnosis" not in out
+
+
+def test_a_given_tolerance_is_applied_and_printed_the_other_from_the_table(
+    live_url: str, problem: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gradient = np.load(problem["gradient"]) * (1 + 7e-6)  # a loss-sized relative error
+    np.save(tmp_path / "g_off.npy", gradient)
+    assert main(check_args(live_url, problem, "--gradient", str(tmp_path / "g_off.npy"))) == 1
+    assert "gradient: FAIL (atol 1e-12, rtol 1e-10)" in capsys.readouterr().out
+    argv = check_args(
+        live_url, problem, "--gradient", str(tmp_path / "g_off.npy"), "--rtol", "1e-3"
+    )
+    assert main(argv) == 0
+    assert "gradient: PASS (atol 1e-12, rtol 0.001)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ml_dtypes_installed", [True, False], ids=["ml_dtypes", "no-ml_dtypes"])
+def test_a_bfloat16_npy_is_checked_at_the_bfloat16_tolerance(
+    live_url: str,
+    problem: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ml_dtypes_installed: bool,
+) -> None:
+    ml_dtypes = optional_module("ml_dtypes")
+    require(ml_dtypes is not None, "ml_dtypes is not installed (it writes the '<V2' file)")
+    np.save(tmp_path / "g16.npy", np.load(problem["gradient"]).astype(ml_dtypes.bfloat16))
+    assert np.load(tmp_path / "g16.npy").dtype.str == "|V2"  # as docs/verify-a-kernel.md saves it
+    if not ml_dtypes_installed:
+        monkeypatch.setattr(wire, "_bfloat16", lambda: None)
+    code = main(check_args(live_url, problem, "--gradient", str(tmp_path / "g16.npy")))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "gradient: PASS (atol 1e-05, rtol 0.05)" in out
+    assert "note: gradient: bfloat16 values" in out
+
+
+def test_class_indices_from_a_text_file(
+    live_url: str, problem: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, text in (("y.csv", "0\n1\n2\n0\n"), ("y.txt", "0 1 2 0\n")):
+        (tmp_path / name).write_text(text)
+        argv = check_args(live_url, problem, "--gradient", str(problem["gradient"]))
+        argv[argv.index("--labels") + 1] = str(tmp_path / name)
+        assert main(argv) == 0, capsys.readouterr()
+
+
+def test_an_unexpected_error_exits_2_not_1(
+    problem: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug of the client")
+
+    monkeypatch.setattr(Client, "check", broken)
+    with pytest.raises(SystemExit) as exited:
+        main(check_args("http://127.0.0.1:1", problem, "--gradient", str(problem["gradient"])))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: a bug of the client" in err
+    assert "no verdict" in err
 
 
 def test_check_exits_1_and_prints_the_diagnosis(
@@ -159,7 +220,7 @@ def test_check_exits_2_on_a_503_that_stays(
         )
     assert exited.value.code == 2
     assert "HTTP 503" in capsys.readouterr().err
-    assert len(stub.requests) == 3  # the first try and 2 retries (the .npz try, never a 415)
+    assert len(stub.requests) == 3  # the first try and 2 retries
 
 
 @pytest.mark.parametrize(

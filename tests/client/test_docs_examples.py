@@ -46,3 +46,28 @@ def test_the_client_pages_examples_run(live_url: str) -> None:
         if "import torch" in block:
             pytest.importorskip("torch")
         run_block(block, live_url)
+
+
+def test_the_cli_example_prints_the_documented_verdict(
+    live_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/client.md's `gradcheck check` example, as written: the Python block writes the
+    files, the command checks them, and the output is the page's (its exit code 1: a FAIL)."""
+    from gradcheck_client.cli import main
+
+    page = (ROOT / "docs" / "client.md").read_text()
+    section = page[page.index("## The command line") :]
+    setup = BLOCK.findall(section)[0]
+    command = re.search(r"^gradcheck (check .*)$", section, re.MULTILINE)
+    shown = re.search(r"<!-- output: gradcheck-check -->\n```text\n(.*?)```", section, re.DOTALL)
+    assert command is not None and shown is not None
+    monkeypatch.chdir(tmp_path)
+    exec(compile(setup, "<docs/client.md>", "exec"), {})
+    capsys.readouterr()
+    code = main([*command.group(1).split(), "--url", live_url])
+    printed = capsys.readouterr().out.replace(live_url, "http://127.0.0.1:8000")
+    assert code == 1
+    assert printed == shown.group(1)
