@@ -10,7 +10,7 @@ from gradcheck_client import Client, wire
 from gradcheck_client.cli import main, normalise_email, read_roster, seed_of
 
 from tests.client.conftest import Stub, json_body
-from tests.helpers import free_port, optional_module, require
+from tests.helpers import free_port, require_module
 
 pytestmark = pytest.mark.live
 
@@ -88,8 +88,7 @@ def test_a_bfloat16_npy_is_checked_at_the_bfloat16_tolerance(
     capsys: pytest.CaptureFixture[str],
     ml_dtypes_installed: bool,
 ) -> None:
-    ml_dtypes = optional_module("ml_dtypes")
-    require(ml_dtypes is not None, "ml_dtypes is not installed (it writes the '<V2' file)")
+    ml_dtypes = require_module("ml_dtypes")  # it writes the '<V2' file
     np.save(tmp_path / "g16.npy", np.load(problem["gradient"]).astype(ml_dtypes.bfloat16))
     assert np.load(tmp_path / "g16.npy").dtype.str == "|V2"  # as docs/verify-a-kernel.md saves it
     if not ml_dtypes_installed:

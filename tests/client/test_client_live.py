@@ -27,7 +27,7 @@ from gradcheck_client import (
 from gradcheck_client.client import Output, SoftmaxOutput
 
 from tests.client.conftest import Stub, json_body
-from tests.helpers import free_port, optional_module, require
+from tests.helpers import free_port, require_module
 from tests.live.conftest import ServerFactory
 
 pytestmark = pytest.mark.live
@@ -194,8 +194,7 @@ def test_non_finite_and_unreadable_candidates(live_url: str) -> None:
 
 @pytest.mark.torch
 def test_torch_tensors_work_as_inputs(live_url: str) -> None:
-    torch = optional_module("torch")
-    require(torch is not None, "torch is not installed")
+    torch = require_module("torch")
     logits = torch.tensor(MASKED_LOGITS, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor(LABELS)
     loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -365,8 +364,7 @@ async def test_the_async_client_has_the_same_methods(live_url: str) -> None:
 
 
 def test_a_bfloat16_candidate_passes_at_its_own_tolerance(live_url: str) -> None:
-    ml_dtypes = optional_module("ml_dtypes")
-    require(ml_dtypes is not None, "ml_dtypes is not installed")
+    ml_dtypes = require_module("ml_dtypes")
     logits = np.random.default_rng(3).normal(size=(8, 16))
     labels = np.arange(8) % 16
     with Client(live_url) as service:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from app.numerics.candidate import compare_output, ulp
-from tests.helpers import optional_module, require
+from tests.helpers import require_module
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 IGNORE = -100
@@ -56,9 +56,7 @@ def test_each_row_has_its_own_scale() -> None:
 
 
 def _torch() -> Any:
-    torch = optional_module("torch")
-    require(torch is not None, "torch is not installed")
-    return torch
+    return require_module("torch")
 
 
 def torch_gradient(
