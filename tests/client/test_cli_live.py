@@ -2,14 +2,17 @@
 and every exit code (0 passes, 1 fails, 2 no verdict)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck_client import Client, wire
+from gradcheck_client import Client
 from gradcheck_client.cli import main, normalise_email, read_roster, seed_of
 
-from tests.client.conftest import Stub, json_body
+from tests.client.conftest import CLIENT_SRC, Stub, json_body
 from tests.helpers import free_port, require_module
 
 pytestmark = pytest.mark.live
@@ -79,25 +82,50 @@ def test_a_given_tolerance_is_applied_and_printed_the_other_from_the_table(
     assert "gradient: PASS (atol 1e-12, rtol 0.001)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("ml_dtypes_installed", [True, False], ids=["ml_dtypes", "no-ml_dtypes"])
+@pytest.fixture
+def bfloat16_gradient(problem: dict[str, Path], tmp_path: Path) -> Path:
+    """The right gradient in bfloat16, saved as docs/verify-a-kernel.md saves it ('<V2')."""
+    ml_dtypes = require_module("ml_dtypes")
+    path = tmp_path / "g16.npy"
+    np.save(path, np.load(problem["gradient"]).astype(ml_dtypes.bfloat16))
+    assert np.load(path).dtype.str == "|V2"
+    return path
+
+
 def test_a_bfloat16_npy_is_checked_at_the_bfloat16_tolerance(
     live_url: str,
     problem: dict[str, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    bfloat16_gradient: Path,
     capsys: pytest.CaptureFixture[str],
-    ml_dtypes_installed: bool,
 ) -> None:
-    ml_dtypes = require_module("ml_dtypes")  # it writes the '<V2' file
-    np.save(tmp_path / "g16.npy", np.load(problem["gradient"]).astype(ml_dtypes.bfloat16))
-    assert np.load(tmp_path / "g16.npy").dtype.str == "|V2"  # as docs/verify-a-kernel.md saves it
-    if not ml_dtypes_installed:
-        monkeypatch.setattr(wire, "_bfloat16", lambda: None)
-    code = main(check_args(live_url, problem, "--gradient", str(tmp_path / "g16.npy")))
+    code = main(check_args(live_url, problem, "--gradient", str(bfloat16_gradient)))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "gradient: PASS (atol 1e-05, rtol 0.05)" in out
     assert "note: gradient: bfloat16 values" in out
+
+
+def test_a_bfloat16_npy_works_without_ml_dtypes(
+    live_url: str, problem: dict[str, Path], bfloat16_gradient: Path
+) -> None:
+    """The command in a Python where `import ml_dtypes` fails, as after `pip install ./client`."""
+    argv = check_args(live_url, problem, "--gradient", str(bfloat16_gradient))
+    script = (
+        "import sys; sys.modules['ml_dtypes'] = None  # import ml_dtypes: ImportError\n"
+        "from gradcheck_client.cli import main\n"
+        f"sys.exit(main({argv!r}))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(CLIENT_SRC)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "gradient: PASS (atol 1e-05, rtol 0.05)" in run.stdout
+    assert "note: gradient: bfloat16 values" in run.stdout
 
 
 def test_class_indices_from_a_text_file(

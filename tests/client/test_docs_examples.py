@@ -80,3 +80,9 @@ def test_the_cli_example_prints_the_documented_verdict(
     printed = capsys.readouterr().out.replace(live_url, "http://127.0.0.1:8000")
     assert code == 1
     assert printed == shown.group(1)
+
+
+def test_the_client_packages_readme_example_runs(live_url: str) -> None:
+    (block,) = client_blocks("client/README.md")
+    printed = run_block(block, live_url).split()
+    assert float(printed[0]) > 0 and printed[-1] == "True"
