@@ -22,6 +22,8 @@ from gradcheck_client.errors import (
 )
 from gradcheck_client.wire import Body
 
+from tests.helpers import require_module
+
 
 def body() -> Body:
     return Body(
@@ -139,3 +141,16 @@ def test_bfloat16_bits_go_as_bfloat16_without_ml_dtypes(monkeypatch: pytest.Monk
     assert member.tobytes() == values.tobytes()
     sent = json.loads(Body({"candidate.gradient": bits}, {}).json())["candidate"]["gradient"]
     assert sent == values.astype(np.float64).tolist()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("installed", [True, False], ids=["ml_dtypes", "no-ml_dtypes"])
+def test_a_bfloat16_tensor_keeps_its_bits(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    torch = require_module("torch")
+    tensor = torch.tensor([[0.1, -3.0e-12], [1.5, -2.0]], dtype=torch.bfloat16)
+    if not installed:
+        monkeypatch.setattr(wire, "_bfloat16", lambda: None)
+    array = wire.as_array(tensor)
+    assert array.dtype == (ml_dtypes.bfloat16 if installed else np.dtype("V2"))
+    assert array.tobytes() == tensor.view(torch.int16).numpy().tobytes()
+    assert wire.bfloat16_as_float32(array).tolist() == tensor.float().tolist()
