@@ -2,8 +2,12 @@
 a roster and `grade` a folder of answers.
 
 Exit codes of every command: 0 success (for `check`: every given output passes), 1 (`check`
-only) an output fails, 2 no verdict: a usage error, an unreadable file, an unreachable service,
-a refused request (its detail printed) or a 503 still refused after the retries.
+only) an output fails, and nothing else, 2 no verdict: a usage error, an unreadable file, an
+unreachable service, a refused request (its detail printed), a 5xx (a 503 still refused after
+the retries), or any other error, a bug of this program included.
+
+Each command is an `add_<command>(commands, parents)` that sets its `run(args) -> int`; `parser`
+lists them.
 """
 
 from __future__ import annotations
