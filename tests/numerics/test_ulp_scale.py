@@ -109,7 +109,7 @@ def test_torchs_own_float32_gradient_is_a_few_ulps_and_a_mistake_thousands(
     reference = torch_gradient(logits, labels, "float64")
     right = ulps(torch_gradient(logits, labels, "float32"), reference)
     # a few ulps; over 32,000 classes, a few tens (each row's sum of exponentials rounds)
-    assert right <= (64 if classes > 1000 else 16)
+    assert right <= (64 if classes > 1000 else 4)
     smoothed = torch_gradient(logits, labels, "float32", label_smoothing=0.01)
     unzeroed = torch_gradient(logits, labels, "float32")
     unzeroed[labels == IGNORE] = unzeroed[1]  # ignored rows left with a row's values
