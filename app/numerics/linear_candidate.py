@@ -524,7 +524,8 @@ def check_linear_candidate(
             )
     diagnoses.sort(key=lambda d: HEAD_PRIORITY.index(d.code))
     passed = all(check.passed for check in outputs.values())
-    return LinearCandidateResult(report, CandidateCheck(passed, outputs, diagnoses, notes))
+    verdict = CandidateCheck(passed, outputs, diagnoses, notes, atol, rtol)
+    return LinearCandidateResult(report, verdict)
 
 
 def _diagnose_gradient(

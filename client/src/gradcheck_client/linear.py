@@ -8,14 +8,40 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
+import httpx
 import numpy as np
 
 from gradcheck_client import wire
 from gradcheck_client.results import CandidateCheck, Check, DirectionalDerivatives, FloatArray
 
 PATH = "/v1/linear-cross-entropy"
+LinearOutput = Literal[
+    "loss",
+    "losses",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+    "logits",
+    "logits_gradient",
+    "probabilities",
+    "numeric_gradient",
+]
+"""What `include` may ask for (numeric_gradient: the three gradients checked along random
+directions of (input, weight, bias) jointly)."""
+
+
+class LinearCandidate(TypedDict, total=False):
+    """Your own loss and gradients of the head (arrays, lists or tensors, torch's shapes)."""
+
+    loss: Any
+    losses: Any
+    input_gradient: Any
+    linear_weight_gradient: Any
+    linear_bias_gradient: Any
+
+
 OUTPUTS = (
     "loss",
     "losses",
@@ -28,7 +54,7 @@ OUTPUTS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinearCrossEntropyResult:
     """What `/v1/linear-cross-entropy` returned, in torch's shapes; outputs not asked for in
     `include` are None. `loss` is a float for `mean` and `sum`."""
@@ -64,7 +90,7 @@ def body(
     weight: Any = None,
     options: Mapping[str, Any],
     numeric: Mapping[str, Any] | None = None,
-    tolerance: Mapping[str, float] | None = None,
+    tolerance: Mapping[str, Any] | None = None,
     include: Sequence[str] | None = None,
     candidate: Mapping[str, Any] | None = None,
 ) -> wire.Body:
@@ -110,6 +136,7 @@ def result(arrays: dict[str, FloatArray], metadata: dict[str, Any]) -> LinearCro
         directional_derivatives=DirectionalDerivatives(
             np.asarray(directional["numeric"], dtype=np.float64),
             np.asarray(directional["analytic"], dtype=np.float64),
+            int(directional["seed"]),
         )
         if isinstance(directional, dict)
         else None,
@@ -119,3 +146,8 @@ def result(arrays: dict[str, FloatArray], metadata: dict[str, Any]) -> LinearCro
         raw={name: value for name, value in metadata.items() if name not in OUTPUTS},
         **values,
     )
+
+
+def read(response: httpx.Response) -> LinearCrossEntropyResult:
+    """The typed result of a response (.npz or JSON)."""
+    return result(*wire.read_compute(response))
