@@ -230,3 +230,26 @@ async def test_openapi_documents_the_route(asgi_client: httpx.AsyncClient) -> No
     body = operation["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("LinearCrossEntropyRequest")
     assert {"lm_head", "causal_shift"} <= set(body["examples"])
+
+
+async def test_admission_counts_the_head(make_client: Any) -> None:
+    """A head whose estimated peak (`cost.linear_cost`) is over the request limit is refused
+    with 413 before it computes, whatever include says; a smaller one is computed."""
+    big = {
+        "input": np.zeros((64, 32)),
+        "linear_weight": np.zeros((100_000, 32), np.float32),
+        "labels": np.zeros(64, np.int64),
+    }
+    async with make_client(max_request_memory_bytes=64 << 20, inline_max_entries=0) as client:
+        body = npz_body(big, {"include": []})
+        response = await client.post(
+            "/v1/linear-cross-entropy", content=body, headers={"content-type": NPZ}
+        )
+        assert response.status_code == 413, response.text
+        small = {**big, "linear_weight": np.zeros((100, 32))}
+        response = await client.post(
+            "/v1/linear-cross-entropy",
+            content=npz_body(small, {"include": []}),
+            headers={"content-type": NPZ},
+        )
+        assert response.status_code == 200, response.text
