@@ -13,13 +13,14 @@ import email.utils
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar
 
 import httpx
 
-from gradcheck_client import linear, wire
+from gradcheck_client import blocks, linear, wire
 from gradcheck_client.errors import ResponseError, TransportError, status_error
 from gradcheck_client.linear import LinearCandidate, LinearCrossEntropyResult, LinearOutput
 from gradcheck_client.results import (
@@ -96,6 +97,8 @@ class LossCandidate(SoftmaxCandidate, total=False):
 
 
 DEFAULT_TIMEOUT = 60.0
+MAX_BLOCKS_IN_FLIGHT = 8
+"""Requests of one batch sent by blocks (`row_block`) that are in flight at once."""
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 30.0
 
@@ -352,6 +355,17 @@ class Client(_Core):
         """Close the connections."""
         self._http.close()
 
+    def _replica(self, base_url: str) -> Client:
+        """A client of another replica, with this one's key, timeout and retries."""
+        return Client(
+            base_url,
+            self._headers.get("X-API-Key"),
+            self._http.timeout,
+            retries=self.retries,
+            max_retry_wait=self.max_retry_wait,
+            binary=self.binary,
+        )
+
     def _send(self, path: str, content: bytes, content_type: str, accept: str) -> httpx.Response:
         for attempt in range(self.retries + 1):
             try:
@@ -390,11 +404,54 @@ class Client(_Core):
         vector: Any = None,
         candidate: LossCandidate | Mapping[str, Any] | None = None,
         denominator: float | None = None,
+        row_block: int | None = None,
+        replicas: Sequence[str] = (),
     ) -> CrossEntropyResult:
         """`POST /v1/cross-entropy`: loss, gradient, checks, Hessians (`include`), H·v (with
         `vector`), and `candidate_check` when you send `candidate`, your own outputs. Arrays are
         anything `np.asarray` takes, torch tensors included; the options mean what they mean in
-        `torch.nn.functional.cross_entropy`; options left None take the service's defaults."""
+        `torch.nn.functional.cross_entropy`; options left None take the service's defaults.
+
+        `row_block` (client side): a batch too large for one request is sent by blocks of that
+        many samples, concurrently, to this service and the `replicas` (other base URLs) in
+        turn, and joined (`gradcheck_client.blocks`): the gradient rows are the whole batch's
+        bit for bit, the loss the `math.fsum` of the per-row losses (divided by `denominator`,
+        which `mean` needs then). Row outputs only: loss, gradient, probabilities."""
+        if row_block is not None:
+            blocks.check_blockable(
+                reduction=reduction,
+                denominator=denominator,
+                include=include,
+                candidate=candidate,
+                vector=vector,
+                row_block=row_block,
+            )
+            options: dict[str, Any] = {
+                "weight": weight,
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "numeric": numeric,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "tolerance": tolerance,
+                "include": include,
+                "denominator": denominator,
+            }
+            parts = blocks.split(logits, labels, row_block)
+            services = [self, *(self._replica(url) for url in replicas)]
+            try:
+                with ThreadPoolExecutor(max_workers=min(len(parts), MAX_BLOCKS_IN_FLIGHT)) as pool:
+                    futures = [
+                        pool.submit(services[i % len(services)].cross_entropy, z, y, **options)
+                        for i, (z, y) in enumerate(parts)
+                    ]
+                    results = [future.result() for future in futures]
+            finally:
+                for service in services[1:]:
+                    service.close()
+            return blocks.join(results, reduction, denominator)
         body = self._cross_entropy_body(
             logits,
             labels,
@@ -613,6 +670,17 @@ class AsyncClient(_Core):
         """Close the connections."""
         await self._http.aclose()
 
+    def _replica(self, base_url: str) -> AsyncClient:
+        """A client of another replica, with this one's key, timeout and retries."""
+        return AsyncClient(
+            base_url,
+            self._headers.get("X-API-Key"),
+            self._http.timeout,
+            retries=self.retries,
+            max_retry_wait=self.max_retry_wait,
+            binary=self.binary,
+        )
+
     async def _send(
         self, path: str, content: bytes, content_type: str, accept: str
     ) -> httpx.Response:
@@ -653,8 +721,46 @@ class AsyncClient(_Core):
         vector: Any = None,
         candidate: LossCandidate | Mapping[str, Any] | None = None,
         denominator: float | None = None,
+        row_block: int | None = None,
+        replicas: Sequence[str] = (),
     ) -> CrossEntropyResult:
-        """`POST /v1/cross-entropy`, as `Client.cross_entropy`."""
+        """`POST /v1/cross-entropy`, as `Client.cross_entropy` (blocks sent concurrently)."""
+        if row_block is not None:
+            blocks.check_blockable(
+                reduction=reduction,
+                denominator=denominator,
+                include=include,
+                candidate=candidate,
+                vector=vector,
+                row_block=row_block,
+            )
+            options: dict[str, Any] = {
+                "weight": weight,
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "numeric": numeric,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "tolerance": tolerance,
+                "include": include,
+                "denominator": denominator,
+            }
+            parts = blocks.split(logits, labels, row_block)
+            services = [self, *(self._replica(url) for url in replicas)]
+            limit = asyncio.Semaphore(MAX_BLOCKS_IN_FLIGHT)
+
+            async def one(index: int, z: Any, y: Any) -> CrossEntropyResult:
+                async with limit:
+                    return await services[index % len(services)].cross_entropy(z, y, **options)
+
+            try:
+                results = await asyncio.gather(*(one(i, z, y) for i, (z, y) in enumerate(parts)))
+            finally:
+                for service in services[1:]:
+                    await service.aclose()
+            return blocks.join(results, reduction, denominator)
         body = self._cross_entropy_body(
             logits,
             labels,
