@@ -90,8 +90,9 @@ from app.numerics.gradcheck import (
 )
 from app.numerics.softmax import FloatArray
 
-BLOCK_LOGITS = 1 << 22
-"""A block of samples holds about this many logits (32 MiB of float64)."""
+BLOCK_LOGITS = 1 << 21
+"""A block of samples holds about this many logits (16 MiB of float64): at C = 32,000 that is
+65 rows, and a candidate's check holds about 13 such arrays at once (`cost.LINEAR_CANDIDATE_ARRAYS`)."""
 MIN_BLOCK_ROWS = 64
 """The fewest samples in a block (except the last): below ~64 rows a matmul with a
 32,000-class head runs far below BLAS speed (8 rows: 6 s for a forward that takes 1 s in
@@ -485,7 +486,7 @@ def analyse_linear(
         g = head.from_rows(block.gradient)
         input_gradient[part] = g @ head.w
         if weight_gradient is not None:
-            weight_gradient += g.T @ head.x[part]
+            accumulate_outer(weight_gradient, g, head.x[part])
         bias_gradient += g.sum(axis=0)
         if observe is not None:
             observe(part, z, block, g)
@@ -514,6 +515,21 @@ def analyse_linear(
         head=head,
         largest_row_range=largest_row_range,
     )
+
+
+def accumulate_outer(total: FloatArray, g: FloatArray, x: FloatArray) -> None:
+    """total += gᵀ·x, (C·J, d) += (n, C·J)ᵀ·(n, d), by slices of total's rows through one
+    scratch array of about BLOCK_LOGITS numbers: no temporary as large as the weight (at
+    C = 32,000 and d = 1,024 that would be another 262 MB, allocated and faulted in for every
+    block)."""
+    rows, features = total.shape
+    step = max(1, min(rows, BLOCK_LOGITS // max(1, features)))
+    scratch = np.empty((step, features), total.dtype)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        product = scratch[: stop - start]
+        np.matmul(g[:, start:stop].T, x, out=product)
+        total[start:stop] += product
 
 
 def _kept(
