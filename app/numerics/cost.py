@@ -371,10 +371,10 @@ def candidate_bytes(shape: Shape, outputs: Collection[str], parsed_bytes_per_num
 LINEAR_BLOCK_ARRAYS = 4.0
 """Arrays of one block's logits alive at once in the LM head (`app.numerics.linear`): the
 logits, their gradient and `LossRows.of`'s own (smaller) blocks (measured 3.2–3.4)."""
-LINEAR_CANDIDATE_ARRAYS = 13.0
+LINEAR_CANDIDATE_ARRAYS = 8.0
 """Block arrays while a candidate is checked: the reference's, and a hypothesis's logits
-gradient with its softmax (`linear_candidate`: the hypotheses are computed one after
-another, block by block; measured 11.7)."""
+gradient (`linear_candidate`: the hypotheses are computed one after another, block by block,
+their softmax by sub-blocks; measured 7.2–7.3)."""
 LINEAR_DIRECTION_ARRAYS = 20.0
 """Block arrays of one direction of the numeric check: the logits, their first- and
 second-order moves, and the cross-entropy's differences along them (`directional.LogitChanges`

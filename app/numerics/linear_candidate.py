@@ -13,8 +13,9 @@ gradient Gʰ of each block:
     weight gradient   rᵀ·(Gʰ₂ᵀ·x)·s = Σ_n (Gʰ₂[n]·r)(x_n·s)  for pairs (r, s)
     bias gradient     rᵀ·Σ_n Gʰ₂[n] = Σ_n Gʰ₂[n]·r
 
-Half of the vectors are random coordinate vectors (they pick single entries, compared at the
-entry-wise tolerance), half random Gaussian ones (they see every entry). Per-sample
+A quarter of the vectors are random coordinate vectors, a quarter the coordinates of the
+candidate's own largest entries (where a wrong hypothesis shows most; chosen from the candidate
+alone, before the reference exists), half Gaussian ones (they see every entry). Per-sample
 contributions are kept, so that hypotheses that weight or drop samples (a per-chunk mean, a
 weight gradient of the last chunk only) are sums of the same numbers. A hypothesis h explains
 the candidate when, for every projection p,
@@ -23,6 +24,9 @@ the candidate when, for every projection p,
 
 (the entry-wise test summed over the entries the projection sees: a candidate within the
 tolerance of h always passes) and h differs from the reference beyond that bound somewhere.
+Nothing is named when the reference itself passes that test (the projections do not see where
+the candidate fails) or when 0 does (the candidate is as close to 0 as to any hypothesis; only
+a bias gradient of exact zeros is named, `bias_gradient_missing`).
 
 Named mistakes of the head, in priority order (then the logits-level codes of
 `app.numerics.diagnose`, carried through the head: the gradient by input, weight or bias of a
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field, replace
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import NDArray
 
 from app.numerics.candidate import CandidateCheck, OutputCheck, compare_output, read_candidate
 from app.numerics.cross_entropy import Reduction, reduce_losses
@@ -61,6 +66,7 @@ from app.numerics.linear import (
     LinearReport,
     analyse_linear,
     head_of,
+    logits_shape,
     shift_labels,
 )
 from app.numerics.softmax import FloatArray, softmax
@@ -74,6 +80,8 @@ CANDIDATE_OUTPUTS = frozenset({LinearOutput.LOSS, LinearOutput.LOSSES, *GRADIENT
 """The outputs a candidate may hold."""
 PROJECTIONS = 8
 """Projections per gradient: half coordinate vectors (entries), half Gaussian."""
+TOP_BLOCK = 1 << 20
+"""Entries of a sent gradient read at a time while its largest ones are found."""
 PRECISION_IMPROVEMENT = 4.0
 """A candidate this many times closer to the bfloat16-logits reference gets a precision note."""
 HEAD_PRIORITY = (
@@ -121,18 +129,52 @@ class Projections:
     """[R_w | W₂·S_x | R_b] (C·J, 3k): one matmul gives every per-sample projection of G."""
 
     @classmethod
-    def draw(cls, head: Head, count: int, seed: int) -> "Projections":
+    def draw(
+        cls, head: Head, count: int, seed: int, sent: Mapping[LinearOutput, FloatArray]
+    ) -> "Projections":
+        """`count` vectors per gradient: a quarter random coordinate vectors, a quarter the
+        coordinates where the sent gradient is largest (where a wrong hypothesis shows
+        most), half Gaussian. Chosen from the candidate alone, before the reference exists."""
         rng = np.random.default_rng(seed)
         features, width = head.x.shape[1], head.w.shape[0]
+        picks = count // 2
 
-        def vectors(size: int) -> FloatArray:
-            half = count // 2
-            picked = np.zeros((size, half))
-            picked[rng.integers(0, size, half), np.arange(half)] = 1.0
-            return np.concatenate([picked, rng.standard_normal((size, count - half))], axis=1)
+        def vectors(size: int, largest: NDArray[np.intp] | None = None) -> FloatArray:
+            chosen = rng.integers(0, size, picks)
+            if largest is not None:
+                chosen[: largest.size] = largest
+            picked = np.zeros((size, picks))
+            picked[chosen, np.arange(picks)] = 1.0
+            return np.concatenate([picked, rng.standard_normal((size, count - picks))], axis=1)
 
-        x_columns = vectors(features)
-        w_rows, w_columns, b_rows = vectors(width), vectors(features), vectors(width)
+        def top(values: FloatArray | None) -> NDArray[np.intp] | None:
+            """Flat indices of the picks // 2 largest |values| (None without a candidate),
+            found block by block (a bfloat16 weight gradient is never copied whole)."""
+            if values is None or values.size == 0:
+                return None
+            flat = np.asarray(values).reshape(-1)
+            keep = min(picks // 2, flat.size)
+            scores, indices = [], []
+            for start in range(0, flat.size, TOP_BLOCK):
+                block = np.abs(flat[start : start + TOP_BLOCK].astype(np.float64))
+                np.nan_to_num(block, copy=False, nan=np.inf)
+                best = np.argpartition(-block, min(keep, block.size) - 1)[:keep]
+                scores.append(block[best])
+                indices.append(best + start)
+            score, index = np.concatenate(scores), np.concatenate(indices)
+            return index[np.argpartition(-score, keep - 1)[:keep]].astype(np.intp)
+
+        def largest_columns(values: FloatArray | None) -> NDArray[np.intp] | None:
+            """The columns (features) holding the largest |values| of a (N, d) gradient."""
+            found = top(values)
+            return None if found is None else found % features
+
+        x_columns = vectors(features, largest_columns(sent.get(LinearOutput.INPUT_GRADIENT)))
+        weight = sent.get(LinearOutput.LINEAR_WEIGHT_GRADIENT)
+        entries = top(weight)  # its largest entries (c, i): the pairs (e_c, e_i) come first
+        w_rows = vectors(width, None if entries is None else entries // features)
+        w_columns = vectors(features, None if entries is None else entries % features)
+        b_rows = vectors(width, top(sent.get(LinearOutput.LINEAR_BIAS_GRADIENT)))
         through = np.concatenate([w_rows, head.w @ x_columns, b_rows], axis=1)
         return cls(x_columns, w_rows, w_columns, b_rows, through)
 
@@ -203,7 +245,8 @@ def variants(head: Head) -> list[Variant]:
             **common,
         )
     index = head.index_labels is not None
-    if index and head.divisors.divisor != 1:
+    plain = not p.z_loss and p.softcap is None  # a − y is modelled without them
+    if index and plain and head.divisors.divisor != 1:
         found.append(
             Variant(
                 "a_minus_y",
@@ -307,8 +350,10 @@ class _Pass:
                 softcap=p.softcap,
             )
             gradient = rows.gradient
-            if v.a_minus_q:
-                gradient = (softmax(logits).probabilities - targets.q) / targets.divisor
+            if v.a_minus_q:  # (a − q)/D = (a·Σq − q)/D + a·(1 − Σq)/D, softmax by sub-blocks
+                missing = (1 - targets.q.sum(axis=1)) / targets.divisor
+                for sub in row_blocks(*logits.shape):
+                    gradient[sub] += softmax(logits[sub]).probabilities * missing[sub, None]
             self._store(v.code, part, self.head.from_rows(gradient), rows)
 
 
@@ -362,14 +407,27 @@ def _observe(
     return _Observed(output, values, bound, atol_part, rtol)
 
 
+def _bound(observed: _Observed, values: FloatArray, reference: FloatArray) -> FloatArray:
+    """The projections' tolerance around `values` (module docstring), with SLACK."""
+    scale = float(np.max(np.abs(reference), initial=0.0))
+    bound = observed.atol_part + np.maximum(observed.scale_bound, observed.rtol * np.abs(values))
+    slack = SLACK * max(scale, float(np.max(np.abs(values), initial=0.0)))
+    result: FloatArray = bound + slack
+    return result
+
+
+def _within(observed: _Observed, values: FloatArray, reference: FloatArray) -> bool:
+    """The candidate's projections are within the tolerance of `values`."""
+    bound = _bound(observed, values, reference)
+    return bool(np.all(np.abs(observed.projections - values) <= bound))
+
+
 def _fits(observed: _Observed, values: FloatArray, reference: FloatArray) -> bool:
     """The candidate's projections are within the bound of `values`, which differ from the
     reference's beyond it somewhere."""
-    scale = float(np.max(np.abs(reference), initial=0.0))
-    bound = observed.atol_part + np.maximum(observed.scale_bound, observed.rtol * np.abs(values))
-    bound = bound + SLACK * max(scale, float(np.max(np.abs(values), initial=0.0)))
-    if not np.all(np.abs(observed.projections - values) <= bound):
+    if not _within(observed, values, reference):
         return False
+    bound = _bound(observed, values, reference)
     return bool(np.any(np.abs(values - reference) > bound))
 
 
@@ -435,6 +493,27 @@ def _head_message(code: str, output: LinearOutput, docs_url: str | None) -> str:
     return f"{texts[code]} See {docs_link('linear-cross-entropy', docs_url)}."
 
 
+def _shape_of(head: Head, output: LinearOutput) -> tuple[int, ...]:
+    """The shape of an output of the head, as the report gives it (torch's)."""
+    problem = head.problem
+    positions = (
+        logits_shape(head)[:-1]
+        if head.positions == 1
+        else (
+            head.samples,
+            *head.out_features,
+        )
+    )
+    shapes = {
+        LinearOutput.LOSS: positions if problem.reduction is Reduction.NONE else (),
+        LinearOutput.LOSSES: positions,
+        LinearOutput.INPUT_GRADIENT: np.shape(problem.input),
+        LinearOutput.LINEAR_WEIGHT_GRADIENT: np.shape(problem.linear_weight),
+        LinearOutput.LINEAR_BIAS_GRADIENT: (head.classes, *head.out_features),
+    }
+    return tuple(int(n) for n in shapes[output])
+
+
 @dataclass(frozen=True)
 class LinearCandidateResult:
     """The reference report and the candidate's verdict."""
@@ -463,14 +542,25 @@ def check_linear_candidate(
     precision finding, outputs no mistake explains, unknown outputs).
     """
     head = head_of(problem)
-    asked = {LinearOutput(name) for name in candidate if name in CANDIDATE_OUTPUTS}
-    projections = Projections.draw(head, PROJECTIONS, seed)
+    outputs: dict[str, OutputCheck] = {}
+    sent: dict[LinearOutput, FloatArray] = {}
+    for name, value in candidate.items():
+        if name not in CANDIDATE_OUTPUTS:
+            known = ", ".join(sorted(CANDIDATE_OUTPUTS))
+            defect = f"{name}: not an output of this problem ({known})"
+            outputs[name] = OutputCheck(False, 0, 0, 0, None, None, None, [], defect)
+            continue
+        array = read_candidate(name, value, _shape_of(head, LinearOutput(name)))
+        if isinstance(array, str):
+            outputs[name] = OutputCheck(False, 0, 0, 0, None, None, None, [], array)
+        else:
+            sent[LinearOutput(name)] = array
+    projections = Projections.draw(head, PROJECTIONS, seed, sent)
     found = variants(head)
     observer = _Pass(head, projections, found)
     report = analyse_linear(
-        problem, include | asked | {LinearOutput.LOSS}, observe=observer, deadline=deadline
+        problem, include | set(sent) | {LinearOutput.LOSS}, observe=observer, deadline=deadline
     )
-    outputs: dict[str, OutputCheck] = {}
     notes: list[str] = []
     diagnoses: list[Diagnosis] = []
     inputs = ProblemInputs(
@@ -481,27 +571,9 @@ def check_linear_candidate(
         label_smoothing=problem.label_smoothing,
         reduction=problem.reduction,
     )
-    for name, value in candidate.items():
-        if name not in CANDIDATE_OUTPUTS:
-            known = ", ".join(sorted(CANDIDATE_OUTPUTS))
-            outputs[name] = OutputCheck(
-                False,
-                0,
-                0,
-                0,
-                None,
-                None,
-                None,
-                [],
-                f"{name}: not an output of this problem ({known})",
-            )
-            continue
-        output = LinearOutput(name)
-        reference = np.asarray(getattr(report, output.value), np.float64)
-        array = read_candidate(name, value, reference.shape)
-        if isinstance(array, str):
-            outputs[name] = OutputCheck(False, 0, 0, 0, None, None, None, [], array)
-            continue
+    for output, array in sent.items():
+        name = output.value
+        reference = np.asarray(getattr(report, name), np.float64)
         check = compare_output(array, reference, atol=atol, rtol=rtol)
         outputs[name] = check
         if check.passed:
@@ -543,6 +615,15 @@ def _diagnose_gradient(
     results = observer.results
     ref_rows = results["reference"].of(output)
     reference = _total(output, ref_rows)
+    rounded = _total(output, results["precision"].of(output))
+    note = _precision_note(output, observed.projections, reference, rounded)
+    if _within(observed, reference, reference):  # the projections do not see the failure
+        return None, note
+    if output is LinearOutput.LINEAR_BIAS_GRADIENT and not np.any(array):
+        evidence = "every entry of the candidate is 0"
+        return _make("bias_gradient_missing", output, evidence, [], inputs, docs_url), note
+    if _within(observed, np.zeros_like(reference), reference):
+        return None, note  # as close to 0 as to anything: no hypothesis can be told apart
     fitting: list[tuple[str, str]] = []
     divisor = head.divisors.divisor
     scaled = [("sign_flipped", -1.0, "the candidate equals −1 × the reference")]
@@ -562,8 +643,6 @@ def _diagnose_gradient(
     for code, factor, evidence in scaled:
         if _fits(observed, reference * factor, reference):
             fitting.append((code, evidence))
-    if output is LinearOutput.LINEAR_BIAS_GRADIENT and not np.any(array):
-        fitting.append(("bias_gradient_missing", "every entry of the candidate is 0"))
     if output is not LinearOutput.INPUT_GRADIENT:
         suffix = _suffix_start(observed, ref_rows, reference)
         if suffix is not None:
@@ -590,8 +669,6 @@ def _diagnose_gradient(
         values = _total(output, results[v.code].of(output))
         if _fits(observed, values, reference):
             fitting.append((v.code, v.evidence))
-    rounded = _total(output, results["precision"].of(output))
-    note = _precision_note(output, observed.projections, reference, rounded)
     if not fitting:
         fitted = _fitted_factor(observed.projections, reference)
         if fitted is not None and _fits(observed, reference * fitted, reference):

@@ -282,3 +282,19 @@ def test_k_dimensional_heads_are_diagnosed_in_their_own_shapes(options: dict[str
     flipped = {"input_gradient": -report.input_gradient, "losses": -report.losses}
     result = check_linear_candidate(problem, flipped, atol=1e-10, rtol=1e-8)
     assert first_codes(result) == dict.fromkeys(flipped, "sign_flipped")
+
+
+def test_noise_within_the_absolute_tolerance_is_not_named() -> None:
+    """A bfloat16-tolerance candidate of pure noise, every entry within atol of 0: hypotheses
+    whose entries are also tiny would fit random probes; the probes at the candidate's own
+    largest entries, and the rule that the reference must not fit them, leave it unnamed."""
+    problem = problem_of(8)
+    report = analyse_all(problem)
+    atol, rtol = DEFAULT_TOLERANCE["bfloat16"]
+    rng = np.random.default_rng(9)
+    noise = rng.standard_normal(problem.linear_weight.shape) * atol / 4
+    assert np.max(np.abs(report.linear_weight_gradient)) > 4 * atol  # the reference is not tiny
+    result = check_linear_candidate(
+        problem, {"linear_weight_gradient": noise}, atol=atol, rtol=rtol
+    )
+    assert not result.check.passed and result.check.diagnoses == []
