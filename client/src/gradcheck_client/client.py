@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -16,6 +17,8 @@ import numpy as np
 from gradcheck_client import wire
 from gradcheck_client.errors import GradcheckError
 from gradcheck_client.results import CandidateCheck, CrossEntropyResult, Problem, SoftmaxResult
+from gradcheck_client.runner import run_suite
+from gradcheck_client.suites import SuiteReport
 
 __version__ = "0.1.0"
 
@@ -397,6 +400,23 @@ class Client(_Core):
         response = self._compute("/v1/cross-entropy", body)
         self._raise_for(response)
         return wire.cross_entropy_result(*wire.read_compute(response))
+
+    def test(
+        self,
+        fn: Callable[..., Any],
+        suite: str | Path | Mapping[str, Any] = "basics",
+        *,
+        framework: Literal["numpy", "torch"] = "numpy",
+        supports: Collection[str] = (),
+        options: Mapping[str, Any] | None = None,
+    ) -> SuiteReport:
+        """Run `fn(logits, labels, **options) -> (loss, gradient)` on every case of `suite` (a
+        name served by `GET /v1/suites`, a course's JSON file as a `Path`, or such a document)
+        and check its outputs; a failing case is shrunk to a smallest problem that fails the same
+        way (at most 100 service calls), with a reproduction to paste. See
+        `gradcheck_client.runner` for which options are passed and when a case is not
+        applicable."""
+        return run_suite(self, fn, suite, framework=framework, supports=supports, options=options)
 
     def softmax(
         self,
