@@ -169,3 +169,38 @@ BROKEN = {
     "summed_gradient": summed_gradient,
 }
 """Each broken implementation by its bug's name."""
+
+
+# ----- torch (imported when called: the tests that use these need torch) -----
+
+
+def torch_kernel_loss(
+    logits: Any,
+    labels: Any,
+    ignore_index: int = -100,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+) -> Any:
+    """Right, torch autograd: the mean loss in float32 with z-loss and soft-capping; the
+    gradient (in the logits' dtype) comes from autograd."""
+    import torch
+    from torch.nn import functional
+
+    z = logits.float()
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    active = labels != ignore_index
+    count = active.sum().clamp(min=1)
+    loss = functional.cross_entropy(z, labels, ignore_index=ignore_index, reduction="sum")
+    lse = torch.logsumexp(z, dim=1)
+    return (loss + z_loss * (lse[active] ** 2).sum()) / count
+
+
+def torch_summed_gradient(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Bug, in torch: the mean loss returned with the gradient of the summed loss."""
+    import torch
+    from torch.nn import functional
+
+    loss = functional.cross_entropy(logits, labels)
+    (gradient,) = torch.autograd.grad(loss * logits.shape[0], logits)
+    return loss, gradient

@@ -185,13 +185,14 @@ class Runner:
             raise NotApplicable("bfloat16 logits need ml_dtypes (gradcheck-client[bfloat16])")
         request = dict(case.request or {})
         for option in case.options:
-            if option not in self.accepted:
+            if option in self.fixed:  # fn is written for the fixed value: it must be this one
+                if not _same(self.fixed[option], request.get(option)):
+                    raise NotApplicable(
+                        f"needs {option}={_short(request.get(option))}, options fix "
+                        f"{_short(self.fixed[option])}"
+                    )
+            elif option not in self.accepted:
                 raise NotApplicable(f"fn takes no `{option}`")
-            if option in self.fixed and not _same(self.fixed[option], request.get(option)):
-                raise NotApplicable(
-                    f"needs {option}={_short(request.get(option))}, options fix "
-                    f"{_short(self.fixed[option])}"
-                )
         for option, value in self.fixed.items():
             request[option] = np.asarray(value, np.float64) if option == "weight" else value
         passed = [
