@@ -1,9 +1,10 @@
-"""The `gradcheck` command line: `check` your outputs from scripts and CI, hand out `problems` to
-a roster and `grade` a folder of answers.
+"""The `gradcheck` command line: `check` your outputs from scripts and CI, `test` your function on a
+suite of hard cases, hand out `problems` to a roster and `grade` a folder of answers.
 
-Exit codes of every command: 0 success (for `check`: every given output passes), 1 (`check`
-only) an output fails, 2 no verdict: a usage error, an unreadable file, an unreachable service,
-a refused request (its detail printed) or a 503 still refused after the retries.
+Exit codes of every command: 0 success (for `check`: every given output passes; for `test`:
+every applicable case passes), 1 (`check` and `test` only) an output or a case fails, 2 no
+verdict: a usage error, an unreadable file or module, an unreachable service, a refused request
+(its detail printed) or a 503 still refused after the retries.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from gradcheck_client import suite_command
 from gradcheck_client.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Client
 from gradcheck_client.errors import GradcheckError
 from gradcheck_client.results import CandidateCheck, OutputCheck
+from gradcheck_client.suites import SuiteError
 
 PASS, FAIL, NO_VERDICT = 0, 1, 2
 CANDIDATE_FILES = ("probabilities", "log_probabilities", "losses", "gradient", "jacobian")
@@ -398,7 +401,18 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--feedback", help="feedback level (the service's default if omitted)")
     grade.add_argument("--partial-credit", action="store_true")
     grade.set_defaults(run=run_grade)
+    suite_command.add_parser(commands, common).set_defaults(run=run_test)
     return parser
+
+
+def run_test(args: argparse.Namespace) -> int:
+    """`gradcheck test` (`gradcheck_client.suite_command`): 0 when every applicable case
+    passes, 1 when one fails."""
+    with _client(args) as service:
+        try:
+            return suite_command.run_test(args, service)
+        except (suite_command.ImportFailure, SuiteError, ImportError) as error:
+            raise Failure(str(error)) from error
 
 
 def _fail(message: str) -> NoReturn:
