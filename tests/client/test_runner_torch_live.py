@@ -9,24 +9,26 @@ import pytest
 from gradcheck_client import Client
 
 from tests.client import implementations as impl
-from tests.helpers import optional_module, require
-
-torch = optional_module("torch")
+from tests.helpers import require_module
 
 pytestmark = [pytest.mark.live, pytest.mark.torch]
 
 EVERY_FEATURE = {"k_dim", "no_batch", "probability_targets"}
 
 
+@pytest.fixture
+def torch() -> Any:
+    return require_module("torch")
+
+
 @pytest.fixture(scope="module")
 def service(live_url: str) -> Any:
-    require(torch is not None, "torch is not installed")
     with Client(live_url) as client:
         yield client
 
 
 @pytest.mark.parametrize("suite", ["basics", "torch"])
-def test_torch_autograd_passes_every_case(service: Client, suite: str) -> None:
+def test_torch_autograd_passes_every_case(service: Client, torch: Any, suite: str) -> None:
     report = service.test(
         torch.nn.functional.cross_entropy, suite, framework="torch", supports=EVERY_FEATURE
     )
@@ -35,7 +37,7 @@ def test_torch_autograd_passes_every_case(service: Client, suite: str) -> None:
     assert report.framework == "torch"
 
 
-def test_a_torch_kernel_passes_the_kernel_suite(service: Client) -> None:
+def test_a_torch_kernel_passes_the_kernel_suite(service: Client, torch: Any) -> None:
     report = service.test(impl.torch_kernel_loss, "kernel", framework="torch")
     assert report.passed, report.table()
     assert all(case.applicable for case in report.cases)
@@ -48,7 +50,7 @@ def test_a_torch_kernel_passes_the_kernel_suite(service: Client) -> None:
     }
 
 
-def test_torch_receives_tensors_in_the_case_dtype(service: Client) -> None:
+def test_torch_receives_tensors_in_the_case_dtype(service: Client, torch: Any) -> None:
     seen: dict[str, Any] = {}
 
     def recording(logits: Any, labels: Any, **options: Any) -> Any:
@@ -61,7 +63,7 @@ def test_torch_receives_tensors_in_the_case_dtype(service: Client) -> None:
     assert seen["torch.float32"][1] == torch.int64
 
 
-def test_a_broken_torch_function_is_flagged_and_reproduced(service: Client) -> None:
+def test_a_broken_torch_function_is_flagged_and_reproduced(service: Client, torch: Any) -> None:
     report = service.test(impl.torch_summed_gradient, "basics", framework="torch")
     assert not report.passed
     case = next(c for c in report.failures if c.name == "small_random")
