@@ -10,10 +10,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from app import __version__
-from app.api.encoding import JSON_MEDIA_TYPE, encode_json, encode_npz_request, wants_npz
+from app.api.encoding import encode_json, encode_npz_request, wants_npz
 from app.api.routes import ACCEPT_PARAMETER
 from app.api.schemas.errors import MessageResponse
 from app.api.schemas.suites import SuiteList, SuiteResponse
+from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
 from app.numerics.suites import BUILDERS, Case, Suite, suite
 
 router = APIRouter(prefix="/v1", tags=["suites"])
@@ -98,7 +99,7 @@ async def get_suite(name: str) -> Response:
         **NOT_FOUND,
         200: {
             "content": {
-                "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+                NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
             },
             "description": "The request body for the case's endpoint: JSON, or with "
             "`Accept: application/x-npz` an .npz body (one float64 or int64 .npy member per "
@@ -116,5 +117,5 @@ async def get_case(name: str, case: str, request: Request) -> Response:
         raise HTTPException(404, f"suite {name!r} has no case {case!r}: its cases are {names}")
     fields = chosen.request()
     if wants_npz(request.headers.get("accept")):
-        return Response(encode_npz_request(fields), media_type="application/x-npz")
+        return Response(encode_npz_request(fields), media_type=NPZ_MEDIA_TYPE)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)

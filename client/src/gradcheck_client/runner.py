@@ -118,7 +118,7 @@ def _error_line(error: BaseException) -> str:
 def _describe(check: CandidateCheck) -> tuple[dict[str, tuple[str, ...]], str]:
     failing: dict[str, tuple[str, ...]] = {}
     parts = []
-    for name, output in check.outputs.items():
+    for name, output in sorted(check.outputs.items()):
         if output.passed:
             continue
         codes = tuple(d.code for d in check.diagnoses if d.output == name)

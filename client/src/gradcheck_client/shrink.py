@@ -12,6 +12,7 @@ are spent, and shrinking stops there with the smallest problem found so far.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -244,15 +245,20 @@ def _int_literal(array: np.ndarray) -> str:
 
 
 def function_import(fn: Any) -> tuple[str, str]:
-    """(an import line for `fn`, the name to call it by)."""
-    target = getattr(fn, "__class__", None) if hasattr(fn, "forward") else fn
+    """(an import line for `fn`, or a comment when it cannot be imported; the name to call it
+    by): a torch module's class is imported and instantiated."""
+    module_class = hasattr(fn, "forward") and not inspect.isfunction(fn)
+    target = type(fn) if module_class else fn
     module = getattr(target, "__module__", None)
-    qualname = getattr(target, "__qualname__", None)
-    if module and qualname and "<" not in qualname and module != "__main__":
-        top = qualname.split(".")[0]
-        name = qualname if not hasattr(fn, "forward") else f"{qualname}()"
-        return f"from {module} import {top}", name
-    return "# fn: the function you tested", "fn"
+    qualname = str(getattr(target, "__qualname__", ""))
+    call = f"{qualname}()" if module_class else qualname
+    if not qualname.isidentifier() and "." not in qualname:
+        return "# fn: the function you tested", "fn"
+    if "<" in qualname:
+        return "# fn: the function you tested", "fn"
+    if not module or module in {"__main__", "builtins"}:
+        return f"# {qualname}: the function you tested", call
+    return f"from {module} import {qualname.split('.')[0]}", call
 
 
 def reproduction(
