@@ -24,7 +24,8 @@ Where implementations break, and why each case is here:
 * a float32 sum over 32,000 classes loses digits unless it is pairwise or compensated [4]_.
 
 Registering a suite (for cases of another endpoint too): add a builder to `BUILDERS`, returning a
-`Suite` whose cases name their `endpoint`.
+`Suite` of cases that follow `SuiteCase` (`Case` is `/v1/cross-entropy`'s; a case of another
+endpoint brings its own arrays, its `endpoint` and its `request()`).
 
 References
 ----------
@@ -42,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import ml_dtypes
 import numpy as np
@@ -102,9 +103,34 @@ OPTION_DEFAULTS: dict[str, Any] = {
 """The loss options a tested function may take, with `F.cross_entropy`'s defaults."""
 
 
+class SuiteCase(Protocol):
+    """What the suites' routes read of a case, whatever its endpoint."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+    @property
+    def features(self) -> frozenset["Feature"]: ...
+    @property
+    def tolerance(self) -> tuple[float, float]: ...
+    @property
+    def large(self) -> bool: ...
+    def request(self) -> dict[str, Any]:
+        """The ready request body for `endpoint`, arrays as numpy arrays."""
+        ...
+
+
 @dataclass(frozen=True)
 class Case:
-    """One hard case: arrays and options of its request, and what it needs."""
+    """One hard case of `/v1/cross-entropy`: arrays and options of its request, and what it
+    needs. Its arrays are made read-only."""
 
     name: str
     reason: str
@@ -116,6 +142,10 @@ class Case:
     """The dtype of the logits the tested function receives."""
     features: frozenset[Feature] = frozenset()
     endpoint: str = CROSS_ENTROPY
+
+    def __post_init__(self) -> None:
+        self.logits.flags.writeable = False
+        self.labels.flags.writeable = False
 
     @property
     def tolerance(self) -> tuple[float, float]:
@@ -147,9 +177,9 @@ class Suite:
     name: str
     version: str
     description: str
-    cases: tuple[Case, ...]
+    cases: tuple[SuiteCase, ...]
 
-    def case(self, name: str) -> Case | None:
+    def case(self, name: str) -> SuiteCase | None:
         """The case called `name`, or None."""
         return next((case for case in self.cases if case.name == name), None)
 
@@ -513,10 +543,4 @@ BUILDERS: dict[str, Callable[[], Suite]] = {
 def suite(name: str) -> Suite | None:
     """The suite called `name` (built once: every build gives the same arrays), or None."""
     builder = BUILDERS.get(name)
-    if builder is None:
-        return None
-    built = builder()
-    for case in built.cases:
-        case.logits.flags.writeable = False
-        case.labels.flags.writeable = False
-    return built
+    return None if builder is None else builder()

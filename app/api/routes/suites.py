@@ -15,7 +15,7 @@ from app.api.routes import ACCEPT_PARAMETER
 from app.api.schemas.errors import MessageResponse
 from app.api.schemas.suites import SuiteList, SuiteResponse
 from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
-from app.numerics.suites import BUILDERS, Case, Suite, suite
+from app.numerics.suites import BUILDERS, Suite, SuiteCase, suite
 
 router = APIRouter(prefix="/v1", tags=["suites"])
 
@@ -31,11 +31,11 @@ def _suite(name: str) -> Suite:
     return found
 
 
-def _case_url(suite_name: str, case: Case) -> str:
+def _case_url(suite_name: str, case: SuiteCase) -> str:
     return f"{router.prefix}/suites/{suite_name}/cases/{case.name}"
 
 
-def case_fields(suite_name: str, case: Case) -> dict[str, Any]:
+def case_fields(suite_name: str, case: SuiteCase) -> dict[str, Any]:
     """A case as the response lists it: its request inline unless it is large."""
     atol, rtol = case.tolerance
     return {

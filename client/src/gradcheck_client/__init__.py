@@ -8,7 +8,9 @@ with Client("http://127.0.0.1:8000") as service:
     print(result.loss, result.gradient_check.passed, result.candidate_check.diagnoses)
 ```
 
-The command line `gradcheck` (see `gradcheck --help`) checks `.npy` files from scripts and CI.
+`service.test(fn, suite="basics")` runs your own function on a suite of hard cases. The command
+line `gradcheck` (see `gradcheck --help`) checks `.npy` files and tests functions from scripts
+and CI; the pytest plugin (`gradcheck_case`) runs a test once per case.
 """
 
 from gradcheck_client.client import AsyncClient, Client, __version__
@@ -25,11 +27,13 @@ from gradcheck_client.results import (
     Problem,
     SoftmaxResult,
 )
+from gradcheck_client.suites import CaseResult, SuiteReport
 
 __all__ = [
     "AsyncClient",
     "CandidateCheck",
     "CandidateEntry",
+    "CaseResult",
     "Check",
     "Client",
     "CrossEntropyResult",
@@ -41,5 +45,6 @@ __all__ = [
     "OutputCheck",
     "Problem",
     "SoftmaxResult",
+    "SuiteReport",
     "__version__",
 ]

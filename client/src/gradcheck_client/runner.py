@@ -5,8 +5,9 @@ shrink each failure to a smallest problem that fails the same way.
 of the summed losses). With `framework="torch"` it receives tensors (logits requiring grad) and
 may return the loss alone: the gradient then comes from autograd. Only the options a case needs,
 or that `options=` fixes, are passed, and only those `fn`'s signature accepts (`**kwargs`
-accepts all); a case needing an option `fn` does not take, or an input feature not in
-`supports`, is not applicable, as is a case where `fn` raises `NotImplementedError`.
+accepts all). A case is not applicable when it needs an option `fn` does not take (unless
+`options=` fixes it to the case's value: `fn` is written for that value), an option fixed to
+another value, an input feature not in `supports`, or when `fn` raises `NotImplementedError`.
 """
 
 from __future__ import annotations

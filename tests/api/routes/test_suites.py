@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 
 from app import __version__
-from app.numerics.suites import BUILDERS, suite
+from app.numerics.suites import BUILDERS, Case, suite
 
 
 async def test_the_list_names_every_suite(client: httpx.AsyncClient) -> None:
@@ -36,7 +36,7 @@ async def test_every_case_is_a_ready_request(client: httpx.AsyncClient) -> None:
             assert case["endpoint"] == "/v1/cross-entropy"
             assert case["request_url"] == f"/v1/suites/{name}/cases/{case['name']}"
             built = suite(name).case(case["name"])  # type: ignore[union-attr]
-            assert built is not None
+            assert isinstance(built, Case)
             assert case["options"] == list(built.options)
             if case["request"] is None:
                 assert built.large
@@ -58,7 +58,7 @@ async def test_every_case_is_a_ready_request(client: httpx.AsyncClient) -> None:
 
 async def test_a_case_is_served_alone_as_json_and_as_npz(client: httpx.AsyncClient) -> None:
     built = suite("kernel").case("vocab_32000")  # type: ignore[union-attr]
-    assert built is not None
+    assert isinstance(built, Case)
     url = "/v1/suites/kernel/cases/vocab_32000"
     as_json = (await client.get(url)).json()
     assert np.array_equal(np.array(as_json["logits"]), built.logits)

@@ -1,0 +1,109 @@
+"""Shrinking without a service (`gradcheck_client.shrink`): what each step keeps, that labels stay
+valid, that the budget stops it, and that the reproduction is Python that compiles."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+from gradcheck_client.shrink import (
+    OutOfBudget,
+    Shrinker,
+    function_import,
+    keep_classes,
+    reproduction,
+)
+from gradcheck_client.suites import Suite, SuiteError
+
+from tests.client import implementations as impl
+
+RNG = np.random.default_rng(7)
+LOGITS = np.round(RNG.normal(size=(6, 7)), 4)
+LOGITS[4, 3] = 1000.5  # the one entry a predicate below cares about
+LABELS = np.array([0, 6, 2, -100, 5, 1])
+
+
+def request() -> dict[str, Any]:
+    return {"logits": LOGITS.copy(), "labels": LABELS.copy(), "ignore_index": -100}
+
+
+def overflows(smaller: dict[str, Any]) -> bool:
+    """Stands for a function whose exp overflows: fails while a logit exceeds 709."""
+    return bool(np.abs(smaller["logits"]).max() > 709)
+
+
+def test_an_overflow_shrinks_to_its_row_and_its_large_logit() -> None:
+    smallest = Shrinker(request(), "float64", overflows).run()
+    logits = smallest["logits"]
+    assert logits.shape == (1, 2)
+    assert logits.max() == 1000.0  # rounded, and still above 709
+    assert np.count_nonzero(logits) == 1
+    label = int(smallest["labels"][0])
+    assert 0 <= label < 2
+
+
+def test_classes_that_are_labels_are_kept_and_labels_renumbered() -> None:
+    kept = keep_classes({**request(), "labels": np.array([6, 2, 2, -100, 6, 2])}, [2, 6])
+    assert kept["labels"].tolist() == [1, 0, 0, -100, 1, 0]
+    assert np.array_equal(kept["logits"], LOGITS[:, [2, 6]])
+
+    def needs_label_six(smaller: dict[str, Any]) -> bool:
+        return bool(smaller["logits"].shape[0] >= 2)
+
+    smallest = Shrinker(request(), "float64", needs_label_six).run()
+    classes = smallest["logits"].shape[1]
+    labels = smallest["labels"]
+    assert all(label == -100 or 0 <= label < classes for label in labels)
+    assert smallest["logits"].shape[0] == 2
+
+
+def test_float32_values_stay_exact_in_float32() -> None:
+    def any_failure(smaller: dict[str, Any]) -> bool:
+        return bool(smaller["logits"].shape[0] >= 1)
+
+    start = {**request(), "logits": LOGITS.astype(np.float32).astype(np.float64)}
+    smallest = Shrinker(start, "float32", any_failure).run()
+    logits = smallest["logits"]
+    assert np.array_equal(logits.astype(np.float32).astype(np.float64), logits)
+
+
+def test_the_budget_stops_shrinking_with_the_smallest_found_so_far() -> None:
+    calls = 0
+
+    def limited(smaller: dict[str, Any]) -> bool:
+        nonlocal calls
+        if calls >= 3:
+            raise OutOfBudget
+        calls += 1
+        return True
+
+    smallest = Shrinker(request(), "float64", limited).run()
+    assert calls == 3
+    assert 1 <= smallest["logits"].shape[0] < LOGITS.shape[0]
+
+
+def test_shrinking_is_deterministic() -> None:
+    first = Shrinker(request(), "float64", overflows).run()
+    second = Shrinker(request(), "float64", overflows).run()
+    assert np.array_equal(first["logits"], second["logits"])
+    assert np.array_equal(first["labels"], second["labels"])
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_the_reproduction_compiles_and_imports_the_function(framework: str) -> None:
+    shrunk = {**request(), "weight": np.linspace(0.5, 2, 7), "reduction": "sum"}
+    text = reproduction(
+        impl.cross_entropy, framework, shrunk, "float32", ["weight", "reduction"], "http://x"
+    )
+    compile(text, "reproduction", "exec")
+    assert "from tests.client.implementations import cross_entropy" in text
+    assert "reduction='sum'" in text
+    assert ("torch.tensor(" in text) == (framework == "torch")
+    assert function_import(lambda z, y: (z, y)) == ("# fn: the function you tested", "fn")
+
+
+def test_a_suite_document_is_checked() -> None:
+    with pytest.raises(SuiteError, match="expected an object with a `cases` list"):
+        Suite.from_json({"name": "x"})
+    case = {"name": "a", "request": {"logits": [[0.0, 1.0]], "labels": [0]}}
+    with pytest.raises(SuiteError, match="case names repeat"):
+        Suite.from_json({"cases": [case, case]})
