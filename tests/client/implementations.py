@@ -161,6 +161,24 @@ def summed_gradient(logits: Array, labels: Array) -> tuple[float, Array]:
     return float(loss), gradient
 
 
+def sequential_sum_kernel(
+    logits: Array, labels: Array, ignore_index: int = -100
+) -> tuple[Array, Array]:
+    """Bug, kernel-style: Σ exp(z − m) accumulated sequentially in float32 (as a naive loop
+    over the vocabulary does), so terms below half an ulp of the running sum are lost."""
+    z = np.asarray(logits).astype(np.float32)
+    m = z.max(axis=1, keepdims=True)
+    total = np.add.accumulate(np.exp(z - m), axis=1)[:, -1:]  # left to right, in float32
+    lse = m + np.log(total)
+    rows = np.flatnonzero(labels != ignore_index)
+    count = np.float32(max(len(rows), 1))
+    losses = lse[rows, 0] - z[rows, labels[rows]]
+    gradient = np.exp(z - lse)
+    gradient[rows, labels[rows]] -= 1
+    gradient[np.setdiff1d(np.arange(len(labels)), rows)] = 0
+    return losses.sum() / count, gradient / count
+
+
 BROKEN = {
     "no_max_shift": no_max_shift,
     "unfused_backward": unfused_backward,

@@ -69,6 +69,18 @@ def test_a_right_float32_kernel_passes_the_kernel_suite(service: Client) -> None
     assert (report.suite.name, report.suite.version) == ("kernel", "1")
 
 
+def test_a_sequential_float32_sum_is_flagged_where_it_stagnates(service: Client) -> None:
+    report = service.test(impl.sequential_sum_kernel, "kernel")
+    assert [case.name for case in report.failures] == ["float32_summation"], report.table()
+    (case,) = report.failures
+    assert case.diagnoses == {"gradient": ()}  # no named mistake: a precision loss
+    assert case.smallest is not None
+    rows, classes = _small(case)
+    assert rows == 1  # the bug needs thousands of lost terms: classes stay many
+    assert classes < 32_000
+    assert case.shrink_calls <= SHRINK_CALLS
+
+
 def _small(case: CaseResult) -> tuple[int, int]:
     assert case.smallest is not None
     logits = np.asarray(case.smallest["logits"])
