@@ -214,10 +214,11 @@ async def test_explorer_links_a_diagnosis_only_to_an_http_docs_url(
         await page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
         await wait_for_update(page, 1)
         seen = await updates(page)
-        await page.locator("#candidate-gradient").fill("[[NaN, 1, 2], [0, 0, 0]]")
+        flipped = "[[0.170499, -0.121216, -0.049283], [-0.058057, 0.071012, -0.012954]]"
+        await page.locator("#candidate-gradient").fill(flipped)  # y − a instead of a − y
         await wait_for_update(page, seen + 1)
         await expect(page.locator("#candidate-diagnoses li").first).to_have_attribute(
-            "data-code", "overflow"
+            "data-code", "sign_flipped"
         )
         link = page.locator("#candidate-diagnoses li a").first
         await expect(link).to_have_attribute(
