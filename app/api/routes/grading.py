@@ -49,7 +49,7 @@ from app.api.schemas.grading import (
 )
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
-from app.grading.formats import Presentation, gradescope, native, prairielearn
+from app.grading.formats import Presentation, gradescope, native, prairielearn, summary_fields
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
     GENERATOR_ALGORITHM,
@@ -58,6 +58,7 @@ from app.grading.problems import (
     ProblemSpec,
     generate_problem,
 )
+from app.grading.summary import class_summary
 from app.grading.tokens import (
     PAYLOAD_FIELDS,
     InvalidProblemId,
@@ -255,8 +256,9 @@ def _check_revealed(body: GradingRequestBase, rows: int, num_classes: int, s: Se
 
 def grade_fields(
     body: GradingRequestBase, submissions: Sequence[object], settings: Settings, key: bytes
-) -> list[dict[str, Any]]:
-    """Grade every submission against the request's problem, in the requested format."""
+) -> tuple[list[dict[str, Any]], list[Grade]]:
+    """Grade every submission against the request's problem: the results in the requested
+    format, and the grades (for the class summary)."""
     options = _options(body)
     reference = _reference(body, settings, key)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
@@ -273,7 +275,7 @@ def grade_fields(
         if index % 64 == 63:
             reach_checkpoint()
         results.append(_formatted(body, grade, view))
-    return results
+    return results, grades
 
 
 ROSTER_CHECKPOINT_ITEMS = 16
@@ -282,9 +284,9 @@ ROSTER_CHECKPOINT_ITEMS = 16
 
 def roster_fields(
     body: BatchGradeRequest, items: Sequence[RosterItem], settings: Settings, key: bytes
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
-    id, items of equal shapes graded together."""
+    id, items of equal shapes graded together. Returns the formatted results and the grades."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
@@ -338,7 +340,7 @@ def roster_fields(
         )
         view = Presentation(body.feedback, options.atol, options.rtol, expected)
         results.append(_formatted(body, item_grade, view, item.student))
-    return results
+    return results, [grade for grade in grades if grade is not None]
 
 
 @router.post(
@@ -418,11 +420,15 @@ async def _graded(
     def work() -> Response:
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
-            results = roster_fields(body, items, settings, key)
+            results, grades = roster_fields(body, items, settings, key)
         else:
-            results = grade_fields(body, submissions, settings, key)
+            results, grades = grade_fields(body, submissions, settings, key)
         reach_checkpoint()
-        content = results[0] if single else {"results": results}
+        content = (
+            results[0]
+            if single
+            else {"results": results, "summary": summary_fields(class_summary(grades))}
+        )
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
 
     return await compute(entries, cost, request, work)
@@ -548,7 +554,9 @@ async def grade_batch_route(body: RosterBody, request: Request) -> Response:
     """As /v1/grade for every entry of `submissions` (one problem; each part compared for all
     students in one numpy operation), or for every roster item of `items` (each student's own
     problem, by id or in full; items of one shape graded together, each result carrying the
-    item's `student` label). `results` are in the order sent. At most
+    item's `student` label). `results` are in the order sent. `summary` is for the
+    instructor: per part, in how many submissions each diagnosis code was found, and the score
+    distribution (counts and scores only, no number derived from the expected values). At most
     GRADCHECK_MAX_SUBMISSIONS entries (413 above)."""
     if (body.items is None) == (body.submissions is None):
         raise RequestError(
