@@ -559,10 +559,9 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
         return found
     divisor = problem.reference_divisor if output != "losses" else 1.0
 
-    def divisor_of(variant: ProblemInputs, smooth_ignored: bool = False) -> float:
+    def divisor_of(variant: ProblemInputs) -> float:
+        """D of `output` under `variant` (1 for the outputs that are not reduced)."""
         if output in ("losses", "probabilities", "log_probabilities", "jacobian"):
-            return 1.0
-        if output == "loss" and inputs.reduction is Reduction.NONE:
             return 1.0
         return problem.divisor(variant)
 
@@ -583,7 +582,7 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
             return log_a[rows]
         if output == "jacobian":
             return _jacobian(a[rows])
-        d = divisor_of(variant, smooth_ignored) if d is None else d
+        d = divisor_of(variant) if d is None else d
         if output == "hessian":
             sums = problem.targets(variant, rows).sum(axis=1) / d
             hessian: FloatArray = sums[:, None, None] * _jacobian(a[rows])
@@ -1241,7 +1240,7 @@ def _pair(
     k; only a pair that fits them is computed on the whole output. Returns the
     (code, evidence, indistinguishable) of the scale mistake and of the base, or None."""
     probes = matcher.probes
-    if probes is None:
+    if probes is None or output not in ("loss", "losses", "gradient", "hessian"):
         return None
     x, r = matcher.x, matcher.r
     with np.errstate(all="ignore"):
@@ -1262,8 +1261,6 @@ def _pair(
             scales.append(("not_divided", d))
             if problem.index_labels and d != n:
                 scales.append(("divided_by_batch_size", d / n))
-        if output not in ("loss", "losses", "gradient", "hessian"):
-            continue
         with np.errstate(all="ignore"):
             probe_values = base.values(probes)
             slack = matcher.slack(probe_values)
