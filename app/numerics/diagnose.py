@@ -989,9 +989,10 @@ def _nonfinite_facts(problem: _Problem, output: str, observed: Observed) -> list
     """(code, evidence) of each fact that predicts exactly where the candidate is NaN/±inf
     while the reference is finite: `overflow`, the samples whose largest logit exceeds
     log(max) of the candidate's dtype (exp overflows there), and `probability_underflow`, the
-    samples where a probability that counts (a class with q_c ≠ 0; any unmasked class for
-    log-probabilities) rounds to 0 in that dtype. Row outputs must fail in exactly those
-    samples; a scalar loss in any of them."""
+    samples where the probability of a class with q_c ≠ 0 (−q/a, q·log a), or of any unmasked
+    class (−y/a or y·log a over every class, where 0/0 and 0·log 0 are NaN; log a itself),
+    rounds to 0 in that dtype. Row outputs must fail in exactly those samples; a scalar loss
+    in any of them."""
     x, r = observed.candidate, observed.reference
     bad = ~np.isfinite(x) & np.isfinite(r)
     count = int(np.count_nonzero(bad))
@@ -1002,22 +1003,26 @@ def _nonfinite_facts(problem: _Problem, output: str, observed: Observed) -> list
     z = problem.z
     largest = np.max(z, axis=1, where=np.isfinite(z), initial=-np.inf)
     log_max = math.log(float(info.max))
-    predicted: dict[str, NDArray[np.bool_]] = {"overflow": largest > log_max}
+    unmasked = np.isfinite(z)
+    overflowing = largest > log_max
+    predicted: list[tuple[str, NDArray[np.bool_], NDArray[np.bool_] | None, str]] = [
+        ("overflow", overflowing, None, "")
+    ]
     if output == "log_probabilities" or (
         output in ("loss", "losses", "gradient", "hessian") and problem.inputs.labels is not None
     ):
-        counts = (
-            np.isfinite(z)
-            if output == "log_probabilities"
-            else problem.targets(problem.inputs, slice(None)) != 0
-        )
         with np.errstate(under="ignore"):
-            zero = problem.a.astype(dtype) == 0
-        predicted["probability_underflow"] = np.any(zero & counts, axis=1)
+            zero = (problem.a.astype(dtype) == 0) & unmasked
+        if output != "log_probabilities":  # −q/a or q·log a: only where q ≠ 0
+            targeted = zero & (problem.targets(problem.inputs, slice(None)) != 0)
+            words = "a class with a nonzero target"
+            predicted.append(("probability_underflow", targeted.any(axis=1), targeted, words))
+        # −y/a or y·log a over every class: 0/0 and 0·log 0 are NaN too
+        predicted.append(("probability_underflow", zero.any(axis=1), zero, "a class"))
     row_wise = x.ndim >= 1
     failing = bad.reshape(x.shape[0], -1).any(axis=1) if row_wise else None
     found = []
-    for code, rows in predicted.items():
+    for code, rows, classes, class_words in predicted:
         if not rows.any() or (failing is not None and not np.array_equal(failing, rows)):
             continue
         sample = int(np.flatnonzero(rows)[0])
@@ -1032,21 +1037,19 @@ def _nonfinite_facts(problem: _Problem, output: str, observed: Observed) -> list
             if row_wise
             else f"the {output} is {_non_finite_words(float(x))},"
         )
-        if code == "overflow":
+        if classes is None:
             logit = f"the largest logit of sample {sample} is {largest[sample]:.6g}"
             evidence = (
                 f"{entries} {where} whose largest logit exceeds log(max {dtype}) = "
                 f"{log_max:.2f}, where exp overflows ({logit})"
             )
         else:
-            cls = int(np.flatnonzero(zero[sample] & counts[sample])[0])
+            cls = int(np.flatnonzero(classes[sample])[0])
             evidence = (
-                f"{entries} {where} where the probability of a class with a nonzero target "
-                f"underflows to 0 in {dtype} (sample {sample}: class {cls}, log a = "
+                f"{entries} {where} where the probability of {class_words} underflows to 0 "
+                f"in {dtype} (sample {sample}: class {cls}, log a = "
                 f"{problem.log_a[sample, cls]:.6g})"
             )
-            if output == "log_probabilities":
-                evidence = evidence.replace("a class with a nonzero target", "a class")
         found.append((code, evidence))
     return found
 

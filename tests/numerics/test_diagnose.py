@@ -547,6 +547,23 @@ def test_underflow_is_named_with_its_class() -> None:
     assert "a·Σq − q" in first.message
 
 
+def test_underflow_of_a_class_without_target_through_the_whole_row() -> None:
+    # −y/a over every class: in sample 4 class 1 underflows but its label is 3; 0/0 is NaN
+    p = problem(z=UNDERFLOW["z"], labels=[0, 3, 1, 3, 3])
+    a, log_a = softmax_rows(p["z"])
+    y = np.eye(4)[p["labels"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upstream = -y / a / 5
+        gradient = a * (upstream - (a * upstream).sum(axis=1, keepdims=True))
+        losses = -(y * np.log(a)).sum(axis=1)
+    for output, value in (("gradient", gradient), ("losses", losses)):
+        (first,) = check(p, {output: value.tolist()}).diagnoses
+        assert first.code == "probability_underflow"
+        assert "where the probability of a class underflows to 0" in first.evidence
+    # the fused gradient's answer, or −q/a at the label alone, is finite: nothing to name
+    assert check(p, {"gradient": backward_through_softmax(p)}).passed
+
+
 def test_overflow_and_underflow_in_the_same_rows_are_listed() -> None:
     # sample 4 of LARGE overflows exp, and its label's probability (class 2) underflows too
     value = np.where(np.isnan(naive_softmax(LARGE["z"])), np.nan, 0.1)
