@@ -550,7 +550,7 @@ def test_underflow_is_named_with_its_class() -> None:
 def test_underflow_of_a_class_without_target_through_the_whole_row() -> None:
     # −y/a over every class: in sample 4 class 1 underflows but its label is 3; 0/0 is NaN
     p = problem(z=UNDERFLOW["z"], labels=[0, 3, 1, 3, 3])
-    a, log_a = softmax_rows(p["z"])
+    a, _ = softmax_rows(p["z"])
     y = np.eye(4)[p["labels"]]
     with np.errstate(divide="ignore", invalid="ignore"):
         upstream = -y / a / 5
