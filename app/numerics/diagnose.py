@@ -767,16 +767,6 @@ def _ignored_rows_smoothed(
     ]
 
 
-def _target_probability_range(problem: _Problem) -> tuple[FloatArray, FloatArray]:
-    """The smallest and largest probability a_c of each sample over the classes with
-    q_c > 0 (inf and −inf in a sample without target)."""
-    counts = problem.targets(problem.inputs, slice(None)) > 0
-    a = problem.a
-    smallest: FloatArray = np.min(a, axis=1, where=counts, initial=np.inf)
-    largest: FloatArray = np.max(a, axis=1, where=counts, initial=-np.inf)
-    return smallest, largest
-
-
 _CLIPS: dict[str, tuple[str, Callable[[FloatArray, float], FloatArray]]] = {
     "max": ("log max(p, ε)", lambda a, eps: np.log(np.maximum(a, eps))),
     "plus": ("log(p + ε)", lambda a, eps: np.log(a + eps)),
@@ -788,15 +778,23 @@ _CLIPS: dict[str, tuple[str, Callable[[FloatArray, float], FloatArray]]] = {
 def _log_clipped(problem: _Problem, output: str, scalar: bool) -> list[_Hypothesis]:
     """The loss with log a replaced by the log of a clipped or shifted probability, for every
     ε of CLIP_EPSILONS below which some sample's target probability lies (elsewhere the
-    change is invisible): −Σ_c q_c·log f(a_c, ε)."""
-    floor, ceiling = _target_probability_range(problem)
+    change is invisible): −Σ_c q_c·log f(a_c, ε).
+
+    Only the entries with q_c > 0 count, found once: a scalar loss sums over them alone (N
+    entries for index labels without smoothing, not N·C), per ε and variant."""
+    q = problem.targets(problem.inputs, slice(None))
+    rows, classes = np.nonzero(q > 0)
+    q_kept, a_kept = q[rows, classes], problem.a[rows, classes]
+    floor = np.full(problem.num_samples, np.inf)
+    np.minimum.at(floor, rows, a_kept)
+    highest = float(a_kept.max(initial=0.0))
     d = problem.reference_divisor if scalar else 1.0
     found = []
     for eps, eps_words in CLIP_EPSILONS:
         capped = int(np.count_nonzero(floor < eps))
         if not capped:
             continue
-        same_clip = bool(np.all(ceiling <= 1 - eps))  # then clip(p, ε, 1 − ε) = max(p, ε)
+        same_clip = highest <= 1 - eps  # then clip(p, ε, 1 − ε) = max(p, ε)
         for variant, (words, log_of) in _CLIPS.items():
             if variant == "clip" and same_clip:
                 continue
@@ -804,13 +802,14 @@ def _log_clipped(problem: _Problem, output: str, scalar: bool) -> list[_Hypothes
                 words += f" (or {_CLIPS['clip'][0]}, the same here)"
 
             def values(
-                rows: Rows, log_of: Callable[..., FloatArray] = log_of, eps: float = eps
+                part: Rows, log_of: Callable[..., FloatArray] = log_of, eps: float = eps
             ) -> FloatArray:
-                rows = slice(None) if scalar else rows
+                if scalar:
+                    terms = q_kept * log_of(a_kept, eps)
+                    return np.asarray(-math.fsum(terms.tolist()) / d)
                 with np.errstate(divide="ignore"):
-                    log_f = log_of(problem.a[rows], eps)
-                losses = _losses(log_f, problem.targets(problem.inputs, rows))
-                return np.asarray(math.fsum(losses.tolist()) / d) if scalar else losses
+                    log_f = log_of(problem.a[part], eps)
+                return _losses(log_f, problem.targets(problem.inputs, part))
 
             found.append(
                 _Hypothesis(
