@@ -13,8 +13,25 @@ line `gradcheck` (see `gradcheck --help`) checks `.npy` files and tests function
 and CI; the pytest plugin (`gradcheck_case`) runs a test once per case.
 """
 
-from gradcheck_client.client import AsyncClient, Client, __version__
-from gradcheck_client.errors import ErrorItem, GradcheckError
+from gradcheck_client.client import (
+    AsyncClient,
+    Client,
+    Dtype,
+    GradientNumericOptions,
+    LossCandidate,
+    NumericOptions,
+    SoftmaxCandidate,
+    ToleranceOptions,
+)
+from gradcheck_client.errors import (
+    ErrorItem,
+    GradcheckError,
+    RefusedError,
+    ResponseError,
+    ServiceError,
+    TransportError,
+    UnavailableError,
+)
 from gradcheck_client.results import (
     CandidateCheck,
     CandidateEntry,
@@ -22,12 +39,24 @@ from gradcheck_client.results import (
     CrossEntropyResult,
     Diagnosis,
     DirectionalDerivatives,
+    GeneratorInfo,
+    GradeResult,
+    GradescopeResult,
+    GradescopeTest,
+    GradingResult,
     Mismatch,
+    MismatchEntry,
     OutputCheck,
+    PartResult,
+    PrairieLearnResult,
+    PrairieLearnTest,
     Problem,
+    ProblemParameters,
     SoftmaxResult,
+    Tolerance,
 )
 from gradcheck_client.suites import CaseResult, SuiteReport
+from gradcheck_client.version import __version__
 
 __all__ = [
     "AsyncClient",
@@ -39,12 +68,34 @@ __all__ = [
     "CrossEntropyResult",
     "Diagnosis",
     "DirectionalDerivatives",
+    "Dtype",
     "ErrorItem",
+    "GeneratorInfo",
     "GradcheckError",
+    "GradeResult",
+    "GradescopeResult",
+    "GradescopeTest",
+    "GradientNumericOptions",
+    "GradingResult",
+    "LossCandidate",
     "Mismatch",
+    "MismatchEntry",
+    "NumericOptions",
     "OutputCheck",
+    "PartResult",
+    "PrairieLearnResult",
+    "PrairieLearnTest",
     "Problem",
+    "ProblemParameters",
+    "RefusedError",
+    "ResponseError",
+    "ServiceError",
+    "SoftmaxCandidate",
     "SoftmaxResult",
     "SuiteReport",
+    "Tolerance",
+    "ToleranceOptions",
+    "TransportError",
+    "UnavailableError",
     "__version__",
 ]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gradcheck_client.client import Client
@@ -67,7 +66,7 @@ class _Session:
             else:
                 try:
                     self.suites[key] = load_suite(self.service(), source)
-                except (httpx.HTTPError, GradcheckError, SuiteError) as error:
+                except (GradcheckError, SuiteError) as error:
                     self.suites[key] = Unavailable(f"gradcheck suite {key} unavailable: {error}")
         return self.suites[key]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from gradcheck_client import wire
-from gradcheck_client.errors import GradcheckError
+from gradcheck_client.errors import RefusedError
 from gradcheck_client.results import CandidateCheck
 from gradcheck_client.shrink import OutOfBudget, Shrinker, reproduction, shape_text
 from gradcheck_client.suites import (
@@ -311,7 +311,7 @@ class Runner:
                 found, called = self.run(smaller, dtype, passed)
             except NotImplementedError:
                 return False
-            except GradcheckError:  # e.g. every row left is ignored
+            except RefusedError:  # e.g. every row left is ignored
                 calls += 1
                 return False
             calls += called

@@ -130,12 +130,12 @@ def run_test(args: argparse.Namespace, client: Client) -> int:
 
 def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
+    parents: list[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """The `test` subcommand's arguments."""
     parser = commands.add_parser(
         "test",
-        parents=[common],
+        parents=parents,
         help="run your function on a suite of hard cases",
         description="Imports package.module:function, runs it on every case of a suite (served "
         "by the service, or a course's --suite-file) and checks its outputs; a failing case is "

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 
 from gradcheck_client import wire
-from gradcheck_client.errors import GradcheckError
+from gradcheck_client.errors import TransportError, status_error
 
 if TYPE_CHECKING:
     from gradcheck_client.client import Client
@@ -145,9 +145,9 @@ def _get(client: Client, path: str, accept: str) -> bytes:
     try:
         response = client._http.get(path, headers={**client._headers, "Accept": accept})
     except httpx.TransportError as error:
-        raise type(error)(f"GET {url}: {error or type(error).__name__}") from error
+        raise TransportError(f"GET {url}: {error or type(error).__name__}", url) from error
     if response.status_code >= 400:
-        raise GradcheckError(response.status_code, wire.error_detail(response), url)
+        raise status_error(response.status_code, wire.error_detail(response), url)
     return response.content
 
 
