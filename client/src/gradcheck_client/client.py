@@ -31,7 +31,18 @@ from gradcheck_client.results import (
     SoftmaxResult,
 )
 from gradcheck_client.runner import run_suite
-from gradcheck_client.suites import SuiteReport
+from gradcheck_client.suites import (
+    Suite,
+    SuiteReport,
+    SuiteSummary,
+    _aget,
+    _get,
+    afetch_case,
+    afetch_suite,
+    fetch_case,
+    fetch_suite,
+    suite_list,
+)
 from gradcheck_client.version import __version__
 
 Reduction = Literal["mean", "sum", "none"]
@@ -412,6 +423,20 @@ class Client(_Core):
         )
         return self._read(self._compute("/v1/cross-entropy", body), self._compute_result)
 
+    def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`: every suite of hard cases the service has."""
+        return suite_list(_get(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`: the suite's cases, each large case's request fetched from
+        `GET /v1/suites/{name}/cases/{case}` (as .npz)."""
+        return fetch_suite(self, name)
+
+    def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`: one case's request (arrays as numpy), ready
+        for `cross_entropy(**request)`."""
+        return fetch_case(self, name, case)
+
     def test(
         self,
         fn: Callable[..., Any],
@@ -661,6 +686,18 @@ class AsyncClient(_Core):
             candidate=candidate,
         )
         return self._read(await self._compute("/v1/softmax", body), self._softmax_result)
+
+    async def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`, as `Client.suites`."""
+        return suite_list(await _aget(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    async def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`, as `Client.suite`."""
+        return await afetch_suite(self, name)
+
+    async def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`, as `Client.suite_case`."""
+        return await afetch_case(self, name, case)
 
     async def check(
         self,

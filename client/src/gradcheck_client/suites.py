@@ -19,7 +19,7 @@ from gradcheck_client import wire
 from gradcheck_client.errors import TransportError, status_error
 
 if TYPE_CHECKING:
-    from gradcheck_client.client import Client
+    from gradcheck_client.client import AsyncClient, Client
 
 FEATURES = frozenset({"k_dim", "no_batch", "probability_targets"})
 """Input features a case may need beyond (N, C) logits with index labels."""
@@ -139,6 +139,12 @@ def _read_case_npz(content: bytes) -> dict[str, Any]:
     return arrays_of(fields)
 
 
+def _checked(url: str, response: httpx.Response) -> bytes:
+    if response.status_code >= 400:
+        raise status_error(response.status_code, wire.error_detail(response), url)
+    return response.content
+
+
 def _get(client: Client, path: str, accept: str) -> bytes:
     """GET `path` of the client's service (a connection error names the URL)."""
     url = client.base_url + path
@@ -146,21 +152,90 @@ def _get(client: Client, path: str, accept: str) -> bytes:
         response = client._http.get(path, headers={**client._headers, "Accept": accept})
     except httpx.TransportError as error:
         raise TransportError(f"GET {url}: {error or type(error).__name__}", url) from error
-    if response.status_code >= 400:
-        raise status_error(response.status_code, wire.error_detail(response), url)
-    return response.content
+    return _checked(url, response)
+
+
+async def _aget(client: AsyncClient, path: str, accept: str) -> bytes:
+    """`_get`, awaited."""
+    url = client.base_url + path
+    try:
+        response = await client._http.get(path, headers={**client._headers, "Accept": accept})
+    except httpx.TransportError as error:
+        raise TransportError(f"GET {url}: {error or type(error).__name__}", url) from error
+    return _checked(url, response)
+
+
+@dataclass(frozen=True)
+class SuiteSummary:
+    """One suite of `GET /v1/suites`, without its cases."""
+
+    name: str
+    version: str
+    description: str
+    cases: int
+    """How many cases it has."""
+    url: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SuiteSummary:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            description=str(data.get("description", "")),
+            cases=int(data["cases"]),
+            url=str(data["url"]),
+        )
+
+
+def suite_list(content: bytes) -> list[SuiteSummary]:
+    """The suites of a `GET /v1/suites` body."""
+    return [SuiteSummary.from_json(entry) for entry in json.loads(content)["suites"]]
+
+
+def suite_path(name: str) -> str:
+    return f"/v1/suites/{name}"
+
+
+def case_path(name: str, case: str) -> str:
+    return f"/v1/suites/{name}/cases/{case}"
+
+
+def _with_request(case: Case, content: bytes) -> Case:
+    return Case(**{**case.__dict__, "request": _read_case_npz(content)})
 
 
 def fetch_suite(client: Client, name: str) -> Suite:
     """`GET /v1/suites/{name}`, with the request of every large case fetched (as .npz)."""
-    suite = Suite.from_json(json.loads(_get(client, f"/v1/suites/{name}", wire.JSON_MEDIA_TYPE)))
+    suite = Suite.from_json(json.loads(_get(client, suite_path(name), wire.JSON_MEDIA_TYPE)))
+    cases = tuple(
+        _with_request(case, _get(client, case.request_url, wire.NPZ_MEDIA_TYPE))
+        if case.request is None and case.request_url
+        else case
+        for case in suite.cases
+    )
+    return Suite(suite.name, suite.version, cases, suite.description, suite.service_version)
+
+
+async def afetch_suite(client: AsyncClient, name: str) -> Suite:
+    """`fetch_suite`, awaited."""
+    content = await _aget(client, suite_path(name), wire.JSON_MEDIA_TYPE)
+    suite = Suite.from_json(json.loads(content))
     cases = []
     for case in suite.cases:
         if case.request is None and case.request_url:
-            content = _get(client, case.request_url, wire.NPZ_MEDIA_TYPE)
-            case = Case(**{**case.__dict__, "request": _read_case_npz(content)})
+            case = _with_request(case, await _aget(client, case.request_url, wire.NPZ_MEDIA_TYPE))
         cases.append(case)
     return Suite(suite.name, suite.version, tuple(cases), suite.description, suite.service_version)
+
+
+def fetch_case(client: Client, name: str, case: str) -> dict[str, Any]:
+    """`GET /v1/suites/{name}/cases/{case}` as .npz: the case's request, arrays as numpy."""
+    return _read_case_npz(_get(client, case_path(name, case), wire.NPZ_MEDIA_TYPE))
+
+
+async def afetch_case(client: AsyncClient, name: str, case: str) -> dict[str, Any]:
+    """`fetch_case`, awaited."""
+    return _read_case_npz(await _aget(client, case_path(name, case), wire.NPZ_MEDIA_TYPE))
 
 
 @dataclass(frozen=True)
