@@ -212,3 +212,24 @@ def test_a_course_suite_file_runs_like_a_served_one(
     assert str(right.suite) == "practice vhw3"
     broken = service.test(impl.mean_over_all_rows, path)
     assert [case.name for case in broken.failures] == ["ignore_index"]
+
+
+async def test_the_suites_routes_as_methods_sync_and_async(service: Client, live_url: str) -> None:
+    from gradcheck_client import AsyncClient
+
+    listed = service.suites()
+    assert [s.name for s in listed] == ["basics", "torch", "kernel"]
+    basics = service.suite("basics")
+    assert len(basics.cases) == listed[0].cases
+    large = next(case for case in basics.cases if case.name == "large_batch")
+    assert large.request is not None  # fetched from its own URL
+    alone = service.suite_case("basics", "large_batch")
+    assert np.array_equal(alone["logits"], large.request["logits"])
+    result = service.cross_entropy(**{k: v for k, v in alone.items() if k != "tolerance"})
+    assert result.loss is not None
+    async with AsyncClient(live_url) as asynchronous:
+        assert [s.name for s in await asynchronous.suites()] == ["basics", "torch", "kernel"]
+        again = await asynchronous.suite("basics")
+        assert [c.name for c in again.cases] == [c.name for c in basics.cases]
+        fetched = await asynchronous.suite_case("basics", "large_batch")
+        assert np.array_equal(fetched["labels"], alone["labels"])
