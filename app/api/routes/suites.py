@@ -5,9 +5,9 @@ The checking itself is `/v1/cross-entropy`'s (a case's request with the function
 URL (as `.npz` with `Accept: application/x-npz`, ready to be posted).
 """
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 
 from app import __version__
 from app.api.encoding import encode_json, encode_npz_request, wants_npz
@@ -18,6 +18,11 @@ from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
 from app.numerics.suites import BUILDERS, Suite, SuiteCase, suite
 
 router = APIRouter(prefix="/v1", tags=["suites"])
+
+SuiteName = Annotated[
+    str, Path(description="The suite: basics, torch or kernel.", examples=["basics"])
+]
+CaseName = Annotated[str, Path(description="A case of the suite.", examples=["spread_800"])]
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": MessageResponse, "description": "No such suite or case; names the known ones."}
@@ -77,7 +82,7 @@ async def list_suites() -> Response:
     response_model=SuiteResponse,
     responses=NOT_FOUND,
 )
-async def get_suite(name: str) -> Response:
+async def get_suite(name: SuiteName) -> Response:
     """The suite's cases, each a ready request for its `endpoint` with its dtype, tolerance,
     reason, and the options and input features it needs. A large case's `request` is null:
     fetch it from its `request_url`."""
@@ -108,7 +113,7 @@ async def get_suite(name: str) -> Response:
     },
     openapi_extra={"parameters": [ACCEPT_PARAMETER]},
 )
-async def get_case(name: str, case: str, request: Request) -> Response:
+async def get_case(name: SuiteName, case: CaseName, request: Request) -> Response:
     """The request of one case, the large ones included."""
     found = _suite(name)
     chosen = found.case(case)
