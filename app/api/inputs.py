@@ -733,15 +733,18 @@ class LossCall:
         )
 
 
-def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
-    """Validate a softmax request into the logits and options the numerics take."""
+def to_softmax_call(
+    body: SoftmaxRequest, settings: Settings, docs_url: str | None = None
+) -> SoftmaxCall:
+    """Validate a softmax request into the logits and options the numerics take; `docs_url`:
+    the base of the links in its messages (`app.api.links.docs_url`)."""
     logits, layout = parse_logits(body.logits, settings, body.dim, body.include)
     include = frozenset(Output(item) for item in body.include)
     check_output_size(logits.shape, include, settings)
     candidate = None
     if body.candidate is not None:
         outputs = _sent_outputs(body.candidate)
-        candidate = CandidateCall(outputs, ProblemInputs(logits), None, settings.docs_url, layout)
+        candidate = CandidateCall(outputs, ProblemInputs(logits), None, docs_url, layout)
     return SoftmaxCall(
         to_dtype(logits, body.dtype, layout),
         layout,
@@ -768,8 +771,11 @@ def directions_of(body: CrossEntropyRequest, settings: Settings) -> int | None:
     return None
 
 
-def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
-    """Validate a cross-entropy request into the problem and options the numerics take."""
+def to_loss_call(
+    body: CrossEntropyRequest, settings: Settings, docs_url: str | None = None
+) -> LossCall:
+    """Validate a cross-entropy request into the problem and options the numerics take;
+    `docs_url`: the base of the links in its messages (`app.api.links.docs_url`)."""
     include = frozenset(body.include)  # already Output members
     directions = directions_of(body, settings)
     returned = include - {Output.NUMERIC_GRADIENT} if directions else include
@@ -787,7 +793,7 @@ def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
             _sent_outputs(body.candidate),
             parsed.inputs(body),
             reference,
-            settings.docs_url,
+            docs_url,
             parsed.layout,
             problem,
         )

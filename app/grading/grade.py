@@ -131,6 +131,7 @@ class Reference:
             atol=options.atol,
             rtol=options.rtol,
             softmax=self._report.softmax,
+            docs_url=options.docs_url,
         )
         return found[0] if found else None
 
@@ -174,12 +175,14 @@ class Reference:
 
 @dataclass(frozen=True)
 class GradingOptions:
-    """What is graded and how: points per part (parts not listed are not graded) and tolerance."""
+    """What is graded and how: points per part (parts not listed are not graded) and tolerance;
+    `docs_url`, the base of the links in diagnoses (None: they name docs/maths.md)."""
 
     points: Mapping[Part, float]
     atol: float
     rtol: float
     partial_credit: bool
+    docs_url: str | None = None
 
 
 @dataclass(frozen=True)

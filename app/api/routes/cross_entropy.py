@@ -20,6 +20,7 @@ from app.api.inputs import (
     request_entries,
     to_loss_call,
 )
+from app.api.links import docs_url
 from app.api.offload import compute
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import CrossEntropyRequest, CrossEntropyResponse
@@ -66,13 +67,16 @@ async def cross_entropy(body: CrossEntropyBody, request: Request) -> Response:
     entries = request_entries(body.logits, body.include)
     if entries > settings.inline_max_entries:  # validated and computed off the event loop
         cost = cross_entropy_request_cost(body, settings, accept)
-        return await compute(entries, cost, request, lambda: _alone(body, settings, accept))
-    call = to_loss_call(body, settings)
+        links = docs_url(request)
+        return await compute(entries, cost, request, lambda: _alone(body, settings, links, accept))
+    call = to_loss_call(body, settings, docs_url(request))
     coalescer: Coalescer = request.app.state.coalescer
     report = await coalescer.analyse(call) if call.coalescable else call.analyse()
     return respond(cross_entropy_fields(call, report), accept)
 
 
-def _alone(body: CrossEntropyRequest, settings: Settings, accept: str | None) -> Response:
-    call = to_loss_call(body, settings)
+def _alone(
+    body: CrossEntropyRequest, settings: Settings, links: str | None, accept: str | None
+) -> Response:
+    call = to_loss_call(body, settings, links)
     return respond(cross_entropy_fields(call, call.analyse()), accept)

@@ -34,6 +34,7 @@ from app.api.encoding import JSON_MEDIA_TYPE, encode_json
 from app.api.errors import pydantic_errors
 from app.api.examples import BATCH_GRADE_EXAMPLES
 from app.api.inputs import check_output_size, parse_loss, request_shape
+from app.api.links import docs_url
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas.compute import Dtype
@@ -222,7 +223,7 @@ def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Refe
     return _problem_reference(body.problem_id, body.problem, settings, key)
 
 
-def _options(body: GradingRequestBase) -> GradingOptions:
+def _options(body: GradingRequestBase, docs_url: str | None) -> GradingOptions:
     if not sum(body.points.values()) > 0:
         raise RequestError(("points",), "points must give at least one part more than 0 points")
     return GradingOptions(
@@ -230,6 +231,7 @@ def _options(body: GradingRequestBase) -> GradingOptions:
         atol=body.tolerance.atol,
         rtol=body.tolerance.rtol,
         partial_credit=body.partial_credit,
+        docs_url=docs_url,
     )
 
 
@@ -254,10 +256,15 @@ def _check_revealed(body: GradingRequestBase, rows: int, num_classes: int, s: Se
 
 
 def grade_fields(
-    body: GradingRequestBase, submissions: Sequence[object], settings: Settings, key: bytes
+    body: GradingRequestBase,
+    submissions: Sequence[object],
+    settings: Settings,
+    key: bytes,
+    links: str | None,
 ) -> list[dict[str, Any]]:
-    """Grade every submission against the request's problem, in the requested format."""
-    options = _options(body)
+    """Grade every submission against the request's problem, in the requested format; `links`:
+    the base of the docs links in diagnoses (`app.api.links.docs_url`)."""
+    options = _options(body, links)
     reference = _reference(body, settings, key)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
     with _located(*location):
@@ -281,17 +288,21 @@ ROSTER_CHECKPOINT_ITEMS = 16
 
 
 def roster_fields(
-    body: BatchGradeRequest, items: Sequence[RosterItem], settings: Settings, key: bytes
+    body: BatchGradeRequest,
+    items: Sequence[RosterItem],
+    settings: Settings,
+    key: bytes,
+    links: str | None,
 ) -> list[dict[str, Any]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
-    id, items of equal shapes graded together."""
+    id, items of equal shapes graded together; `links` as in `grade_fields`."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
             "with items, each item names its own problem: leave problem_id and problem out of "
             "the top level",
         )
-    options = _options(body)
+    options = _options(body, links)
     by_id: dict[str, Reference] = {}
     references: list[Reference] = []
     for index, item in enumerate(items):
@@ -414,13 +425,14 @@ async def _graded(
     items = body.items if isinstance(body, BatchGradeRequest) else None
     count = len(items) if items is not None else len(submissions)
     entries, cost = grading_request_cost(body, count, key)
+    links = docs_url(request)
 
     def work() -> Response:
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
-            results = roster_fields(body, items, settings, key)
+            results = roster_fields(body, items, settings, key, links)
         else:
-            results = grade_fields(body, submissions, settings, key)
+            results = grade_fields(body, submissions, settings, key, links)
         reach_checkpoint()
         content = results[0] if single else {"results": results}
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)

@@ -13,6 +13,7 @@ from app.api.inputs import (
     softmax_request_cost,
     to_softmax_call,
 )
+from app.api.links import docs_url
 from app.api.offload import compute
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import SoftmaxResponse
@@ -48,9 +49,10 @@ async def softmax(body: SoftmaxBody, request: Request) -> Response:
     accept = request.headers.get("accept")
     entries = request_entries(body.logits, body.include, body.dim)
     cost = softmax_request_cost(body, accept)
+    links = docs_url(request)
     return await compute(
         entries,
         cost,
         request,
-        lambda: respond(softmax_fields(to_softmax_call(body, settings)), accept),
+        lambda: respond(softmax_fields(to_softmax_call(body, settings, links)), accept),
     )
