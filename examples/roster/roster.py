@@ -128,7 +128,11 @@ def main() -> None:
     out = commands.add_parser("hand-out", help="write every student's problem")
     out.add_argument("roster", type=Path)
     out.add_argument("problems", type=Path)
-    out.add_argument("--assignment", default="hw3")
+    out.add_argument(
+        "--assignment",
+        default="hw3",
+        help='first part of every seed: the "assignment" of the Gradescope config.json (hw3)',
+    )
     marking = commands.add_parser("grade", help="grade a folder of answers in one call")
     marking.add_argument("roster", type=Path)
     marking.add_argument("problems", type=Path)
