@@ -46,12 +46,11 @@ def install_guide(app: FastAPI, settings: Settings) -> None:
     app.state.guide_served = True
 
 
-def docs_url(request: Request) -> str | None:
-    """The base URL of the docs that this request's messages link to (None: the repository's
-    docs/ folder), as the module docstring says."""
-    settings: Settings = request.app.state.settings
+def docs_url(settings: Settings, guide_served: bool, request: Request) -> str | None:
+    """The base URL of the docs that `request`'s messages link to (None: the repository's
+    docs/ folder), as the module docstring says; `guide_served` as `install_guide` left it."""
     if settings.docs_url:
         return settings.docs_url
-    if request.app.state.guide_served:
+    if guide_served:
         return str(request.base_url).rstrip("/") + GUIDE_URL
     return None
