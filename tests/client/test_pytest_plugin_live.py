@@ -107,6 +107,9 @@ def test_checks_pass_fail_and_skip_per_case(probe: pytest.Pytester, live_url: st
     result.assert_outcomes(
         passed=10 + 7 + 8 + 1, failed=sum(len(c) for c in failed.values()), skipped=15 + 16
     )
+    shrunk = re.findall(r"shrunk to (\d+)×(\d+) in (\d+) calls", out)
+    assert len(shrunk) == sum(len(c) for c in failed.values())
+    assert all(int(r) <= 3 and int(c) <= 5 and int(n) <= 100 for r, c, n in shrunk), shrunk
     assert "case ignore_index: rows labelled -100" in out
     assert "divided_by_batch_size" in out
     assert "reproduce with:" in out
