@@ -13,6 +13,8 @@ from gradcheck_client.shrink import (
     reproduction,
 )
 from gradcheck_client.suites import Suite, SuiteError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.client import implementations as impl
 
@@ -107,3 +109,32 @@ def test_a_suite_document_is_checked() -> None:
     case = {"name": "a", "request": {"logits": [[0.0, 1.0]], "labels": [0]}}
     with pytest.raises(SuiteError, match="case names repeat"):
         Suite.from_json({"cases": [case, case]})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    classes=st.integers(2, 7),
+    seed=st.integers(0, 2**16),
+    threshold=st.floats(0.0, 3.0),
+)
+def test_the_smallest_problem_still_fails_and_keeps_its_labels_valid(
+    rows: int, classes: int, seed: int, threshold: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    start = {
+        "logits": np.round(rng.normal(0, 2, (rows, classes)), 3),
+        "labels": rng.integers(0, classes, rows),
+    }
+    start["logits"][0, 0] = threshold + 1.0  # fails from the start
+
+    def fails(smaller: dict[str, Any]) -> bool:
+        """Stands for a bug that shows where some logit exceeds the threshold."""
+        return bool(smaller["logits"].max() > threshold)
+
+    smallest = Shrinker(start, "float64", fails).run()
+    assert fails(smallest)
+    shape = smallest["logits"].shape
+    assert shape[0] <= rows and 2 <= shape[1] <= classes
+    assert ((smallest["labels"] >= 0) & (smallest["labels"] < shape[1])).all()
+    assert shape == (1, 2)  # one row, its label and its largest logit

@@ -157,11 +157,11 @@ class Shrinker:
         logits = self.best["logits"]
         classes = logits.shape[axis]
         largest = np.argmax(np.moveaxis(logits, axis, -1).reshape(-1, classes), axis=1)
-        essential = sorted(labels | {int(c) for c in largest})
-        while len(essential) < 2:
-            essential = sorted({*essential, *(c for c in range(classes) if c not in essential)})[:2]
-        if len(essential) < classes:
-            self._try(keep_classes(self.best, essential))
+        essential = labels | {int(c) for c in largest}
+        others = [c for c in range(classes) if c not in essential]
+        kept = sorted(essential | set(others[: max(0, 2 - len(essential))]))  # at least 2
+        if len(kept) < classes:
+            self._try(keep_classes(self.best, kept))
         self._fewer(
             lambda: list(range(self.best["logits"].shape[class_axis(self.best)])),
             keep_classes,
