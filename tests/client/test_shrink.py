@@ -138,3 +138,39 @@ def test_the_smallest_problem_still_fails_and_keeps_its_labels_valid(
     assert shape[0] <= rows and 2 <= shape[1] <= classes
     assert ((smallest["labels"] >= 0) & (smallest["labels"] < shape[1])).all()
     assert shape == (1, 2)  # one row, its label and its largest logit
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    layout=st.sampled_from(["rows", "k_dim", "no_batch"]),
+    probability=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_every_layout_shrinks_to_a_consistent_request(
+    layout: str, probability: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    shape = {"rows": (4, 5), "k_dim": (3, 4, 2), "no_batch": (6,)}[layout]
+    logits = np.round(rng.normal(0, 2, shape), 3)
+    logits.reshape(-1)[-1] = 50.0
+    axis = 0 if layout == "no_batch" else 1
+    if probability:
+        raw = rng.random(shape)
+        labels: Any = raw / raw.sum(axis=axis, keepdims=True)
+    else:
+        labels = rng.integers(0, shape[axis], np.delete(np.array(shape), axis).tolist())
+    start = {"logits": logits, "labels": labels}
+
+    def fails(smaller: dict[str, Any]) -> bool:
+        return bool(smaller["logits"].max() > 10)
+
+    smallest = Shrinker(start, "float64", fails).run()
+    assert fails(smallest)
+    shrunk, kept = smallest["logits"], smallest["labels"]
+    assert shrunk.ndim == logits.ndim
+    if probability:
+        assert kept.shape == shrunk.shape
+    else:
+        assert kept.shape == tuple(np.delete(np.array(shrunk.shape), axis).tolist())
+        assert ((kept >= 0) & (kept < shrunk.shape[axis])).all()
+    assert shrunk.shape[axis] >= 2
