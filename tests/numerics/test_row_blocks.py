@@ -1,0 +1,80 @@
+"""`layout.for_each_row_block`: every block once, on up to BLOCK_WORKERS threads at a time, the
+caller never waiting behind another request's blocks, the first failure raised. That each row
+is still the row computed whole: `test_gradcheck.py`, rows computed by blocks."""
+
+import threading
+import time
+
+import pytest
+
+from app.numerics import layout
+from app.numerics.layout import BLOCK_ENTRIES, for_each_row_block, row_blocks
+
+ROW_SIZE = BLOCK_ENTRIES // 4  # four rows a block
+
+
+def test_every_block_is_worked_once() -> None:
+    done: list[slice] = []
+    lock = threading.Lock()
+
+    def work(part: slice) -> None:
+        with lock:
+            done.append(part)
+
+    for_each_row_block(work, 103, ROW_SIZE)
+    expected = list(row_blocks(103, ROW_SIZE))
+    assert len(expected) == 26
+    assert sorted(done, key=lambda part: part.start) == expected
+
+
+def test_blocks_run_on_several_threads_at_once() -> None:
+    """The first two blocks meet at a barrier, which only two threads at once can pass."""
+    if layout.BLOCK_WORKERS < 2:
+        pytest.skip("one core: the blocks run one after the other")
+    barrier = threading.Barrier(2, timeout=60)
+    threads: set[int] = set()
+
+    def work(part: slice) -> None:
+        threads.add(threading.get_ident())
+        if part.start < 2 * 4:
+            barrier.wait()
+
+    for_each_row_block(work, 40, ROW_SIZE)
+    assert len(threads) >= 2
+
+
+def test_the_caller_does_its_own_blocks_when_every_helper_is_busy() -> None:
+    """Helpers busy with another request: the caller works through every block itself and
+    returns without waiting for them (its queued helper is cancelled)."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def occupy() -> None:
+        started.release()
+        release.wait(60)
+
+    busy = [layout.BLOCK_HELPERS.submit(occupy) for _ in range(max(1, layout.BLOCK_WORKERS - 1))]
+    for _ in busy:
+        assert started.acquire(timeout=60)
+    threads: set[int] = set()
+    try:
+        for_each_row_block(lambda part: threads.add(threading.get_ident()), 40, ROW_SIZE)
+    finally:
+        release.set()
+    assert threads == {threading.get_ident()}
+    for future in busy:
+        future.result(timeout=60)
+
+
+def test_the_first_failure_is_raised_and_stops_the_rest() -> None:
+    started: list[int] = []
+
+    def work(part: slice) -> None:
+        started.append(part.start)
+        if part.start == 0:
+            raise ValueError("block 0")
+        time.sleep(0.001)
+
+    with pytest.raises(ValueError, match="block 0"):
+        for_each_row_block(work, 400, ROW_SIZE)
+    assert 0 in started and len(started) < 100
