@@ -304,6 +304,8 @@ def log_sum_exp(sm: Softmax) -> FloatArray:
 
 def check_target_support(logits: FloatArray, q: FloatArray) -> None:
     """Raise InvalidProblem if some target mass sits on a −inf logit (an infinite loss)."""
+    if logits.size == 0 or not np.isneginf(logits.min()):  # no mask: one pass, no temporary
+        return
     infinite = np.isneginf(logits) & (q != 0)  # a negative weight makes the loss −inf
     if infinite.any():
         n, c = (int(i) for i in np.argwhere(infinite)[0])

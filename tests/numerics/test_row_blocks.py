@@ -5,9 +5,11 @@ is still the row computed whole: `test_gradcheck.py`, rows computed by blocks.""
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from app.numerics import layout
+from app.numerics.candidate import KEEP_WORST, compare_output
 from app.numerics.layout import BLOCK_ENTRIES, for_each_row_block, row_blocks
 
 ROW_SIZE = BLOCK_ENTRIES // 4  # four rows a block
@@ -78,3 +80,31 @@ def test_the_first_failure_is_raised_and_stops_the_rest() -> None:
     with pytest.raises(ValueError, match="block 0"):
         for_each_row_block(work, 400, ROW_SIZE)
     assert 0 in started and len(started) < 100
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_a_comparison_by_blocks_on_several_threads_is_the_plain_one(with_nan: bool) -> None:
+    """`compare_output` over 75 blocks, failures scattered through them (and a NaN): counts,
+    maxima and the KEEP_WORST worst entries, largest first, as plain numpy finds them."""
+    rng = np.random.default_rng(3)
+    expected = rng.normal(size=(300, ROW_SIZE))
+    got = expected * (1 + rng.uniform(-1e-9, 1e-9, expected.shape))
+    wrong = rng.choice(expected.size, 40, replace=False)
+    got.flat[wrong] += rng.uniform(1e-3, 1.0, wrong.size)
+    if with_nan:
+        got.flat[wrong[7]] = np.nan
+    atol, rtol = 1e-8, 1e-6
+    check = compare_output(got, expected, atol=atol, rtol=rtol)
+    difference = np.abs(got - expected)
+    failing = ~(difference <= atol + rtol * np.abs(expected))
+    assert check.checked == expected.size and check.mismatches == int(failing.sum()) == 40
+    assert check.nonfinite == int(with_nan)
+    if with_nan:
+        assert check.max_abs_error is None and check.max_rel_error is None
+    else:
+        assert check.max_abs_error == difference.max()
+    sizes = np.nan_to_num(difference.ravel(), nan=np.inf)
+    worst = np.argsort(-sizes, kind="stable")[:KEEP_WORST]
+    assert [entry.index for entry in check.worst] == [
+        tuple(int(i) for i in np.unravel_index(flat, expected.shape)) for flat in worst
+    ]
