@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.numerics.gradcheck import Output
 from bench import case7_llm_kernel, cases
 from bench.plan import QUICK
 from bench.report import INFO, MET, MISSED, Row, table, unavailable, verdicts
 from bench.run import MEASUREMENTS, main, run
 from bench.targets import TARGETS
-from tests.helpers import optional_module, require
+from tests.helpers import optional_module, require_module
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -202,15 +203,16 @@ def test_llm_floor_is_the_formula_the_service_computes(
     assert not case7_llm_kernel.formula_floor(wrong).passed
 
 
-def test_llm_torch_row_computes_what_the_service_computes(
-    results: tuple[dict[str, Any], Path],
-) -> None:
-    torch = optional_module("torch")
-    require(torch is not None, "torch is not installed (make torch)")
-    losses = results[0]["llm"]["losses"]
-    assert losses["torch_autograd"] == pytest.approx(losses["service"], rel=1e-12)
+@pytest.mark.torch
+def test_llm_torch_row_computes_what_the_service_computes() -> None:
+    """torch float64 autograd (case 7's information row) finds the service's loss, passes the
+    right candidate and fails the wrong one."""
+    torch = require_module("torch")
+    payload = case7_llm_kernel.llm_problem(16, 300, seed=4)
+    service = cases.analyse(payload, frozenset({Output.LOSS}), **case7_llm_kernel.LLM_OPTIONS)
     right, wrong = _llm_bodies()
-    assert case7_llm_kernel.torch_autograd(torch, right).passed
+    found = case7_llm_kernel.torch_autograd(torch, right)
+    assert found.passed and found.loss == pytest.approx(float(np.asarray(service.loss)), rel=1e-12)
     assert not case7_llm_kernel.torch_autograd(torch, wrong).passed
 
 
