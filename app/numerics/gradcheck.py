@@ -421,7 +421,8 @@ class LossRows:
         gradient and one dozen temporaries per block under way, not a dozen arrays of the logits'
         size (a 32,000-class vocabulary). The blocks are shared among the cores
         (`layout.for_each_row_block`: rows are independent); each row gets the numbers it gets
-        computed whole, whichever thread computes it.
+        computed whole, whichever thread computes it. `numeric.deadline` is checked before each
+        block.
         """
         whole = partial(
             cls._whole, include=include, numeric=numeric, z_loss=z_loss, softcap=softcap
@@ -434,6 +435,7 @@ class LossRows:
         z_terms = np.empty(num_rows, logits.dtype) if z_loss else None
 
         def compute(part: slice) -> None:
+            numeric.deadline.check()
             block = whole(
                 logits[part],
                 targets.rows(part),

@@ -1,6 +1,7 @@
 """`layout.for_each_row_block`: every block once, on up to BLOCK_WORKERS threads at a time, the
-caller never waiting behind another request's blocks, the first failure raised. That each row
-is still the row computed whole: `test_gradcheck.py`, rows computed by blocks."""
+caller never waiting behind another request's blocks, the first failure raised (a passed
+deadline among them). That each row is still the row computed whole: `test_gradcheck.py`, rows
+computed by blocks."""
 
 import threading
 import time
@@ -10,6 +11,9 @@ import pytest
 
 from app.numerics import layout
 from app.numerics.candidate import KEEP_WORST, compare_output
+from app.numerics.cross_entropy import Reduction, index_targets
+from app.numerics.deadline import Deadline, DeadlinePassed
+from app.numerics.gradcheck import BY_BLOCKS, NumericOptions, analyse_cross_entropy
 from app.numerics.layout import BLOCK_ENTRIES, for_each_row_block, row_blocks
 
 ROW_SIZE = BLOCK_ENTRIES // 4  # four rows a block
@@ -108,3 +112,23 @@ def test_a_comparison_by_blocks_on_several_threads_is_the_plain_one(with_nan: bo
     assert [entry.index for entry in check.worst] == [
         tuple(int(i) for i in np.unravel_index(flat, expected.shape)) for flat in worst
     ]
+
+
+def test_a_loss_and_gradient_by_blocks_stop_at_a_passed_deadline() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(64, ROW_SIZE))
+    labels = rng.integers(0, ROW_SIZE, 64)
+    targets = index_targets(
+        labels,
+        ROW_SIZE,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.0,
+        reduction=Reduction.MEAN,
+        dtype=np.float64,
+    )
+    passed = NumericOptions(deadline=Deadline(time.monotonic() - 1))
+    with pytest.raises(DeadlinePassed):
+        analyse_cross_entropy(logits, targets, Reduction.MEAN, BY_BLOCKS, passed)
+    report = analyse_cross_entropy(logits, targets, Reduction.MEAN, BY_BLOCKS, NumericOptions())
+    assert report.gradient is not None and report.kept_softmax is None  # computed by blocks
