@@ -26,6 +26,7 @@ from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
+from app.numerics.tasks import LossResult, SoftmaxResult
 
 NPZ_METADATA_MEMBER = "metadata.json"
 
@@ -146,9 +147,10 @@ def report_fields(
         "spatial_shape": list(layout.positions[1:]),
         "dtype": dtype,
     }
-    for name in ("probabilities", "log_probabilities"):  # the softmax only when asked for
+    for name in ("probabilities", "log_probabilities"):  # kept whenever they are asked for
         if name in include:
-            fields[name] = layout.per_class(getattr(report.softmax, name))
+            assert report.kept_softmax is not None
+            fields[name] = layout.per_class(getattr(report.kept_softmax, name))
     per_class = {"gradient": report.gradient, "numeric_gradient": report.numeric_gradient}
     for name, array in per_class.items():
         if name in include and array is not None:
@@ -178,6 +180,33 @@ def report_fields(
     }.items():
         if check is not None:
             fields[name] = check_fields(check, lambda index: layout.output_index(index, "pair"))
+    return fields
+
+
+DTYPE_NAMES = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32"}
+"""The name of each precision, as the response states it (numpy's `dtype.name` is slower)."""
+
+
+def softmax_fields(result: SoftmaxResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a softmax result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
+    return fields
+
+
+def cross_entropy_fields(result: LossResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a cross-entropy result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    fields["reduction"] = str(result.reduction)
+    directional = result.directional
+    if directional is not None:
+        fields["gradient_check"] = check_fields(directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(directional)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
     return fields
 
 
