@@ -1,8 +1,9 @@
-"""Case 6 (issue 14): a caller's own outputs checked. 6a: a candidate gradient with the request
-of cases 1 and 4, end to end against the same request without it; 6b: a candidate Jacobian as
-large as the body limit allows, end to end against its in-process parse-and-compare floor.
-Each with a correct candidate and with a classic mistake (diagnosed); "not available" rows if
-the service refuses `candidate`."""
+"""Case 6 (issues 14 and 27): a caller's own outputs checked. 6a: a candidate gradient with the
+request of cases 1 and 4, end to end against the same request without it; 6b: a candidate
+Jacobian as large as the body limit allows, end to end against its in-process parse-and-compare
+floor; each with a correct candidate and with a classic mistake (diagnosed). 6c: a candidate
+gradient that no code nor pair explains, against the same request with a right one.
+"not available" rows if the service refuses `candidate`."""
 
 import time
 from functools import partial
@@ -64,13 +65,26 @@ def measure(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
                     JACOBIAN_MEANING,
                     reason,
                 ),
+                unavailable(
+                    "6c",
+                    f"6c unexplained gradient (N={n}, C={c})",
+                    "s",
+                    UNEXPLAINED_MEANING,
+                    reason,
+                ),
             ], {"available": False}
         gradient_rows, gradient_details = candidate_gradient_case(connection, plan)
         jacobian_rows, jacobian_details = candidate_jacobian_case(connection, plan, settings)
+        unexplained_rows, unexplained_details = unexplained_gradient_case(connection, plan)
     finally:
         connection.close()
-    details = {"available": True, "gradient": gradient_details, "jacobian": jacobian_details}
-    return [*gradient_rows, *jacobian_rows], details
+    details = {
+        "available": True,
+        "gradient": gradient_details,
+        "jacobian": jacobian_details,
+        "unexplained": unexplained_details,
+    }
+    return [*gradient_rows, *jacobian_rows, *unexplained_rows], details
 
 
 def candidate_gradient_case(connection: Connection, plan: Plan) -> tuple[list[Row], dict[str, Any]]:
@@ -198,6 +212,60 @@ def candidate_jacobian_case(
         "seconds": times,
         "first_run_seconds": first,
         "run_once_as_too_slow": sorted(too_slow),
+        "verdicts": verdicts,
+    }
+    return rows, details
+
+
+UNEXPLAINED_MEANING = "end-to-end time / the same request with a right candidate"
+
+
+def unexplained_gradient_case(
+    connection: Connection, plan: Plan
+) -> tuple[list[Row], dict[str, Any]]:
+    """Case 6c (issue 27): a candidate gradient that no single code explains (every entry off by
+    a random 10 %), N×C of plan.large, gradient only, against the same request with a right
+    candidate: every hypothesis, then every pair, fails on the probe rows (a few samples), so
+    the diagnosis costs a few rows per hypothesis, not the batch. For information, the pair
+    that does fit (gradient ascent: sign flipped and not divided), checked on every row once."""
+    n, c = plan.large
+    payload = cases.problem(n, c)
+    candidates = {
+        "correct": cases.candidate_gradient(payload),
+        "unexplained": cases.unexplained_gradient(payload),
+        "pair": cases.ascent_gradient(payload),
+    }
+    bodies = {
+        name: cases.candidate_request(payload, GRADIENT_INCLUDE, {"gradient": gradient})
+        for name, gradient in candidates.items()
+    }
+    verdicts = {
+        name: _verdict(cases.post_ready_json(connection, body), "gradient")
+        for name, body in bodies.items()
+    }
+    times = cases.interleaved(
+        {name: partial(cases.post_ready_json, connection, body) for name, body in bodies.items()},
+        plan.candidate_repeats,
+    )
+    rows = [
+        row(
+            key,
+            f"6c candidate gradient, {label}; gradient only (N={n}, C={c})",
+            times[name],
+            times["correct"],
+            "s",
+            times[name] / times["correct"],
+            UNEXPLAINED_MEANING,
+        )
+        for key, name, label in (
+            ("6c", "unexplained", "no code nor pair explains it"),
+            ("6c pair", "pair", "sign flipped and not divided (a pair), information"),
+        )
+    ]
+    details = {
+        "include": GRADIENT_INCLUDE,
+        "body_bytes": {name: len(body) for name, body in bodies.items()},
+        "seconds": times,
         "verdicts": verdicts,
     }
     return rows, details

@@ -1,8 +1,8 @@
 """`make bench`: the cases of issue 6 (1–5, targets restated by issue 13), issue 14 (6a, 6b),
-issue 18 (7: a kernel's gradient at LLM scale, its floor restated by issue 25) and issue 20
-(8: second order) against a live uvicorn on 127.0.0.1, side by side with their baselines in
-the same run. Prints a table with each case's verdict (met, missed, info); writes bench.json,
-bench.md and bench.png.
+issue 27 (6c), issue 18 (7: a kernel's gradient at LLM scale, its floor restated by issue 25)
+and issue 20 (8: second order) against a live uvicorn on 127.0.0.1, side by side with their
+baselines in the same run. Prints a table with each case's verdict (met, missed, info); writes
+bench.json, bench.md and bench.png.
 
     python -m bench.run [--quick] [--case CASE ...] [--output-dir DIR]
 
@@ -54,7 +54,7 @@ MEASUREMENTS = (
     Measurement(("2",), "loop_baseline", case2_numeric_gradient.measure),
     Measurement(("3",), "small_requests", case3_small_requests.measure),
     Measurement(("5",), "scaling", case5_scaling.measure_scaling),
-    Measurement(("6a", "6b"), "candidate", case6_candidate.measure),
+    Measurement(("6a", "6b", "6c"), "candidate", case6_candidate.measure),
     Measurement(("8",), "second_order", case8_second_order.measure),
     Measurement(("5",), "memory", case5_scaling.measure_memory, shared_server=False),
     Measurement(("7",), "llm", case7_llm_kernel.measure, shared_server=False),

@@ -35,6 +35,8 @@ TARGETS: dict[str, Target | None] = {
     "6a": Target(True, 1.3, "issue 14"),
     "6a gradient only": None,
     "6b": Target(True, 1.5, "issue 14"),
+    "6c": Target(True, 1.3, "issue 27"),
+    "6c pair": None,
     "7": Target(
         True, 1.5, "issue 25 item 7 (was ≤ 2.5 over the service's numerics, issue 18 item 6)"
     ),
