@@ -47,9 +47,10 @@ error.
 
 import json
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,7 +63,7 @@ from app.numerics.diagnose import (
     diagnose,
     probe_rows,
 )
-from app.numerics.layout import for_each_row_block
+from app.numerics.layout import for_each_row_block, row_blocks
 from app.numerics.softmax import FloatArray, Softmax
 
 MAX_NESTING = 16
@@ -428,11 +429,21 @@ def _compare(
     row_ok = np.ones(rows, bool)
     row_error = np.zeros(rows)
     blocks: dict[int, _BlockComparison] = {}
+    whole_scale: list[float] = []
+    finding_scale = threading.Lock()
 
-    @cache
     def output_scale() -> float:
-        """The largest finite |expected| of the whole output, for rows that are all zero."""
-        return float(_row_scale(np.abs(expected_rows).reshape(1, -1))[0])
+        """The largest finite |expected| of the whole output, for rows that are all zero: found
+        once (the first block that needs it), block by block (no temporary of the output's
+        size)."""
+        with finding_scale:
+            if not whole_scale:
+                scales = (
+                    float(_row_scale(np.abs(expected_rows[part])).max(initial=0.0))
+                    for part in row_blocks(rows, row_size)
+                )
+                whole_scale.append(max(scales, default=0.0))
+        return whole_scale[0]
 
     def compare_block(part: slice) -> None:
         found = blocks[part.start] = _BlockComparison()

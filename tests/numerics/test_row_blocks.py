@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.numerics import layout
-from app.numerics.candidate import KEEP_WORST, compare_output
+from app.numerics.candidate import KEEP_WORST, compare_output, ulp
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.deadline import Deadline, DeadlinePassed
 from app.numerics.gradcheck import BY_BLOCKS, NumericOptions, analyse_cross_entropy
@@ -88,11 +88,14 @@ def test_the_first_failure_is_raised_and_stops_the_rest() -> None:
 
 @pytest.mark.parametrize("with_nan", [False, True])
 def test_a_comparison_by_blocks_on_several_threads_is_the_plain_one(with_nan: bool) -> None:
-    """`compare_output` over 75 blocks, failures scattered through them (and a NaN): counts,
-    maxima and the KEEP_WORST worst entries, largest first, as plain numpy finds them."""
+    """`compare_output` over 75 blocks, failures scattered through them (and a NaN), rows all
+    zero among them: counts, maxima (ulps at each row's scale, the output's for a zero row) and
+    the KEEP_WORST worst entries, largest first, as plain numpy finds them."""
     rng = np.random.default_rng(3)
     expected = rng.normal(size=(300, ROW_SIZE))
+    expected[::37] = 0.0  # rows all zero (ignored samples): their ulps at the output's scale
     got = expected * (1 + rng.uniform(-1e-9, 1e-9, expected.shape))
+    got[::37] = 1e-12
     wrong = rng.choice(expected.size, 40, replace=False)
     got.flat[wrong] += rng.uniform(1e-3, 1.0, wrong.size)
     if with_nan:
@@ -107,6 +110,10 @@ def test_a_comparison_by_blocks_on_several_threads_is_the_plain_one(with_nan: bo
         assert check.max_abs_error is None and check.max_rel_error is None
     else:
         assert check.max_abs_error == difference.max()
+        row_scale = np.abs(expected).max(axis=1)
+        row_scale[row_scale == 0] = np.abs(expected).max()
+        row_error = difference.max(axis=1)
+        assert check.max_ulp_error == (row_error / ulp(row_scale, np.dtype(np.float64))).max()
     sizes = np.nan_to_num(difference.ravel(), nan=np.inf)
     worst = np.argsort(-sizes, kind="stable")[:KEEP_WORST]
     assert [entry.index for entry in check.worst] == [
