@@ -15,6 +15,7 @@ layout its results are reported in; `run()` makes the one call into the numerics
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -102,6 +103,12 @@ class SoftmaxValues:
     binary: bool
     """Sent as .npz: the arrays are not Python lists (what parsing them keeps differs)."""
 
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits, self.options.dim)
+
 
 @dataclass(frozen=True)
 class LossValues:
@@ -115,6 +122,12 @@ class LossValues:
     vector: object
     candidate: dict[str, object] | None
     binary: bool
+
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits)
 
     @property
     def ignore_index(self) -> int:
@@ -264,7 +277,7 @@ def numeric_directions(values: LossValues, settings: Settings) -> int | None:
         return None
     if body.numeric.directions is not None:
         return body.numeric.directions
-    rows, classes = request_shape(values.logits)
+    rows, classes = values.shape
     method = Method(body.numeric.method)
     if prefer_directions(rows, classes, method, settings.numeric_gradient_max_evaluations):
         return DEFAULT_DIRECTIONS
