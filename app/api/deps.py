@@ -222,14 +222,14 @@ class ArrayRequestBody(BodyReader[Model]):
             _check_json(content_type)
             body = await request.body()
 
-            def from_json() -> Received[Model | ArrayBody[Model]]:
+            def from_json() -> "Received[Model | ArrayBody[Model]]":  # not evaluated per call
                 return Received(self.parse(body), context, overflowing_literal(body))
 
             return await self._parsed(body, PARSED_BYTES_PER_BODY_BYTE, context, from_json)
         # read, not kept on the request: its arrays are all that stays
         binary = b"".join([chunk async for chunk in request.stream()])
 
-        def from_npz() -> Received[Model | ArrayBody[Model]]:
+        def from_npz() -> "Received[Model | ArrayBody[Model]]":
             return Received(self.parse_npz(binary), context)
 
         return await self._parsed(binary, 2, context, from_npz)  # stored arrays, then float64

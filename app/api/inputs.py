@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from app.api.coalesce import Coalescer
 from app.api.deps import ArrayBody
 from app.api.errors import pydantic_errors
-from app.api.locations import at_callers_positions, under
+from app.api.locations import at_callers_position, under
 from app.api.parse import (
     LossFields,
     check_output_size,
@@ -53,6 +53,7 @@ from app.numerics.cross_entropy import Reduction
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.directional import DEFAULT_DIRECTIONS, prefer_directions
+from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
 from app.numerics.layout import Layout
@@ -135,7 +136,7 @@ class LossValues:
 
     @property
     def reduction(self) -> Reduction:
-        return Reduction(self.options.reduction)
+        return self.options.reduction
 
     @property
     def label_smoothing(self) -> float:
@@ -212,8 +213,10 @@ class SoftmaxCall:
 
     def run(self) -> SoftmaxResult:
         """Everything the request asked for (raises InvalidProblem at the caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_softmax(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 @dataclass(frozen=True)
@@ -227,16 +230,20 @@ class LossCall:
     def run(self) -> LossResult:
         """Everything the request asked for, computed alone (raises InvalidProblem at the
         caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_cross_entropy(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
     async def run_on_loop(self, coalescer: Coalescer) -> LossResult:
         """`run()` on the event loop: with the tasks that arrive with it when its task can be
         stacked (`app.api.coalesce`)."""
         if not self.task.stackable:
             return self.run()
-        with at_callers_positions(self.layout):
+        try:
             return await coalescer.run(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 def to_softmax_call(
