@@ -132,6 +132,7 @@ def candidate_fields(check: CandidateCheck, layout: Layout) -> dict[str, Any]:
             for diagnosis in check.diagnoses
         ],
         "notes": list(check.notes),
+        "tolerance": {"atol": check.atol, "rtol": check.rtol},
     }
 
 

@@ -49,12 +49,13 @@ from app.api.schemas.grading import (
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
 from app.core.media import JSON_MEDIA_TYPE
-from app.grading.formats import Presentation, gradescope, native, prairielearn
+from app.grading.formats import Presentation, gradescope, native, prairielearn, summary_fields
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
     GENERATOR_ALGORITHM,
     GENERATOR_NAME,
 )
+from app.grading.summary import class_summary
 from app.grading.tokens import (
     encode_problem_id,
 )
@@ -144,9 +145,10 @@ def grade_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
-) -> list[dict[str, Any]]:
-    """Grade every submission against the request's problem, in the requested format, until
-    `deadline` (`overflow` as for `app.api.inputs.reference_of`)."""
+) -> tuple[list[dict[str, Any]], list[Grade]]:
+    """Grade every submission against the request's problem, until `deadline` (`overflow` as
+    for `app.api.inputs.reference_of`): the results in the requested format, and the grades
+    (for the class summary)."""
     options = _options(body, deadline)
     reference = grading_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
@@ -163,7 +165,7 @@ def grade_fields(
         if index % 64 == 63:
             deadline.check()
         results.append(_formatted(body, grade, view))
-    return results
+    return results, grades
 
 
 ROSTER_CHECKPOINT_ITEMS = 16
@@ -178,10 +180,10 @@ def roster_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
     id, items of equal shapes graded together, until `deadline` (`overflow` as for
-    `app.api.inputs.reference_of`)."""
+    `app.api.inputs.reference_of`). Returns the formatted results and the grades."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
@@ -237,7 +239,7 @@ def roster_fields(
         )
         view = Presentation(body.feedback, options.atol, options.rtol, expected)
         results.append(_formatted(body, item_grade, view, item.student))
-    return results
+    return results, [grade for grade in grades if grade is not None]
 
 
 @router.post(
@@ -274,15 +276,19 @@ async def _graded(
     def work() -> Response:
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
-            results = roster_fields(
+            results, grades = roster_fields(
                 body, items, settings, key, deadline=deadline, overflow=overflow
             )
         else:
-            results = grade_fields(
+            results, grades = grade_fields(
                 body, submissions, settings, key, deadline=deadline, overflow=overflow
             )
         deadline.check()
-        content = results[0] if single else {"results": results}
+        content = (
+            results[0]
+            if single
+            else {"results": results, "summary": summary_fields(class_summary(grades))}
+        )
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
 
     return await run_admitted(entries, cost, context, work)
@@ -409,7 +415,9 @@ async def grade_batch_route(received: RosterBody) -> Response:
     """As /v1/grade for every entry of `submissions` (one problem; each part compared for all
     students in one numpy operation), or for every roster item of `items` (each student's own
     problem, by id or in full; items of one shape graded together, each result carrying the
-    item's `student` label). `results` are in the order sent. At most
+    item's `student` label). `results` are in the order sent. `summary` is for the
+    instructor: per part, in how many submissions each diagnosis code was found, and the score
+    distribution (counts and scores only, no number derived from the expected values). At most
     GRADCHECK_MAX_SUBMISSIONS entries (413 above)."""
     body = received.body
     if (body.items is None) == (body.submissions is None):
