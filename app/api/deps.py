@@ -87,6 +87,13 @@ def request_context(request: Request) -> RequestContext:
     )
 
 
+async def app_settings(request: Request) -> Settings:
+    """The settings of the app serving the request, for routes without a body (a body
+    dependency hands them over in its `RequestContext`)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 async def app_ready(request: Request) -> bool:
     """Whether the app serving the request has started and passed its self-test (`lifespan`)."""
     return bool(getattr(request.app.state, "ready", False))
@@ -98,6 +105,7 @@ async def app_metrics(request: Request) -> HttpMetrics:
     return metrics
 
 
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 ReadyDep = Annotated[bool, Depends(app_ready)]
 MetricsDep = Annotated[HttpMetrics, Depends(app_metrics)]
 
