@@ -135,6 +135,7 @@ class Reference:
             atol=options.atol,
             rtol=options.rtol,
             softmax=self._report.softmax,
+            docs_url=options.docs_url,
         )
         return tuple(found)
 
@@ -179,13 +180,15 @@ class Reference:
 @dataclass(frozen=True)
 class GradingOptions:
     """What is graded and how: points per part (parts not listed are not graded), tolerance,
-    and the deadline the work stops at."""
+    the deadline the work stops at, and `docs_url`, the base of the links in diagnoses (None:
+    they name docs/maths.md)."""
 
     points: Mapping[Part, float]
     atol: float
     rtol: float
     partial_credit: bool
     deadline: Deadline = field(default=NEVER, compare=False)
+    docs_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hand out every student's problem from a roster CSV, later grade a folder of answers in one call.
 
-    python3 roster.py hand-out roster.csv problems/ --assignment hw3-softmax
+    python3 roster.py hand-out roster.csv problems/ --assignment hw3
     python3 roster.py grade roster.csv problems/ answers/ grades.csv
 
 The roster is a CSV file with a header row and an `email` column; other columns (name, section,
@@ -181,7 +181,11 @@ def main() -> None:
     out = commands.add_parser("hand-out", help="write every student's problem")
     out.add_argument("roster", type=Path)
     out.add_argument("problems", type=Path)
-    out.add_argument("--assignment", default="hw3-softmax")
+    out.add_argument(
+        "--assignment",
+        default="hw3",
+        help='first part of every seed: the "assignment" of the Gradescope config.json (hw3)',
+    )
     marking = commands.add_parser("grade", help="grade a folder of answers in one call")
     marking.add_argument("roster", type=Path)
     marking.add_argument("problems", type=Path)

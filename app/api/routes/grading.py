@@ -105,7 +105,7 @@ def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict
     }
 
 
-def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
+def _options(body: GradingRequestBase, deadline: Deadline, docs_url: str | None) -> GradingOptions:
     if not sum(body.points.values()) > 0:
         raise RequestError(("points",), "points must give at least one part more than 0 points")
     return GradingOptions(
@@ -114,6 +114,7 @@ def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
         rtol=body.tolerance.rtol,
         partial_credit=body.partial_credit,
         deadline=deadline,
+        docs_url=docs_url,
     )
 
 
@@ -145,11 +146,13 @@ def grade_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
+    docs_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade every submission against the request's problem, until `deadline` (`overflow` as
-    for `app.api.inputs.reference_of`): the results in the requested format, and the grades
-    (for the class summary)."""
-    options = _options(body, deadline)
+    for `app.api.inputs.reference_of`; `docs_url`, the base of the links in diagnoses,
+    `app.api.links.docs_url`): the results in the requested format, and the grades (for the
+    class summary)."""
+    options = _options(body, deadline, docs_url)
     reference = grading_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
     with under(*location):
@@ -180,17 +183,18 @@ def roster_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
+    docs_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
-    id, items of equal shapes graded together, until `deadline` (`overflow` as for
-    `app.api.inputs.reference_of`). Returns the formatted results and the grades."""
+    id, items of equal shapes graded together, until `deadline` (`overflow` and `docs_url` as
+    for `grade_fields`). Returns the formatted results and the grades."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
             "with items, each item names its own problem: leave problem_id and problem out of "
             "the top level",
         )
-    options = _options(body, deadline)
+    options = _options(body, deadline, docs_url)
     by_id: dict[str, Reference] = {}
     references: list[Reference] = []
     for index, item in enumerate(items):
@@ -268,7 +272,7 @@ async def _graded(
     encode the results."""
     body, context = received.body, received.context
     settings, key, deadline = context.settings, context.signing_key, context.deadline
-    overflow = received.overflow
+    overflow, links = received.overflow, context.docs_url
     items = body.items if isinstance(body, BatchGradeRequest) else None
     count = len(items) if items is not None else len(submissions)
     entries, cost = grading_request_cost(body, count, key)
@@ -277,11 +281,17 @@ async def _graded(
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
             results, grades = roster_fields(
-                body, items, settings, key, deadline=deadline, overflow=overflow
+                body, items, settings, key, deadline=deadline, overflow=overflow, docs_url=links
             )
         else:
             results, grades = grade_fields(
-                body, submissions, settings, key, deadline=deadline, overflow=overflow
+                body,
+                submissions,
+                settings,
+                key,
+                deadline=deadline,
+                overflow=overflow,
+                docs_url=links,
             )
         deadline.check()
         content = (
