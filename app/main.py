@@ -11,7 +11,8 @@ from app import __version__
 from app.api.coalesce import Coalescer
 from app.api.docs import document_request_bodies, install_docs
 from app.api.errors import install_error_handlers
-from app.api.routes import cross_entropy, grading, health, linear, ops, softmax, web
+from app.api.links import install_guide
+from app.api.routes import cross_entropy, grading, health, linear, ops, softmax, suites, web
 from app.api.security import api_key_guard, is_api_router, problem_signing_key
 from app.core.budget import MemoryBudget
 from app.core.config import Settings, get_settings
@@ -38,6 +39,7 @@ ROUTERS = [
     cross_entropy.router,
     linear.router,
     grading.router,
+    suites.router,
 ]
 
 
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     install_docs(app)
     app.mount(web.STATIC_URL, web.static_files(), name="static")
+    install_guide(app, settings)
     install_error_handlers(app)
     document_request_bodies(app)
     return app

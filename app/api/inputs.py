@@ -16,7 +16,7 @@ layout its results are reported in; `run()` makes the one call into the numerics
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, cast
 
 import numpy as np
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from app.api.coalesce import Coalescer
 from app.api.deps import ArrayBody
 from app.api.errors import pydantic_errors
-from app.api.locations import at_callers_positions, under
+from app.api.locations import at_callers_position, under
 from app.api.parse import (
     DTYPES,
     LossFields,
@@ -61,6 +61,7 @@ from app.numerics.cross_entropy import Reduction
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.directional import DEFAULT_DIRECTIONS, prefer_directions
+from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
 from app.numerics.layout import Layout
@@ -115,6 +116,12 @@ class SoftmaxValues:
     binary: bool
     """Sent as .npz: the arrays are not Python lists (what parsing them keeps differs)."""
 
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits, self.options.dim)
+
 
 @dataclass(frozen=True)
 class LossValues:
@@ -129,13 +136,19 @@ class LossValues:
     candidate: dict[str, object] | None
     binary: bool
 
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits)
+
     @property
     def ignore_index(self) -> int:
         return self.options.ignore_index
 
     @property
     def reduction(self) -> Reduction:
-        return Reduction(self.options.reduction)
+        return self.options.reduction
 
     @property
     def label_smoothing(self) -> float:
@@ -212,8 +225,10 @@ class SoftmaxCall:
 
     def run(self) -> SoftmaxResult:
         """Everything the request asked for (raises InvalidProblem at the caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_softmax(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 @dataclass(frozen=True)
@@ -227,16 +242,20 @@ class LossCall:
     def run(self) -> LossResult:
         """Everything the request asked for, computed alone (raises InvalidProblem at the
         caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_cross_entropy(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
     async def run_on_loop(self, coalescer: Coalescer) -> LossResult:
         """`run()` on the event loop: with the tasks that arrive with it when its task can be
         stacked (`app.api.coalesce`)."""
         if not self.task.stackable:
             return self.run()
-        with at_callers_positions(self.layout):
+        try:
             return await coalescer.run(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 def to_softmax_call(
@@ -245,9 +264,11 @@ def to_softmax_call(
     *,
     overflow: RequestError | None = None,
     deadline: Deadline = NEVER,
+    docs_url: str | None = None,
 ) -> SoftmaxCall:
     """Validate a softmax request into its task (`overflow`: the body's first literal beyond
-    float64, `app.api.parse.parse_logits`; numeric derivatives stop at `deadline`)."""
+    float64, `app.api.parse.parse_logits`; numeric derivatives stop at `deadline`; `docs_url`:
+    the base of the links in messages, `app.api.links.docs_url`)."""
     values = sent if isinstance(sent, SoftmaxValues) else softmax_values(sent)
     body = values.options
     logits, layout = parse_logits(values.logits, settings, body.dim, body.include, overflow)
@@ -256,7 +277,7 @@ def to_softmax_call(
     candidate = None
     if values.candidate is not None:
         outputs = candidate_rows(values.candidate, layout)
-        candidate = Candidate(outputs, ProblemInputs(logits), settings.docs_url)
+        candidate = Candidate(outputs, ProblemInputs(logits), docs_url)
     task = SoftmaxTask(
         to_dtype(logits, body.dtype, layout),
         include,
@@ -277,7 +298,7 @@ def numeric_directions(values: LossValues, settings: Settings) -> int | None:
         return None
     if body.numeric.directions is not None:
         return body.numeric.directions
-    rows, classes = request_shape(values.logits)
+    rows, classes = values.shape
     method = Method(body.numeric.method)
     if prefer_directions(rows, classes, method, settings.numeric_gradient_max_evaluations):
         return DEFAULT_DIRECTIONS
@@ -290,9 +311,10 @@ def to_loss_call(
     *,
     overflow: RequestError | None = None,
     deadline: Deadline = NEVER,
+    docs_url: str | None = None,
 ) -> LossCall:
-    """Validate a cross-entropy request into its task (`overflow` as for `to_softmax_call`;
-    numeric derivatives stop at `deadline`)."""
+    """Validate a cross-entropy request into its task (`overflow`, `deadline` and `docs_url` as
+    for `to_softmax_call`)."""
     values = sent if isinstance(sent, LossValues) else loss_values(sent)
     body = values.options
     include = frozenset(body.include)  # already Output members
@@ -314,7 +336,7 @@ def to_loss_call(
         candidate = Candidate(
             candidate_rows(values.candidate, parsed.layout),
             parsed.inputs(values, body.denominator),
-            settings.docs_url,
+            docs_url,
             exact,
         )
     task = LossTask(
@@ -422,6 +444,7 @@ def to_linear_call(
     *,
     overflow: RequestError | None = None,
     deadline: Deadline = NEVER,
+    docs_url: str | None = None,
 ) -> LinearCall:
     """Validate a linear cross-entropy request into its task: the size limits first (413
     naming the limit), then each array (`app.api.parse.parse_head_array`); the shapes are
@@ -473,7 +496,7 @@ def to_linear_call(
         tolerance_of(body.tolerance),
         values.directions,
         values.candidate,
-        settings.docs_url,
+        docs_url,
     )
     return LinearCall(task)
 

@@ -21,7 +21,9 @@ A request lives in three phases, whose peaks do not add up:
 
 Shapes are (rows, classes): K-dimensional inputs (N, C, d1, …, dk) count every position as a row,
 rows = N·d1·…·dk. A new output is one more `OutputCost` entry (a Hessian is C·C wide, like the
-Jacobian). Nothing here knows HTTP.
+Jacobian). The response's encoding enters only as its size: bytes per number in JSON
+(JSON_BYTES_PER_NUMBER, JSON_GROWTH) and one copy per array in .npz, measured against the web
+layer's encoder (`app.api.encoding`), which this module does not import.
 """
 
 import math
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from app.numerics.gradcheck import BY_BLOCKS
-from app.numerics.layout import BLOCK_ENTRIES
+from app.numerics.layout import BLOCK_ENTRIES, BLOCK_WORKERS
 
 FLOAT64_BYTES = 8
 INDEX_BYTES = 8
@@ -273,9 +275,9 @@ def cross_entropy_cost(
     `include` says), the outputs in `include`, the per-sample losses and the response.
 
     A request asking for nothing beyond the loss and the gradient, larger than one block of
-    rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one block's
-    arrays); `later_softmax` counts the softmax formed afterwards, with those two still held
-    (a candidate's probabilities, or its diagnoses)."""
+    rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one
+    block's arrays on each core at work); `later_softmax` counts the softmax formed afterwards,
+    with those two still held (a candidate's probabilities, or its diagnoses)."""
     inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(
         shape, probability_labels, parsed_bytes_per_number
     )
@@ -284,8 +286,8 @@ def cross_entropy_cost(
         if later_softmax:
             base, kept = BY_BLOCKS_KEPT + SOFTMAX_BASE, BY_BLOCKS_KEPT + SOFTMAX_KEPT
         else:
-            block = CROSS_ENTROPY_BASE * BLOCK_ENTRIES / shape.numbers(Width.CLASSES)
-            base, kept = BY_BLOCKS_KEPT + block, BY_BLOCKS_KEPT
+            blocks = BLOCK_WORKERS * CROSS_ENTROPY_BASE * BLOCK_ENTRIES  # one block a core
+            base, kept = BY_BLOCKS_KEPT + blocks / shape.numbers(Width.CLASSES), BY_BLOCKS_KEPT
     return _analysis_cost(
         shape,
         include,

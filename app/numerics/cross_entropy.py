@@ -163,6 +163,13 @@ def index_targets(
 
     Raises InvalidProblem for a label outside [0, C) that is not `ignore_index`, and for a
     `mean` whose divisor Σ w_{y_n} over non-ignored samples is 0 (PyTorch would return NaN).
+
+    References
+    ----------
+    .. [1] PyTorch, torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing,
+       reduction): the semantic reference for the effective targets and the weighted mean.
+    .. [2] C. Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR
+       2016: label smoothing (1 − ε)·y + ε/C.
     """
     labels = np.asarray(labels)
     active = check_index_labels(labels, num_classes, ignore_index)
@@ -274,12 +281,20 @@ def _exact_probability_targets(
 def softcap_logits(logits: FloatArray, softcap: float) -> FloatArray:
     """y = c·tanh(z / c), real or complex, with −inf (a mask) kept −inf.
 
-    tanh is correctly rounded to about an ulp, so y carries ~2 ulps of c at most."""
+    tanh is correctly rounded to about an ulp, so y carries ~2 ulps of c at most.
+
+    References
+    ----------
+    .. [1] Gemma Team, "Gemma 2: Improving Open Language Models at a Practical Size",
+       arXiv:2408.00118, 2024: logit soft-capping c·tanh(z/c).
+    """
     z = np.asarray(logits)
     masked = np.isneginf(np.real(z))
+    if not masked.any():
+        unmasked: FloatArray = softcap * np.tanh(z / softcap)
+        return unmasked
     capped: FloatArray = softcap * np.tanh(np.where(masked, 0, z) / softcap)
-    if masked.any():
-        capped[masked] = z[masked]
+    capped[masked] = z[masked]
     return capped
 
 
@@ -288,12 +303,19 @@ def softcap_slope(logits: FloatArray, softcap: float) -> FloatArray:
 
     Formed as 4e / (1 + e)² with e = exp(−2|z| / c) ≤ 1: no cancellation where tanh → 1
     (1 − tanh² would lose every digit once |z| / c exceeds ~19), a relative error of a few
-    ulps everywhere, and an exact 0 only where the true value underflows."""
+    ulps everywhere, and an exact 0 only where the true value underflows (at −inf, e = 0).
+    Formed in place: one array, five passes."""
     z = np.asarray(logits)
     with np.errstate(invalid="ignore"):
-        e = np.exp(-2 * np.abs(z) / softcap)
-        slope: FloatArray = 4 * e / ((1 + e) * (1 + e))
-    return np.where(np.isneginf(z), 0, slope).astype(z.dtype, copy=False)
+        slope: FloatArray = np.abs(z)
+        slope *= -2
+        slope /= softcap
+        np.exp(slope, out=slope)  # e
+        denominator = 1 + slope
+        denominator *= denominator
+        slope *= 4
+        slope /= denominator
+    return slope.astype(z.dtype, copy=False)
 
 
 def softcap_difference(logits: NDArray[Any], moved: NDArray[Any], softcap: float) -> NDArray[Any]:
@@ -315,7 +337,15 @@ def softcap_difference(logits: NDArray[Any], moved: NDArray[Any], softcap: float
 def log_sum_exp(sm: Softmax) -> FloatArray:
     """ℓ_n = log Σ_c exp z_nc = z_nk + log1p(t) from the softmax (z_nk the row's maximum),
     shape (N,). One rounding on top of log1p's; it cancels only where z_nk ≈ −log1p(t) (a
-    row whose ℓ is near 0), and then its absolute error is still ~eps·log C."""
+    row whose ℓ is near 0), and then its absolute error is still ~eps·log C.
+
+    References
+    ----------
+    .. [1] A. Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", JMLR 24, 2023: the
+       z-loss λ·(log Σ exp z)².
+    .. [2] Liger-Kernel, `lse_square_scale` of its fused linear cross-entropy (its tests:
+       F.cross_entropy + λ·lse² per non-ignored token).
+    """
     assert sm.logits is not None
     z = np.asarray(sm.logits)
     top = z[np.arange(z.shape[0]), sm.argmax]
@@ -325,6 +355,8 @@ def log_sum_exp(sm: Softmax) -> FloatArray:
 
 def check_target_support(logits: FloatArray, q: FloatArray) -> None:
     """Raise InvalidProblem if some target mass sits on a −inf logit (an infinite loss)."""
+    if logits.size == 0 or not np.isneginf(logits.min()):  # no mask: one pass, no temporary
+        return
     infinite = np.isneginf(logits) & (q != 0)  # a negative weight makes the loss −inf
     if infinite.any():
         n, c = (int(i) for i in np.argwhere(infinite)[0])
@@ -364,6 +396,14 @@ def per_sample_gradient(
     Float64 rows that still cancel (largest term > CANCELLATION_LIMIT × largest entry: targets
     close to the prediction) are recomputed in double-double from `sm.logits` and `exact_q`
     (default: q taken as exact).
+
+    References
+    ----------
+    .. [1] PyTorch, torch.nn.functional.cross_entropy: the gradient a·Σq − q of its loss with
+       weights, probability targets and label smoothing.
+    .. [2] T. J. Dekker, "A floating-point technique for extending the available precision",
+       Numerische Mathematik 18, 1971: the double-double arithmetic of the rows that cancel
+       (`double_double`).
     """
     a = sm.probabilities
     rows = np.arange(q.shape[0])
@@ -436,13 +476,14 @@ def _gradient_double_double(
 def _near_uniform_gradient(
     z: FloatArray, finite: NDArray[np.bool_], q: dd.DD, total: dd.DD
 ) -> FloatArray:
-    """a·S − q for rows whose finite logits differ by at most NEAR_UNIFORM_SPREAD.
+    """a·S_q − q (S_q = Σ_c q_c) for rows whose finite logits differ by at most
+    NEAR_UNIFORM_SPREAD.
 
     With C finite classes and u_c = z_c − mean z, a_c = (1 + u_c + O(u²))/C, so
-        ∂loss/∂z_c = (S·(C·z_c − Σz) + C·(S − C·q_c)) / C²
+        ∂loss/∂z_c = (S_q·(C·z_c − Σz) + C·(S_q − C·q_c)) / C²
     to a relative O(spread) ≤ 2^-56. Double-double cannot reach these entries when they are
     far smaller than 2^-106 of 1/C (tiny logits with targets near uniform). C·z_c − Σz is
-    formed on z scaled to a largest magnitude in [1/2, 1) (exact), and S − C·q_c is exactly 0
+    formed on z scaled to a largest magnitude in [1/2, 1) (exact), and S_q − C·q_c is exactly 0
     in rows of equal targets; masked classes get 0 (a_c = q_c = 0).
     """
     count = finite.sum(axis=1).astype(np.float64)[:, None]

@@ -36,7 +36,11 @@ async def linear_cross_entropy(received: LinearCrossEntropyBody) -> Response:
 
     def alone() -> Response:
         call = to_linear_call(
-            values, context.settings, overflow=received.overflow, deadline=context.deadline
+            values,
+            context.settings,
+            overflow=received.overflow,
+            deadline=context.deadline,
+            docs_url=context.docs_url,
         )
         return respond(linear_fields(call.run()), context.accept, context.deadline)
 

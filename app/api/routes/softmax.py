@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.api.admission import request_entries, softmax_request_cost
+from app.api.admission import shape_entries, softmax_request_cost
 from app.api.deps import SoftmaxBody
 from app.api.encoding import respond, softmax_fields
 from app.api.inputs import softmax_values, to_softmax_call
@@ -27,12 +27,16 @@ async def softmax(received: SoftmaxBody) -> Response:
     Jacobian and its agreement with the analytic one."""
     context = received.context
     values = softmax_values(received.body)
-    entries = request_entries(values.logits, values.options.include, values.options.dim)
+    entries = shape_entries(values.shape, values.options.include)
     cost = softmax_request_cost(values, context.accept)
 
     def work() -> Response:
         call = to_softmax_call(
-            values, context.settings, overflow=received.overflow, deadline=context.deadline
+            values,
+            context.settings,
+            overflow=received.overflow,
+            deadline=context.deadline,
+            docs_url=context.docs_url,
         )
         return respond(softmax_fields(call.run(), call.layout), context.accept, context.deadline)
 

@@ -8,7 +8,9 @@ with Client("http://127.0.0.1:8000") as service:
     print(result.loss, result.gradient_check.passed, result.candidate_check.diagnoses)
 ```
 
-The command line `gradcheck` (see `gradcheck --help`) checks `.npy` files from scripts and CI.
+`service.test(fn, suite="basics")` runs your own function on a suite of hard cases. The command
+line `gradcheck` (see `gradcheck --help`) checks `.npy` files and tests functions from scripts
+and CI; the pytest plugin (`gradcheck_case`) runs a test once per case.
 """
 
 from gradcheck_client.client import (
@@ -32,9 +34,11 @@ from gradcheck_client.errors import (
 )
 from gradcheck_client.linear import LinearCandidate, LinearCrossEntropyResult
 from gradcheck_client.results import (
+    BatchGrades,
     CandidateCheck,
     CandidateEntry,
     Check,
+    ClassSummary,
     CrossEntropyResult,
     Diagnosis,
     DirectionalDerivatives,
@@ -47,20 +51,27 @@ from gradcheck_client.results import (
     MismatchEntry,
     OutputCheck,
     PartResult,
+    PartSummary,
     PrairieLearnResult,
     PrairieLearnTest,
     Problem,
     ProblemParameters,
+    ScoreBin,
+    ScoreDistribution,
     SoftmaxResult,
     Tolerance,
 )
+from gradcheck_client.suites import CaseResult, SuiteReport
 from gradcheck_client.version import __version__
 
 __all__ = [
     "AsyncClient",
+    "BatchGrades",
     "CandidateCheck",
     "CandidateEntry",
+    "CaseResult",
     "Check",
+    "ClassSummary",
     "Client",
     "CrossEntropyResult",
     "Diagnosis",
@@ -82,15 +93,19 @@ __all__ = [
     "NumericOptions",
     "OutputCheck",
     "PartResult",
+    "PartSummary",
     "PrairieLearnResult",
     "PrairieLearnTest",
     "Problem",
     "ProblemParameters",
     "RefusedError",
     "ResponseError",
+    "ScoreBin",
+    "ScoreDistribution",
     "ServiceError",
     "SoftmaxCandidate",
     "SoftmaxResult",
+    "SuiteReport",
     "Tolerance",
     "ToleranceOptions",
     "TransportError",

@@ -12,9 +12,10 @@ import asyncio
 import email.utils
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar
 
@@ -25,11 +26,26 @@ from gradcheck_client.errors import ResponseError, TransportError, status_error
 from gradcheck_client.linear import LinearCandidate, LinearCrossEntropyResult, LinearOutput
 from gradcheck_client.results import (
     GRADING_RESULTS,
+    BatchGrades,
     CandidateCheck,
+    ClassSummary,
     CrossEntropyResult,
     GradingResult,
     Problem,
     SoftmaxResult,
+)
+from gradcheck_client.runner import run_suite
+from gradcheck_client.suites import (
+    Suite,
+    SuiteReport,
+    SuiteSummary,
+    _aget,
+    _get,
+    afetch_case,
+    afetch_suite,
+    fetch_case,
+    fetch_suite,
+    suite_list,
 )
 from gradcheck_client.version import __version__
 
@@ -144,10 +160,19 @@ def _grade_reader(format: GradeFormat | None) -> Callable[[httpx.Response], Grad
     return lambda response: kind.from_json(response.json())
 
 
-def _grades_reader(format: GradeFormat | None) -> Callable[[httpx.Response], list[GradingResult]]:
-    """Reads /v1/grade/batch's results in `format`."""
+def _grades_reader(format: GradeFormat | None) -> Callable[[httpx.Response], BatchGrades]:
+    """Reads /v1/grade/batch's results in `format` and its class summary."""
     kind = GRADING_RESULTS[format or "native"]
-    return lambda response: [kind.from_json(result) for result in response.json()["results"]]
+
+    def read(response: httpx.Response) -> BatchGrades:
+        data = response.json()
+        return BatchGrades(
+            results=tuple(kind.from_json(result) for result in data["results"]),
+            summary=ClassSummary.from_json(data["summary"]),
+            raw=data,
+        )
+
+    return read
 
 
 class _Core:
@@ -519,6 +544,37 @@ class Client(_Core):
         )
         return self._read(self._compute(linear.PATH, body), linear.read)
 
+    def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`: every suite of hard cases the service has."""
+        return suite_list(_get(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`: the suite's cases, each large case's request fetched from
+        `GET /v1/suites/{name}/cases/{case}` (as .npz)."""
+        return fetch_suite(self, name)
+
+    def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`: one case's request (arrays as numpy), ready
+        for `cross_entropy(**request)`."""
+        return fetch_case(self, name, case)
+
+    def test(
+        self,
+        fn: Callable[..., Any],
+        suite: str | Path | Mapping[str, Any] = "basics",
+        *,
+        framework: Literal["numpy", "torch"] = "numpy",
+        supports: Collection[str] = (),
+        options: Mapping[str, Any] | None = None,
+    ) -> SuiteReport:
+        """Run `fn(logits, labels, **options) -> (loss, gradient)` on every case of `suite` (a
+        name served by `GET /v1/suites`, a course's JSON file as a `Path`, or such a document)
+        and check its outputs; a failing case is shrunk to a smallest problem that fails the same
+        way (at most 100 service calls), with a reproduction to paste. See
+        `gradcheck_client.runner` for which options are passed and when a case is not
+        applicable."""
+        return run_suite(self, fn, suite, framework=framework, supports=supports, options=options)
+
     def softmax(
         self,
         logits: Any,
@@ -620,10 +676,12 @@ class Client(_Core):
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
         visibility: Visibility | None = None,
-    ) -> list[GradingResult]:
+    ) -> BatchGrades:
         """`POST /v1/grade/batch`: many answers to one problem (`submissions`), or a roster
         (`items`: dicts of problem_id or problem, submission and an optional student label),
-        in one call. Returns one result per answer, in order."""
+        in one call. Returns `BatchGrades`: one result per answer, in order (`results`; it
+        iterates over them too), and the class summary (`summary`: per part, in how many
+        submissions each mistake was found; the score distribution)."""
         options = dict(locals())
         del options["self"], options["problem_id"], options["problem"]
         options["submissions"] = None if submissions is None else list(submissions)
@@ -851,6 +909,18 @@ class AsyncClient(_Core):
         )
         return self._read(await self._compute("/v1/softmax", body), self._softmax_result)
 
+    async def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`, as `Client.suites`."""
+        return suite_list(await _aget(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    async def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`, as `Client.suite`."""
+        return await afetch_suite(self, name)
+
+    async def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`, as `Client.suite_case`."""
+        return await afetch_case(self, name, case)
+
     async def check(
         self,
         logits: Any,
@@ -922,7 +992,7 @@ class AsyncClient(_Core):
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
         visibility: Visibility | None = None,
-    ) -> list[GradingResult]:
+    ) -> BatchGrades:
         """`POST /v1/grade/batch`, as `Client.grade_batch`."""
         options = dict(locals())
         del options["self"], options["problem_id"], options["problem"]
