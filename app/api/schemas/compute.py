@@ -269,10 +269,10 @@ class CrossEntropyRequest(LossOptions):
         "log_probabilities, numeric_jacobian (adds `jacobian_check`), hessian, numeric_hessian "
         "(adds `hessian_check`), hessian_vector_product (with `vector`).",
     )
-    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-12)] | None = Field(
         None,
         description="With reduction mean only: replaces the mean's divisor D (and the z-loss's) "
-        "by this number, HF's num_items_in_batch. With it the rows of a batch are independent: "
+        "by this number (at least 1e-12: 1/D must stay finite), HF's num_items_in_batch. With it the rows of a batch are independent: "
         "a problem too large for one request can be sent by blocks of rows, whose gradient rows "
         "are those of the whole and whose losses add up to its loss.",
     )
@@ -571,10 +571,11 @@ class LinearCrossEntropyRequest(LossOptions):
         "predicts label t + 1 of its sequence and the last position is ignored (HF's causal-LM "
         "loss).",
     )
-    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)] | None = Field(
+    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-12)] | None = Field(
         None,
         description="An extension of LM training, with reduction mean only: replaces the "
-        "mean's divisor Σ w_y (and the z-loss's) by this number, HF's num_items_in_batch.",
+        "mean's divisor Σ w_y (and the z-loss's) by this number (at least 1e-12), HF's "
+        "num_items_in_batch.",
     )
     include: list[LinearInclude] = Field(
         LINEAR_DEFAULT_INCLUDE,  # type: ignore[arg-type]
