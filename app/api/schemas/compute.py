@@ -272,9 +272,10 @@ class CrossEntropyRequest(LossOptions):
     denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-12)] | None = Field(
         None,
         description="With reduction mean only: replaces the mean's divisor D (and the z-loss's) "
-        "by this number (at least 1e-12: 1/D must stay finite), HF's num_items_in_batch. With it the rows of a batch are independent: "
-        "a problem too large for one request can be sent by blocks of rows, whose gradient rows "
-        "are those of the whole and whose losses add up to its loss.",
+        "by this number (at least 1e-12: 1/D must stay finite), HF's num_items_in_batch. With "
+        "it the rows of a batch are independent: a problem too large for one request can be "
+        "sent by blocks of rows, whose gradient rows are those of the whole and whose losses "
+        "add up to its loss.",
     )
     vector: Logits | None = Field(
         None,
