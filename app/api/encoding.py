@@ -6,20 +6,17 @@ holds, and that they are finite (`Report.refuse_non_finite`), is settled before 
 Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
-import io
-import json
 import math
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import orjson
 from fastapi import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.errors import LimitExceeded, RequestError
+from app.api.archive import read_npz
 from app.numerics.candidate import CandidateCheck
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.finite_diff import reach_checkpoint
@@ -319,84 +316,19 @@ def respond(fields: dict[str, Any], accept: str | None) -> Response:
 
 # ----- .npz requests → arrays -----
 
-NPZ_REQUEST_FIELDS_MEMBER = "request.json"
-NPZ_MAX_MEMBERS = 32
 NPZ_MAX_EXPANSION = 4
-"""An archive may hold at most this many times its own size, uncompressed (zip bombs: 413)."""
-FLOAT_KINDS = {"f2": np.float16, "f4": np.float32, "f8": np.float64}
+"""An archive may hold at most this many times its own size (at least 1 MiB) uncompressed
+(zip bombs: 413)."""
 
 
-def _npz_member_name(name: str) -> str:
-    return name.removesuffix(".npy")
+def npz_expansion_limit(body_bytes: int) -> int:
+    """Most bytes an .npz body of `body_bytes` may inflate to, all members together."""
+    return NPZ_MAX_EXPANSION * max(body_bytes, 1 << 20)
 
 
 def read_npz_request(body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The fields of an `application/x-npz` body: `request.json` (every non-array field), and
     one array per `.npy` member, named after its field (`logits`, `labels`, `weight`, `vector`,
-    `candidate.gradient`, …).
-
-    Checked before anything is decompressed: at most NPZ_MAX_MEMBERS members, of at most
-    NPZ_MAX_EXPANSION × the body's size uncompressed in all (413 above: a zip bomb); only
-    `.npy` members and `request.json`. Arrays are read without pickles
-    (`allow_pickle=False`); float16, float32, float64 and bfloat16 (written by numpy from
-    `ml_dtypes.bfloat16` with the descriptor '<V2', read back as bfloat16) and integers are
-    accepted. Errors name the member.
-    """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(body))
-    except zipfile.BadZipFile:
-        raise RequestError((), "the body is not a zip archive (.npz)", "npz_invalid") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > NPZ_MAX_MEMBERS:
-            raise LimitExceeded(
-                f"the archive holds {len(members)} members, more than {NPZ_MAX_MEMBERS}"
-            )
-        expanded = sum(member.file_size for member in members)
-        if expanded > NPZ_MAX_EXPANSION * max(len(body), 1 << 20):
-            raise LimitExceeded(
-                f"the archive expands to {expanded} bytes, more than {NPZ_MAX_EXPANSION}× its "
-                "size: send its members stored (np.savez) or less compressed"
-            )
-        fields: dict[str, Any] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for member in members:
-            if member.filename == NPZ_REQUEST_FIELDS_MEMBER:
-                try:
-                    fields = json.loads(archive.read(member))
-                except (ValueError, UnicodeDecodeError) as error:
-                    raise RequestError(
-                        (NPZ_REQUEST_FIELDS_MEMBER,), f"not valid JSON: {error}", "json_invalid"
-                    ) from None
-                if not isinstance(fields, dict):
-                    raise RequestError(
-                        (NPZ_REQUEST_FIELDS_MEMBER,), "must hold a JSON object", "dict_type"
-                    )
-                continue
-            if not member.filename.endswith(".npy"):
-                raise RequestError(
-                    (member.filename,),
-                    "an .npz request holds .npy members and request.json only",
-                    "npz_member",
-                )
-            name = _npz_member_name(member.filename)
-            arrays[name] = _read_npy(archive, member, name)
-    return fields, arrays
-
-
-def _read_npy(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> np.ndarray:
-    """One member as an array of a number type (bfloat16 recognised from '<V2')."""
-    try:
-        with archive.open(member) as stream:
-            array = np.lib.format.read_array(stream, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise RequestError((name,), f"not a readable .npy array: {error}", "npy_invalid") from None
-    if array.dtype.kind == "V" and array.dtype.itemsize == 2 and array.dtype.names is None:
-        return array.view(ml_dtypes.bfloat16)
-    if array.dtype.kind in "iu" or array.dtype.str[1:] in FLOAT_KINDS:
-        return array.astype(array.dtype.newbyteorder("="), copy=False)
-    raise RequestError(
-        (name,),
-        f"dtype {array.dtype.str} is not float16, float32, float64, bfloat16 or an integer",
-        "npy_dtype",
-    )
+    `candidate.gradient`, …), read by the bounded reader `app.api.archive.read_npz` (at most
+    `npz_expansion_limit` bytes inflated; errors name the member)."""
+    return read_npz(body, npz_expansion_limit(len(body)))
