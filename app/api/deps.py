@@ -24,12 +24,11 @@ from app.api.encoding import NPZ_MEDIA_TYPE, read_npz_request
 from app.api.errors import pydantic_errors
 from app.api.examples import (
     CROSS_ENTROPY_EXAMPLES,
-    GRADE_EXAMPLES,
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
-from app.api.schemas.grading import GradeRequest, ProblemRequest
+from app.api.schemas.grading import ProblemRequest
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
@@ -269,9 +268,7 @@ CROSS_ENTROPY_BODY = RequestBody(
     {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0], "vector": [0.0, 0.0]},
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
-GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
 
 SoftmaxBody = Annotated[SoftmaxRequest, Depends(SOFTMAX_BODY)]
 CrossEntropyBody = Annotated[CrossEntropyRequest, Depends(CROSS_ENTROPY_BODY)]
 ProblemBody = Annotated[ProblemRequest, Depends(PROBLEM_BODY)]
-GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]

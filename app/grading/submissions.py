@@ -9,6 +9,22 @@ length 1 are accepted (a flat row for a one-sample problem, `[0.5]` or `[[0.5]]`
 number).
 """
 
+from dataclasses import dataclass
+
 from app.numerics.candidate import MAX_NESTING, describe, read_part
 
-__all__ = ["MAX_NESTING", "describe", "read_part"]
+__all__ = ["MAX_NESTING", "UNREADABLE", "Unreadable", "describe", "read_part"]
+
+UNREADABLE = "your answer could not be read: {reason}"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A student's answer the request's reader could not read at all (e.g. nested deeper than
+    the JSON parser goes): graded 0 with `UNREADABLE`, never refused."""
+
+    reason: str
+
+    def message(self) -> str:
+        """What the student is told."""
+        return UNREADABLE.format(reason=self.reason)

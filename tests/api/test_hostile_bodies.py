@@ -6,7 +6,9 @@ answering (tracemalloc's peak, in-process), the size of the error body — with 
 about 10 s that hold on a busy machine; wall-clock figures are measured apart (issue 26's table).
 """
 
+import asyncio
 import io
+import json
 import struct
 import time
 import tracemalloc
@@ -18,6 +20,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
+from app.api.errors import MAX_ERRORS
+from app.api.submissions import too_many_elements
 
 NPZ = "application/x-npz"
 GENEROUS_SECONDS = 10.0
@@ -213,3 +218,135 @@ async def test_random_corruptions_of_an_archive_are_4xx_never_500(
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             assert response.status_code < 500, response.text
     assert set(statuses) - {200}, statuses  # the corruptions were noticed
+
+
+# ----- JSON bodies -----
+
+PROBLEM = {"logits": [[0.5, 1.5, -0.2], [0.1, 0.2, 0.3]], "labels": [1, 0]}
+HEALTHZ_BOUND_SECONDS = 5.0
+"""/healthz while a hostile body is served in-process: under 1 s on a quiet machine (measured
+apart); here only bounded well below the 13 s a quadratic scan held the loop."""
+
+
+async def _with_healthz(
+    client: httpx.AsyncClient, send: Callable[[], Awaitable[httpx.Response]]
+) -> tuple[httpx.Response, float, float]:
+    """The response, the seconds it took, and the longest /healthz answer meanwhile."""
+    done = asyncio.Event()
+    longest = 0.0
+
+    async def poll() -> None:
+        nonlocal longest
+        for _ in range(10_000):
+            started = time.monotonic()
+            answer = await client.get("/healthz")
+            assert answer.status_code == 200
+            longest = max(longest, time.monotonic() - started)
+            if done.is_set():
+                return
+            await asyncio.sleep(0.02)
+
+    poller = asyncio.create_task(poll())
+    started = time.monotonic()
+    try:
+        response = await send()
+    finally:
+        done.set()
+    seconds = time.monotonic() - started
+    await poller
+    return response, seconds, longest
+
+
+def _json(client: httpx.AsyncClient, path: str, body: bytes) -> Awaitable[httpx.Response]:
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+async def test_an_unterminated_string_of_escaped_quotes_is_scanned_once(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    body = b'{"submissions":["' + b'\\"' * 32_000
+    response, seconds, healthz = await _with_healthz(
+        asgi_client, lambda: _json(asgi_client, "/v1/grade/batch", body)
+    )
+    _assert_refused(response, 422, seconds)
+    assert healthz < HEALTHZ_BOUND_SECONDS
+    # linear: 1 MB of the same (about 50 min when each quote restarted the scan)
+    started = time.monotonic()
+    assert not too_many_elements(b'{"submissions":["' + b'\\"' * 500_000, 1000)
+    assert time.monotonic() - started < GENEROUS_SECONDS / 10
+
+
+async def test_an_escaped_key_does_not_bypass_the_submission_count(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    body = b'{"problem_id": "x", "ite\\u006ds": [' + b",".join([b"{}"] * 500_000) + b"]}"
+    assert len(body) < 1_600_000
+    response, peak, seconds = await _measured(lambda: _json(asgi_client, "/v1/grade/batch", body))
+    assert response.status_code == 413
+    assert len(response.content) < SMALL_ERROR_BYTES
+    assert "GRADCHECK_MAX_SUBMISSIONS" in response.json()["detail"]
+    assert peak < 4 * len(body)  # refused from the scan: nothing parsed
+    assert seconds < GENEROUS_SECONDS
+
+
+async def test_three_hundred_thousand_bad_labels_make_a_small_422(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    body = json.dumps({"logits": [[0.0, 1.0]] * 300_000, "labels": [True] * 300_000}).encode()
+    response, peak, seconds = await _measured(lambda: _json(asgi_client, "/v1/cross-entropy", body))
+    content = _assert_refused(response, 422, seconds)
+    assert content["detail"][0]["loc"][:3] == ["body", "labels", 0]
+    assert len(content["detail"]) <= MAX_ERRORS
+    assert peak < 16 * len(body)  # what parsing is admitted for; no list of 300,000 errors
+
+
+async def test_a_body_with_a_million_problems_lists_twenty_and_counts_the_rest(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    body = ("{" + ",".join(f'"k{i}": 0' for i in range(100_000)) + "}").encode()
+    response, _, seconds = await _measured(lambda: _json(asgi_client, "/v1/softmax", body))
+    content = _assert_refused(response, 422, seconds)
+    assert len(content["detail"]) == MAX_ERRORS
+    assert content["detail"][0]["loc"] == ["body", "logits"]
+    assert content["errors_omitted"] == 100_001 - MAX_ERRORS  # the extra keys and logits
+
+
+@pytest.mark.parametrize("depth", [250, 3000])
+async def test_a_student_s_deeply_nested_answer_is_graded_zero_not_refused(
+    asgi_client: httpx.AsyncClient, depth: int
+) -> None:
+    deep = "[" * depth + "]" * depth
+    answer = f'{{"problem": {json.dumps(PROBLEM)}, "submission": {{"loss": {deep}}}}}'
+    response = await _json(asgi_client, "/v1/grade", answer.encode())
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["score"] == 0
+    assert not result["gradable"]
+    assert result["format_errors"][0].startswith("your answer could not be read: ")
+
+
+async def test_in_a_batch_only_the_deep_answers_are_unreadable(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    deep = "[" * 300 + "]" * 300
+    roster = (
+        f'{{"items": [{{"problem": {json.dumps(PROBLEM)}, "submission": {{"loss": 1.0}}}}, '
+        f'{{"problem": {json.dumps(PROBLEM)}, "submission": {deep}}}]}}'
+    )
+    many = f'{{"problem": {json.dumps(PROBLEM)}, "submissions": [{deep}, {{"loss": 1.0}}]}}'
+    for body, unreadable in ((roster, 1), (many, 0)):
+        response = await _json(asgi_client, "/v1/grade/batch", body.encode())
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [result["gradable"] for result in results] == [
+            index != unreadable for index in range(2)
+        ]
+        assert "could not be read" in results[unreadable]["format_errors"][0]
+
+
+async def test_the_caller_s_own_deep_field_stays_a_422(asgi_client: httpx.AsyncClient) -> None:
+    deep = "[" * 300 + "]" * 300
+    body = f'{{"problem": {{"logits": {deep}, "labels": [0]}}, "submission": {{"loss": 1}}}}'
+    response = await _json(asgi_client, "/v1/grade", body.encode())
+    assert response.status_code == 422
+    assert "recursion limit" in response.json()["detail"][0]["msg"]

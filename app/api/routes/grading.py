@@ -12,7 +12,6 @@ graded together (`app.grading.grade.grade_group`). At most GRADCHECK_MAX_SUBMISS
 a larger body is refused with 413 from a scan of its bytes, before it is parsed.
 """
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, cast
@@ -24,15 +23,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     INLINE_PARSE_BYTES,
-    GradeBody,
     ProblemBody,
-    RequestBody,
     SettingsDep,
     SigningKeyDep,
 )
 from app.api.encoding import JSON_MEDIA_TYPE, encode_json
 from app.api.errors import pydantic_errors
-from app.api.examples import BATCH_GRADE_EXAMPLES
+from app.api.examples import BATCH_GRADE_EXAMPLES, GRADE_EXAMPLES
 from app.api.inputs import check_output_size, parse_loss, request_shape
 from app.api.offload import compute
 from app.api.routes import ERROR_RESPONSES
@@ -41,12 +38,14 @@ from app.api.schemas.grading import (
     AnyGradeResult,
     BatchGradeRequest,
     BatchGradeResponse,
+    GradeRequest,
     GradingProblem,
     GradingRequestBase,
     ProblemRequest,
     ProblemResponse,
     RosterItem,
 )
+from app.api.submissions import AnswerBody, too_many_elements
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
 from app.grading.formats import Presentation, gradescope, native, prairielearn
@@ -428,6 +427,10 @@ async def _graded(
     return await compute(entries, cost, request, work)
 
 
+GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
+GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]
+
+
 @router.post(
     "/grade",
     summary="Grade one student's answer",
@@ -445,65 +448,6 @@ async def grade(body: GradeBody, request: Request) -> Response:
     return await _graded(request, body, [body.submission], single=True)
 
 
-_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
-_TOKENS = re.compile(_STRING + rb"|[\[\]{},]")
-"""Strings (skipped whole: brackets and commas inside them do not count) and structure."""
-_BRACKETS = re.compile(_STRING + rb"|[\[\]{}]")
-"""The same without commas: inside one element only its nesting matters."""
-_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
-SCAN_TOKEN_BUDGET = 1_000_000
-"""Most tokens the pre-parse scan reads (about 0.3 s); beyond, the count is checked after
-parsing."""
-COUNTED_KEYS = frozenset({b"submissions", b"items"})
-
-
-def too_many_elements(body: bytes, limit: int, budget: int = SCAN_TOKEN_BUDGET) -> bool:
-    """Whether a top-level `submissions` or `items` array of the JSON object `body` has more
-    than `limit` elements, from its bytes alone: commas are counted at that array's own level
-    only, strings are skipped whole, and inside an element only brackets are read (so a
-    gradient's numbers cost nothing). Stops at the (limit + 1)-th element; False when the body
-    is not an object or the scan runs out of `budget` (then the parsed list is counted)."""
-    start = _LEADING_SPACE.match(body)
-    position = start.end() if start else 0
-    if body[position : position + 1] != b"{":
-        return False
-    position += 1
-    depth = 1
-    key: bytes | None = None
-    expect_key = True
-    counting = False
-    commas = 0
-    for _ in range(budget):
-        pattern = _TOKENS if depth == 1 or (depth == 2 and counting) else _BRACKETS
-        match = pattern.search(body, position)
-        if match is None:
-            return False
-        position = match.end()
-        first = body[match.start() : match.start() + 1]
-        if first == b'"':
-            if depth == 1 and expect_key:
-                key = match.group()[1:-1]
-                expect_key = False
-        elif first in (b"[", b"{"):
-            depth += 1
-            if depth == 2:
-                counting = first == b"[" and key in COUNTED_KEYS
-                commas = 0
-        elif first in (b"]", b"}"):
-            depth -= 1
-            if depth == 0:
-                return False
-            if depth == 1:
-                counting = False
-        elif depth == 1:
-            expect_key = True
-        else:  # a comma between two elements of a counted array
-            commas += 1
-            if commas >= limit:
-                return True
-    return False
-
-
 def _too_many(settings: Settings) -> LimitExceeded:
     return LimitExceeded(
         f"this batch holds more than GRADCHECK_MAX_SUBMISSIONS = {settings.max_submissions} "
@@ -511,7 +455,7 @@ def _too_many(settings: Settings) -> LimitExceeded:
     )
 
 
-class BatchBody(RequestBody[BatchGradeRequest]):
+class BatchBody(AnswerBody[BatchGradeRequest]):
     """The body of /v1/grade/batch: 413 before parsing when its `submissions` or `items` hold
     more than GRADCHECK_MAX_SUBMISSIONS elements (a scan of the bytes, in a worker thread for a
     large body); then as every body (a student's overflowing number inside an item's

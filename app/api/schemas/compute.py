@@ -36,10 +36,11 @@ def _axes(value: Any) -> str:
 
 
 def _nested(element: Any, axes: int) -> Any:
-    """list[…list[element]…] with `axes` levels."""
+    """list[…list[element]…] with `axes` levels, each stopping at its first bad element
+    (`fail_fast`: 300,000 bad labels make one error, not 300,000; no slower when valid)."""
     kind = element
     for _ in range(axes):
-        kind = list[kind]  # type: ignore[valid-type]
+        kind = Annotated[list[kind], Field(fail_fast=True)]  # type: ignore[valid-type]
     return kind
 
 
@@ -216,6 +217,7 @@ class LossOptions(BaseModel):
 
     weight: list[FiniteNumber] | None = Field(
         None,
+        fail_fast=True,
         description="Per-class weights w (length C): any finite numbers, negative ones included, "
         "as torch accepts them.",
     )
