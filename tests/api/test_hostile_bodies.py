@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from app.api.errors import MAX_ERRORS
+from app.api.schemas.compute import LOGITS_NOT_AN_ARRAY
 from app.api.submissions import too_many_elements
 
 NPZ = "application/x-npz"
@@ -350,3 +351,47 @@ async def test_the_caller_s_own_deep_field_stays_a_422(asgi_client: httpx.AsyncC
     response = await _json(asgi_client, "/v1/grade", body.encode())
     assert response.status_code == 422
     assert "recursion limit" in response.json()["detail"][0]["msg"]
+
+
+# ----- the minor items -----
+
+
+async def test_a_nan_weight_in_an_npz_is_named_as_the_weight(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    members = [
+        ("logits.npy", _npy(np.zeros((2, 3)))),
+        ("labels.npy", _npy(np.array([0, 1]))),
+        ("weight.npy", _npy(np.array([1.0, np.nan, 1.0]))),
+    ]
+    response = await _post_npz(asgi_client, _archive(members))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "weight", 1]
+
+
+async def test_a_uint64_label_beyond_int64_is_not_label_minus_one(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    members = [
+        ("logits.npy", _npy(np.zeros((2, 3)))),
+        ("labels.npy", _npy(np.array([0, 2**64 - 1], dtype=np.uint64))),
+    ]
+    response = await _post_npz(asgi_client, _archive(members))
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "labels", 1]
+    assert "int64" in detail["msg"]
+    assert "-1" not in detail["msg"]
+
+
+async def test_zero_dimensional_logits_are_told_to_be_an_array(
+    asgi_client: httpx.AsyncClient,
+) -> None:
+    as_json = await asgi_client.post("/v1/cross-entropy", json={"logits": 1.5, "labels": 0})
+    members = [("logits.npy", _npy(np.array(1.5))), ("labels.npy", _npy(np.array(0)))]
+    as_npz = await _post_npz(asgi_client, _archive(members))
+    for response in (as_json, as_npz):
+        assert response.status_code == 422
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["body", "logits"]
+        assert detail["msg"] == LOGITS_NOT_AN_ARRAY
