@@ -314,7 +314,8 @@ def cross_entropy_request_cost(
     """The estimated peak memory of a cross-entropy request, from its shape (a numeric
     gradient checked along directions costs what the gradient does)."""
     include = set(body.include)
-    if directions_of(body, settings) is not None:
+    directional = directions_of(body, settings) is not None
+    if directional:
         include.discard(Output.NUMERIC_GRADIENT)
     shape = Shape(*request_shape(body.logits), DTYPES[body.dtype]().itemsize)
     probability_labels = len(_sent_shape(body.labels)) == len(_sent_shape(body.logits))
@@ -329,6 +330,7 @@ def cross_entropy_request_cost(
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(body.logits),
         later_softmax=later_softmax,
+        directional=body.numeric.method if directional else None,
     ).peak + _candidate_bytes(shape, candidate)
 
 
