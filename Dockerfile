@@ -22,7 +22,7 @@
 #                                 are summed through PROMETHEUS_MULTIPROC_DIR)
 #   UVICORN_LIMIT_CONCURRENCY (200)  uvicorn answers 503 beyond this many connections
 #                                 or tasks at once, per worker
-#   UVICORN_TIMEOUT_KEEP_ALIVE (5)   seconds an idle keep-alive connection stays open
+#   UVICORN_TIMEOUT_KEEP_ALIVE (75)  seconds an idle keep-alive connection stays open
 #                                 (uvicorn reads every UVICORN_* variable itself; it
 #                                 bounds neither the size nor the time of a request's
 #                                 headers with httptools: put nginx in front,
@@ -94,7 +94,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8000 \
     WEB_CONCURRENCY=1 \
     UVICORN_LIMIT_CONCURRENCY=200 \
-    UVICORN_TIMEOUT_KEEP_ALIVE=5 \
+    UVICORN_TIMEOUT_KEEP_ALIVE=75 \
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=67108864

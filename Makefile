@@ -22,8 +22,15 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 # (tests/core/test_allocator.py checks they agree).
 ALLOCATOR_ENV := MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864
 
-.PHONY: install install-dev run test lint typecheck docs pytest security bench accuracy audit \
-	clean browser-deps torch
+# uvicorn keeps an idle keep-alive connection open for 75 s (its default is 5 s). A client on a
+# busy machine may read a response seconds after the server wrote it and then reuse the
+# connection at once: closing it 5 s after writing resets that next request (seen as
+# ReadError under load). 75 s also outlasts nginx's upstream keep-alive (60 s). The same value
+# in the Dockerfile, docker-compose.yml, deploy/ and the tests' servers (tests/core/test_keep_alive.py).
+SERVER_ENV := UVICORN_TIMEOUT_KEEP_ALIVE=75
+
+.PHONY: install install-dev run test test-fast lint typecheck docs pytest security bench accuracy \
+	audit clean browser-deps torch
 
 # uv, pinned, in a venv of its own (never in .venv, where a sync could remove it).
 $(TOOLS)/.uv-$(UV_VERSION):
@@ -52,7 +59,7 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	@echo "gradcheck: Swagger UI at http://$(HOST):$(PORT)/docs , explorer at http://$(HOST):$(PORT)/"
-	exec env $(ALLOCATOR_ENV) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	exec env $(ALLOCATOR_ENV) $(SERVER_ENV) $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 # import-linter's contracts (.importlinter) keep the layers pointing down.
 lint: install-dev
@@ -71,6 +78,11 @@ pytest: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck security docs pytest
+
+# The inner loop: the tests that start no server and are not marked slow (a minute or two, not
+# the whole suite's several); `make test` stays the whole suite.
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not live and not slow" $(PYTEST_ARGS)
 
 # bandit on app/, then pip-audit of every package in uv.lock against PyPI's advisories, which
 # pip-audit reads from PyPI's per-release JSON API (pypi.org/pypi/NAME/VERSION/json). Where that
@@ -95,7 +107,7 @@ security: install-dev
 # the table and writes bench/results/bench.{json,md,png} (docs: Performance). About two minutes;
 # BENCH_ARGS=--quick for a seconds-long run at tiny sizes.
 bench: install-dev
-	$(ALLOCATOR_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(ALLOCATOR_ENV) $(SERVER_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # PyTorch, for the tests that compare with it (tests/api/routes/test_torch_parity.py runs its
 # own test inputs for cross-entropy) and for its column in `make accuracy`; never a dependency of

@@ -12,7 +12,7 @@ from app.api.coalesce import Coalescer
 from app.api.docs import document_request_bodies, install_docs
 from app.api.errors import install_error_handlers
 from app.api.routes import cross_entropy, grading, health, ops, softmax, web
-from app.api.security import api_key_guard, is_api_router, signing_key
+from app.api.security import api_key_guard, is_api_router, problem_signing_key
 from app.core.budget import MemoryBudget
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, settings, app.state.metrics)
     # No dependency_overrides: while any is set, FastAPI re-inspects every dependency of every
     # request. Routes read these from app.state (`app.api.deps`).
-    app.state.signing_key = signing_key(settings)
+    app.state.signing_key = problem_signing_key(settings)
     api_keys = api_key_guard(settings)
     for router in ROUTERS:
         app.include_router(router, dependencies=api_keys if is_api_router(router) else None)

@@ -18,7 +18,6 @@ from app.api.deps import CrossEntropyBody
 from app.api.encoding import respond
 from app.api.inputs import to_loss_call
 from app.api.routes.cross_entropy import cross_entropy_fields
-from app.core.config import Settings
 from app.main import create_app
 from app.numerics.gradcheck import Report
 from bench.cases import CONSTANT_PATH, HOP_PATH, NO_NUMERICS_PATH
@@ -42,12 +41,11 @@ async def constant_after_a_hop() -> Response:
 
 
 @app.post(NO_NUMERICS_PATH, include_in_schema=False)
-async def cross_entropy_without_numerics(body: CrossEntropyBody, request: Request) -> Response:
+async def cross_entropy_without_numerics(received: CrossEntropyBody, request: Request) -> Response:
     """/v1/cross-entropy's work for a small request, the numerics aside: read, validate and
     convert the body, collect and encode the fields of its report (computed on first sight)."""
-    settings: Settings = request.app.state.settings
-    accept = request.headers.get("accept")
-    call = to_loss_call(body, settings)
+    context = received.context
+    call = to_loss_call(received.body, context.settings, deadline=context.deadline)
     raw = await request.body()
     report = _ready_reports.get(raw) or _ready_reports.setdefault(raw, call.analyse())
-    return respond(cross_entropy_fields(call, report), accept)
+    return respond(cross_entropy_fields(call, report), context.accept, context.deadline)

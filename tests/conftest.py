@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.helpers import free_port
+from tests.helpers import RUNNING, SERVER_ENV, free_port
 
 pytest_plugins = ["pytester"]  # tests/test_markers.py runs pytest on probe files
 
@@ -30,9 +30,6 @@ ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 LIVE_FIXTURES = frozenset({"live_url", "start_server"})
 """Fixtures that start (or reach) a live server: a test using one must be marked `live`."""
-
-_running: list[pytest.Item] = []
-"""The test being set up or run, for `start_uvicorn`'s check."""
 
 
 def unmarked_live_tests(items: Sequence[pytest.Item]) -> list[str]:
@@ -58,12 +55,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    """Remember the running test for `start_uvicorn`."""
-    _running.append(item)
+    """Remember the running test for `start_uvicorn`'s and `require_module`'s marker checks."""
+    RUNNING.append(item)
     try:
         return (yield)
     finally:
-        _running.remove(item)
+        RUNNING.remove(item)
 
 
 @asynccontextmanager
@@ -92,8 +89,8 @@ def start_uvicorn(port: int, env: dict[str, str] | None = None) -> subprocess.Po
     """Start `uvicorn app.main:app` on 127.0.0.1:port and wait until /healthz answers.
 
     Refused for a running test without the `live` marker."""
-    if _running and _running[-1].get_closest_marker("live") is None:
-        raise RuntimeError(f"{_running[-1].nodeid} starts a live server: mark it `live`")
+    if RUNNING and RUNNING[-1].get_closest_marker("live") is None:
+        raise RuntimeError(f"{RUNNING[-1].nodeid} starts a live server: mark it `live`")
     # a file, not a pipe: a chatty server must never block on a full pipe
     log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
     process = subprocess.Popen(
@@ -108,7 +105,7 @@ def start_uvicorn(port: int, env: dict[str, str] | None = None) -> subprocess.Po
             str(port),
         ],
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **SERVER_ENV, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

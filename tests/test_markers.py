@@ -5,7 +5,8 @@ run by pytest's own `pytester`."""
 
 import pytest
 
-from tests.conftest import LIVE_FIXTURES, start_uvicorn
+from tests.conftest import LIVE_FIXTURES, ROOT, start_uvicorn
+from tests.helpers import require_module
 
 PROBE_CONFTEST = """
 import pytest
@@ -104,3 +105,57 @@ def test_only_the_live_parameter_of_client_is_marked(probe: pytest.Pytester) -> 
     live.stdout.fnmatch_lines(["test_probe.py::test_both[[]live[]]", "1/2 tests collected*"])
     in_process = probe.runpytest("--collect-only", "-q", "-m", "not live")
     in_process.stdout.fnmatch_lines(["test_probe.py::test_both[[]asgi[]]", "1/2 tests collected*"])
+
+
+# ------------------------------------------- optional packages: one skip-or-fail helper
+
+
+def test_this_test_is_unmarked_so_require_module_refuses_torch() -> None:
+    """A test importing torch must carry `torch`, or `.ci/run`'s `-m torch` pass misses it."""
+    with pytest.raises(RuntimeError, match=r"imports torch: mark it `torch`"):
+        require_module("torch")
+    with pytest.raises(RuntimeError, match=r"imports expecttest: mark it `torch`"):
+        require_module("expecttest")
+
+
+@pytest.mark.parametrize("require_all", ["0", "1"])
+def test_a_missing_package_skips_or_fails_under_require_all(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, require_all: str
+) -> None:
+    """Without the package: a skip naming how to install it; under GRADCHECK_REQUIRE_ALL=1 (as
+    in CI) a failure, which `pytest.importorskip` would never give."""
+    pytester.makeconftest(
+        "from tests.conftest import pytest_runtest_protocol\n"
+        "import tests.helpers\n"
+        "tests.helpers.OPTIONAL_PACKAGES['no_such_package'] = ('torch', 'pip install it')\n"
+    )
+    pytester.makeini("[pytest]\nmarkers =\n    torch: needs PyTorch\n")
+    pytester.makepyfile(
+        test_probe="""
+        import pytest
+        from tests.helpers import require_module
+
+        @pytest.mark.torch
+        def test_needs_it():
+            require_module("no_such_package")
+        """
+    )
+    monkeypatch.setenv("GRADCHECK_REQUIRE_ALL", require_all)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess("-q", "-rs")
+    if require_all == "1":
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*GRADCHECK_REQUIRE_ALL=1 but: pip install it*"])
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*pip install it*"])
+
+
+def test_no_test_calls_importorskip() -> None:
+    """Every optional import goes through `require_module`."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("*.py")
+        if "importorskip(" in path.read_text() and path.name != "test_markers.py"
+    ]
+    assert offenders == []

@@ -11,7 +11,6 @@ round an entry differently). The examples keep the page's size, 256 × 32,000: t
 module takes about 30 s here.
 """
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from app.numerics.candidate import DEFAULT_TOLERANCE
-from tests.helpers import require
+from tests.helpers import require_module
 from tests.live.conftest import ServerFactory, start_server  # noqa: F401 (the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,9 +84,9 @@ def test_the_tolerance_table_is_default_tolerance() -> None:
 
 @pytest.mark.live
 @pytest.mark.slow
+@pytest.mark.torch
 def test_the_examples_print_what_the_page_shows(start_server: ServerFactory) -> None:  # noqa: F811
-    for module in ("ml_dtypes", "torch"):
-        require(importlib.util.find_spec(module) is not None, f"the examples need {module}")
+    require_module("torch")  # the page's examples use ml_dtypes (a dependency) and torch
     server = start_server()
     env = {
         **os.environ,

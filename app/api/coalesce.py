@@ -14,10 +14,11 @@ loop, microseconds.
 import asyncio
 import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.api.inputs import LossCall
 from app.numerics.batch import analyse_cross_entropy_batch
+from app.numerics.deadline import NEVER
 from app.numerics.gradcheck import Report
 
 MAX_COALESCED = 16
@@ -42,7 +43,7 @@ class _Batch:
             results = analyse_cross_entropy_batch(
                 [call.problem for call in self.calls],
                 first.analysed,
-                first.numeric,
+                replace(first.numeric, deadline=NEVER),  # no one request's deadline applies
                 first.tolerance,
             )
         except Exception as error:  # a fault of the batch is every request's
@@ -115,10 +116,4 @@ class Coalescer:
     def _run(self, batch: _Batch) -> None:
         if self.on_batch is not None:
             self.on_batch(len(batch.calls))
-        _outside_any_request(batch.run)
-
-
-def _outside_any_request(work: Callable[[], None]) -> None:
-    """Run `work` in an empty context: no request's compute-timeout checkpoint applies to a
-    batch that serves several requests (each checks its own deadline before it encodes)."""
-    contextvars.Context().run(work)
+        batch.run()

@@ -1,17 +1,18 @@
-"""What the routes depend on: the settings, the signing key and the request body, as `Annotated`
-aliases (one per body model), so every /v1 route takes its inputs the same way.
+"""What the routes depend on: one body dependency per route, which reads, parses and validates the
+request's body and hands the route everything else it needs with it (`Received`: the settings,
+the memory budget, the coalescer, the signing key and the request's deadline, `RequestContext`).
 
 Bodies are read by `RequestBody`, not by FastAPI's own body parameter: FastAPI parses JSON with
 the standard `json.loads` and then validates the Python objects, about 5× slower for large arrays
 than pydantic's Rust parser reading the bytes (`model_validate_json`), which this uses. Its models
 are documented in OpenAPI by `app.api.docs.document_request_bodies`, which finds them on the
-routes.
+routes. The per-request objects come with the body, not as dependencies of their own: each
+dependency FastAPI solves costs a small request tens of microseconds (`make bench`, case 3).
 """
 
-import email.message
 import json
 import re
-from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import numpy as np
@@ -20,19 +21,25 @@ from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.encoding import NPZ_MEDIA_TYPE, read_npz_request
+from app.api.coalesce import Coalescer
+from app.api.encoding import read_npz_request
 from app.api.errors import pydantic_errors
 from app.api.examples import (
     CROSS_ENTROPY_EXAMPLES,
+    GRADE_EXAMPLES,
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
-from app.api.schemas.grading import ProblemRequest
+from app.api.schemas.grading import GradeRequest, ProblemRequest
+from app.api.submissions import parse_with_unreadable_answers
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
+from app.core.media import ContentType, parse_content_type
+from app.core.middleware import DEADLINE_STATE
 from app.numerics.candidate import default_tolerance
+from app.numerics.deadline import NEVER, Deadline
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -43,58 +50,70 @@ PARSED_BYTES_PER_BODY_BYTE = 16
 """Bound on the Python objects parsing makes per byte of JSON: a number takes at least two
 characters ("0,") and becomes a float in a list (24 + 8 bytes). Parsing a large body is admitted
 by the memory budget for this much, before the route admits the request's own cost."""
-OVERFLOWING_NUMBER = re.compile(rb"[eE]\+?\d{3,}")
-"""Number literals whose exponent has three or more digits: the only ones that can overflow."""
-JSON_BODY: ContextVar[bytes | None] = ContextVar("json_body", default=None)
-"""The JSON body of the request being served, for `refuse_overflowing_literals`: a literal that
-overflows float64 parses to ±∞, and where −∞ is a mask (logits) the text tells them apart. Set
-where the body is read (on the event loop: the route's worker thread sees it)."""
+OVERFLOWING_NUMBER = re.compile(rb"[eE]\+?\d\d\d")
+"""The exponent of a number literal with three or more digits: the only literals that can
+overflow float64. Of fixed width, so a search is linear in the body's length."""
 NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
 NOT_UTF8 = "Send the body as UTF-8 JSON: charset {charset} is not read (RFC 8259 requires UTF-8)."
 
 
+@dataclass(frozen=True)
+class RequestContext:
+    """What a route needs besides its body: the app's settings, memory budget, coalescer and
+    signing key, and the request's Accept header and deadline."""
+
+    settings: Settings
+    budget: MemoryBudget
+    coalescer: Coalescer
+    signing_key: bytes
+    """The key that signs problem ids (`app.api.security.problem_signing_key`)."""
+    accept: str | None
+    deadline: Deadline
+    """Made by the compute-timeout middleware (`app.core.middleware`); NEVER without it."""
+
+
+def request_context(request: Request) -> RequestContext:
+    """The context of `request`: the objects `create_app` keeps on app.state (the one place
+    they are read from), and the deadline the middleware put in the request's state."""
+    state = request.app.state
+    deadline = request.scope.get("state", {}).get(DEADLINE_STATE, NEVER)
+    return RequestContext(
+        state.settings,
+        state.budget,
+        state.coalescer,
+        state.signing_key,
+        request.headers.get("accept"),
+        deadline,
+    )
+
+
 async def app_settings(request: Request) -> Settings:
-    """The settings of the app serving the request (`create_app` keeps them on app.state).
-
-    Read directly rather than through `dependency_overrides[get_settings]`, which FastAPI
-    re-inspects on every request (about 0.1 ms each).
-    """
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def signing_key(request: Request) -> bytes:
-    """The key that signs problem ids (`app.api.security.signing_key`, kept on app.state)."""
-    key: bytes = request.app.state.signing_key
-    return key
+    """The settings of the app serving the request (for routes without a body)."""
+    return request_context(request).settings
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
-SigningKeyDep = Annotated[bytes, Depends(signing_key)]
 
 
-def _is_npz(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == NPZ_MEDIA_TYPE
+@dataclass(frozen=True)
+class Received(Generic[Model]):
+    """What a body dependency hands its route: the validated body and the request's context."""
+
+    body: Model
+    context: RequestContext
+    overflow: RequestError | None = None
+    """The refusal of the first number literal of a JSON body that overflows float64 outside
+    an answer (`overflowing_literal`): raised where a −∞ is read where −∞ masks a class (the
+    logits), since only the text tells `-1e999999` from `-Infinity`."""
 
 
-def _check_media_type(content_type: str) -> None:
+def _check_json(content_type: ContentType) -> None:
     """415 unless the body is declared as JSON (application/json or application/*+json) in
     UTF-8, the only encoding JSON allows."""
-    if content_type == "application/json":  # the usual header: nothing to parse
-        return
-    message = email.message.Message()
-    message["content-type"] = content_type
-    media_type = message.get_content_type()
-    if (
-        not (
-            media_type == "application/json"
-            or (media_type.startswith("application/") and media_type.endswith("+json"))
-        )
-        or not content_type.strip()
-    ):
+    if not content_type.is_json:
         raise HTTPException(415, NOT_JSON)
-    charset = message.get_param("charset")
-    if isinstance(charset, str) and charset.lower().replace("-", "") != "utf8":
+    charset = content_type.charset
+    if charset is not None and charset.lower().replace("-", "") != "utf8":
         raise HTTPException(415, NOT_UTF8.format(charset=json.dumps(charset[:40])))
 
 
@@ -104,8 +123,9 @@ class RequestBody(Generic[Model]):
 
     The body is validated straight from bytes, which accepts the `-Infinity` literal that Python's
     `json` writes for a masked logit. A literal too large for float64 (`-1e999999`) also parses
-    to ±∞ there; it is refused by `refuse_overflowing_literals`. Bodies over INLINE_PARSE_BYTES
-    are parsed in a worker thread, so that a large body never holds up the event loop.
+    to ±∞ there; it is found from the bytes here (`overflowing_literal`) and handed on with the
+    body. Bodies over INLINE_PARSE_BYTES are parsed in a worker thread, so that a large body
+    never holds up the event loop.
     """
 
     def __init__(
@@ -120,23 +140,31 @@ class RequestBody(Generic[Model]):
         self.examples = examples
         self.array_fields = array_fields
 
-    async def __call__(self, request: Request) -> Model:
-        content_type = request.headers.get("content-type", "")
-        binary = self.array_fields is not None and _is_npz(content_type)
+    async def __call__(self, request: Request) -> Received[Model]:
+        context = request_context(request)
+        content_type = parse_content_type(request.headers.get("content-type", ""))
+        binary = self.array_fields is not None and content_type.is_npz
         if not binary:
-            _check_media_type(content_type)
+            _check_json(content_type)
         if binary:  # read, not kept on the request: its arrays are all that stays
             body = b"".join([chunk async for chunk in request.stream()])
         else:
             body = await request.body()
-        JSON_BODY.set(None if binary else body)
-        parse = self.parse_npz if binary else self.parse
+        return await self.received(body, binary, context)
+
+    async def received(self, body: bytes, binary: bool, context: RequestContext) -> Received[Model]:
+        """The body parsed (in a worker thread if large), with `context`."""
+
+        def parse() -> Received[Model]:
+            if binary:
+                return Received(self.parse_npz(body), context)
+            return Received(self.parse(body), context, overflowing_literal(body))
+
         if len(body) <= INLINE_PARSE_BYTES:
-            return parse(body)
-        budget: MemoryBudget = request.app.state.budget
+            return parse()
         per_byte = 2 if binary else PARSED_BYTES_PER_BODY_BYTE  # stored arrays, then float64
-        async with budget.admit(len(body) * per_byte):
-            return await run_in_threadpool(parse, body)
+        async with context.budget.admit(len(body) * per_byte):
+            return await run_in_threadpool(parse)
 
     def parse_npz(self, body: bytes) -> Model:
         """`model` from an .npz body: `request.json` validated as JSON is, the arrays put in
@@ -235,30 +263,59 @@ def _first_overflow(value: object, location: tuple[str | int, ...]) -> tuple[Any
     return None
 
 
-def refuse_overflowing_literals_of_request() -> None:
-    """`refuse_overflowing_literals` of the JSON body of the request being served (none for a
-    binary body). Called only where a −∞ was parsed (`app.api.inputs.parse_logits`)."""
-    body = JSON_BODY.get()
-    if body is not None:
-        refuse_overflowing_literals(body)
+_LITERAL_BYTES = frozenset(b"0123456789+-.eE")
+_DIGITS = frozenset(b"0123456789")
 
 
-def refuse_overflowing_literals(body: bytes) -> None:
-    """422 at the first number literal that overflows float64 (e.g. `-1e999999`): only the
-    literal `-Infinity` masks a class. The slow standard parser runs only on a body with a
-    three-digit exponent."""
-    if not OVERFLOWING_NUMBER.search(body):
-        return
-    found = _first_overflow(json.loads(body, parse_float=_overflow_or_float), ())
-    if found is not None:
-        *location, text = found
-        shown = text if len(text) <= 24 else text[:20] + "…"
-        raise RequestError(
-            tuple(location),
-            f"the number {shown} is beyond float64's range (±1.8e308); send a finite number, or "
-            "the literal -Infinity to mask a class",
-            "finite_number",
-        )
+def _may_overflow(body: bytes) -> bool:
+    """Whether some number literal of `body` overflows float64, from its bytes: each literal
+    with a three-digit exponent (`OVERFLOWING_NUMBER`) is read whole and converted. Linear: a
+    match's literal is walked once, literals do not overlap."""
+    for match in OVERFLOWING_NUMBER.finditer(body):
+        start, end = match.start(), match.end()
+        while start > 0 and body[start - 1] in _LITERAL_BYTES:
+            start -= 1
+        while end < len(body) and body[end] in _DIGITS:
+            end += 1
+        try:
+            value = float(body[start:end])
+        except ValueError:  # not a number literal (a string's text)
+            continue
+        if value in (float("inf"), float("-inf")):
+            return True
+    return False
+
+
+def overflowing_literal(body: bytes) -> RequestError | None:
+    """The refusal of the first number literal of the JSON `body` that overflows float64 (e.g.
+    `-1e999999`) outside an answer (`ANSWER_FIELDS`), or None: only the literal `-Infinity`
+    masks a class. Nothing but a linear scan of the bytes unless a literal does overflow; then
+    the standard parser finds where it is."""
+    if not _may_overflow(body):
+        return None
+    try:
+        found = _first_overflow(json.loads(body, parse_float=_overflow_or_float), ())
+    except RecursionError:  # nested deeper than the parser goes: the literal is still there
+        found = ("a literal beyond float64",)
+    if found is None:
+        return None
+    *location, text = found
+    shown = text if len(text) <= 24 else text[:20] + "…"
+    return RequestError(
+        tuple(location),
+        f"the number {shown} is beyond float64's range (±1.8e308); send a finite number, or "
+        "the literal -Infinity to mask a class",
+        "finite_number",
+    )
+
+
+class AnswerBody(RequestBody[Model]):
+    """A grading body: as every body, except that a student's answer the JSON parser cannot read
+    (nested too deep) is graded as unreadable, not refused (`parse_with_unreadable_answers`)."""
+
+    def parse(self, body: bytes) -> Model:
+        """`model` from the JSON bytes, or RequestError with every problem located."""
+        return parse_with_unreadable_answers(self.model, body)
 
 
 SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES, {"logits": [0.0, 0.0]})
@@ -268,7 +325,9 @@ CROSS_ENTROPY_BODY = RequestBody(
     {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0], "vector": [0.0, 0.0]},
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
+GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
 
-SoftmaxBody = Annotated[SoftmaxRequest, Depends(SOFTMAX_BODY)]
-CrossEntropyBody = Annotated[CrossEntropyRequest, Depends(CROSS_ENTROPY_BODY)]
-ProblemBody = Annotated[ProblemRequest, Depends(PROBLEM_BODY)]
+SoftmaxBody = Annotated[Received[SoftmaxRequest], Depends(SOFTMAX_BODY)]
+CrossEntropyBody = Annotated[Received[CrossEntropyRequest], Depends(CROSS_ENTROPY_BODY)]
+ProblemBody = Annotated[Received[ProblemRequest], Depends(PROBLEM_BODY)]
+GradeBody = Annotated[Received[GradeRequest], Depends(GRADE_BODY)]

@@ -17,14 +17,13 @@ from fastapi import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.archive import read_npz
+from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
 from app.numerics.candidate import CandidateCheck
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
-from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
 
-JSON_MEDIA_TYPE = "application/json"
-NPZ_MEDIA_TYPE = "application/x-npz"
 NPZ_METADATA_MEMBER = "metadata.json"
 
 
@@ -302,13 +301,13 @@ class NpzResponse(Response):
             await send({"type": "http.response.body", "body": part, "more_body": index < last})
 
 
-def respond(fields: dict[str, Any], accept: str | None) -> Response:
+def respond(fields: dict[str, Any], accept: str | None, deadline: Deadline = NEVER) -> Response:
     """The response in the format the client accepts: .npz if it asks for it, else JSON.
 
-    A request already past its compute timeout stops here rather than encode a response that
+    A request already past its `deadline` stops here rather than encode a response that
     nobody will read.
     """
-    reach_checkpoint()
+    deadline.check()
     if wants_npz(accept):
         return NpzResponse(fields)
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)

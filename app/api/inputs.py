@@ -19,7 +19,6 @@ from typing import Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from app.api.deps import refuse_overflowing_literals_of_request
 from app.api.encoding import wants_npz
 from app.api.schemas.compute import (
     LOGITS_NOT_AN_ARRAY,
@@ -43,6 +42,7 @@ from app.numerics.cost import (
     softmax_cost,
 )
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.directional import (
     DEFAULT_DIRECTIONS,
@@ -168,11 +168,17 @@ def _entry(field: str, layout: Layout, mask: NDArray[np.bool_]) -> Location:
 
 
 def parse_logits(
-    value: object, settings: Settings, axis: int | None = None, include: Collection[str] = ()
+    value: object,
+    settings: Settings,
+    axis: int | None = None,
+    include: Collection[str] = (),
+    overflow: RequestError | None = None,
 ) -> tuple[FloatArray, Layout]:
     """Logits as float64 rows (R, C) and their layout (class axis `axis`, by default 1, or 0
     for one axis): C ≥ 2 (at most GRADCHECK_MAX_CLASSES with a C×C output in `include`, else
-    GRADCHECK_MAX_VOCABULARY), no NaN or +inf, every position with a finite logit."""
+    GRADCHECK_MAX_VOCABULARY), no NaN or +inf, every position with a finite logit. `overflow`
+    is the body's first literal beyond float64 (`app.api.deps.overflowing_literal`), refused
+    if a −∞ is read (it may come from `-1e999999`, not `-Infinity`)."""
     array = cast(FloatArray, nested_array("logits", value, np.float64))
     if array.ndim == 0:  # an .npz member (JSON's single number is refused by the schema)
         raise RequestError(("logits",), LOGITS_NOT_AN_ARRAY, "array_type")
@@ -205,11 +211,13 @@ def parse_logits(
         )
     logits = cast(FloatArray, layout.to_rows(array))
     if not np.abs(logits).max() <= MAX_MAGNITUDE:  # some NaN, ±inf or huge entry: which?
-        _refuse_unusable_logits(logits, layout)
+        _refuse_unusable_logits(logits, layout, overflow)
     return logits, layout
 
 
-def _refuse_unusable_logits(logits: FloatArray, layout: Layout) -> None:
+def _refuse_unusable_logits(
+    logits: FloatArray, layout: Layout, overflow: RequestError | None
+) -> None:
     """422 at the first NaN, +inf or huge logit, or the first position that is all −inf."""
     bad = np.isnan(logits) | np.isposinf(logits)
     if bad.any():
@@ -220,7 +228,8 @@ def _refuse_unusable_logits(logits: FloatArray, layout: Layout) -> None:
             "finite_number",
         )
     _refuse_huge("logits", logits, layout)
-    refuse_overflowing_literals_of_request()  # a −∞ may come from -1e999999, not -Infinity
+    if overflow is not None:  # a −∞ may come from -1e999999, not -Infinity
+        raise overflow
     all_masked = ~np.isfinite(logits).any(axis=1)
     if all_masked.any():
         position = layout.position(int(np.flatnonzero(all_masked)[0]))
@@ -312,7 +321,7 @@ def cross_entropy_request_cost(
     body: CrossEntropyRequest, settings: Settings, accept: str | None
 ) -> int:
     """The estimated peak memory of a cross-entropy request, from its shape (a numeric
-    gradient checked along directions costs what the gradient does)."""
+    gradient checked along directions: the whole loss evaluations of that check)."""
     include = set(body.include)
     directional = directions_of(body, settings) is not None
     if directional:
@@ -543,19 +552,24 @@ class ParsedLoss:
 
 
 def parse_loss(
-    fields: "LossFields", settings: Settings, include: Collection[str] = ()
+    fields: "LossFields",
+    settings: Settings,
+    include: Collection[str] = (),
+    overflow: RequestError | None = None,
 ) -> ParsedLoss:
     """Logits, labels and weights of `fields`, each checked (413 first if the outputs in
-    `include` would be too large)."""
-    logits, layout = parse_logits(fields.logits, settings, include=include)
+    `include` would be too large; `overflow` as for `parse_logits`)."""
+    logits, layout = parse_logits(fields.logits, settings, include=include, overflow=overflow)
     check_output_size(logits.shape, include, settings)
     weight = parse_weight(fields, layout.classes)
     return ParsedLoss(logits, layout, parse_labels(fields, layout), weight)
 
 
-def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericOptions:
-    """The numerics' options; 422 for a step so small that the precision cannot hold it (it
-    would be 0 or subnormal there, and 1/h infinite)."""
+def _numeric_options(
+    numeric: FiniteDifferenceOptions, dtype: Dtype, deadline: Deadline
+) -> NumericOptions:
+    """The numerics' options, stopping at `deadline`; 422 for a step so small that the
+    precision cannot hold it (it would be 0 or subnormal there, and 1/h infinite)."""
     smallest = SMALLEST_NORMAL[dtype]
     if numeric.step is not None and numeric.step < smallest:
         raise RequestError(
@@ -563,7 +577,7 @@ def _numeric_options(numeric: FiniteDifferenceOptions, dtype: Dtype) -> NumericO
             f"step {numeric.step:.3g} is below the smallest normal {dtype} number "
             f"({smallest:.3g}): choose a larger step, or leave it out for the default rule",
         )
-    return NumericOptions(Method(numeric.method), numeric.step)
+    return NumericOptions(Method(numeric.method), numeric.step, deadline)
 
 
 def _tolerance(tolerance: ToleranceOptions) -> Tolerance:
@@ -757,9 +771,16 @@ class LossCall:
         )
 
 
-def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
-    """Validate a softmax request into the logits and options the numerics take."""
-    logits, layout = parse_logits(body.logits, settings, body.dim, body.include)
+def to_softmax_call(
+    body: SoftmaxRequest,
+    settings: Settings,
+    *,
+    overflow: RequestError | None = None,
+    deadline: Deadline = NEVER,
+) -> SoftmaxCall:
+    """Validate a softmax request into the logits and options the numerics take (`overflow`
+    as for `parse_logits`; numeric derivatives stop at `deadline`)."""
+    logits, layout = parse_logits(body.logits, settings, body.dim, body.include, overflow)
     include = frozenset(Output(item) for item in body.include)
     check_output_size(logits.shape, include, settings)
     candidate = None
@@ -770,7 +791,7 @@ def to_softmax_call(body: SoftmaxRequest, settings: Settings) -> SoftmaxCall:
         to_dtype(logits, body.dtype, layout),
         layout,
         include,
-        _numeric_options(body.numeric, body.dtype),
+        _numeric_options(body.numeric, body.dtype, deadline),
         _tolerance(body.tolerance),
         candidate,
     )
@@ -792,14 +813,21 @@ def directions_of(body: CrossEntropyRequest, settings: Settings) -> int | None:
     return None
 
 
-def to_loss_call(body: CrossEntropyRequest, settings: Settings) -> LossCall:
-    """Validate a cross-entropy request into the problem and options the numerics take."""
+def to_loss_call(
+    body: CrossEntropyRequest,
+    settings: Settings,
+    *,
+    overflow: RequestError | None = None,
+    deadline: Deadline = NEVER,
+) -> LossCall:
+    """Validate a cross-entropy request into the problem and options the numerics take
+    (`overflow` as for `parse_logits`; numeric derivatives stop at `deadline`)."""
     include = frozenset(body.include)  # already Output members
     directions = directions_of(body, settings)
     returned = include - {Output.NUMERIC_GRADIENT} if directions else include
-    parsed = parse_loss(body, settings, returned)
+    parsed = parse_loss(body, settings, returned, overflow)
     problem = parsed.problem(body, body.dtype, z_loss=body.z_loss, softcap=body.softcap)
-    numeric = _numeric_options(body.numeric, body.dtype)
+    numeric = _numeric_options(body.numeric, body.dtype, deadline)
     candidate = None
     if body.candidate is not None:
         reference = (

@@ -71,7 +71,7 @@ def is_api_router(router: APIRouter) -> bool:
     return any(getattr(route, "path", "").startswith(API_PREFIX) for route in router.routes)
 
 
-def signing_key(settings: Settings) -> bytes:
+def problem_signing_key(settings: Settings) -> bytes:
     """The key that signs problem ids: GRADCHECK_SECRET_KEY, else 32 random bytes per process
     (logged as a warning: ids then die with the process and differ between replicas)."""
     if settings.secret_key is None:

@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from app.api.deps import RequestBody
 from app.api.errors import pydantic_errors
 from app.core.errors import RequestError
 from app.grading.submissions import Unreadable
@@ -244,12 +243,3 @@ def _replace(value: BaseModel, location: tuple[str | int, ...], unreadable: Unre
             getattr(value, key)[index] = unreadable
         case (str(key), int(index), str(inner)):
             setattr(getattr(value, key)[index], inner, unreadable)
-
-
-class AnswerBody(RequestBody[Model]):
-    """A grading body: as every body, except that a student's answer the JSON parser cannot read
-    is graded as unreadable (`parse_with_unreadable_answers`)."""
-
-    def parse(self, body: bytes) -> Model:
-        """`model` from the JSON bytes, or RequestError with every problem located."""
-        return parse_with_unreadable_answers(self.model, body)

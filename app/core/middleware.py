@@ -35,8 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.config import Settings
 from app.core.errors import LimitExceeded
 from app.core.logging import ACCESS_LOGGER, REQUEST_ID
+from app.core.media import parse_content_type
 from app.core.metrics import CLIENT_CLOSED_REQUEST, UNMATCHED_ROUTE, HttpMetrics
-from app.numerics.finite_diff import COLUMN_CHECKPOINT
+from app.numerics.deadline import Deadline, DeadlinePassed
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -336,9 +337,6 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_secured)
 
 
-NPZ_MEDIA_TYPE = "application/x-npz"
-
-
 def body_too_large(setting: str, limit: int) -> str:
     """The 413 message of a body size limit."""
     return (
@@ -369,7 +367,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if headers.get("content-type", "").lower().startswith(NPZ_MEDIA_TYPE):
+        if parse_content_type(headers.get("content-type", "")).is_npz:
             setting, limit = "GRADCHECK_MAX_NPZ_BODY_BYTES", self.max_npz_bytes
         else:
             setting, limit = "GRADCHECK_MAX_BODY_BYTES", self.max_bytes
@@ -392,18 +390,20 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-class ComputeTimeout(Exception):
-    """Raised between class columns of a numeric derivative once the request's time is up."""
+DEADLINE_STATE = "deadline"
+"""The key of the request's `Deadline` in its state (`request.state.deadline`)."""
 
 
 class ComputeTimeoutMiddleware:
     """504 when a request has not started its response within `seconds`.
 
     The request runs as its own task. At the deadline the client gets the 504 and the task is
-    abandoned: its later output is dropped, and numeric derivatives stop at their next class
-    column and before encoding (`COLUMN_CHECKPOINT`, which follows the request into its worker
-    thread). Work that has no checkpoint runs to its end in its thread while the event loop
-    keeps serving.
+    abandoned: its later output is dropped. The request's `Deadline` is made here and handed to
+    the app in the request's state (`request.state.deadline`, read by the body dependency,
+    `app.api.deps`), which passes it down: numeric derivatives check it at each group of class
+    columns, grading between parts, the routes before encoding, and `DeadlinePassed` stops the
+    work. Work that never checks it runs to its end in its thread while the event loop keeps
+    serving.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -415,12 +415,8 @@ class ComputeTimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        deadline = time.monotonic() + self.seconds
+        scope.setdefault("state", {})[DEADLINE_STATE] = Deadline.after(self.seconds)
         response_started = abandoned = False
-
-        def checkpoint() -> None:
-            if time.monotonic() > deadline:
-                raise ComputeTimeout
 
         async def guarded_send(message: Message) -> None:
             nonlocal response_started
@@ -429,11 +425,7 @@ class ComputeTimeoutMiddleware:
             response_started = response_started or message["type"] == "http.response.start"
             await send(message)
 
-        token = COLUMN_CHECKPOINT.set(checkpoint)
-        try:
-            task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        finally:
-            COLUMN_CHECKPOINT.reset(token)
+        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
         done, _ = await asyncio.wait({task}, timeout=self.seconds)
         if not done and response_started:
             await task
@@ -442,7 +434,7 @@ class ComputeTimeoutMiddleware:
             try:
                 task.result()
                 return
-            except ComputeTimeout:
+            except DeadlinePassed:
                 if response_started:
                     raise
         else:

@@ -14,14 +14,14 @@ roster where every student has their own problem); a part that is missing or unr
 with a message saying why.
 
 The work is bounded: at most MISMATCHES_KEPT positions and one note on unknown keys per
-submission, and `reach_checkpoint()` is called between parts and every CHECKPOINT_ROWS
+submission, and the options' deadline is checked between parts and every CHECKPOINT_ROWS
 submissions, so a request stopped at its deadline does no more work.
 """
 
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import cast
 
@@ -30,9 +30,9 @@ import numpy as np
 from app.grading.submissions import Unreadable, describe, read_part
 from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import Diagnosis, Observed, ProblemInputs, diagnose
 from app.numerics.errors import InvalidProblem
-from app.numerics.finite_diff import reach_checkpoint
 from app.numerics.gradcheck import Report, analyse_cross_entropy
 from app.numerics.hessian import loss_hessian
 from app.numerics.layout import Layout
@@ -43,7 +43,7 @@ MISMATCHES_KEPT = 5
 UNKNOWN_KEYS_SHOWN = 3
 """How many unknown keys of a submission its one note names (it counts the rest)."""
 CHECKPOINT_ROWS = 64
-"""Submissions handled between two calls of `reach_checkpoint` (the request's deadline)."""
+"""Submissions handled between two checks of the request's deadline (`GradingOptions`)."""
 
 
 class Part(StrEnum):
@@ -174,12 +174,14 @@ class Reference:
 
 @dataclass(frozen=True)
 class GradingOptions:
-    """What is graded and how: points per part (parts not listed are not graded) and tolerance."""
+    """What is graded and how: points per part (parts not listed are not graded), tolerance,
+    and the deadline the work stops at."""
 
     points: Mapping[Part, float]
     atol: float
     rtol: float
     partial_credit: bool
+    deadline: Deadline = field(default=NEVER, compare=False)
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ def _grade_part(
     arrays: list[FloatArray] = []
     for row, answer in enumerate(answers):
         if row % CHECKPOINT_ROWS == CHECKPOINT_ROWS - 1:
-            reach_checkpoint()
+            options.deadline.check()
         if answer is None:
             grades.append(_unreadable(part, points, f"{part}: not read, see the format errors"))
         elif part not in answer:
@@ -328,7 +330,7 @@ def _grade_part(
         entries = comparison.within.shape[1]
         for row, index in enumerate(readable):
             if row % CHECKPOINT_ROWS == CHECKPOINT_ROWS - 1:
-                reach_checkpoint()
+                options.deadline.check()
             correct = int(comparison.correct[row])
             passed = correct == entries
             credit = correct / entries if options.partial_credit else float(passed)
@@ -433,7 +435,7 @@ def grade_group(
     answers = [answer for answer, _, _ in sheets]
     by_part = []
     for part in graded:
-        reach_checkpoint()
+        options.deadline.check()
         by_part.append(_grade_part(part, answers, references, options))
     grades = []
     for student, (answer, sheet_error, notes) in enumerate(sheets):

@@ -41,7 +41,6 @@ from app.numerics.finite_diff import (
     Method,
     Steps,
     loss_rounding_scale,
-    reach_checkpoint,
     row_ranges,
 )
 from app.numerics.gradcheck import Check, LossProblem, NumericOptions, Tolerance
@@ -237,7 +236,7 @@ def directional_check(
     g = np.asarray(gradient, np.float64)
     numeric_values, analytic_values, spreads = [], [], []
     for v in directions_of(z.shape, masked, directions, seed):
-        reach_checkpoint()
+        numeric.deadline.check()
         p = (h * v).astype(z.dtype, copy=False)
         analytic_values.append(
             float(np.dot(g.ravel(), p.astype(np.float64, copy=False).ravel())) / h

@@ -23,7 +23,6 @@ what that column changes. They include the z-loss and the logit soft-capping of
 """
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.numerics.cross_entropy import softcap_difference, softcap_logits
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.softmax import FloatArray
 
 COMPLEX_STEP = 1e-20
@@ -42,17 +42,6 @@ LARGEST = float(np.finfo(np.float64).max)
 every number of a response is finite."""
 EVALUATION_ENTRIES = 1 << 16
 """Most numbers in one perturbed stack passed to the differentiated function (bounds memory)."""
-COLUMN_CHECKPOINT: ContextVar[Callable[[], None] | None] = ContextVar(
-    "column_checkpoint", default=None
-)
-"""Called before each group of class columns; a caller may raise from it to stop early."""
-
-
-def reach_checkpoint() -> None:
-    """Call the current `COLUMN_CHECKPOINT`, if one is set (it raises to stop the work)."""
-    checkpoint = COLUMN_CHECKPOINT.get()
-    if checkpoint is not None:
-        checkpoint()
 
 
 class Method(StrEnum):
@@ -185,13 +174,18 @@ class ColumnFunction(Protocol):
 
 
 def derivative_by_column(
-    f: ColumnFunction, logits: FloatArray, steps: Steps, method: Method
+    f: ColumnFunction,
+    logits: FloatArray,
+    steps: Steps,
+    method: Method,
+    deadline: Deadline = NEVER,
 ) -> FloatArray:
     """∂f_n/∂z_nj for every sample n and class j, several class columns per evaluation.
 
     For each column j and stencil point, f is evaluated on the whole batch with z_nj moved to
     z_nj + offset·h_nj; at most EVALUATION_ENTRIES output numbers per call of `f`. The result has
-    shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j].
+    shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j]. `deadline` is checked
+    before each group of columns (it raises `DeadlinePassed` to stop the work).
     """
     z = np.asarray(logits)
     h = steps.h
@@ -206,7 +200,7 @@ def derivative_by_column(
     chunk = max(1, min(num_classes, EVALUATION_ENTRIES // per_column))
     result: FloatArray | None = None
     for start in range(0, num_classes, chunk):
-        reach_checkpoint()
+        deadline.check()
         columns = np.arange(start, min(start + chunk, num_classes))
         base, step = z[:, columns].T, h[:, columns].T
         values = np.stack([base + offset * step for offset in offsets])

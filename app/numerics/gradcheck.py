@@ -8,7 +8,7 @@ peak is the gradient and one block, not a dozen arrays of the logits' size).
 """
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property, partial
 
@@ -26,6 +26,7 @@ from app.numerics.cross_entropy import (
     softcap_logits,
     softcap_slope,
 )
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import (
     STENCILS,
@@ -84,10 +85,13 @@ SECOND_ORDER = frozenset({Output.HESSIAN, Output.NUMERIC_HESSIAN, Output.HESSIAN
 
 @dataclass(frozen=True)
 class NumericOptions:
-    """How numeric derivatives are taken: the method and an optional fixed step."""
+    """How numeric derivatives are taken: the method, an optional fixed step, and the deadline
+    they stop at (not part of the options' identity: calls that differ only in it compute the
+    same numbers, `app.api.coalesce`)."""
 
     method: Method = Method.CENTRAL
     step: float | None = None
+    deadline: Deadline = field(default=NEVER, compare=False)
 
 
 @dataclass(frozen=True)
@@ -293,7 +297,7 @@ def numeric_rows(
     finite_diff.estimate_error).
     """
     steps = choose_steps(logits, numeric.method, numeric.step)
-    values = derivative_by_column(f, logits, steps, numeric.method)
+    values = derivative_by_column(f, logits, steps, numeric.method, numeric.deadline)
     if scale is not None:
         values *= scale
     errors = estimate_error(
@@ -578,6 +582,7 @@ def _second_order(
             step=numeric.step,
             sm=sm,
             terms=terms,
+            deadline=numeric.deadline,
         )
         rows = NumericRows(found.values, found.steps, found.errors)
         numeric_values, check = found.values, rows.check(hessian, numeric.method, tolerance)

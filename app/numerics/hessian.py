@@ -65,6 +65,7 @@ from app.numerics.cross_entropy import (
     softcap_logits,
     softcap_slope,
 )
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.finite_diff import (
     STENCILS,
     ErrorEstimate,
@@ -613,6 +614,7 @@ def numeric_hessian(
     step: float | None = None,
     sm: Softmax | None = None,
     terms: LogitTerms | None = None,
+    deadline: Deadline = NEVER,
 ) -> NumericHessian:
     """Finite differences (or the complex step) of the analytic gradient, by class column.
 
@@ -635,6 +637,8 @@ def numeric_hessian(
     terms : LogitTerms, optional
         z-loss and softcap (`logit_terms`): the gradient differentiated then includes them
         (`GradientColumns`), so the check verifies their second derivatives too.
+    deadline : Deadline, optional
+        Checked before each group of class columns (`finite_diff.derivative_by_column`).
 
     Returns
     -------
@@ -676,7 +680,7 @@ def numeric_hessian(
         z_weights=None if z_weights is None else (z_weights * divisors).astype(z.dtype),
         softcap=None if terms is None else terms.softcap,
     )
-    values = derivative_by_column(columns, z, steps, method)
+    values = derivative_by_column(columns, z, steps, method, deadline)
     values *= (1 / divisors).astype(z.dtype)[:, None, None]
     total = np.asarray(targets, np.float64).sum(axis=1)
     a = np.asarray(sm.probabilities, np.float64)

@@ -16,10 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.api.coalesce import Coalescer
+from app.api.deps import Received, RequestContext
 from app.api.inputs import cross_entropy_request_cost
 from app.api.routes.cross_entropy import _alone
 from app.api.schemas.compute import CrossEntropyRequest
+from app.core.budget import MemoryBudget
 from app.core.config import Settings
+from app.numerics.deadline import NEVER
 from app.numerics.layout import BLOCK_ENTRIES
 
 MAX_RATIO = 2.0
@@ -41,6 +45,7 @@ WIDE = (128, 8192)
 TALL = (2048, 24)
 """With C×C outputs: 2048 × 24 × 24 numbers (9 MiB) a Jacobian; blocks of rows apply too."""
 SETTINGS = Settings()
+CONTEXT = RequestContext(SETTINGS, MemoryBudget(1 << 40, 1.0, 1), Coalescer(), b"key", None, NEVER)
 
 
 def _body(
@@ -78,7 +83,7 @@ def _served_peak(body: CrossEntropyRequest) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        response = _alone(body, SETTINGS, None)
+        response = _alone(Received(body, CONTEXT))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -19,7 +19,7 @@ from gradcheck_client import (
 )
 
 from tests.client.conftest import Stub, json_body, lacks, refuses_field
-from tests.helpers import free_port
+from tests.helpers import free_port, require_module
 from tests.live.conftest import ServerFactory
 
 pytestmark = pytest.mark.live
@@ -179,8 +179,9 @@ def test_non_finite_and_unreadable_candidates(live_url: str) -> None:
     assert ragged.outputs["gradient"].defect
 
 
+@pytest.mark.torch
 def test_torch_tensors_work_as_inputs(live_url: str) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     logits = torch.tensor(MASKED_LOGITS, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor(LABELS)
     loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -337,7 +338,7 @@ def test_binary_requests_are_used_when_the_server_takes_them(live_url: str) -> N
 
 
 def test_a_bfloat16_candidate_passes_at_its_own_tolerance(live_url: str) -> None:
-    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ml_dtypes = require_module("ml_dtypes")
     logits = np.random.default_rng(3).normal(size=(8, 16))
     labels = np.arange(8) % 16
     with Client(live_url) as service:

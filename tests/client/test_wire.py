@@ -9,10 +9,11 @@ from email.utils import format_datetime
 
 import httpx
 import numpy as np
-import pytest
 from gradcheck_client.client import retry_delay
 from gradcheck_client.errors import GradcheckError
 from gradcheck_client.wire import Body
+
+from tests.helpers import require_module
 
 
 def body() -> Body:
@@ -59,7 +60,7 @@ def test_npz_bodies_hold_one_member_per_array_and_request_json() -> None:
 
 
 def test_reduced_precisions_stay_and_ragged_values_fall_back_to_json() -> None:
-    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ml_dtypes = require_module("ml_dtypes")
     values = np.array([[0.1, 0.2]]).astype(ml_dtypes.bfloat16)
     content = Body({"logits": values.astype(np.float16), "candidate.gradient": values}, {}).npz()
     assert content is not None

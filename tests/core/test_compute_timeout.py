@@ -15,9 +15,9 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from app.api.encoding import respond
-from app.core.middleware import ComputeTimeout, ComputeTimeoutMiddleware
+from app.core.middleware import ComputeTimeoutMiddleware
+from app.numerics.deadline import NEVER, Deadline, DeadlinePassed
 from app.numerics.finite_diff import (
-    COLUMN_CHECKPOINT,
     LossColumns,
     Method,
     SoftmaxColumns,
@@ -51,52 +51,49 @@ async def test_slow_request_gets_504_and_the_app_keeps_serving(
     assert quick.status_code == 200
 
 
-def test_checkpoint_stops_the_numeric_derivative_early() -> None:
-    """The checkpoint runs before each group of columns; raising from it ends the work."""
-    calls = 0
+class PassesAtCall(Deadline):
+    """A deadline that passes at its `calls`-th check, counting them."""
 
-    def stop_on_third_call() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise ComputeTimeout
+    __slots__ = ("calls", "last")
 
+    def __init__(self, last: int) -> None:
+        super().__init__(0.0)
+        self.calls = 0
+        self.last = last
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls >= self.last:
+            raise DeadlinePassed
+
+
+def test_the_deadline_stops_the_numeric_derivative_early() -> None:
+    """The deadline is checked before each group of columns; raising from it ends the work."""
+    deadline = PassesAtCall(3)
     logits = np.random.default_rng(0).normal(size=(512, 600))
     targets = np.full_like(logits, 1 / 600)
     steps = choose_steps(logits, Method.CENTRAL, None)
-    token = COLUMN_CHECKPOINT.set(stop_on_third_call)
-    try:
-        with pytest.raises(ComputeTimeout):
-            derivative_by_column(LossColumns(logits, targets), logits, steps, Method.CENTRAL)
-    finally:
-        COLUMN_CHECKPOINT.reset(token)
-    assert calls == 3
+    with pytest.raises(DeadlinePassed):
+        derivative_by_column(LossColumns(logits, targets), logits, steps, Method.CENTRAL, deadline)
+    assert deadline.calls == 3
 
 
 def test_a_late_result_is_not_encoded() -> None:
-    """Past the deadline, `respond` stops before serialising (the checkpoint is reached once)."""
-    calls = 0
-
-    def deadline_passed() -> None:
-        nonlocal calls
-        calls += 1
-        raise ComputeTimeout
-
+    """Past the deadline, `respond` stops before serialising (the deadline is checked once)."""
+    deadline = PassesAtCall(1)
     fields = {"loss": np.zeros(3)}
     assert respond(fields, None).body == b'{"loss":[0.0,0.0,0.0]}'
-    token = COLUMN_CHECKPOINT.set(deadline_passed)
-    try:
-        with pytest.raises(ComputeTimeout):
-            respond(fields, "application/x-npz")
-    finally:
-        COLUMN_CHECKPOINT.reset(token)
-    assert calls == 1
+    with pytest.raises(DeadlinePassed):
+        respond(fields, "application/x-npz", deadline)
+    assert deadline.calls == 1
+    with pytest.raises(DeadlinePassed):
+        respond(fields, None, Deadline.after(-1.0))
 
 
-def test_checkpoint_is_optional() -> None:
+def test_the_deadline_is_optional() -> None:
     logits = np.array([[0.0, 1.0, 2.0]])
     steps = choose_steps(logits, Method.CENTRAL, None)
-    assert COLUMN_CHECKPOINT.get() is None
+    NEVER.check()
     assert derivative_by_column(SoftmaxColumns(logits), logits, steps, Method.CENTRAL).shape == (
         1,
         3,

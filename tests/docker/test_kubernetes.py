@@ -9,13 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from app.core.config import Settings
 from tests.docker.conftest import ROOT
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 pytestmark = pytest.mark.docker
 

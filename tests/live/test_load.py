@@ -1,6 +1,7 @@
 """Load against a live uvicorn on 127.0.0.1: 5,000 requests at concurrency 50 with no failure,
 bitwise identical answers to identical requests, and /healthz answering during a large
-computation. Latencies go to test-artifacts/load.json and the test output."""
+computation. Latencies go to test-artifacts/load.json and the test output: they are figures for
+a quiet machine, never asserted (these tests must hold while other jobs share the cores)."""
 
 import asyncio
 import json
@@ -26,10 +27,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 REQUESTS = 5_000
 CONCURRENCY = 50
 WALL_CLOCK_CAP_SECONDS = 300
-HEALTHZ_BUDGET_SECONDS = 0.1
 MIN_PINGS = 5
 MAX_PINGS = 15
-MAX_RESETS = 2
 
 
 def small_requests() -> list[tuple[str, dict[str, object]]]:
@@ -56,30 +55,17 @@ def record(name: str, results: dict[str, object]) -> None:
     print(f"\n{name}: {json.dumps(results)}")
 
 
-async def post_once_more_on_reset(
-    client: httpx.AsyncClient, path: str, body: dict[str, object], resets: list[str]
-) -> httpx.Response:
-    """POST, sending once more if the connection was reset before any response arrived (what
-    HTTP clients do for a request that is safe to repeat, as these pure computations are); the
-    reset is recorded."""
-    try:
-        return await client.post(path, json=body)
-    except (httpx.ReadError, httpx.RemoteProtocolError) as error:
-        resets.append(f"{path}: {error!r}")
-        return await client.post(path, json=body)
-
-
 async def test_5000_requests_at_concurrency_50_without_failure(
     start_server: ServerFactory,
 ) -> None:
-    """Every request answered 200. A connection reset on the loopback under full load (seen once
-    in about twenty runs on the shared CI machine, with nothing in the server's log) is sent
-    again and counted: at most MAX_RESETS of them."""
+    """Every request answered 200, with no retry. On a busy machine a client may read a response
+    seconds after the server wrote it and reuse the connection at once: the server keeps idle
+    connections open far longer than that (UVICORN_TIMEOUT_KEEP_ALIVE, tests/core/
+    test_keep_alive.py), so the reused connection is never closed under the request."""
     server = start_server()
     requests = small_requests()
     latencies: list[float] = []
     failures: list[str] = []
-    resets: list[str] = []
     next_index = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -89,7 +75,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
             next_index += 1
             started = time.perf_counter()
             try:
-                response = await post_once_more_on_reset(client, path, body, resets)
+                response = await client.post(path, json=body)
             except httpx.HTTPError as error:
                 failures.append(f"{path}: {error!r}")
                 continue
@@ -111,7 +97,6 @@ async def test_5000_requests_at_concurrency_50_without_failure(
             "requests": REQUESTS,
             "concurrency": CONCURRENCY,
             "failed": len(failures),
-            "connection_resets_sent_again": len(resets),
             "wall_seconds": round(wall, 2),
             "requests_per_second": round(REQUESTS / wall, 1),
             "p50_ms": round(percentile(latencies, 50) * 1000, 2),
@@ -120,7 +105,6 @@ async def test_5000_requests_at_concurrency_50_without_failure(
         },
     )
     assert failures == []
-    assert len(resets) <= MAX_RESETS, resets
     assert len(latencies) == REQUESTS
     served = sum(
         metric_value(
@@ -128,7 +112,7 @@ async def test_5000_requests_at_concurrency_50_without_failure(
         )
         for path in {path for path, _ in requests}
     )
-    assert REQUESTS <= served <= REQUESTS + len(resets)  # a reset request may have been served
+    assert served == REQUESTS
 
 
 async def test_identical_requests_under_concurrency_get_bitwise_identical_answers(
@@ -163,8 +147,8 @@ async def test_healthz_answers_while_a_large_request_computes(
     start_server: ServerFactory,
 ) -> None:
     """One worker (the default): the computation runs in a thread, so the event loop keeps
-    answering. The median of the pings answered while it computes is asserted (at least
-    MIN_PINGS of them), against the noise of a shared machine."""
+    answering: at least MIN_PINGS pings are answered while it computes (none would be, were the
+    loop blocked). Their times are recorded, not asserted."""
     server = start_server()
     large = slow_problem()
     async with (
@@ -193,4 +177,3 @@ async def test_healthz_answers_while_a_large_request_computes(
     )
     assert len(pings) >= MIN_PINGS, "the large request ended before enough pings: enlarge it"
     assert result.status_code == 200
-    assert statistics.median(pings) < HEALTHZ_BUDGET_SECONDS

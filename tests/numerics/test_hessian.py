@@ -38,6 +38,7 @@ from app.numerics.hessian import (
     target_scale,
 )
 from app.numerics.softmax import softmax, softmax_jacobian
+from tests.helpers import require_module
 from tests.numerics.adversarial import Case, cases, exact_row, row_error
 
 HESSIAN_GUARANTEE = 1e-13
@@ -180,18 +181,19 @@ def _torch_problem(
     return logits, weight, label, targets
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("reduction", list(Reduction))
 @pytest.mark.parametrize("probability_labels", [False, True])
 def test_blocks_equal_torch_autograd_hessian(
     reduction: Reduction, probability_labels: bool
 ) -> None:
-    torch = pytest.importorskip("torch")
-    from torch.nn import functional
+    torch = require_module("torch")
+    functional = torch.nn.functional
 
     logits, weight, label, targets = _torch_problem(reduction, probability_labels)
     target = torch.tensor(label)
 
-    def loss(z: Any) -> Any:  # torch tensors (torch is optional, imported by importorskip)
+    def loss(z: Any) -> Any:  # torch tensors (torch is optional: require_module)
         value = functional.cross_entropy(
             z,
             target,
@@ -524,8 +526,8 @@ def _liger_loss(
     """Liger-Kernel's formula in torch: F.cross_entropy of the capped logits plus λ·lse² per
     non-ignored position (for `mean` over their number); `none` summed (its blocks are those
     of each loss_n)."""
-    torch = pytest.importorskip("torch")
-    from torch.nn import functional
+    torch = require_module("torch")
+    functional = torch.nn.functional
 
     index = label.ndim == 1
     target = torch.tensor(label)
@@ -565,13 +567,14 @@ def _normwise(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.linalg.norm(ours - theirs)) / max(float(np.linalg.norm(theirs)), 1e-300)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(("z_loss", "softcap"), LLM_OPTIONS)
 @pytest.mark.parametrize("reduction", list(Reduction))
 @pytest.mark.parametrize("probability_labels", [False, True], ids=["index", "probability"])
 def test_llm_options_equal_torch_autograd_hessian(
     reduction: Reduction, probability_labels: bool, z_loss: float, softcap: float | None
 ) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     logits, weight, label, targets = _llm_problem(reduction, probability_labels)
     loss = _liger_loss(label, weight, reduction, z_loss, softcap)
     v = np.random.default_rng(2).normal(size=logits.shape)

@@ -26,6 +26,7 @@ from app.numerics.gradcheck import (
     Report,
     analyse_problem,
 )
+from tests.helpers import require_module
 from tests.numerics.llm_reference import LlmCase, llm_cases, measure_llm
 from tests.numerics.test_batch import assert_identical
 
@@ -113,7 +114,7 @@ def _problem(
 
 def _torch_outputs(problem: LossProblem, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
     """Liger-Kernel's reference formula in torch float64, differentiated by autograd."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     functional = torch.nn.functional
     z = torch.tensor(problem.logits, dtype=torch.float64, requires_grad=True)
     capped = z if problem.softcap is None else problem.softcap * torch.tanh(z / problem.softcap)
@@ -158,6 +159,7 @@ def _torch_outputs(problem: LossProblem, inputs: dict[str, Any]) -> dict[str, np
     }
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("reduction", list(Reduction))
 @pytest.mark.parametrize("probabilities", [False, True], ids=["index", "probability"])
 @pytest.mark.parametrize(("z_loss", "softcap"), [(1e-2, None), (0.0, 4.0), (1e-2, 4.0)])

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from app.api.encoding import NPZ_MEDIA_TYPE
 from app.api.schemas.errors import MessageResponse, ValidationErrorResponse
+from app.core.media import NPZ_MEDIA_TYPE
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {

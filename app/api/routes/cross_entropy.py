@@ -2,10 +2,9 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from app.api.coalesce import Coalescer
-from app.api.deps import CrossEntropyBody
+from app.api.deps import CrossEntropyBody, Received
 from app.api.encoding import (
     candidate_fields,
     check_fields,
@@ -20,10 +19,9 @@ from app.api.inputs import (
     request_entries,
     to_loss_call,
 )
-from app.api.offload import compute
+from app.api.offload import run_admitted, runs_inline
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import CrossEntropyRequest, CrossEntropyResponse
-from app.core.config import Settings
 from app.numerics.gradcheck import Report
 
 router = APIRouter(prefix="/v1", tags=["cross-entropy"])
@@ -54,25 +52,31 @@ def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
     responses={**ERROR_RESPONSES, **success_response()},
     openapi_extra={"parameters": [ACCEPT_PARAMETER]},
 )
-async def cross_entropy(body: CrossEntropyBody, request: Request) -> Response:
+async def cross_entropy(received: CrossEntropyBody) -> Response:
     """PyTorch `F.cross_entropy` (weight, ignore_index, label_smoothing, reduction, probability
     targets) with effective targets q: loss_n = −Σ_c q_nc log a_nc, and its gradient
     ∂loss_n/∂z_nj = a_nj·Σ_c q_nc − q_nj (a − y only when the target sums to 1), divided by the
     reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|. With
     `candidate`, your own outputs are checked against the exact reference and a wrong one is
     explained by the mistake that produces it (`candidate_check`)."""
-    settings: Settings = request.app.state.settings
-    accept = request.headers.get("accept")
+    body, context = received.body, received.context
     entries = request_entries(body.logits, body.include)
-    if entries > settings.inline_max_entries:  # validated and computed off the event loop
-        cost = cross_entropy_request_cost(body, settings, accept)
-        return await compute(entries, cost, request, lambda: _alone(body, settings, accept))
-    call = to_loss_call(body, settings)
-    coalescer: Coalescer = request.app.state.coalescer
-    report = await coalescer.analyse(call) if call.coalescable else call.analyse()
-    return respond(cross_entropy_fields(call, report), accept)
+    if not runs_inline(entries, context):  # validated and computed off the event loop
+        cost = cross_entropy_request_cost(body, context.settings, context.accept)
+        return await run_admitted(entries, cost, context, lambda: _alone(received))
+    call = _call(received)
+    report = await context.coalescer.analyse(call) if call.coalescable else call.analyse()
+    return respond(cross_entropy_fields(call, report), context.accept, context.deadline)
 
 
-def _alone(body: CrossEntropyRequest, settings: Settings, accept: str | None) -> Response:
-    call = to_loss_call(body, settings)
-    return respond(cross_entropy_fields(call, call.analyse()), accept)
+def _call(received: Received[CrossEntropyRequest]) -> LossCall:
+    context = received.context
+    return to_loss_call(
+        received.body, context.settings, overflow=received.overflow, deadline=context.deadline
+    )
+
+
+def _alone(received: Received[CrossEntropyRequest]) -> Response:
+    call = _call(received)
+    context = received.context
+    return respond(cross_entropy_fields(call, call.analyse()), context.accept, context.deadline)

@@ -23,15 +23,17 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     INLINE_PARSE_BYTES,
+    AnswerBody,
+    GradeBody,
     ProblemBody,
-    SettingsDep,
-    SigningKeyDep,
+    Received,
+    request_context,
 )
-from app.api.encoding import JSON_MEDIA_TYPE, encode_json
+from app.api.encoding import encode_json
 from app.api.errors import pydantic_errors
-from app.api.examples import BATCH_GRADE_EXAMPLES, GRADE_EXAMPLES
+from app.api.examples import BATCH_GRADE_EXAMPLES
 from app.api.inputs import check_output_size, parse_loss, request_shape
-from app.api.offload import compute
+from app.api.offload import run_admitted
 from app.api.routes import ERROR_RESPONSES
 from app.api.schemas.compute import Dtype
 from app.api.schemas.grading import (
@@ -45,9 +47,10 @@ from app.api.schemas.grading import (
     ProblemResponse,
     RosterItem,
 )
-from app.api.submissions import AnswerBody, too_many_elements
+from app.api.submissions import too_many_elements
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
+from app.core.media import JSON_MEDIA_TYPE
 from app.grading.formats import Presentation, gradescope, native, prairielearn
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
@@ -65,8 +68,8 @@ from app.grading.tokens import (
 )
 from app.numerics.cost import FIXED_BYTES, PYTHON_NUMBER_BYTES, Shape, grading_cost
 from app.numerics.cross_entropy import Reduction
+from app.numerics.deadline import NEVER, Deadline
 from app.numerics.errors import InvalidProblem
-from app.numerics.finite_diff import reach_checkpoint
 
 router = APIRouter(prefix="/v1", tags=["grading"])
 
@@ -87,9 +90,12 @@ def _located(*prefix: str | int) -> Iterator[None]:
         raise InvalidProblem((*prefix, *error.location), error.message) from None
 
 
-def _reference_of(fields: GradingProblem, settings: Settings) -> Reference:
-    """The reference values of a problem, with its raw inputs for the diagnoses."""
-    parsed = parse_loss(fields, settings)
+def _reference_of(
+    fields: GradingProblem, settings: Settings, overflow: RequestError | None = None
+) -> Reference:
+    """The reference values of a problem, with its raw inputs for the diagnoses (`overflow`:
+    the body's first literal beyond float64, `app.api.inputs.parse_logits`)."""
+    parsed = parse_loss(fields, settings, overflow=overflow)
     loss = parsed.problem(fields, fields.dtype)
     inputs = parsed.inputs(fields)
     return Reference(loss.logits, loss.targets, loss.reduction, inputs, parsed.layout)
@@ -199,6 +205,7 @@ def _problem_reference(
     settings: Settings,
     key: bytes,
     location: tuple[str | int, ...] = (),
+    overflow: RequestError | None = None,
 ) -> Reference:
     """The reference of a problem: regenerated from its id, or parsed in full."""
     if (problem_id is None) == (problem is None):
@@ -213,15 +220,10 @@ def _problem_reference(
             return _generated(spec, settings)[1]
     assert problem is not None
     with _located(*location, "problem"):
-        return _reference_of(problem, settings)
+        return _reference_of(problem, settings, overflow)
 
 
-def _reference(body: GradingRequestBase, settings: Settings, key: bytes) -> Reference:
-    """The reference of the request's problem: regenerated from its id, or parsed in full."""
-    return _problem_reference(body.problem_id, body.problem, settings, key)
-
-
-def _options(body: GradingRequestBase) -> GradingOptions:
+def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
     if not sum(body.points.values()) > 0:
         raise RequestError(("points",), "points must give at least one part more than 0 points")
     return GradingOptions(
@@ -229,6 +231,7 @@ def _options(body: GradingRequestBase) -> GradingOptions:
         atol=body.tolerance.atol,
         rtol=body.tolerance.rtol,
         partial_credit=body.partial_credit,
+        deadline=deadline,
     )
 
 
@@ -253,11 +256,18 @@ def _check_revealed(body: GradingRequestBase, rows: int, num_classes: int, s: Se
 
 
 def grade_fields(
-    body: GradingRequestBase, submissions: Sequence[object], settings: Settings, key: bytes
+    body: GradingRequestBase,
+    submissions: Sequence[object],
+    settings: Settings,
+    key: bytes,
+    *,
+    deadline: Deadline = NEVER,
+    overflow: RequestError | None = None,
 ) -> list[dict[str, Any]]:
-    """Grade every submission against the request's problem, in the requested format."""
-    options = _options(body)
-    reference = _reference(body, settings, key)
+    """Grade every submission against the request's problem, in the requested format, until
+    `deadline` (`overflow` as for `_reference_of`)."""
+    options = _options(body, deadline)
+    reference = _problem_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
     with _located(*location):
         grades = grade_batch(reference, submissions, options)
@@ -270,7 +280,7 @@ def grade_fields(
     results = []
     for index, grade in enumerate(grades):
         if index % 64 == 63:
-            reach_checkpoint()
+            deadline.check()
         results.append(_formatted(body, grade, view))
     return results
 
@@ -280,27 +290,36 @@ ROSTER_CHECKPOINT_ITEMS = 16
 
 
 def roster_fields(
-    body: BatchGradeRequest, items: Sequence[RosterItem], settings: Settings, key: bytes
+    body: BatchGradeRequest,
+    items: Sequence[RosterItem],
+    settings: Settings,
+    key: bytes,
+    *,
+    deadline: Deadline = NEVER,
+    overflow: RequestError | None = None,
 ) -> list[dict[str, Any]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
-    id, items of equal shapes graded together."""
+    id, items of equal shapes graded together, until `deadline` (`overflow` as for
+    `_reference_of`)."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
             "with items, each item names its own problem: leave problem_id and problem out of "
             "the top level",
         )
-    options = _options(body)
+    options = _options(body, deadline)
     by_id: dict[str, Reference] = {}
     references: list[Reference] = []
     for index, item in enumerate(items):
         if index % ROSTER_CHECKPOINT_ITEMS == ROSTER_CHECKPOINT_ITEMS - 1:
-            reach_checkpoint()
+            deadline.check()
         location: tuple[str | int, ...] = ("items", index)
         if item.problem_id is not None and item.problem is None and item.problem_id in by_id:
             references.append(by_id[item.problem_id])
             continue
-        reference = _problem_reference(item.problem_id, item.problem, settings, key, location)
+        reference = _problem_reference(
+            item.problem_id, item.problem, settings, key, location, overflow
+        )
         place = "problem_id" if item.problem_id is not None else "problem"
         with _located(*location, place):
             for part in options.points:  # a value that cannot be graded is refused here, located
@@ -317,7 +336,7 @@ def roster_fields(
         groups.setdefault(reference.shapes, []).append(index)
     grades: list[Grade | None] = [None] * len(items)
     for members in groups.values():
-        reach_checkpoint()
+        deadline.check()
         graded = grade_group(
             [references[i] for i in members], [items[i].submission for i in members], options
         )
@@ -328,7 +347,7 @@ def roster_fields(
         zip(items, references, grades, strict=True)
     ):
         if index % 64 == 63:
-            reach_checkpoint()
+            deadline.check()
         assert item_grade is not None
         expected = (
             {part: reference.value(part) for part in options.points}
@@ -346,11 +365,14 @@ def roster_fields(
     response_model=ProblemResponse,
     responses=ERROR_RESPONSES,
 )
-async def problems(body: ProblemBody, settings: SettingsDep, key: SigningKeyDep) -> Response:
+async def problems(received: ProblemBody) -> Response:
     """The same request gives the same logits and labels on every run and machine (see
     `generator`). `problem_id` signs the parameters (HMAC-SHA256 with GRADCHECK_SECRET_KEY): pass
     it to /v1/grade, which regenerates the problem, so no state is kept and ids cannot be forged."""
-    fields = await run_in_threadpool(problem_fields, body, settings, key)
+    context = received.context
+    fields = await run_in_threadpool(
+        problem_fields, received.body, context.settings, context.signing_key
+    )
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
 
@@ -404,12 +426,15 @@ def grading_request_cost(body: GradingRequestBase, submissions: int, key: bytes)
 
 
 async def _graded(
-    request: Request, body: GradingRequestBase, submissions: Sequence[object], single: bool
+    received: Received[GradeRequest] | Received[BatchGradeRequest],
+    submissions: Sequence[object],
+    single: bool,
 ) -> Response:
     """Grade `submissions` (or a batch body's items) once the memory budget admits them, and
     encode the results."""
-    settings: Settings = request.app.state.settings
-    key: bytes = request.app.state.signing_key
+    body, context = received.body, received.context
+    settings, key, deadline = context.settings, context.signing_key, context.deadline
+    overflow = received.overflow
     items = body.items if isinstance(body, BatchGradeRequest) else None
     count = len(items) if items is not None else len(submissions)
     entries, cost = grading_request_cost(body, count, key)
@@ -417,18 +442,18 @@ async def _graded(
     def work() -> Response:
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
-            results = roster_fields(body, items, settings, key)
+            results = roster_fields(
+                body, items, settings, key, deadline=deadline, overflow=overflow
+            )
         else:
-            results = grade_fields(body, submissions, settings, key)
-        reach_checkpoint()
+            results = grade_fields(
+                body, submissions, settings, key, deadline=deadline, overflow=overflow
+            )
+        deadline.check()
         content = results[0] if single else {"results": results}
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
 
-    return await compute(entries, cost, request, work)
-
-
-GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
-GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]
+    return await run_admitted(entries, cost, context, work)
 
 
 @router.post(
@@ -437,7 +462,7 @@ GradeBody = Annotated[GradeRequest, Depends(GRADE_BODY)]
     response_model=AnyGradeResult,
     responses=ERROR_RESPONSES,
 )
-async def grade(body: GradeBody, request: Request) -> Response:
+async def grade(received: GradeBody) -> Response:
     """Compare each graded part of `submission` with the reference value (the loss, and the
     gradient of the reduced loss, as /v1/cross-entropy computes them): correct where
     |submitted − expected| ≤ atol + rtol·|expected|. A defect in the student's answer (missing
@@ -445,7 +470,7 @@ async def grade(body: GradeBody, request: Request) -> Response:
     error; `gradable` is false when nothing could be read. Only the caller's own mistakes (the
     problem, the options) are 4xx. The default feedback (`verdict`) holds no number derived from
     the expected values; `full` adds the error sizes and so reveals them."""
-    return await _graded(request, body, [body.submission], single=True)
+    return await _graded(received, [received.body.submission], single=True)
 
 
 def _too_many(settings: Settings) -> LimitExceeded:
@@ -461,8 +486,8 @@ class BatchBody(AnswerBody[BatchGradeRequest]):
     large body); then as every body (a student's overflowing number inside an item's
     `submission` is graded, not refused: `app.api.deps.ANSWER_FIELDS`)."""
 
-    async def __call__(self, request: Request) -> BatchGradeRequest:
-        settings: Settings = request.app.state.settings
+    async def __call__(self, request: Request) -> Received[BatchGradeRequest]:
+        settings = request_context(request).settings
         body = await request.body()
         limit = settings.max_submissions
         if len(body) > 2 * limit:  # each element takes at least two bytes ("0,")
@@ -472,14 +497,15 @@ class BatchBody(AnswerBody[BatchGradeRequest]):
                 over = await run_in_threadpool(too_many_elements, body, limit)
             if over:
                 raise _too_many(settings)
-        parsed = await super().__call__(request)
+        received = await super().__call__(request)
+        parsed = received.body
         if len(parsed.items or parsed.submissions or ()) > limit:
             raise _too_many(settings)
-        return parsed
+        return received
 
 
 BATCH_BODY = BatchBody(BatchGradeRequest, BATCH_GRADE_EXAMPLES)
-RosterBody = Annotated[BatchGradeRequest, Depends(BATCH_BODY)]
+RosterBody = Annotated[Received[BatchGradeRequest], Depends(BATCH_BODY)]
 
 
 @router.post(
@@ -488,16 +514,17 @@ RosterBody = Annotated[BatchGradeRequest, Depends(BATCH_BODY)]
     response_model=BatchGradeResponse,
     responses=ERROR_RESPONSES,
 )
-async def grade_batch_route(body: RosterBody, request: Request) -> Response:
+async def grade_batch_route(received: RosterBody) -> Response:
     """As /v1/grade for every entry of `submissions` (one problem; each part compared for all
     students in one numpy operation), or for every roster item of `items` (each student's own
     problem, by id or in full; items of one shape graded together, each result carrying the
     item's `student` label). `results` are in the order sent. At most
     GRADCHECK_MAX_SUBMISSIONS entries (413 above)."""
+    body = received.body
     if (body.items is None) == (body.submissions is None):
         raise RequestError(
             ("submissions",),
             "give exactly one of submissions (answers to the request's problem) and items "
             "(a roster: each student's problem and submission)",
         )
-    return await _graded(request, body, body.submissions or [], single=False)
+    return await _graded(received, body.submissions or [], single=False)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from app.api.deps import SoftmaxBody
 from app.api.encoding import candidate_fields, report_fields, respond
@@ -13,10 +13,9 @@ from app.api.inputs import (
     softmax_request_cost,
     to_softmax_call,
 )
-from app.api.offload import compute
+from app.api.offload import run_admitted
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import SoftmaxResponse
-from app.core.config import Settings
 
 router = APIRouter(prefix="/v1", tags=["softmax"])
 
@@ -40,17 +39,18 @@ def softmax_fields(call: SoftmaxCall) -> dict[str, Any]:
     responses={**ERROR_RESPONSES, **success_response()},
     openapi_extra={"parameters": [ACCEPT_PARAMETER]},
 )
-async def softmax(body: SoftmaxBody, request: Request) -> Response:
+async def softmax(received: SoftmaxBody) -> Response:
     """a = softmax(z) with a_i = exp(z_i − m) / Σ_j exp(z_j − m) (m = max z), log a, and the
     Jacobian ∂a_i/∂z_j = a_i(δ_ij − a_j) of every sample; with `numeric_jacobian`, a numeric
     Jacobian and its agreement with the analytic one."""
-    settings: Settings = request.app.state.settings
-    accept = request.headers.get("accept")
+    body, context = received.body, received.context
     entries = request_entries(body.logits, body.include, body.dim)
-    cost = softmax_request_cost(body, accept)
-    return await compute(
-        entries,
-        cost,
-        request,
-        lambda: respond(softmax_fields(to_softmax_call(body, settings)), accept),
-    )
+    cost = softmax_request_cost(body, context.accept)
+
+    def work() -> Response:
+        call = to_softmax_call(
+            body, context.settings, overflow=received.overflow, deadline=context.deadline
+        )
+        return respond(softmax_fields(call), context.accept, context.deadline)
+
+    return await run_admitted(entries, cost, context, work)

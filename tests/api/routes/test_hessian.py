@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import optional_module, require
+from tests.helpers import optional_module, require_module
 
 torch = optional_module("torch")
 
@@ -64,8 +64,9 @@ async def test_hessian_numeric_check_and_products(
     assert np.all(np.linalg.eigvalsh(hessian) >= -1e-16)  # PSD for non-negative targets
 
 
+@pytest.mark.torch
 async def test_the_hessian_matches_torch(asgi_client: httpx.AsyncClient) -> None:
-    require(torch is not None, "torch is not installed: make torch")
+    require_module("torch")
     logits = torch.tensor(LOGITS, dtype=torch.float64)
     weight = torch.tensor(WEIGHT, dtype=torch.float64)
 
@@ -97,6 +98,7 @@ async def test_k_dimensional_hessian_shapes(asgi_client: httpx.AsyncClient) -> N
     np.testing.assert_allclose(answer["hessian_vector_product"], 0, atol=1e-17)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize(("z_loss", "softcap"), [(1e-4, None), (0.0, 2.5), (0.3, 4.0)])
 async def test_z_loss_and_softcap_second_order_match_torch(
@@ -105,7 +107,7 @@ async def test_z_loss_and_softcap_second_order_match_torch(
     """The Hessian blocks and H·v of Liger's formula (F.cross_entropy of c·tanh(z/c) plus
     λ·lse² per non-ignored position, for `mean` over their number) by the raw logits, with
     weights, smoothing and ignore_index, and the numeric Hessian's check passing."""
-    require(torch is not None, "torch is not installed: make torch")
+    require_module("torch")
     rng = np.random.default_rng(20)
     weights = [*WEIGHT, 1.5]
     logits = (3 * rng.normal(size=(5, 4))).round(3)

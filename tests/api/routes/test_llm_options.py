@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.helpers import optional_module, require
+from tests.helpers import optional_module, require_module
 
 torch = optional_module("torch")
 
@@ -37,12 +37,13 @@ def torch_loss(
     return loss + z_terms.sum() / active.sum()
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize(("z_loss", "softcap"), [(1e-4, None), (0.0, 2.5), (0.3, 4.0)])
 async def test_z_loss_and_softcap_match_torch(
     asgi_client: httpx.AsyncClient, reduction: str, z_loss: float, softcap: float | None
 ) -> None:
-    require(torch is not None, "torch is not installed: make torch")
+    require_module("torch")
     rng = np.random.default_rng(11)
     logits = (4 * rng.normal(size=(7, 5))).round(3)
     labels = np.array([0, 4, IGNORE, 2, 1, 3, 3])
@@ -95,9 +96,10 @@ def float64_gradient(
     return result
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 async def test_a_32k_vocabulary_kernel_check(asgi_client: httpx.AsyncClient) -> None:
-    require(torch is not None, "torch is not installed: make torch")
+    require_module("torch")
     rng = np.random.default_rng(3)
     logits = (3 * rng.normal(size=(256, 32_000))).astype(np.float32)
     labels = rng.integers(0, 32_000, size=256)

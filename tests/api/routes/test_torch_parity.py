@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import optional_module, require
+from tests.helpers import optional_module, require_module
 
 torch = optional_module("torch")
 """Importing torch's test inputs needs the `expecttest` package too."""
@@ -60,14 +60,12 @@ def normwise_error(got: Any, expected: Any) -> float:
     return float(np.linalg.norm(got - expected)) / scale
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_torch_samples_get_torch_shapes_and_values(
     asgi_client: httpx.AsyncClient, seed: int
 ) -> None:
-    require(
-        torch is not None,
-        "torch (and expecttest) are not installed: pip install torch==2.13.0 expecttest",
-    )
+    require_module("torch.testing._internal.common_methods_invocations")
     answered = refused = 0
     for logits, target, options in torch_samples(seed):
         logits = logits.detach().clone().requires_grad_(True)
