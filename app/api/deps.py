@@ -19,7 +19,6 @@ import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from app.api.coalesce import Coalescer
 from app.api.encoding import read_npz_request
@@ -38,6 +37,7 @@ from app.core.config import Settings
 from app.core.errors import RequestError
 from app.core.media import ContentType, parse_content_type
 from app.core.middleware import DEADLINE_STATE
+from app.core.threads import run_in_thread
 from app.numerics.candidate import default_tolerance
 from app.numerics.deadline import NEVER, Deadline
 
@@ -164,7 +164,7 @@ class RequestBody(Generic[Model]):
             return parse()
         per_byte = 2 if binary else PARSED_BYTES_PER_BODY_BYTE  # stored arrays, then float64
         async with context.budget.admit(len(body) * per_byte):
-            return await run_in_threadpool(parse)
+            return await run_in_thread(parse)
 
     def parse_npz(self, body: bytes) -> Model:
         """`model` from an .npz body: `request.json` validated as JSON is, the arrays put in

@@ -11,9 +11,8 @@ label smoothing, every row through the double-double gradient).
 from collections.abc import Callable
 from typing import TypeVar
 
-from starlette.concurrency import run_in_threadpool
-
 from app.api.deps import RequestContext
+from app.core.threads import run_in_thread
 
 Result = TypeVar("Result")
 
@@ -34,4 +33,4 @@ async def run_admitted(
     if runs_inline(entries, context):
         return work()
     async with context.budget.admit(cost_bytes):
-        return await run_in_threadpool(work)
+        return await run_in_thread(work)

@@ -431,15 +431,23 @@ class ComputeTimeoutMiddleware:
             await task
             return
         if done:
-            try:
-                task.result()
+            # read the outcome without raising it here: a traceback through this frame, whose
+            # locals hold the task that holds the exception, would be a reference cycle
+            # keeping every array of the request's frames alive until a garbage collection
+            error = task.exception()
+            del task, done
+            if error is None:
                 return
-            except DeadlinePassed:
-                if response_started:
-                    raise
+            if not isinstance(error, DeadlinePassed) or response_started:
+                try:
+                    raise error
+                finally:
+                    del error
+            del error
         else:
             abandoned = True
             task.add_done_callback(_drop_result)
+            del task
         timeout_log.warning(
             "request stopped at the compute timeout",
             extra={"route": route_template(scope), "timeout_seconds": self.seconds},

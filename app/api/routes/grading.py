@@ -19,7 +19,6 @@ from typing import Annotated, Any, cast
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     INLINE_PARSE_BYTES,
@@ -51,6 +50,7 @@ from app.api.submissions import too_many_elements
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
 from app.core.media import JSON_MEDIA_TYPE
+from app.core.threads import run_in_thread
 from app.grading.formats import Presentation, gradescope, native, prairielearn
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
@@ -370,8 +370,8 @@ async def problems(received: ProblemBody) -> Response:
     `generator`). `problem_id` signs the parameters (HMAC-SHA256 with GRADCHECK_SECRET_KEY): pass
     it to /v1/grade, which regenerates the problem, so no state is kept and ids cannot be forged."""
     context = received.context
-    fields = await run_in_threadpool(
-        problem_fields, received.body, context.settings, context.signing_key
+    fields = await run_in_thread(
+        lambda: problem_fields(received.body, context.settings, context.signing_key)
     )
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
@@ -494,7 +494,7 @@ class BatchBody(AnswerBody[BatchGradeRequest]):
             if len(body) <= INLINE_PARSE_BYTES:
                 over = too_many_elements(body, limit)
             else:
-                over = await run_in_threadpool(too_many_elements, body, limit)
+                over = await run_in_thread(lambda: too_many_elements(body, limit))
             if over:
                 raise _too_many(settings)
         received = await super().__call__(request)
