@@ -7,6 +7,7 @@ Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
 import math
+import secrets
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -192,10 +193,60 @@ def _json_ready(value: Any) -> Any:
     return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
+JSON_PIECE_NUMBERS = 1 << 16
+"""Arrays with more numbers than this are written in pieces of about this many (rows, or slices
+of a flat array): orjson holds the GIL for a whole call, so one call on a 79 × 316 × 316
+Jacobian (0.7 s) would hold up the event loop, /healthz included, for as long; between pieces
+the loop gets its turn."""
+
+
+def _json_pieces(array: np.ndarray) -> list[bytes]:
+    """The JSON text of `array`, in pieces whose concatenation is orjson's own text."""
+    option = orjson.OPT_SERIALIZE_NUMPY
+    if array.ndim == 1:
+        step = JSON_PIECE_NUMBERS
+        slices = [
+            orjson.dumps(array[i : i + step], option=option)[1:-1]
+            for i in range(0, len(array), step)
+        ]
+    else:
+        slices = [orjson.dumps(row, option=option) for row in array]
+    pieces = [b"["]
+    for index, piece in enumerate(slices):
+        if index:
+            pieces.append(b",")
+        pieces.append(piece)
+    pieces.append(b"]")
+    return pieces
+
+
 def encode_json(fields: dict[str, Any]) -> bytes:
-    """orjson straight from numpy (NaN/inf would become null): no Python lists are built."""
+    """orjson straight from numpy (NaN/inf would become null): no Python lists are built.
+    Arrays over JSON_PIECE_NUMBERS numbers are written piece by piece and put in place of a
+    marker in the rest of the document, in one join (at most twice the body, as one call)."""
     ready = {name: _json_ready(value) for name, value in fields.items()}
-    return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
+    large = {
+        name: value
+        for name, value in ready.items()
+        if isinstance(value, np.ndarray) and value.size > JSON_PIECE_NUMBERS
+    }
+    if not large:
+        return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
+    marker = secrets.token_hex(16)
+    document = orjson.dumps(
+        {name: f"{marker}{name}" if name in large else value for name, value in ready.items()},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    parts: list[bytes] = []
+    position = 0
+    for name, value in large.items():
+        quoted = f'"{marker}{name}"'.encode()
+        start = document.index(quoted, position)
+        parts.append(document[position:start])
+        parts.extend(_json_pieces(value))
+        position = start + len(quoted)
+    parts.append(document[position:])
+    return b"".join(parts)
 
 
 def _write_npy(archive: zipfile.ZipFile, member_name: str, array: np.ndarray) -> None:

@@ -19,8 +19,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
+from app.api import encoding
+from app.api.encoding import JSON_PIECE_NUMBERS
 from app.api.errors import MAX_ERRORS
 from app.api.schemas.compute import LOGITS_NOT_AN_ARRAY
 from app.api.submissions import too_many_elements
@@ -395,3 +398,36 @@ async def test_zero_dimensional_logits_are_told_to_be_an_array(
         detail = response.json()["detail"][0]
         assert detail["loc"] == ["body", "logits"]
         assert detail["msg"] == LOGITS_NOT_AN_ARRAY
+
+
+# ----- /healthz during large responses -----
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(1).standard_normal((79, 40, 40)),
+        np.random.default_rng(2).standard_normal((300, 500)),
+        np.random.default_rng(3).standard_normal(200_001),
+        np.full((70_000,), np.nan),
+    ],
+    ids=["jacobian", "matrix", "flat", "nan"],
+)
+def test_a_large_array_is_written_to_json_in_pieces_with_orjson_s_own_text(
+    array: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = {"batch_size": 3, "values": array, "message": "ok", "loss": np.float64(0.5)}
+    expected = orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
+    sizes: list[int] = []
+    dumps = orjson.dumps
+
+    def recorded(value: Any, option: int | None = None) -> bytes:
+        if isinstance(value, np.ndarray):
+            sizes.append(value.size)
+        return dumps(value, option=option)
+
+    monkeypatch.setattr(orjson, "dumps", recorded)
+    assert encoding.encode_json(fields) == expected
+    # no single orjson call (which holds the GIL, and so the event loop) takes the whole array
+    assert sizes and max(sizes) <= max(JSON_PIECE_NUMBERS, array[0].size)
+    assert max(sizes) < array.size
