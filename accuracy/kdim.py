@@ -52,7 +52,7 @@ def run(size: str, seed: int) -> dict[str, float]:
             continue
         call = to_loss_call(as_k_dimensional(case), settings)
         assert call.layout.shape == (1, case.logits.shape[1], case.logits.shape[0])
-        report = call.analyse()
+        report = call.run().report
         for output, error in measure(case, report).errors.items():
             if output in OUTPUTS and not error <= worst[output]:
                 worst[output] = error

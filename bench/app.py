@@ -15,17 +15,16 @@ from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CrossEntropyBody
-from app.api.encoding import respond
+from app.api.encoding import cross_entropy_fields, respond
 from app.api.inputs import to_loss_call
-from app.api.routes.cross_entropy import cross_entropy_fields
 from app.main import create_app
-from app.numerics.gradcheck import Report
+from app.numerics.tasks import LossResult
 from bench.cases import CONSTANT_PATH, HOP_PATH, NO_NUMERICS_PATH
 
 CONSTANT_BODY = b'{"ok":true}'
 
 app = create_app()
-_ready_reports: dict[bytes, Report] = {}
+_ready_results: dict[bytes, LossResult] = {}
 
 
 @app.post(CONSTANT_PATH, include_in_schema=False)
@@ -47,5 +46,5 @@ async def cross_entropy_without_numerics(received: CrossEntropyBody, request: Re
     context = received.context
     call = to_loss_call(received.body, context.settings, deadline=context.deadline)
     raw = await request.body()
-    report = _ready_reports.get(raw) or _ready_reports.setdefault(raw, call.analyse())
-    return respond(cross_entropy_fields(call, report), context.accept, context.deadline)
+    result = _ready_results.get(raw) or _ready_results.setdefault(raw, call.run())
+    return respond(cross_entropy_fields(result, call.layout), context.accept, context.deadline)

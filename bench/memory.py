@@ -10,8 +10,8 @@ import tracemalloc
 
 import orjson
 
+from app.api.encoding import cross_entropy_fields
 from app.api.inputs import to_loss_call
-from app.api.routes.cross_entropy import cross_entropy_fields
 from app.api.schemas.compute import CrossEntropyRequest
 from app.core.config import Settings
 from bench.cases import output_bytes, problem
@@ -26,7 +26,7 @@ def measure(num_samples: int, num_classes: int) -> dict[str, int]:
     before, _ = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
     call = to_loss_call(request, settings)
-    fields = cross_entropy_fields(call, call.analyse())
+    fields = cross_entropy_fields(call.run(), call.layout)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"peak_bytes": peak - before, "output_bytes": output_bytes(fields)}

@@ -5,8 +5,8 @@ problems stacked cost about what two of them cost one by one (`make bench`, case
 small enough to be computed on the event loop (`app.api.offload`; larger ones are computed
 alone) and asking for the same
 outputs, numeric options, tolerance, dtype and number of classes are collected, then computed
-once (`analyse_cross_entropy_batch`) when no more arrive (see `Coalescer`). Each request gets
-exactly the report it would get alone: every step is row by row (tested bit for bit in
+once (`app.numerics.tasks.run_cross_entropy_batch`) when no more arrive (see `Coalescer`). Each
+request gets exactly the result it would get alone: every step is row by row (tested bit for bit in
 tests/numerics/test_batch.py). A lone request waits only for a few idle turns of the event
 loop, microseconds.
 """
@@ -14,12 +14,9 @@ loop, microseconds.
 import asyncio
 import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from app.api.inputs import LossCall
-from app.numerics.batch import analyse_cross_entropy_batch
-from app.numerics.deadline import NEVER
-from app.numerics.gradcheck import Report
+from app.numerics.tasks import LossResult, LossTask, run_cross_entropy_batch
 
 MAX_COALESCED = 16
 """Most problems computed in one batch (each has at most GRADCHECK_INLINE_MAX_ENTRIES numbers),
@@ -33,19 +30,13 @@ MAX_WAIT_SECONDS = 0.002
 
 @dataclass
 class _Batch:
-    calls: list[LossCall] = field(default_factory=list)
-    futures: list["asyncio.Future[Report]"] = field(default_factory=list)
+    tasks: list[LossTask] = field(default_factory=list)
+    futures: list["asyncio.Future[LossResult]"] = field(default_factory=list)
 
     def run(self) -> None:
-        """Compute every call and hand each waiting request its report or its error."""
-        first = self.calls[0]
+        """Compute every task and hand each waiting request its result or its error."""
         try:
-            results = analyse_cross_entropy_batch(
-                [call.problem for call in self.calls],
-                first.analysed,
-                replace(first.numeric, deadline=NEVER),  # no one request's deadline applies
-                first.tolerance,
-            )
+            results = run_cross_entropy_batch(self.tasks)
         except Exception as error:  # a fault of the batch is every request's
             for future in self.futures:
                 if not future.done():
@@ -78,16 +69,16 @@ class Coalescer:
         self._arrivals_seen = 0
         self._quiet_turns = 0
 
-    async def analyse(self, call: LossCall) -> Report:
-        """The report of `call`, computed together with the calls that arrive with it."""
+    async def run(self, task: LossTask) -> LossResult:
+        """The result of `task`, computed together with the tasks that arrive with it."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Report] = loop.create_future()
-        key = call.batch_key()
+        future: asyncio.Future[LossResult] = loop.create_future()
+        key = task.batch_key()
         batch = self._pending.setdefault(key, _Batch())
-        batch.calls.append(call)
+        batch.tasks.append(task)
         batch.futures.append(future)
         self._arrivals += 1
-        if len(batch.calls) >= MAX_COALESCED:
+        if len(batch.tasks) >= MAX_COALESCED:
             del self._pending[key]
             self._run(batch)
         elif self._waiting_since is None:
@@ -115,5 +106,5 @@ class Coalescer:
 
     def _run(self, batch: _Batch) -> None:
         if self.on_batch is not None:
-            self.on_batch(len(batch.calls))
+            self.on_batch(len(batch.tasks))
         batch.run()

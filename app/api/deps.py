@@ -12,13 +12,14 @@ dependency FastAPI solves costs a small request tens of microseconds (`make benc
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
-from pydantic import BaseModel, ValidationError
+from numpy.typing import NDArray
+from pydantic import BaseModel, ValidationError, create_model
 
 from app.api.coalesce import Coalescer
 from app.api.encoding import read_npz_request
@@ -42,6 +43,8 @@ from app.numerics.candidate import default_tolerance
 from app.numerics.deadline import NEVER, Deadline
 
 Model = TypeVar("Model", bound=BaseModel)
+Parsed = TypeVar("Parsed")
+Body = TypeVar("Body")
 
 INLINE_PARSE_BYTES = 32 * 1024
 """Bodies up to this size are parsed on the event loop: about 0.1 ms, what the hop to a worker
@@ -96,10 +99,10 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 @dataclass(frozen=True)
-class Received(Generic[Model]):
+class Received(Generic[Body]):
     """What a body dependency hands its route: the validated body and the request's context."""
 
-    body: Model
+    body: Body
     context: RequestContext
     overflow: RequestError | None = None
     """The refusal of the first number literal of a JSON body that overflows float64 outside
@@ -117,94 +120,51 @@ def _check_json(content_type: ContentType) -> None:
         raise HTTPException(415, NOT_UTF8.format(charset=json.dumps(charset[:40])))
 
 
-class RequestBody(Generic[Model]):
-    """A dependency that reads the request's body as `model`: 415 unless JSON in UTF-8, 422
-    naming each bad field.
+@dataclass(frozen=True)
+class ArrayBody(Generic[Model]):
+    """An `application/x-npz` body, typed: `request.json` validated as `fields`, and the arrays
+    of its `.npy` members, as they were stored (they never become Python lists).
 
-    The body is validated straight from bytes, which accepts the `-Infinity` literal that Python's
-    `json` writes for a masked logit. A literal too large for float64 (`-1e999999`) also parses
-    to ±∞ there; it is found from the bytes here (`overflowing_literal`) and handed on with the
-    body. Bodies over INLINE_PARSE_BYTES are parsed in a worker thread, so that a large body
-    never holds up the event loop.
+    `fields` is of the request model with its array fields optional (`RequestBody`): each
+    is None unless `request.json` sent it; `app.api.inputs` reads an array field from
+    `arrays` first, then from `fields`.
     """
 
-    def __init__(
-        self,
-        model: type[Model],
-        examples: dict[str, Any],
-        array_fields: dict[str, object] | None = None,
-    ) -> None:
-        """`array_fields`: the fields an `application/x-npz` body may send as arrays, each with
-        a JSON value that validates in its place (None: this body is JSON only)."""
+    fields: Model
+    arrays: dict[str, NDArray[Any]]
+    """The members named after an array field (`logits`, `labels`, `weight`, `vector`)."""
+    candidate: dict[str, NDArray[Any]]
+    """The `candidate.<output>` members, by output name."""
+
+
+class BodyReader(Generic[Model]):
+    """What the body dependencies share: their model and examples, the JSON parser, and their
+    OpenAPI document (`app.api.docs.document_request_bodies` finds them on the routes).
+
+    The body is validated straight from bytes, which accepts the `-Infinity` literal that
+    Python's `json` writes for a masked logit. A literal too large for float64 (`-1e999999`)
+    also parses to ±∞ there; it is found from the bytes (`overflowing_literal`) and handed on
+    with the body. Bodies over INLINE_PARSE_BYTES are parsed in a worker thread, so that a
+    large body never holds up the event loop.
+    """
+
+    def __init__(self, model: type[Model], examples: dict[str, Any]) -> None:
         self.model = model
         self.examples = examples
-        self.array_fields = array_fields
 
-    async def __call__(self, request: Request) -> Received[Model]:
-        context = request_context(request)
-        content_type = parse_content_type(request.headers.get("content-type", ""))
-        binary = self.array_fields is not None and content_type.is_npz
-        if not binary:
-            _check_json(content_type)
-        if binary:  # read, not kept on the request: its arrays are all that stays
-            body = b"".join([chunk async for chunk in request.stream()])
-        else:
-            body = await request.body()
-        return await self.received(body, binary, context)
-
-    async def received(self, body: bytes, binary: bool, context: RequestContext) -> Received[Model]:
-        """The body parsed (in a worker thread if large), with `context`."""
-
-        def parse() -> Received[Model]:
-            if binary:
-                return Received(self.parse_npz(body), context)
-            return Received(self.parse(body), context, overflowing_literal(body))
-
+    async def _parsed(
+        self, body: bytes, per_byte: int, context: RequestContext, parse: Callable[[], Parsed]
+    ) -> Parsed:
+        """parse(), in a worker thread once the budget admits `per_byte` bytes per byte of a
+        body over INLINE_PARSE_BYTES."""
         if len(body) <= INLINE_PARSE_BYTES:
             return parse()
-        per_byte = 2 if binary else PARSED_BYTES_PER_BODY_BYTE  # stored arrays, then float64
         async with context.budget.admit(len(body) * per_byte):
             return await run_in_thread(parse)
 
-    def parse_npz(self, body: bytes) -> Model:
-        """`model` from an .npz body: `request.json` validated as JSON is, the arrays put in
-        their fields as they are (they never become Python lists). A candidate sent as arrays
-        is compared with the tolerance of its own precision unless `tolerance` is given
-        (`app.numerics.candidate.DEFAULT_TOLERANCE`)."""
-        assert self.array_fields is not None
-        fields, arrays = read_npz_request(body)
-        placeholders: dict[str, object] = {}
-        candidate: dict[str, np.ndarray] = {}
-        for name, array in arrays.items():
-            if name.startswith("candidate."):
-                candidate[name.removeprefix("candidate.")] = array
-            elif name in self.array_fields:
-                placeholders[name] = self.array_fields[name]
-            else:
-                known = ", ".join(sorted(self.array_fields))
-                raise RequestError((name,), f"not an array field of this request ({known})")
-            if name in fields:
-                raise RequestError(
-                    (name,), f"{name} is sent twice: as a member and in request.json"
-                )
-        if candidate:
-            given = fields.get("candidate")
-            fields["candidate"] = {
-                **(given if isinstance(given, dict) else {}),
-                **dict.fromkeys(candidate),
-            }
-            if "tolerance" not in fields:
-                atol, rtol = default_tolerance(array.dtype for array in candidate.values())
-                fields["tolerance"] = {"atol": atol, "rtol": rtol}
-        try:
-            value = self.model.model_validate({**fields, **placeholders})
-        except ValidationError as error:
-            raise RequestError.from_items(pydantic_errors(error)) from None
-        update: dict[str, object] = {name: arrays[name] for name in placeholders}
-        if candidate:
-            sent: BaseModel = getattr(value, "candidate")  # noqa: B009 (Model is generic)
-            update["candidate"] = sent.model_copy(update=candidate)
-        return value.model_copy(update=update)
+    def received_json(self, body: bytes, context: RequestContext) -> Received[Model]:
+        """The JSON `body` validated, with its first overflowing literal and `context`."""
+        return Received(self.parse(body), context, overflowing_literal(body))
 
     def parse(self, body: bytes) -> Model:
         """`model` from the JSON bytes, or RequestError with every problem located."""
@@ -219,6 +179,107 @@ class RequestBody(Generic[Model]):
         schema = {"$ref": f"#/components/schemas/{self.model.__name__}"}
         content = {"schema": schema, "examples": self.examples} if self.examples else {}
         return {"required": True, "content": {"application/json": content or {"schema": schema}}}
+
+
+class RequestBody(BodyReader[Model]):
+    """A dependency that reads the request's body as `model`: 415 unless JSON in UTF-8, 422
+    naming each bad field."""
+
+    async def __call__(self, request: Request) -> Received[Model]:
+        context = request_context(request)
+        _check_json(parse_content_type(request.headers.get("content-type", "")))
+        body = await request.body()
+        return await self._parsed(
+            body, PARSED_BYTES_PER_BODY_BYTE, context, lambda: self.received_json(body, context)
+        )
+
+
+class AnswerBody(RequestBody[Model]):
+    """A grading body: as every body, except that a student's answer the JSON parser cannot read
+    (nested too deep) is graded as unreadable, not refused (`parse_with_unreadable_answers`)."""
+
+    def parse(self, body: bytes) -> Model:
+        """`model` from the JSON bytes, or RequestError with every problem located."""
+        return parse_with_unreadable_answers(self.model, body)
+
+
+class ArrayRequestBody(BodyReader[Model]):
+    """A dependency that reads the request's body as `model` from JSON, or as an `ArrayBody`
+    of it from `application/x-npz` (whose members may send `array_fields` as arrays): 415
+    unless one of them, 422 naming each bad field or member."""
+
+    def __init__(
+        self, model: type[Model], examples: dict[str, Any], array_fields: frozenset[str]
+    ) -> None:
+        super().__init__(model, examples)
+        self.array_fields = array_fields
+        optional: Any = dict.fromkeys(array_fields, (Any, None))
+        self.json_part: type[Model] = create_model(
+            f"{model.__name__}JsonPart", __base__=model, **optional
+        )
+        """`model` with its array fields optional: what `request.json` is validated as."""
+
+    async def __call__(self, request: Request) -> Received[Model | ArrayBody[Model]]:
+        context = request_context(request)
+        content_type = parse_content_type(request.headers.get("content-type", ""))
+        if not content_type.is_npz:
+            _check_json(content_type)
+            body = await request.body()
+
+            def from_json() -> Received[Model | ArrayBody[Model]]:
+                return Received(self.parse(body), context, overflowing_literal(body))
+
+            return await self._parsed(body, PARSED_BYTES_PER_BODY_BYTE, context, from_json)
+        # read, not kept on the request: its arrays are all that stays
+        binary = b"".join([chunk async for chunk in request.stream()])
+
+        def from_npz() -> Received[Model | ArrayBody[Model]]:
+            return Received(self.parse_npz(binary), context)
+
+        return await self._parsed(binary, 2, context, from_npz)  # stored arrays, then float64
+
+    def parse_npz(self, body: bytes) -> ArrayBody[Model]:
+        """The `ArrayBody` of an .npz body (`app.api.encoding.read_npz_request`). A candidate
+        sent as arrays is compared with the tolerance of its own precision unless `tolerance`
+        is given (`app.numerics.candidate.DEFAULT_TOLERANCE`)."""
+        fields, arrays = read_npz_request(body)
+        candidate: dict[str, NDArray[Any]] = {}
+        named: dict[str, NDArray[Any]] = {}
+        for name, array in arrays.items():
+            if name.startswith("candidate."):
+                candidate[name.removeprefix("candidate.")] = array
+            elif name in self.array_fields:
+                named[name] = array
+            else:
+                known = ", ".join(sorted(self.array_fields))
+                raise RequestError((name,), f"not an array field of this request ({known})")
+            if name in fields:
+                raise RequestError(
+                    (name,), f"{name} is sent twice: as a member and in request.json"
+                )
+        if candidate and "tolerance" not in fields:
+            atol, rtol = default_tolerance(array.dtype for array in candidate.values())
+            fields["tolerance"] = {"atol": atol, "rtol": rtol}
+        try:
+            value = self.json_part.model_validate(fields)
+        except ValidationError as error:
+            raise RequestError.from_items(pydantic_errors(error)) from None
+        missing = [
+            name
+            for name, field in self.model.model_fields.items()
+            if name in self.array_fields
+            and field.is_required()
+            and name not in named
+            and getattr(value, name) is None
+        ]
+        if missing:
+            raise RequestError.from_items(
+                [
+                    {"loc": ["body", name], "msg": "Field required", "type": "missing"}
+                    for name in missing
+                ]
+            )
+        return ArrayBody(value, named, candidate)
 
 
 class _Overflow(float):
@@ -309,25 +370,18 @@ def overflowing_literal(body: bytes) -> RequestError | None:
     )
 
 
-class AnswerBody(RequestBody[Model]):
-    """A grading body: as every body, except that a student's answer the JSON parser cannot read
-    (nested too deep) is graded as unreadable, not refused (`parse_with_unreadable_answers`)."""
-
-    def parse(self, body: bytes) -> Model:
-        """`model` from the JSON bytes, or RequestError with every problem located."""
-        return parse_with_unreadable_answers(self.model, body)
-
-
-SOFTMAX_BODY = RequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES, {"logits": [0.0, 0.0]})
-CROSS_ENTROPY_BODY = RequestBody(
+SOFTMAX_BODY = ArrayRequestBody(SoftmaxRequest, SOFTMAX_EXAMPLES, frozenset({"logits"}))
+CROSS_ENTROPY_BODY = ArrayRequestBody(
     CrossEntropyRequest,
     CROSS_ENTROPY_EXAMPLES,
-    {"logits": [0.0, 0.0], "labels": 0, "weight": [0.0, 0.0], "vector": [0.0, 0.0]},
+    frozenset({"logits", "labels", "weight", "vector"}),
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
 
-SoftmaxBody = Annotated[Received[SoftmaxRequest], Depends(SOFTMAX_BODY)]
-CrossEntropyBody = Annotated[Received[CrossEntropyRequest], Depends(CROSS_ENTROPY_BODY)]
+SoftmaxBody = Annotated[Received[SoftmaxRequest | ArrayBody[SoftmaxRequest]], Depends(SOFTMAX_BODY)]
+CrossEntropyBody = Annotated[
+    Received[CrossEntropyRequest | ArrayBody[CrossEntropyRequest]], Depends(CROSS_ENTROPY_BODY)
+]
 ProblemBody = Annotated[Received[ProblemRequest], Depends(PROBLEM_BODY)]
 GradeBody = Annotated[Received[GradeRequest], Depends(GRADE_BODY)]

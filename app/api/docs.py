@@ -10,7 +10,7 @@ its side menu (cdn.redoc.ly); it is served with that address pointed at the loca
 from functools import lru_cache
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
-from app.api.deps import RequestBody
+from app.api.deps import BodyReader
 from app.api.routes.web import STATIC_URL
 
 DOCS_ASSETS_URL = "/docs-assets"
@@ -91,17 +91,17 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=OFFLINE_ASSETS), name="docs-assets")
 
 
-def _request_bodies(route: APIRoute) -> list[RequestBody[Any]]:
-    """The `RequestBody` dependencies of a route (the bodies it reads itself)."""
+def _request_bodies(route: APIRoute) -> list[BodyReader[Any]]:
+    """The body dependencies (`BodyReader`) of a route (the bodies it reads itself)."""
     return [
-        dependency.call
+        cast(BodyReader[Any], dependency.call)
         for dependency in route.dependant.dependencies
-        if isinstance(dependency.call, RequestBody)
+        if isinstance(dependency.call, BodyReader)
     ]
 
 
 def document_request_bodies(app: FastAPI) -> None:
-    """Make the OpenAPI document describe the bodies that routes read through `RequestBody`:
+    """Make the OpenAPI document describe the bodies that routes read through their body dependency:
     each operation's requestBody (schema and named examples) and the models' schemas.
 
     FastAPI documents only the bodies it parses itself; these are found on the routes, so a new

@@ -24,6 +24,7 @@ from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
+from app.numerics.tasks import LossResult, SoftmaxResult
 
 NPZ_METADATA_MEMBER = "metadata.json"
 
@@ -129,6 +130,7 @@ def candidate_fields(check: CandidateCheck, layout: Layout) -> dict[str, Any]:
             for diagnosis in check.diagnoses
         ],
         "notes": list(check.notes),
+        "tolerance": {"atol": check.atol, "rtol": check.rtol},
     }
 
 
@@ -144,9 +146,10 @@ def report_fields(
         "spatial_shape": list(layout.positions[1:]),
         "dtype": dtype,
     }
-    for name in ("probabilities", "log_probabilities"):  # the softmax only when asked for
+    for name in ("probabilities", "log_probabilities"):  # kept whenever they are asked for
         if name in include:
-            fields[name] = layout.per_class(getattr(report.softmax, name))
+            assert report.kept_softmax is not None
+            fields[name] = layout.per_class(getattr(report.kept_softmax, name))
     per_class = {"gradient": report.gradient, "numeric_gradient": report.numeric_gradient}
     for name, array in per_class.items():
         if name in include and array is not None:
@@ -179,6 +182,33 @@ def report_fields(
     return fields
 
 
+DTYPE_NAMES = {np.dtype(np.float64): "float64", np.dtype(np.float32): "float32"}
+"""The name of each precision, as the response states it (numpy's `dtype.name` is slower)."""
+
+
+def softmax_fields(result: SoftmaxResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a softmax result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
+    return fields
+
+
+def cross_entropy_fields(result: LossResult, layout: Layout) -> dict[str, Any]:
+    """The response fields of a cross-entropy result, in the caller's shapes (`layout`)."""
+    report = result.report
+    fields = report_fields(report, result.include, DTYPE_NAMES[report.logits.dtype], layout)
+    fields["reduction"] = str(result.reduction)
+    directional = result.directional
+    if directional is not None:
+        fields["gradient_check"] = check_fields(directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(directional)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, layout)
+    return fields
+
+
 def wants_npz(accept: str | None) -> bool:
     """True if the Accept header asks for application/x-npz."""
     return bool(accept) and NPZ_MEDIA_TYPE in (accept or "")
@@ -200,30 +230,30 @@ Jacobian (0.7 s) would hold up the event loop, /healthz included, for as long; b
 the loop gets its turn."""
 
 
-def _json_pieces(array: np.ndarray) -> list[bytes]:
-    """The JSON text of `array`, in pieces whose concatenation is orjson's own text."""
+def _write_json_array(out: bytearray, array: np.ndarray) -> None:
+    """Append orjson's text of `array` to `out`, a piece (a row, or a slice of a flat array) at
+    a time: each piece's bytes are dropped once appended."""
     option = orjson.OPT_SERIALIZE_NUMPY
+    out += b"["
     if array.ndim == 1:
         step = JSON_PIECE_NUMBERS
-        slices = [
-            orjson.dumps(array[i : i + step], option=option)[1:-1]
-            for i in range(0, len(array), step)
-        ]
+        for start in range(0, len(array), step):
+            if start:
+                out += b","
+            out += orjson.dumps(array[start : start + step], option=option)[1:-1]
     else:
-        slices = [orjson.dumps(row, option=option) for row in array]
-    pieces = [b"["]
-    for index, piece in enumerate(slices):
-        if index:
-            pieces.append(b",")
-        pieces.append(piece)
-    pieces.append(b"]")
-    return pieces
+        for index, row in enumerate(array):
+            if index:
+                out += b","
+            out += orjson.dumps(row, option=option)
+    out += b"]"
 
 
 def encode_json(fields: dict[str, Any]) -> bytes:
     """orjson straight from numpy (NaN/inf would become null): no Python lists are built.
-    Arrays over JSON_PIECE_NUMBERS numbers are written piece by piece and put in place of a
-    marker in the rest of the document, in one join (at most twice the body, as one call)."""
+    Arrays over JSON_PIECE_NUMBERS numbers are written piece by piece in place of a marker in
+    the rest of the document (a buffer that grows, then the body: about twice the body at the
+    peak, as orjson's own growing buffer)."""
     ready = {name: _json_ready(value) for name, value in fields.items()}
     large = {
         name: value
@@ -237,16 +267,16 @@ def encode_json(fields: dict[str, Any]) -> bytes:
         {name: f"{marker}{name}" if name in large else value for name, value in ready.items()},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-    parts: list[bytes] = []
+    out = bytearray()
     position = 0
     for name, value in large.items():
         quoted = f'"{marker}{name}"'.encode()
         start = document.index(quoted, position)
-        parts.append(document[position:start])
-        parts.extend(_json_pieces(value))
+        out += document[position:start]
+        _write_json_array(out, value)
         position = start + len(quoted)
-    parts.append(document[position:])
-    return b"".join(parts)
+    out += document[position:]
+    return bytes(out)
 
 
 def _write_npy(archive: zipfile.ZipFile, member_name: str, array: np.ndarray) -> None:

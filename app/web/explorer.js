@@ -795,7 +795,8 @@ function renderCandidate(result) {
       : `${CANDIDATE_NAMES[name] ?? name}: ${o.mismatches} of ${o.checked} entries outside the tolerance` +
         (o.nonfinite ? ` (${o.nonfinite} NaN or ±Infinity)` : ""),
   );
-  verdict.replaceChildren(title, ` — ${parts.join("; ")}.`);
+  const { atol, rtol } = check.tolerance;
+  verdict.replaceChildren(title, ` — ${parts.join("; ")} (atol ${atol}, rtol ${rtol}).`);
 
   $("candidate-diagnoses").replaceChildren(
     ...check.diagnoses.map((d) => {

@@ -16,14 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.api.coalesce import Coalescer
-from app.api.deps import Received, RequestContext
-from app.api.inputs import cross_entropy_request_cost
-from app.api.routes.cross_entropy import _alone
+from app.api.admission import cross_entropy_request_cost
+from app.api.encoding import cross_entropy_fields, respond
+from app.api.inputs import LossValues, to_loss_call
 from app.api.schemas.compute import CrossEntropyRequest
-from app.core.budget import MemoryBudget
 from app.core.config import Settings
-from app.numerics.deadline import NEVER
 from app.numerics.layout import BLOCK_ENTRIES
 
 MAX_RATIO = 2.0
@@ -45,16 +42,15 @@ WIDE = (128, 8192)
 TALL = (2048, 24)
 """With C×C outputs: 2048 × 24 × 24 numbers (9 MiB) a Jacobian; blocks of rows apply too."""
 SETTINGS = Settings()
-CONTEXT = RequestContext(SETTINGS, MemoryBudget(1 << 40, 1.0, 1), Coalescer(), b"key", None, NEVER)
 
 
-def _body(
+def _values(
     include: tuple[str, ...],
     dtype: str = "float64",
     numeric: dict[str, Any] | None = None,
     candidate: tuple[str, ...] = (),
-) -> CrossEntropyRequest:
-    """A request as an .npz body makes it: arrays in the array fields."""
+) -> LossValues:
+    """A request as an .npz body makes it: its arrays as they were stored."""
     rows, classes = TALL if set(include) & SQUARE else WIDE
     assert rows * classes > BLOCK_ENTRIES
     rng = np.random.default_rng(26)
@@ -62,28 +58,28 @@ def _body(
     fields["dtype"] = dtype
     if numeric is not None:
         fields["numeric"] = numeric
-    if candidate:
-        fields["candidate"] = dict.fromkeys(candidate, 0.0)
-    body = CrossEntropyRequest.model_validate(fields)
-    arrays: dict[str, Any] = {
-        "logits": rng.standard_normal((rows, classes)).astype(dtype),
-        "labels": rng.integers(0, classes, rows),
-    }
-    if "hessian_vector_product" in include:
-        arrays["vector"] = rng.standard_normal((rows, classes))
-    if candidate:
-        per_position = {"loss": np.array(1.0), "losses": rng.random(rows)}
-        sent = {name: per_position.get(name, rng.random((rows, classes))) for name in candidate}
-        assert body.candidate is not None
-        arrays["candidate"] = body.candidate.model_copy(update=sent)
-    return body.model_copy(update=arrays)
+    options = CrossEntropyRequest.model_validate(fields)
+    per_position = {"loss": np.array(1.0), "losses": rng.random(rows)}
+    labels: Any = rng.integers(0, classes, rows)  # an .npz member
+    return LossValues(
+        options,
+        rng.standard_normal((rows, classes)).astype(dtype),
+        labels,
+        None,
+        rng.standard_normal((rows, classes)) if "hessian_vector_product" in include else None,
+        {name: per_position.get(name, rng.random((rows, classes))) for name in candidate} or None,
+        True,
+    )
 
 
-def _served_peak(body: CrossEntropyRequest) -> int:
+def _served_peak(values: LossValues) -> int:
+    """tracemalloc's peak while the request is validated, computed and encoded, as the route
+    does off the event loop."""
     gc.collect()
     tracemalloc.start()
     try:
-        response = _alone(Received(body, CONTEXT))
+        call = to_loss_call(values, SETTINGS)
+        response = respond(cross_entropy_fields(call.run(), call.layout), None)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -121,8 +117,8 @@ CASES: list[Any] = (
 def test_the_estimate_bounds_what_serving_allocates(
     include: tuple[str, ...], options: dict[str, Any]
 ) -> None:
-    body = _body(include, **options)
-    estimate = cross_entropy_request_cost(body, SETTINGS, None)
-    peak = _served_peak(body)
+    values = _values(include, **options)
+    estimate = cross_entropy_request_cost(values, SETTINGS, None)
+    peak = _served_peak(values)
     assert estimate >= peak, f"estimate {estimate:,} < peak {peak:,}"
     assert estimate <= MAX_RATIO * peak, f"estimate {estimate:,} > {MAX_RATIO} × peak {peak:,}"

@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.api import coalesce
 from app.api.coalesce import MAX_COALESCED, Coalescer
-from app.api.inputs import LossCall
-from app.numerics import batch
+from app.numerics import batch, tasks
 from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.gradcheck import (
@@ -23,7 +21,7 @@ from app.numerics.gradcheck import (
     Report,
     Tolerance,
 )
-from app.numerics.layout import Layout
+from app.numerics.tasks import LossTask, run_cross_entropy
 from tests.conftest import ClientFactory
 
 JSON = {"content-type": "application/json"}
@@ -52,13 +50,13 @@ BODIES = [
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of problems in every batch that the coalescer computes."""
     sizes: list[int] = []
-    original = batch.analyse_cross_entropy_batch  # what coalesce imports
+    original = batch.analyse_cross_entropy_batch  # what the batch entry imports
 
     def recording(problems: Sequence[LossProblem], *args: Any) -> list[Report | InvalidProblem]:
         sizes.append(len(problems))
         return original(problems, *args)
 
-    monkeypatch.setattr(coalesce, "analyse_cross_entropy_batch", recording)
+    monkeypatch.setattr(tasks, "analyse_cross_entropy_batch", recording)
     return sizes
 
 
@@ -105,7 +103,7 @@ async def test_a_refused_request_does_not_affect_the_others_of_its_batch(
     assert first.content == last.content == reference.content
 
 
-def loss_call(seed: int) -> LossCall:
+def loss_task(seed: int) -> LossTask:
     rng = np.random.default_rng(seed)
     targets = index_targets(
         rng.integers(0, 3, 2),
@@ -117,40 +115,39 @@ def loss_call(seed: int) -> LossCall:
         dtype=np.float64,
     )
     problem = LossProblem(rng.normal(size=(2, 3)), targets, Reduction.MEAN)
-    layout = Layout.of(problem.logits.shape)
-    return LossCall(
-        problem, layout, frozenset(Output) - SECOND_ORDER, NumericOptions(), Tolerance()
-    )
+    return LossTask(problem, frozenset(Output) - SECOND_ORDER, NumericOptions(), Tolerance())
 
 
 async def test_calls_of_one_turn_share_a_batch_and_later_ones_do_not() -> None:
     sizes: list[int] = []
     coalescer = Coalescer(sizes.append)
-    reports = await asyncio.gather(*(coalescer.analyse(loss_call(seed)) for seed in range(3)))
-    later = await coalescer.analyse(loss_call(3))
+    reports = await asyncio.gather(*(coalescer.run(loss_task(seed)) for seed in range(3)))
+    later = await coalescer.run(loss_task(3))
     assert sizes == [3, 1]
     for seed, report in enumerate([*reports, later]):
-        np.testing.assert_array_equal(report.gradient, loss_call(seed).analyse().gradient)
+        alone = run_cross_entropy(loss_task(seed)).report
+        np.testing.assert_array_equal(report.report.gradient, alone.gradient)
 
 
 async def test_a_full_batch_is_computed_at_once(batch_sizes: list[int]) -> None:
     coalescer = Coalescer()
-    calls = [loss_call(seed) for seed in range(MAX_COALESCED + 3)]
+    calls = [loss_task(seed) for seed in range(MAX_COALESCED + 3)]
     reports = await asyncio.wait_for(
-        asyncio.gather(*(coalescer.analyse(call) for call in calls)), timeout=5
+        asyncio.gather(*(coalescer.run(call) for call in calls)), timeout=5
     )
     assert batch_sizes == [MAX_COALESCED, 3]
     for call, report in zip(calls, reports, strict=True):
-        np.testing.assert_array_equal(report.loss, call.analyse().loss)
+        np.testing.assert_array_equal(report.report.loss, run_cross_entropy(call).report.loss)
 
 
 async def test_an_abandoned_call_leaves_its_batch_to_the_others(batch_sizes: list[int]) -> None:
     coalescer = Coalescer()
-    abandoned = asyncio.ensure_future(coalescer.analyse(loss_call(0)))
-    kept = asyncio.ensure_future(coalescer.analyse(loss_call(1)))
+    abandoned = asyncio.ensure_future(coalescer.run(loss_task(0)))
+    kept = asyncio.ensure_future(coalescer.run(loss_task(1)))
     await asyncio.sleep(0)  # both are waiting for the batch
     abandoned.cancel()
     report = await kept
     assert abandoned.cancelled()
     assert batch_sizes == [2]
-    np.testing.assert_array_equal(report.gradient, loss_call(1).analyse().gradient)
+    alone = run_cross_entropy(loss_task(1)).report
+    np.testing.assert_array_equal(report.report.gradient, alone.gradient)

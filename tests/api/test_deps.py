@@ -155,7 +155,7 @@ async def test_a_large_body_is_parsed_off_the_event_loop(
         threads.append(threading.current_thread())
         return parse(self, body)
 
-    monkeypatch.setattr(deps.RequestBody, "parse", recording_parse)
+    monkeypatch.setattr(deps.BodyReader, "parse", recording_parse)
     body = json.dumps({"logits": [[0.25, -1.5, 3.0]] * rows, "labels": [0] * rows})
     assert (len(body) > INLINE_PARSE_BYTES) is off_the_loop
     loop_thread = threading.current_thread()

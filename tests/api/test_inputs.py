@@ -6,13 +6,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.api.inputs import (
-    output_entries,
-    request_entries,
-    to_dtype,
-    to_loss_call,
-    to_softmax_call,
-)
+from app.api.admission import request_entries
+from app.api.inputs import to_loss_call, to_softmax_call
+from app.api.parse import output_entries, to_dtype
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
@@ -55,17 +51,17 @@ def test_a_softmax_request_becomes_logits_and_options() -> None:
         }
     )
     call = to_softmax_call(body, SETTINGS)
-    assert call.logits.dtype == np.float32 and call.logits.shape == (1, 3)  # a flat row
-    assert call.logits[0, 1] == -np.inf  # −Infinity is a mask, kept
-    assert call.include == frozenset({Output.PROBABILITIES, Output.NUMERIC_JACOBIAN})
-    assert call.numeric == NumericOptions(Method.FIVE_POINT, 1e-3)
-    assert call.tolerance == Tolerance(1e-4, 1e-2)
-    assert call.candidate is None
+    assert call.task.logits.dtype == np.float32 and call.task.logits.shape == (1, 3)  # a flat row
+    assert call.task.logits[0, 1] == -np.inf  # −Infinity is a mask, kept
+    assert call.task.include == frozenset({Output.PROBABILITIES, Output.NUMERIC_JACOBIAN})
+    assert call.task.numeric == NumericOptions(Method.FIVE_POINT, 1e-3)
+    assert call.task.tolerance == Tolerance(1e-4, 1e-2)
+    assert call.task.candidate is None
 
 
 def test_a_cross_entropy_request_becomes_a_problem_and_options() -> None:
     call = to_loss_call(loss_request(reduction="sum", label_smoothing=0.1), SETTINGS)
-    problem = call.problem
+    problem = call.task.problem
     assert problem.reduction is Reduction.SUM
     assert problem.logits.dtype == np.float64
     np.testing.assert_array_equal(problem.logits, LOGITS)
@@ -73,11 +69,14 @@ def test_a_cross_entropy_request_becomes_a_problem_and_options() -> None:
     np.testing.assert_allclose(
         problem.targets.q, [[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3], [0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3]]
     )
-    assert call.numeric == NumericOptions()
-    assert call.tolerance == Tolerance()
+    assert call.task.numeric == NumericOptions()
+    assert call.task.tolerance == Tolerance()
     same_shape = to_loss_call(loss_request(labels=[1, 1], reduction="sum"), SETTINGS)
-    assert same_shape.batch_key() == call.batch_key()
-    assert to_loss_call(loss_request(dtype="float32"), SETTINGS).batch_key() != call.batch_key()
+    assert same_shape.task.batch_key() == call.task.batch_key()
+    assert (
+        to_loss_call(loss_request(dtype="float32"), SETTINGS).task.batch_key()
+        != call.task.batch_key()
+    )
 
 
 def test_logits_are_refused_at_their_position() -> None:

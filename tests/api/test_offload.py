@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from app.api.inputs import request_entries
+from app.api.admission import request_entries
 from app.api.routes import cross_entropy, softmax
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from tests.conftest import ClientFactory

@@ -183,6 +183,7 @@ async def test_explorer_names_the_mistake_in_your_own_gradient(
     await expect(diagnosis).to_contain_text("your gradient is the sum, not divided")
     await expect(diagnosis.locator("a")).to_have_count(0)  # docs/maths.md#… is not a URL
     await expect(explorer.locator("#candidate-verdict")).to_contain_text("6 of 6 entries")
+    await expect(explorer.locator("#candidate-verdict")).to_contain_text("(atol ")  # applied
     await expect(explorer.locator("#candidate-plot-gradient")).to_have_attribute(
         "data-outlined", "6"
     )

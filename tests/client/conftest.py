@@ -1,5 +1,5 @@
-"""The client's tests: `client/src` on the import path, a stub server for status codes the real
-service gives only under load, and helpers that skip a test whose server feature is missing.
+"""The client's tests: `client/src` on the import path, and a stub server for status codes and
+bodies the real service gives only under load or never.
 
 The client is a separate distribution (client/pyproject.toml) that the project's venv does not
 install; the tests import it from its source tree, and tests/client/test_install.py installs it
@@ -20,25 +20,7 @@ CLIENT_SRC = Path(__file__).resolve().parents[2] / "client" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
-from gradcheck_client import GradcheckError  # noqa: E402 (needs the path above)
-
-from tests.helpers import require  # noqa: E402
 from tests.live.conftest import start_server  # noqa: E402, F401 (the fixture, for the key test)
-
-
-def lacks(feature: str) -> None:
-    """Skip (fail under GRADCHECK_REQUIRE_ALL=1): the server does not have `feature` yet."""
-    require(False, f"the server lacks {feature}")
-
-
-def refuses_field(error: GradcheckError, *path: str) -> bool:
-    """True for a 415/422 that refuses the field at `path` (e.g. "z_loss", or "numeric",
-    "directions"): a server without that feature."""
-    if error.status == 415:
-        return True
-    return error.status == 422 and any(
-        tuple(str(p) for p in item.loc[1 : 1 + len(path)]) == path for item in error.errors
-    )
 
 
 @dataclass

@@ -2,6 +2,9 @@
 and every exit code (0 passes, 1 fails, 2 no verdict)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +12,8 @@ import pytest
 from gradcheck_client import Client
 from gradcheck_client.cli import main, normalise_email, read_roster, seed_of
 
-from tests.client.conftest import Stub, json_body
-from tests.helpers import free_port
+from tests.client.conftest import CLIENT_SRC, Stub, json_body
+from tests.helpers import free_port, require_module
 
 pytestmark = pytest.mark.live
 
@@ -60,9 +63,94 @@ def test_check_exits_0_when_every_output_passes(
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "gradient: PASS" in out
-    assert "loss: PASS" in out
+    assert "gradient: PASS (atol 1e-12, rtol 1e-10)" in out  # float64 .npy: the table's row
+    assert "loss: PASS (atol 1e-12, rtol 1e-10)" in out
     assert "diagnosis" not in out
+
+
+def test_a_given_tolerance_is_applied_and_printed_the_other_from_the_table(
+    live_url: str, problem: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gradient = np.load(problem["gradient"]) * (1 + 7e-6)  # a loss-sized relative error
+    np.save(tmp_path / "g_off.npy", gradient)
+    assert main(check_args(live_url, problem, "--gradient", str(tmp_path / "g_off.npy"))) == 1
+    assert "gradient: FAIL (atol 1e-12, rtol 1e-10)" in capsys.readouterr().out
+    argv = check_args(
+        live_url, problem, "--gradient", str(tmp_path / "g_off.npy"), "--rtol", "1e-3"
+    )
+    assert main(argv) == 0
+    assert "gradient: PASS (atol 1e-12, rtol 0.001)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def bfloat16_gradient(problem: dict[str, Path], tmp_path: Path) -> Path:
+    """The right gradient in bfloat16, saved as docs/verify-a-kernel.md saves it ('<V2')."""
+    ml_dtypes = require_module("ml_dtypes")
+    path = tmp_path / "g16.npy"
+    np.save(path, np.load(problem["gradient"]).astype(ml_dtypes.bfloat16))
+    assert np.load(path).dtype.str == "|V2"
+    return path
+
+
+def test_a_bfloat16_npy_is_checked_at_the_bfloat16_tolerance(
+    live_url: str,
+    problem: dict[str, Path],
+    bfloat16_gradient: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(check_args(live_url, problem, "--gradient", str(bfloat16_gradient)))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "gradient: PASS (atol 1e-05, rtol 0.05)" in out
+    assert "note: gradient: bfloat16 values" in out
+
+
+def test_a_bfloat16_npy_works_without_ml_dtypes(
+    live_url: str, problem: dict[str, Path], bfloat16_gradient: Path
+) -> None:
+    """The command in a Python where `import ml_dtypes` fails, as after `pip install ./client`."""
+    argv = check_args(live_url, problem, "--gradient", str(bfloat16_gradient))
+    script = (
+        "import sys; sys.modules['ml_dtypes'] = None  # import ml_dtypes: ImportError\n"
+        "from gradcheck_client.cli import main\n"
+        f"sys.exit(main({argv!r}))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(CLIENT_SRC)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "gradient: PASS (atol 1e-05, rtol 0.05)" in run.stdout
+    assert "note: gradient: bfloat16 values" in run.stdout
+
+
+def test_class_indices_from_a_text_file(
+    live_url: str, problem: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, text in (("y.csv", "0\n1\n2\n0\n"), ("y.txt", "0 1 2 0\n")):
+        (tmp_path / name).write_text(text)
+        argv = check_args(live_url, problem, "--gradient", str(problem["gradient"]))
+        argv[argv.index("--labels") + 1] = str(tmp_path / name)
+        assert main(argv) == 0, capsys.readouterr()
+
+
+def test_an_unexpected_error_exits_2_not_1(
+    problem: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug of the client")
+
+    monkeypatch.setattr(Client, "check", broken)
+    with pytest.raises(SystemExit) as exited:
+        main(check_args("http://127.0.0.1:1", problem, "--gradient", str(problem["gradient"])))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: a bug of the client" in err
+    assert "no verdict" in err
 
 
 def test_check_exits_1_and_prints_the_diagnosis(
@@ -159,7 +247,7 @@ def test_check_exits_2_on_a_503_that_stays(
         )
     assert exited.value.code == 2
     assert "HTTP 503" in capsys.readouterr().err
-    assert len(stub.requests) == 3  # the first try and 2 retries (the .npz try, never a 415)
+    assert len(stub.requests) == 3  # the first try and 2 retries
 
 
 @pytest.mark.parametrize(

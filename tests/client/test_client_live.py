@@ -1,5 +1,5 @@
 """The Python client against a live server: every method, arrays equal to the JSON API's bit
-for bit, errors, retries, and the server features still being added (skipped while missing)."""
+for bit, errors, retries, Hessians and a directional check."""
 
 import json
 import math
@@ -15,10 +15,18 @@ from gradcheck_client import (
     Client,
     CrossEntropyResult,
     GradcheckError,
+    GradeResult,
+    GradescopeResult,
+    PrairieLearnResult,
     Problem,
+    RefusedError,
+    ResponseError,
+    TransportError,
+    UnavailableError,
 )
+from gradcheck_client.client import Output, SoftmaxOutput
 
-from tests.client.conftest import Stub, json_body, lacks, refuses_field
+from tests.client.conftest import Stub, json_body
 from tests.helpers import free_port, require_module
 from tests.live.conftest import ServerFactory
 
@@ -27,7 +35,7 @@ pytestmark = pytest.mark.live
 MASKED_LOGITS = [[2.0, 1.0, -math.inf, 0.1], [0.5, 2.5, -1.0, -math.inf], [0.3, -0.2, 0.0, 1.7]]
 LABELS = [0, 1, 3]
 WEIGHT = [1.0, 2.0, 0.5, 1.5]
-CE_INCLUDE = [
+CE_INCLUDE: list[Output] = [
     "probabilities",
     "log_probabilities",
     "loss",
@@ -65,10 +73,10 @@ def assert_same_bits(got: Any, expected: npt.NDArray[Any]) -> None:
     assert got.tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("binary", [None, False], ids=["auto", "json-requests"])
+@pytest.mark.parametrize("binary", [True, False], ids=["npz-requests", "json-requests"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cross_entropy_arrays_equal_the_json_apis_bit_for_bit(
-    live_url: str, binary: bool | None, reduction: str
+    live_url: str, binary: bool, reduction: str
 ) -> None:
     options: dict[str, Any] = {"weight": WEIGHT, "reduction": reduction}
     expected = json_api(
@@ -112,9 +120,14 @@ def test_float32_results_stay_float32(live_url: str) -> None:
     assert_same_bits(result.gradient, as_float(expected["gradient"]).astype(np.float32))
 
 
-@pytest.mark.parametrize("binary", [None, False], ids=["auto", "json-requests"])
-def test_softmax_equals_the_json_api_and_takes_dim(live_url: str, binary: bool | None) -> None:
-    include = ["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"]
+@pytest.mark.parametrize("binary", [True, False], ids=["npz-requests", "json-requests"])
+def test_softmax_equals_the_json_api_and_takes_dim(live_url: str, binary: bool) -> None:
+    include: list[SoftmaxOutput] = [
+        "probabilities",
+        "log_probabilities",
+        "jacobian",
+        "numeric_jacobian",
+    ]
     expected = json_api(live_url, "/v1/softmax", {"logits": MASKED_LOGITS, "include": include})
     with Client(live_url, binary=binary) as service:
         result = service.softmax(MASKED_LOGITS, include=include)
@@ -216,11 +229,16 @@ def test_problems_grade_and_grade_batch(live_url: str) -> None:
         )
         in_full = service.grade(answer, problem=problem.request_fields(), format="prairielearn")
         batch = service.grade_batch([answer, {"loss": 0.0}], problem=problem)
-    assert graded["score"] == graded["max_score"] == 2.0
-    assert wrong["score"] == 1.0
-    assert {test["status"] for test in wrong["tests"]} == {"passed", "failed"}
-    assert in_full["score"] == 1.0
-    assert [r["score"] for r in batch] == [2.0, 0.0]
+    assert isinstance(graded, GradeResult)
+    assert graded.score == graded.max_score == 2.0
+    assert [part.name for part in graded.parts] == ["loss", "gradient"]
+    assert isinstance(wrong, GradescopeResult)
+    assert wrong.score == 1.0
+    assert {test.status for test in wrong.tests} == {"passed", "failed"}
+    assert isinstance(in_full, PrairieLearnResult)
+    assert in_full.score == 1.0
+    assert [r.score for r in batch] == [2.0, 0.0]
+    assert graded.raw["score"] == 2.0  # the service's JSON, to write as a results file
 
 
 def test_grade_batch_takes_a_roster_of_items(live_url: str) -> None:
@@ -234,21 +252,17 @@ def test_grade_batch_takes_a_roster_of_items(live_url: str) -> None:
             {"problem": problems[0], "submission": answers[0], "student": "ada"},
             {"problem_id": problems[1].problem_id, "submission": answers[0], "student": "bob"},
         ]
-        try:
-            results = service.grade_batch(items=items, points={"loss": 1})
-        except GradcheckError as error:
-            if refuses_field(error, "items"):
-                lacks("roster batches (`items` in /v1/grade/batch)")
-            raise
-    assert [r["score"] for r in results] == [1.0, 0.0]
+        results = service.grade_batch(items=items, points={"loss": 1})
+    assert [r.score for r in results] == [1.0, 0.0]
+    assert [r.student for r in results] == ["ada", "bob"]
 
 
 def test_a_refused_request_raises_with_the_field_and_position(live_url: str) -> None:
-    with Client(live_url) as service, pytest.raises(GradcheckError) as nan:
+    with Client(live_url) as service, pytest.raises(RefusedError) as nan:
         service.cross_entropy([[1.0, 2.0], [0.0, math.nan]], [0, 1])
     assert nan.value.status == 422
     assert nan.value.errors[0].loc[:2] == ("body", "logits")
-    with Client(live_url) as service, pytest.raises(GradcheckError) as refused:
+    with Client(live_url) as service, pytest.raises(RefusedError) as refused:
         service.cross_entropy([[1.0, 2.0], [0.0, 1.0]], [0, 7])
     error = refused.value
     assert error.status == 422
@@ -262,24 +276,51 @@ def test_an_api_key_is_sent_and_a_401_raises(start_server: ServerFactory) -> Non
     server = start_server(GRADCHECK_API_KEYS="course-key")
     with Client(server.url, api_key="course-key") as service:
         assert service.softmax([[1.0, 2.0]]).probabilities is not None
-    with Client(server.url) as service, pytest.raises(GradcheckError) as refused:
+    with Client(server.url) as service, pytest.raises(RefusedError) as refused:
         service.problems("s")
     assert refused.value.status == 401
     assert refused.value.detail
 
 
-def test_an_unreachable_service_raises_the_httpx_error_with_the_url() -> None:
+def test_an_unreachable_service_raises_a_transport_error_with_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with Client(url, timeout=5) as service, pytest.raises(httpx.ConnectError) as caught:
+    with Client(url, timeout=5) as service, pytest.raises(TransportError) as caught:
         service.softmax([[1.0, 2.0]])
     assert f"{url}/v1/softmax" in str(caught.value)
+    assert isinstance(caught.value, GradcheckError)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+async def test_the_async_client_raises_the_same_errors(stub: Stub) -> None:
+    stub.answers = [(504, {}, json_body({"detail": "gateway timeout"}))]
+    async with AsyncClient(stub.url, retries=0) as service:
+        with pytest.raises(UnavailableError) as unavailable:
+            await service.softmax([[0.0, 0.0]])
+    assert unavailable.value.status == 504
+    url = f"http://127.0.0.1:{free_port()}"
+    async with AsyncClient(url, timeout=5) as service:
+        with pytest.raises(TransportError):
+            await service.problems("s")
+
+
+def test_a_success_without_a_documented_field_is_a_response_error(stub: Stub) -> None:
+    stub.answers = [(200, {}, json_body({"dtype": "float64", "probabilities": [[0.5, 0.5]]}))]
+    with Client(stub.url) as service, pytest.raises(ResponseError) as caught:
+        service.softmax([[0.0, 0.0]])
+    assert "batch_size" in str(caught.value)
+    assert not hasattr(caught.value, "status")  # no HTTP 200 dressed up as an error status
 
 
 def test_a_503_is_retried_after_its_retry_after(stub: Stub) -> None:
-    ok = {"dtype": "float64", "batch_size": 1, "num_classes": 2, "probabilities": [[0.5, 0.5]]}
+    ok = {
+        "dtype": "float64",
+        "batch_size": 1,
+        "num_classes": 2,
+        "spatial_shape": [],
+        "probabilities": [[0.5, 0.5]],
+    }
     stub.answers = [
         (503, {"Retry-After": "1"}, json_body({"detail": "busy"})),
-        (415, {}, json_body({"detail": "not JSON"})),  # the .npz try, after the retry
         (200, {}, json_body(ok)),
     ]
     started = time.monotonic()
@@ -291,14 +332,12 @@ def test_a_503_is_retried_after_its_retry_after(stub: Stub) -> None:
     assert [r[1]["Content-Type"] for r in stub.requests] == [
         "application/x-npz",
         "application/x-npz",
-        "application/json",
     ]
-    assert service.binary_requests is False
 
 
 def test_a_503_that_stays_raises_after_a_bounded_number_of_retries(stub: Stub) -> None:
     stub.answers = [(503, {"Retry-After": "0"}, json_body({"detail": "busy, retry"}))]
-    with Client(stub.url, retries=2) as service, pytest.raises(GradcheckError) as refused:
+    with Client(stub.url, retries=2) as service, pytest.raises(UnavailableError) as refused:
         service.problems("s")
     assert refused.value.status == 503
     assert refused.value.detail == "busy, retry"
@@ -320,21 +359,8 @@ async def test_the_async_client_has_the_same_methods(live_url: str) -> None:
     assert_same_bits(result.gradient, as_float(expected["gradient"]))
     assert check.passed
     assert softmax.probabilities is not None
-    assert graded["score"] == 0.0
+    assert graded.score == 0.0
     assert len(batch) == 1
-
-
-# ----- server features being added (issue 18): skipped while the server lacks them -----
-
-
-def test_binary_requests_are_used_when_the_server_takes_them(live_url: str) -> None:
-    with Client(live_url) as service:
-        result = service.cross_entropy(MASKED_LOGITS, LABELS, include=["log_probabilities"])
-        if service.binary_requests is False:
-            lacks(".npz requests (Content-Type: application/x-npz answers 415)")
-        assert service.binary_requests is True
-    assert result.log_probabilities is not None
-    assert result.log_probabilities[0, 2] == -math.inf
 
 
 def test_a_bfloat16_candidate_passes_at_its_own_tolerance(live_url: str) -> None:
@@ -343,95 +369,59 @@ def test_a_bfloat16_candidate_passes_at_its_own_tolerance(live_url: str) -> None
     labels = np.arange(8) % 16
     with Client(live_url) as service:
         gradient = service.cross_entropy(logits, labels, include=["gradient"]).gradient
-        if service.binary_requests is False:
-            lacks(".npz requests with bfloat16 members")
         assert gradient is not None
-        try:
-            check = service.check(
-                logits, labels, candidate={"gradient": gradient.astype(ml_dtypes.bfloat16)}
-            )
-        except GradcheckError as error:
-            if error.status == 422:
-                lacks(f"bfloat16 .npz members ({error})")
-            raise
+        check = service.check(
+            logits, labels, candidate={"gradient": gradient.astype(ml_dtypes.bfloat16)}
+        )
     assert check.passed, check.outputs["gradient"]
+    assert (check.tolerance.atol, check.tolerance.rtol) == (1e-5, 5e-2)
     assert check.outputs["gradient"].max_ulp_error is not None
 
 
-def test_k_dimensional_inputs(live_url: str) -> None:
-    rng = np.random.default_rng(4)
-    logits = rng.normal(size=(2, 3, 5))  # (N, C, d1), torch's layout
-    labels = rng.integers(0, 3, size=(2, 5))
-    with Client(live_url) as service:
-        try:
-            result = service.cross_entropy(logits, labels, include=["loss", "gradient"])
-        except GradcheckError as error:
-            if refuses_field(error, "logits") or refuses_field(error, "labels"):
-                lacks(f"K-dimensional inputs (N, C, d1...) ({error})")
-            raise
-    assert result.gradient is not None
-    assert result.gradient.shape == (2, 3, 5)
-    assert result.spatial_shape == (5,)
-    rows = np.moveaxis(logits, 1, -1).reshape(-1, 3)
-    flat = labels.reshape(-1)
-    shifted = rows - rows.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    assert result.loss == pytest.approx(-log_p[np.arange(10), flat].mean(), rel=1e-12)
-
-
-def test_z_loss_and_softcap(live_url: str) -> None:
-    logits = np.random.default_rng(5).normal(size=(3, 4)) * 5
-    labels = np.array([0, 3, 1])
-    with Client(live_url) as service:
-        try:
-            result = service.cross_entropy(
-                logits, labels, z_loss=1e-4, softcap=3.0, include=["loss"]
-            )
-        except GradcheckError as error:
-            if refuses_field(error, "z_loss") or refuses_field(error, "softcap"):
-                lacks(f"z_loss / softcap ({error})")
-            raise
-    capped = 3.0 * np.tanh(logits / 3.0)
-    lse = np.log(np.exp(capped).sum(axis=1))
-    expected = np.mean(lse - capped[np.arange(3), labels] + 1e-4 * lse**2)
-    assert result.loss == pytest.approx(expected, rel=1e-12)
-
-
-def test_directional_numeric_check(live_url: str) -> None:
+def test_k_dimensional_inputs_and_a_directional_check(live_url: str) -> None:
     logits = np.random.default_rng(6).normal(size=(4, 6))
     with Client(live_url) as service:
-        try:
-            result = service.cross_entropy(
-                logits,
-                np.arange(4),
-                numeric={"directions": 3},
-                include=["gradient", "numeric_gradient"],
-            )
-        except GradcheckError as error:
-            if refuses_field(error, "numeric", "directions"):
-                lacks(f"numeric.directions ({error})")
-            raise
+        result = service.cross_entropy(
+            logits,
+            np.arange(4),
+            numeric={"directions": 3},
+            include=["gradient", "numeric_gradient"],
+        )
     assert result.gradient_check is not None
     assert result.gradient_check.passed
     assert result.gradient_check.directions == 3
     assert result.directional_derivatives is not None
     assert result.directional_derivatives.numeric.shape == (3,)
+    assert isinstance(result.directional_derivatives.seed, int)
     assert result.numeric_gradient is None
 
 
-def test_dim_on_a_service_without_it_is_taken_by_the_client(stub: Stub) -> None:
-    refused = {"detail": [{"loc": ["body", "dim"], "msg": "Extra", "type": "extra_forbidden"}]}
-    rows = {"dtype": "float64", "probabilities": [[0.1, 0.9], [0.2, 0.8]]}
-    stub.answers = [
-        (415, {}, json_body({"detail": "not JSON"})),
-        (422, {}, json_body(refused)),
-        (200, {}, json_body(rows)),
-    ]
-    x = np.array([[1.0, 2.0], [3.0, 4.0]])
-    with Client(stub.url) as service:
-        result = service.softmax(x, dim=0)
-    assert result.probabilities is not None
-    assert result.probabilities.tolist() == [[0.1, 0.2], [0.9, 0.8]]  # back to dim 0
-    last = json.loads(stub.requests[-1][2])
-    assert "dim" not in last
-    assert last["logits"] == x.T.tolist()
+@pytest.mark.parametrize("binary", [True, False], ids=["npz-requests", "json-requests"])
+def test_hessians_and_the_hessian_vector_product(live_url: str, binary: bool) -> None:
+    rng = np.random.default_rng(8)
+    logits, labels, vector = rng.normal(size=(3, 4)), np.array([0, 3, 1]), rng.normal(size=(3, 4))
+    include: list[Output] = ["hessian", "numeric_hessian", "hessian_vector_product"]
+    expected = json_api(
+        live_url,
+        "/v1/cross-entropy",
+        {
+            "logits": logits.tolist(),
+            "labels": labels.tolist(),
+            "vector": vector.tolist(),
+            "include": include,
+        },
+    )
+    with Client(live_url, binary=binary) as service:
+        result = service.cross_entropy(logits, labels, vector=vector, include=include)
+        hessian = result.hessian
+        assert hessian is not None
+        check = service.check(logits, labels, candidate={"hessian": hessian * 3})
+    for name in include:
+        assert_same_bits(getattr(result, name), as_float(expected[name]))
+    assert result.hessian_check is not None
+    assert result.hessian_check.passed
+    assert result.hessian_vector_product is not None
+    np.testing.assert_allclose(
+        result.hessian_vector_product, np.einsum("nij,nj->ni", hessian, vector), rtol=1e-12
+    )
+    assert not check.outputs["hessian"].passed

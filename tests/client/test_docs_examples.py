@@ -44,9 +44,8 @@ def test_the_readme_example_uses_the_client_and_prints_the_documented_loss(live_
 def test_the_client_pages_examples_run(live_url: str) -> None:
     blocks = [b for b in client_blocks("docs/client.md") if "async with" not in b]
     assert len([b for b in blocks if "import torch" not in b]) >= 2
-    for block in blocks:
-        if "import torch" not in block:
-            run_block(block, live_url)
+    printed = [run_block(block, live_url) for block in blocks if "import torch" not in block]
+    assert "(2, 3, 3) True\n(2, 3)\n" in printed  # the Hessian example prints what it says
 
 
 @pytest.mark.torch
@@ -56,3 +55,34 @@ def test_the_client_pages_torch_examples_run(live_url: str) -> None:
     assert blocks
     for block in blocks:
         run_block(block, live_url)
+
+
+def test_the_cli_example_prints_the_documented_verdict(
+    live_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/client.md's `gradcheck check` example, as written: the Python block writes the
+    files, the command checks them, and the output is the page's (its exit code 1: a FAIL)."""
+    from gradcheck_client.cli import main
+
+    page = (ROOT / "docs" / "client.md").read_text()
+    section = page[page.index("## The command line") :]
+    setup = BLOCK.findall(section)[0]
+    command = re.search(r"^gradcheck (check .*)$", section, re.MULTILINE)
+    shown = re.search(r"<!-- output: gradcheck-check -->\n```text\n(.*?)```", section, re.DOTALL)
+    assert command is not None and shown is not None
+    monkeypatch.chdir(tmp_path)
+    exec(compile(setup, "<docs/client.md>", "exec"), {})
+    capsys.readouterr()
+    code = main([*command.group(1).split(), "--url", live_url])
+    printed = capsys.readouterr().out.replace(live_url, "http://127.0.0.1:8000")
+    assert code == 1
+    assert printed == shown.group(1)
+
+
+def test_the_client_packages_readme_example_runs(live_url: str) -> None:
+    (block,) = client_blocks("client/README.md")
+    printed = run_block(block, live_url).split()
+    assert float(printed[0]) > 0 and printed[-1] == "True"

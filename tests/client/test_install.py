@@ -80,6 +80,25 @@ def test_the_installed_package_has_no_project_on_its_path(installed: Path, tmp_p
     assert (Path(location).parent / "py.typed").is_file()
 
 
+def test_the_version_is_written_once(installed: Path, tmp_path: Path) -> None:
+    """client/pyproject.toml reads it from gradcheck_client/version.py: the installed
+    distribution's version is the module's, and no other file of the client states it."""
+    probe = (
+        "import importlib.metadata, gradcheck_client; "
+        "print(importlib.metadata.version('gradcheck-client'), gradcheck_client.__version__)"
+    )
+    result = run(installed, "python", "-c", probe, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    distribution, module = result.stdout.split()
+    assert distribution == module
+    stated = [
+        path.relative_to(ROOT / "client").as_posix()
+        for path in (ROOT / "client").rglob("*")
+        if path.is_file() and path.suffix in {".py", ".toml"} and f'"{module}"' in path.read_text()
+    ]
+    assert stated == ["src/gradcheck_client/version.py"]
+
+
 def test_the_installed_command_gives_0_1_and_2(
     installed: Path, live_url: str, tmp_path: Path
 ) -> None:

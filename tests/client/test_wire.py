@@ -8,9 +8,18 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import ml_dtypes
 import numpy as np
+import pytest
+from gradcheck_client import wire
 from gradcheck_client.client import retry_delay
-from gradcheck_client.errors import GradcheckError
+from gradcheck_client.errors import (
+    GradcheckError,
+    RefusedError,
+    ServiceError,
+    UnavailableError,
+    status_error,
+)
 from gradcheck_client.wire import Body
 
 from tests.helpers import require_module
@@ -60,7 +69,6 @@ def test_npz_bodies_hold_one_member_per_array_and_request_json() -> None:
 
 
 def test_reduced_precisions_stay_and_ragged_values_fall_back_to_json() -> None:
-    ml_dtypes = require_module("ml_dtypes")
     values = np.array([[0.1, 0.2]]).astype(ml_dtypes.bfloat16)
     content = Body({"logits": values.astype(np.float16), "candidate.gradient": values}, {}).npz()
     assert content is not None
@@ -87,9 +95,62 @@ def test_retry_after_in_seconds_or_as_a_date_and_capped() -> None:
 
 def test_an_error_names_its_field_and_position() -> None:
     detail = [{"loc": ["body", "candidate", "gradient", 2, 0], "msg": "bad", "type": "x"}]
-    error = GradcheckError(422, detail, "http://127.0.0.1:1/v1/cross-entropy")
+    error = status_error(422, detail, "http://127.0.0.1:1/v1/cross-entropy")
+    assert isinstance(error, RefusedError)
     assert error.errors[0].where == "candidate.gradient[2][0]"
     assert str(error) == (
         "HTTP 422 from http://127.0.0.1:1/v1/cross-entropy: candidate.gradient[2][0]: bad"
     )
-    assert str(GradcheckError(413, "too large")) == "HTTP 413: too large"
+    assert str(RefusedError(413, "too large")) == "HTTP 413: too large"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, RefusedError),
+        (401, RefusedError),
+        (422, RefusedError),
+        (500, UnavailableError),
+        (503, UnavailableError),
+        (504, UnavailableError),
+    ],
+)
+def test_every_status_error_has_one_root(status: int, kind: type[ServiceError]) -> None:
+    error = status_error(status, "detail", "http://127.0.0.1:1/v1/grade")
+    assert type(error) is kind
+    assert isinstance(error, GradcheckError)
+    assert (error.status, error.detail, error.url) == (
+        status,
+        "detail",
+        "http://127.0.0.1:1/v1/grade",
+    )
+
+
+def test_bfloat16_bits_go_as_bfloat16_without_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What np.load returns for a bfloat16 .npy without ml_dtypes: 2-byte voids. They go in an
+    .npz as '<V2' (the service reads bfloat16) and in JSON as their exact values."""
+    values = np.array([[0.1, -3.0e-12], [1.5, -2.0]]).astype(ml_dtypes.bfloat16)
+    bits = values.view("V2")
+    monkeypatch.setattr(wire, "_bfloat16", lambda: None)
+    assert wire.bfloat16(bits).dtype == np.dtype("V2")
+    content = Body({"candidate.gradient": bits}, {}).npz()
+    assert content is not None
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        member = np.lib.format.read_array(io.BytesIO(archive.read("candidate.gradient.npy")))
+    assert member.dtype.str == "|V2"
+    assert member.tobytes() == values.tobytes()
+    sent = json.loads(Body({"candidate.gradient": bits}, {}).json())["candidate"]["gradient"]
+    assert sent == values.astype(np.float64).tolist()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("installed", [True, False], ids=["ml_dtypes", "no-ml_dtypes"])
+def test_a_bfloat16_tensor_keeps_its_bits(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    torch = require_module("torch")
+    tensor = torch.tensor([[0.1, -3.0e-12], [1.5, -2.0]], dtype=torch.bfloat16)
+    if not installed:
+        monkeypatch.setattr(wire, "_bfloat16", lambda: None)
+    array = wire.as_array(tensor)
+    assert array.dtype == (ml_dtypes.bfloat16 if installed else np.dtype("V2"))
+    assert array.tobytes() == tensor.view(torch.int16).numpy().tobytes()
+    assert wire.bfloat16_as_float32(array).tolist() == tensor.float().tolist()

@@ -12,7 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.api.inputs import cross_entropy_request_cost
+from app.api.admission import cross_entropy_request_cost
+from app.api.inputs import loss_values
 from app.api.schemas.compute import CrossEntropyRequest
 from app.core.config import Settings
 from tests.live.conftest import ServerFactory, metric_value, slow_problem
@@ -57,7 +58,7 @@ async def test_a_small_budget_queues_then_refuses_with_retry_after(
     queue full. The counters of /metrics say which happened, whatever the machine's speed."""
     problem = slow_problem()
     request = CrossEntropyRequest.model_validate(problem)
-    cost = cross_entropy_request_cost(request, Settings(), None)
+    cost = cross_entropy_request_cost(loss_values(request), Settings(), None)
     server = start_server(
         GRADCHECK_MEMORY_BUDGET_BYTES=str(int(cost * 1.4)),  # one fits, two do not
         GRADCHECK_ADMISSION_WAIT_SECONDS="0.2",

@@ -1,47 +1,17 @@
 """POST /v1/cross-entropy: loss, analytic and numeric gradient, Jacobian and their agreement."""
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from app.api.deps import CrossEntropyBody, Received
-from app.api.encoding import (
-    candidate_fields,
-    check_fields,
-    directional_fields,
-    report_fields,
-    respond,
-)
-from app.api.inputs import (
-    DTYPE_NAMES,
-    LossCall,
-    cross_entropy_request_cost,
-    request_entries,
-    to_loss_call,
-)
+from app.api.admission import cross_entropy_request_cost, request_entries
+from app.api.deps import CrossEntropyBody, RequestContext
+from app.api.encoding import cross_entropy_fields, respond
+from app.api.inputs import LossCall, LossValues, loss_values, to_loss_call
 from app.api.offload import run_admitted, runs_inline
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
-from app.api.schemas.compute import CrossEntropyRequest, CrossEntropyResponse
-from app.numerics.gradcheck import Report
+from app.api.schemas.compute import CrossEntropyResponse
+from app.core.errors import RequestError
 
 router = APIRouter(prefix="/v1", tags=["cross-entropy"])
-
-
-def cross_entropy_fields(call: LossCall, report: Report) -> dict[str, Any]:
-    """The response fields of a cross-entropy report (422 if an output is not finite)."""
-    report.refuse_non_finite(call.include)
-    fields = report_fields(
-        report, call.include, DTYPE_NAMES[call.problem.logits.dtype], call.layout
-    )
-    fields["reduction"] = str(call.problem.reduction)
-    directional = call.directional(report)
-    if directional is not None:
-        fields["gradient_check"] = check_fields(directional.check, lambda index: index)
-        fields["directional_derivatives"] = directional_fields(directional)
-    if call.candidate is not None:
-        check = call.candidate.check(report, call.tolerance)
-        fields["candidate_check"] = candidate_fields(check, call.layout)
-    return fields
 
 
 @router.post(
@@ -59,24 +29,23 @@ async def cross_entropy(received: CrossEntropyBody) -> Response:
     reduction's D; checked against a numeric gradient with |a − n| ≤ atol + rtol·|n|. With
     `candidate`, your own outputs are checked against the exact reference and a wrong one is
     explained by the mistake that produces it (`candidate_check`)."""
-    body, context = received.body, received.context
-    entries = request_entries(body.logits, body.include)
+    context = received.context
+    values = loss_values(received.body)
+    entries = request_entries(values.logits, values.options.include)
     if not runs_inline(entries, context):  # validated and computed off the event loop
-        cost = cross_entropy_request_cost(body, context.settings, context.accept)
-        return await run_admitted(entries, cost, context, lambda: _alone(received))
-    call = _call(received)
-    report = await context.coalescer.analyse(call) if call.coalescable else call.analyse()
-    return respond(cross_entropy_fields(call, report), context.accept, context.deadline)
+        cost = cross_entropy_request_cost(values, context.settings, context.accept)
+
+        def alone() -> Response:
+            call = _call(values, context, received.overflow)
+            return respond(
+                cross_entropy_fields(call.run(), call.layout), context.accept, context.deadline
+            )
+
+        return await run_admitted(entries, cost, context, alone)
+    call = _call(values, context, received.overflow)
+    result = await call.run_on_loop(context.coalescer)
+    return respond(cross_entropy_fields(result, call.layout), context.accept, context.deadline)
 
 
-def _call(received: Received[CrossEntropyRequest]) -> LossCall:
-    context = received.context
-    return to_loss_call(
-        received.body, context.settings, overflow=received.overflow, deadline=context.deadline
-    )
-
-
-def _alone(received: Received[CrossEntropyRequest]) -> Response:
-    call = _call(received)
-    context = received.context
-    return respond(cross_entropy_fields(call, call.analyse()), context.accept, context.deadline)
+def _call(values: LossValues, context: RequestContext, overflow: RequestError | None) -> LossCall:
+    return to_loss_call(values, context.settings, overflow=overflow, deadline=context.deadline)

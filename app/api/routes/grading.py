@@ -12,14 +12,13 @@ graded together (`app.grading.grade.grade_group`). At most GRADCHECK_MAX_SUBMISS
 a larger body is refused with 413 from a scan of its bytes, before it is parsed.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Annotated, Any, cast
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import ValidationError
 
+from app.api.admission import grading_request_cost
 from app.api.deps import (
     INLINE_PARSE_BYTES,
     AnswerBody,
@@ -29,18 +28,17 @@ from app.api.deps import (
     request_context,
 )
 from app.api.encoding import encode_json
-from app.api.errors import pydantic_errors
 from app.api.examples import BATCH_GRADE_EXAMPLES
-from app.api.inputs import check_output_size, parse_loss, request_shape
+from app.api.inputs import generated_reference, grading_reference, problem_spec
+from app.api.locations import under
 from app.api.offload import run_admitted
+from app.api.parse import check_output_size
 from app.api.routes import ERROR_RESPONSES
-from app.api.schemas.compute import Dtype
 from app.api.schemas.grading import (
     AnyGradeResult,
     BatchGradeRequest,
     BatchGradeResponse,
     GradeRequest,
-    GradingProblem,
     GradingRequestBase,
     ProblemRequest,
     ProblemResponse,
@@ -56,18 +54,10 @@ from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batc
 from app.grading.problems import (
     GENERATOR_ALGORITHM,
     GENERATOR_NAME,
-    GeneratedProblem,
-    ProblemSpec,
-    generate_problem,
 )
 from app.grading.tokens import (
-    PAYLOAD_FIELDS,
-    InvalidProblemId,
-    decode_problem_payload,
     encode_problem_id,
 )
-from app.numerics.cost import FIXED_BYTES, PYTHON_NUMBER_BYTES, Shape, grading_cost
-from app.numerics.cross_entropy import Reduction
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.errors import InvalidProblem
 
@@ -77,65 +67,11 @@ CHECKED_PARTS = (Part.PROBABILITIES, Part.LOSS, Part.GRADIENT)
 """Parts computed when a problem is issued, so that grading it later cannot fail."""
 
 
-@contextmanager
-def _located(*prefix: str | int) -> Iterator[None]:
-    """Re-raise request errors with their locations moved under `prefix` (e.g. "problem")."""
-    try:
-        yield
-    except RequestError as error:
-        for item in error.errors:
-            item["loc"] = [item["loc"][0], *prefix, *item["loc"][1:]]
-        raise
-    except InvalidProblem as error:
-        raise InvalidProblem((*prefix, *error.location), error.message) from None
-
-
-def _reference_of(
-    fields: GradingProblem, settings: Settings, overflow: RequestError | None = None
-) -> Reference:
-    """The reference values of a problem, with its raw inputs for the diagnoses (`overflow`:
-    the body's first literal beyond float64, `app.api.inputs.parse_logits`)."""
-    parsed = parse_loss(fields, settings, overflow=overflow)
-    loss = parsed.problem(fields, fields.dtype)
-    inputs = parsed.inputs(fields)
-    return Reference(loss.logits, loss.targets, loss.reduction, inputs, parsed.layout)
-
-
-def _generated(spec: ProblemSpec, settings: Settings) -> tuple[GeneratedProblem, Reference]:
-    """The numbers of a generated problem and its reference values."""
-    problem = generate_problem(spec)
-    fields = GradingProblem.model_construct(
-        logits=problem.logits.tolist(),
-        labels=problem.labels.tolist(),
-        weight=None if spec.weight is None else list(spec.weight),
-        ignore_index=spec.ignore_index,
-        reduction=spec.reduction,
-        label_smoothing=spec.label_smoothing,
-        dtype=cast(Dtype, spec.dtype),
-    )
-    return problem, _reference_of(fields, settings)
-
-
-def _spec(body: ProblemRequest) -> ProblemSpec:
-    return ProblemSpec(
-        seed=body.seed,
-        batch_size=body.batch_size,
-        num_classes=body.num_classes,
-        label_type=body.label_type,
-        logit_scale=body.logit_scale,
-        weight=None if body.weight is None else tuple(body.weight),
-        ignore_index=body.ignore_index,
-        reduction=Reduction(body.reduction),
-        label_smoothing=body.label_smoothing,
-        dtype=body.dtype,
-    )
-
-
 def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict[str, Any]:
     """Generate, check that it can be graded, sign: the response fields of /v1/problems."""
-    spec = _spec(body)
+    spec = problem_spec(body)
     try:
-        problem, reference = _generated(spec, settings)
+        problem, reference = generated_reference(spec, settings)
         for part in CHECKED_PARTS:
             reference.value(part)
     except InvalidProblem as error:
@@ -166,61 +102,6 @@ def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict
             "numpy": np.__version__,
         },
     }
-
-
-def signed_spec(problem_id: str, key: bytes, location: tuple[str | int, ...]) -> ProblemSpec:
-    """The spec signed in `problem_id`, validated as a /v1/problems body is: a 422 at
-    `location` (and the field) for an altered, foreign or malformed id, or one whose signed
-    parameters are not valid."""
-    try:
-        payload = decode_problem_payload(problem_id, key)
-    except InvalidProblemId as error:
-        raise RequestError(location, str(error)) from None
-    missing = [field for field in PAYLOAD_FIELDS if field not in payload]
-    if missing:
-        raise RequestError.from_items(
-            [
-                {
-                    "loc": ["body", *location, field],
-                    "msg": f"the parameters signed in this problem id lack {field}",
-                    "type": "missing",
-                }
-                for field in missing
-            ]
-        )
-    try:
-        request = ProblemRequest.model_validate(payload)
-    except ValidationError as error:
-        items = pydantic_errors(error)
-        for item in items:
-            item["loc"] = ["body", *location, *item["loc"][1:]]
-            item["msg"] = f"the parameters signed in this problem id are invalid: {item['msg']}"
-        raise RequestError.from_items(items) from None
-    return _spec(request)
-
-
-def _problem_reference(
-    problem_id: str | None,
-    problem: GradingProblem | None,
-    settings: Settings,
-    key: bytes,
-    location: tuple[str | int, ...] = (),
-    overflow: RequestError | None = None,
-) -> Reference:
-    """The reference of a problem: regenerated from its id, or parsed in full."""
-    if (problem_id is None) == (problem is None):
-        raise RequestError(
-            (*location, "problem_id"),
-            "give exactly one of problem_id (from POST /v1/problems) and problem (logits, "
-            "labels and loss options)",
-        )
-    if problem_id is not None:
-        spec = signed_spec(problem_id, key, (*location, "problem_id"))
-        with _located(*location, "problem_id"):
-            return _generated(spec, settings)[1]
-    assert problem is not None
-    with _located(*location, "problem"):
-        return _reference_of(problem, settings, overflow)
 
 
 def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
@@ -265,11 +146,11 @@ def grade_fields(
     overflow: RequestError | None = None,
 ) -> list[dict[str, Any]]:
     """Grade every submission against the request's problem, in the requested format, until
-    `deadline` (`overflow` as for `_reference_of`)."""
+    `deadline` (`overflow` as for `app.api.inputs.reference_of`)."""
     options = _options(body, deadline)
-    reference = _problem_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
+    reference = grading_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
-    with _located(*location):
+    with under(*location):
         grades = grade_batch(reference, submissions, options)
         expected = None
         if body.reveal_expected:
@@ -300,7 +181,7 @@ def roster_fields(
 ) -> list[dict[str, Any]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
     id, items of equal shapes graded together, until `deadline` (`overflow` as for
-    `_reference_of`)."""
+    `app.api.inputs.reference_of`)."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
@@ -317,11 +198,11 @@ def roster_fields(
         if item.problem_id is not None and item.problem is None and item.problem_id in by_id:
             references.append(by_id[item.problem_id])
             continue
-        reference = _problem_reference(
+        reference = grading_reference(
             item.problem_id, item.problem, settings, key, location, overflow
         )
         place = "problem_id" if item.problem_id is not None else "problem"
-        with _located(*location, place):
+        with under(*location, place):
             for part in options.points:  # a value that cannot be graded is refused here, located
                 reference.value(part)
         if item.problem_id is not None:
@@ -374,55 +255,6 @@ async def problems(received: ProblemBody) -> Response:
         lambda: problem_fields(received.body, context.settings, context.signing_key)
     )
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
-
-
-def _problem_shape(
-    problem_id: str | None, problem: GradingProblem | None, key: bytes
-) -> tuple[int, int] | None:
-    """(N, C) of a problem from its id (decoded, not generated) or its logits' lengths; None
-    for an unreadable id (refused when graded)."""
-    if problem is not None:
-        return request_shape(problem.logits)
-    try:
-        spec = signed_spec(problem_id or "", key, ("problem_id",))
-    except RequestError:
-        return None
-    return spec.batch_size, spec.num_classes
-
-
-def grading_request_cost(body: GradingRequestBase, submissions: int, key: bytes) -> tuple[int, int]:
-    """(numbers, estimated peak bytes) of grading `submissions` answers of the body's problem,
-    or of every roster item of a batch body, from the shapes alone (a problem id is decoded,
-    not generated); an unreadable id costs nothing here (it is refused when graded)."""
-    parts = [str(part) for part in body.points]
-    counts: dict[tuple[int, int], int] = {}
-    references = 0
-    if isinstance(body, BatchGradeRequest) and body.items is not None:
-        for item in body.items:
-            shape = _problem_shape(item.problem_id, item.problem, key)
-            if shape is not None:
-                counts[shape] = counts.get(shape, 0) + 1
-                references += 1
-    else:
-        shape = _problem_shape(body.problem_id, body.problem, key)
-        if shape is not None:
-            counts[shape] = submissions
-    entries = 0
-    cost = 0
-    for (num_samples, num_classes), count in counts.items():
-        shape_cost = grading_cost(
-            Shape(num_samples, num_classes),
-            parts,
-            count,
-            reveal_expected=body.reveal_expected,
-            parsed_bytes_per_number=PYTHON_NUMBER_BYTES,
-        )
-        entries += num_samples * num_classes * (count + 1)
-        cost += shape_cost.peak
-        if references:  # a roster keeps one reference per item
-            kept = grading_cost(Shape(num_samples, num_classes), parts, 0).kept - FIXED_BYTES
-            cost += (count - 1) * kept
-    return entries, cost
 
 
 async def _graded(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from app.numerics.candidate import DEFAULT_TOLERANCE
 from app.numerics.cross_entropy import Reduction
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
@@ -357,8 +358,12 @@ class CandidateOutputCheck(BaseModel):
         "when taken over a non-finite entry."
     )
     max_ulp_error: float | None = Field(
-        description="max |got − expected| in units in the last place of your values' precision "
-        "at the expected value; null when taken over a non-finite entry."
+        description="max |got − expected| / ulp(max(|expected|, s)), in units in the last place "
+        "of your values' own precision, s being the largest |expected| of the entry's row (one "
+        "position's C values, C × C block or loss; the whole output's when that row is all "
+        "zero; a single number uses its own |expected|): a kernel computes a row from the same "
+        "sums, so its rounding is a few ulps at the row's scale. null when taken over a "
+        "non-finite entry."
     )
     worst: list[CandidateEntry] = Field(description="Up to 5 entries outside the tolerance.")
     defect: str | None = Field(None, description="Why the value could not be read, if so.")
@@ -376,6 +381,18 @@ class DiagnosisModel(BaseModel):
     )
 
 
+TOLERANCE_TABLE = ", ".join(
+    f"{dtype} {atol:g} / {rtol:g}" for dtype, (atol, rtol) in DEFAULT_TOLERANCE.items()
+)
+
+
+class AppliedTolerance(BaseModel):
+    """The tolerance applied: an entry passes where |got − expected| ≤ atol + rtol·|expected|."""
+
+    atol: float = Field(description="The absolute tolerance applied.")
+    rtol: float = Field(description="The relative tolerance applied.")
+
+
 class CandidateCheckModel(BaseModel):
     """Your outputs against the exact reference, and the mistakes that explain them."""
 
@@ -386,6 +403,11 @@ class CandidateCheckModel(BaseModel):
         "known mistake explains it (never a guess)."
     )
     notes: list[str] = Field(description="Remarks on precision and unexplained outputs.")
+    tolerance: AppliedTolerance = Field(
+        description="The tolerance every output was held to: the request's `tolerance`, or, "
+        "for outputs sent as .npz arrays without one, the row of the least precise of them in "
+        f"the per-dtype table ({TOLERANCE_TABLE}; atol / rtol)."
+    )
 
 
 class DirectionalModel(BaseModel):

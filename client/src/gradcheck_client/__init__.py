@@ -11,8 +11,25 @@ with Client("http://127.0.0.1:8000") as service:
 The command line `gradcheck` (see `gradcheck --help`) checks `.npy` files from scripts and CI.
 """
 
-from gradcheck_client.client import AsyncClient, Client, __version__
-from gradcheck_client.errors import ErrorItem, GradcheckError
+from gradcheck_client.client import (
+    AsyncClient,
+    Client,
+    Dtype,
+    GradientNumericOptions,
+    LossCandidate,
+    NumericOptions,
+    SoftmaxCandidate,
+    ToleranceOptions,
+)
+from gradcheck_client.errors import (
+    ErrorItem,
+    GradcheckError,
+    RefusedError,
+    ResponseError,
+    ServiceError,
+    TransportError,
+    UnavailableError,
+)
 from gradcheck_client.results import (
     CandidateCheck,
     CandidateEntry,
@@ -20,11 +37,23 @@ from gradcheck_client.results import (
     CrossEntropyResult,
     Diagnosis,
     DirectionalDerivatives,
+    GeneratorInfo,
+    GradeResult,
+    GradescopeResult,
+    GradescopeTest,
+    GradingResult,
     Mismatch,
+    MismatchEntry,
     OutputCheck,
+    PartResult,
+    PrairieLearnResult,
+    PrairieLearnTest,
     Problem,
+    ProblemParameters,
     SoftmaxResult,
+    Tolerance,
 )
+from gradcheck_client.version import __version__
 
 __all__ = [
     "AsyncClient",
@@ -35,11 +64,33 @@ __all__ = [
     "CrossEntropyResult",
     "Diagnosis",
     "DirectionalDerivatives",
+    "Dtype",
     "ErrorItem",
+    "GeneratorInfo",
     "GradcheckError",
+    "GradeResult",
+    "GradescopeResult",
+    "GradescopeTest",
+    "GradientNumericOptions",
+    "GradingResult",
+    "LossCandidate",
     "Mismatch",
+    "MismatchEntry",
+    "NumericOptions",
     "OutputCheck",
+    "PartResult",
+    "PrairieLearnResult",
+    "PrairieLearnTest",
     "Problem",
+    "ProblemParameters",
+    "RefusedError",
+    "ResponseError",
+    "ServiceError",
+    "SoftmaxCandidate",
     "SoftmaxResult",
+    "Tolerance",
+    "ToleranceOptions",
+    "TransportError",
+    "UnavailableError",
     "__version__",
 ]

@@ -2,8 +2,12 @@
 a roster and `grade` a folder of answers.
 
 Exit codes of every command: 0 success (for `check`: every given output passes), 1 (`check`
-only) an output fails, 2 no verdict: a usage error, an unreadable file, an unreachable service,
-a refused request (its detail printed) or a 503 still refused after the retries.
+only) an output fails, and nothing else, 2 no verdict: a usage error, an unreadable file, an
+unreachable service, a refused request (its detail printed), a 5xx (a 503 still refused after
+the retries), or any other error, a bug of this program included.
+
+Each command is an `add_<command>(commands, parents)` that sets its `run(args) -> int`; `parser`
+lists them.
 """
 
 from __future__ import annotations
@@ -14,20 +18,43 @@ import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeAlias
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 
+from gradcheck_client import wire
 from gradcheck_client.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Client
-from gradcheck_client.errors import GradcheckError
-from gradcheck_client.results import CandidateCheck, OutputCheck
+from gradcheck_client.errors import (
+    GradcheckError,
+    RefusedError,
+    TransportError,
+    UnavailableError,
+)
+from gradcheck_client.results import (
+    CandidateCheck,
+    GradeResult,
+    GradingResult,
+    OutputCheck,
+    PrairieLearnResult,
+    Tolerance,
+)
 
 PASS, FAIL, NO_VERDICT = 0, 1, 2
 CANDIDATE_FILES = ("probabilities", "log_probabilities", "losses", "gradient", "jacobian")
+
+DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
+    "float64": (1e-12, 1e-10),
+    "float32": (1e-8, 1e-5),
+    "float16": (1e-6, 1e-2),
+    "bfloat16": (1e-5, 5e-2),
+}
+"""(atol, rtol) the service applies to an output sent in that dtype when the request gives no
+tolerance (the least precise output's row for all of them): the service's own
+`app.numerics.candidate.DEFAULT_TOLERANCE`, copied for `--help` (a test keeps them equal)."""
 
 
 class Failure(Exception):
@@ -74,22 +101,39 @@ def read_roster(path: Path) -> list[dict[str, str]]:
 
 
 def load_array(path: str) -> npt.NDArray[Any]:
-    """An array from .npy (no pickles), .json or a text/CSV file of numbers."""
+    """An array from .npy (no pickles; bfloat16 saved from ml_dtypes, descriptor '<V2', read as
+    bfloat16 with or without ml_dtypes installed), .json, or a text/CSV file of numbers (all
+    integers: an integer array, e.g. class indices)."""
     file = Path(path)
     try:
         if file.suffix == ".npy":
-            return np.asarray(np.load(file, allow_pickle=False))
+            array = np.asarray(np.load(file, allow_pickle=False))
+            return wire.bfloat16(array) if wire.is_bfloat16_bits(array) else array
         if file.suffix == ".json":
             return np.asarray(json.loads(file.read_text()))
-        return np.loadtxt(file, delimiter="," if file.suffix == ".csv" else None, ndmin=1)
+        text = np.loadtxt(
+            file, dtype=str, delimiter="," if file.suffix == ".csv" else None, ndmin=1
+        )
+        try:
+            return text.astype(np.int64)
+        except ValueError:
+            return text.astype(np.float64)
     except (OSError, ValueError) as error:
         raise Failure(f"cannot read {path}: {error}") from error
+
+
+def load_numbers(path: str) -> npt.NDArray[Any]:
+    """`load_array`, refusing anything but numbers (strings, objects, records)."""
+    array = load_array(path)
+    if array.dtype.kind not in "fiub" and not wire.is_float(array):
+        raise Failure(f"{path}: an array of {array.dtype}, not of numbers")
+    return array
 
 
 def _numbers(text: str, option: str) -> npt.NDArray[Any]:
     """`1,2,0.5`, or a file of numbers."""
     if Path(text).suffix in {".npy", ".json", ".csv", ".txt"}:
-        return load_array(text)
+        return load_numbers(text)
     try:
         return np.array([float(x) for x in text.split(",")])
     except ValueError as error:
@@ -100,23 +144,47 @@ def _loss(text: str) -> Any:
     try:
         return float(text)
     except ValueError:
-        return load_array(text)
+        return load_numbers(text)
+
+
+def candidate_dtype(value: Any) -> str:
+    """The precision a candidate output is sent and checked in (integers go as float64)."""
+    array = wire.as_array(value)
+    if wire.is_bfloat16_bits(array):
+        return "bfloat16"
+    return array.dtype.name if array.dtype.name in DEFAULT_TOLERANCE else "float64"
+
+
+def tolerance_option(
+    atol: float | None, rtol: float | None, candidate: dict[str, Any]
+) -> dict[str, float] | None:
+    """The `tolerance` to send: None (the service applies the table's row of the least precise
+    output) unless --atol or --rtol is given; one given alone keeps the other from that row."""
+    if atol is None and rtol is None:
+        return None
+    row = max(
+        (DEFAULT_TOLERANCE[candidate_dtype(value)] for value in candidate.values()),
+        key=lambda tolerance: tolerance[1],
+    )
+    return {"atol": row[0] if atol is None else atol, "rtol": row[1] if rtol is None else rtol}
 
 
 def _short(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
-def print_output(name: str, check: OutputCheck, out: TextIO) -> None:
-    """One output's verdict in a line, then its worst entries."""
+def print_output(name: str, check: OutputCheck, tolerance: Tolerance, out: TextIO) -> None:
+    """One output's verdict in a line, with the tolerance applied, then its worst entries."""
+    applied = f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g}"
     if check.defect is not None:
-        print(f"{name}: FAIL, not read: {check.defect}", file=out)
+        print(f"{name}: FAIL ({applied}), not read: {check.defect}", file=out)
         return
     verdict = "PASS" if check.passed else "FAIL"
     line = (
-        f"{name}: {verdict}, {check.checked - check.mismatches} of {check.checked} entries "
-        f"within tolerance (max abs error {_short(check.max_abs_error)}, "
-        f"max rel error {_short(check.max_rel_error)})"
+        f"{name}: {verdict} ({applied}), {check.checked - check.mismatches} of "
+        f"{check.checked} entries within tolerance (max abs error "
+        f"{_short(check.max_abs_error)}, max rel error {_short(check.max_rel_error)}, "
+        f"max ulp error {_short(check.max_ulp_error)})"
     )
     if check.nonfinite:
         line += f", {check.nonfinite} not finite"
@@ -129,7 +197,7 @@ def print_output(name: str, check: OutputCheck, out: TextIO) -> None:
 def print_check(check: CandidateCheck, out: TextIO) -> None:
     """Every output's verdict, the diagnoses (most likely first) and the notes."""
     for name, output in check.outputs.items():
-        print_output(name, output, out)
+        print_output(name, output, check.tolerance, out)
     for diagnosis in check.diagnoses:
         print(f"diagnosis {diagnosis.code} ({diagnosis.output}): {diagnosis.message}", file=out)
         if diagnosis.evidence:
@@ -152,7 +220,7 @@ def _client(args: argparse.Namespace) -> Client:
 def run_check(args: argparse.Namespace) -> int:
     """`gradcheck check`: 0 when every given output passes, 1 when one fails."""
     candidate: dict[str, Any] = {
-        name: load_array(path)
+        name: load_numbers(path)
         for name in CANDIDATE_FILES
         if (path := getattr(args, name)) is not None
     }
@@ -163,16 +231,14 @@ def run_check(args: argparse.Namespace) -> int:
             "nothing to check: give at least one of --gradient, --probabilities, "
             "--log-probabilities, --jacobian, --loss, --losses"
         )
-    logits = load_array(args.logits)
-    options: dict[str, Any] = {"dtype": args.dtype}
-    if args.atol is not None or args.rtol is not None:
-        options["tolerance"] = {
-            "atol": 1e-5 if args.atol is None else args.atol,
-            "rtol": 1e-3 if args.rtol is None else args.rtol,
-        }
+    logits = load_numbers(args.logits)
+    options: dict[str, Any] = {
+        "dtype": args.dtype,
+        "tolerance": tolerance_option(args.atol, args.rtol, candidate),
+    }
     labels = None
     if args.labels is not None:
-        labels = load_array(args.labels)
+        labels = load_numbers(args.labels)
         options.update(
             ignore_index=args.ignore_index,
             reduction=args.reduction,
@@ -234,28 +300,13 @@ def _read_json(path: Path) -> Any:
         raise Failure(f"cannot read {path}: {error}") from error
 
 
-def _summary(result: dict[str, Any]) -> str:
-    score = result.get("score")
-    if "max_score" in result:
-        return f"{score:g} of {result['max_score']:g}"
-    if "gradable" in result:  # prairielearn: score is a fraction
-        return f"{score:.0%}" + ("" if result["gradable"] else " (not gradable)")
-    total = sum(float(t.get("max_score", 0)) for t in result.get("tests") or ())
-    return f"{score:g} of {total:g}"
-
-
-def _items_missing(error: GradcheckError) -> bool:
-    """A 422 that refuses `items` itself: a service without roster batches."""
-    return (
-        error.status == 422
-        and any(
-            "items" in item.loc and item.type in {"extra_forbidden", "missing"}
-            for item in error.errors
-        )
-        and not any(
-            item.loc[:2] == ("body", "items") and len(item.loc) > 2 for item in error.errors
-        )
-    )
+def _summary(result: GradingResult) -> str:
+    """A result's score in words, in its format's terms."""
+    if isinstance(result, GradeResult):
+        return f"{result.score:g} of {result.max_score:g}"
+    if isinstance(result, PrairieLearnResult):  # the score is a fraction
+        return f"{result.score:.0%}" + ("" if result.gradable else " (not gradable)")
+    return f"{result.score:g} of {sum(test.max_score for test in result.tests):g}"
 
 
 def run_grade(args: argparse.Namespace) -> int:
@@ -293,26 +344,32 @@ def run_grade(args: argparse.Namespace) -> int:
     if args.partial_credit:
         options["partial_credit"] = True
     with _client(args) as service:
-        try:
-            results = service.grade_batch(items=items, **options)
-        except GradcheckError as error:
-            if not _items_missing(error):
-                raise
-            # a service without roster batches: one call per student
-            results = [
-                service.grade(item["submission"], problem_id=item["problem_id"], **options)
-                for item in items
-            ]
+        results = service.grade_batch(items=items, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for key, result in zip(keys, results, strict=True):
-        (out / f"{key}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{key}.json").write_text(json.dumps(result.raw, indent=1) + "\n")
         print(f"{key}: {_summary(result)}")
     print(f"{len(results)} answers graded, results in {out}")
     return NO_VERDICT if missing else PASS
 
 
-def _parser() -> argparse.ArgumentParser:
+def _tolerance_help() -> str:
+    rows = "\n".join(
+        f"  {dtype:<9} {atol:<6g} {rtol:g}" for dtype, (atol, rtol) in DEFAULT_TOLERANCE.items()
+    )
+    return (
+        "tolerance: an entry passes where |got - expected| <= atol + rtol*|expected|. Without\n"
+        "--atol/--rtol the service applies the row of the least precise output you send (each\n"
+        ".npy file is sent in its own dtype; integers, .json and .csv files as float64):\n\n"
+        f"  dtype     atol   rtol\n{rows}\n\n"
+        "--atol or --rtol alone keeps the other from that row. Every PASS/FAIL line prints the\n"
+        "tolerance applied."
+    )
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """--url, --api-key, --timeout, --retries: every command talks to the service."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -331,42 +388,61 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_RETRIES,
         help="retries of a 503, each after its Retry-After (default 3)",
     )
+    return common
+
+
+def _loss_options() -> argparse.ArgumentParser:
+    """The loss options of F.cross_entropy."""
     loss = argparse.ArgumentParser(add_help=False)
     loss.add_argument("--weight", help="class weights: 1,2,0.5 or a .npy file")
     loss.add_argument("--ignore-index", type=int, default=None)
     loss.add_argument("--reduction", choices=["mean", "sum", "none"], default=None)
     loss.add_argument("--label-smoothing", type=float, default=None)
+    return loss
 
-    parser = argparse.ArgumentParser(
-        prog="gradcheck",
-        description="Check softmax / cross-entropy outputs against the gradcheck service.",
-        epilog="Exit codes: 0 success (check: every given output passes), 1 an output fails, "
-        "2 no verdict (usage error, unreadable file, service unreachable or refusing).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
 
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_check(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """`gradcheck check`."""
     check = commands.add_parser(
         "check",
-        parents=[common, loss],
+        parents=parents,
         help="check your outputs (.npy files) and name the mistake",
         description="Send your outputs with the problem's logits and labels; prints a verdict "
         "per output and the diagnoses. Without --labels the outputs are softmax's.",
+        epilog=_tolerance_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("--logits", required=True, help="logits z (.npy, .json or .csv)")
-    check.add_argument("--labels", help="class indices or target rows (.npy, .json or .csv)")
+    check.add_argument(
+        "--labels",
+        help="class indices or target rows (.npy, .json, or .csv/.txt: all integers are "
+        "class indices)",
+    )
     for name in CANDIDATE_FILES:
         check.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"your {name} (.npy)")
     check.add_argument("--loss", help="your loss: a number, or a file of N losses")
-    check.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    check.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
-    check.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3)")
+    check.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="the precision the service computes in (your outputs are always compared with the "
+        "exact float64 reference)",
+    )
+    check.add_argument("--atol", type=float, help="absolute tolerance (default: the table below)")
+    check.add_argument("--rtol", type=float, help="relative tolerance (default: the table below)")
     check.add_argument("--z-loss", type=float, help="z-loss coefficient")
     check.add_argument("--softcap", type=float, help="logit soft-capping")
     check.set_defaults(run=run_check, ignore_index=-100, reduction="mean", label_smoothing=0.0)
 
+
+def add_problems(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """`gradcheck problems`."""
     problems = commands.add_parser(
         "problems",
-        parents=[common, loss],
+        parents=parents,
         help="one seeded problem per student of a roster",
         description="Reads a roster CSV (a header row with an `email` column; other columns "
         "kept) and writes <out>/<email>.json per student: the problem of the seed "
@@ -382,9 +458,12 @@ def _parser() -> argparse.ArgumentParser:
     problems.add_argument("--dtype", choices=["float64", "float32"])
     problems.set_defaults(run=run_problems)
 
+
+def add_grade(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """`gradcheck grade`."""
     grade = commands.add_parser(
         "grade",
-        parents=[common],
+        parents=parents,
         help="grade a folder of answers in one call",
         description="Grades every <answers>/<email>.json against <problems>/<email>.json "
         "(written by `gradcheck problems`) and writes <out>/<email>.json in the chosen format.",
@@ -398,7 +477,23 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--feedback", help="feedback level (the service's default if omitted)")
     grade.add_argument("--partial-credit", action="store_true")
     grade.set_defaults(run=run_grade)
-    return parser
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one `add_<command>` per subcommand, each setting its `run`."""
+    common, loss = _common_options(), _loss_options()
+    root = argparse.ArgumentParser(
+        prog="gradcheck",
+        description="Check softmax / cross-entropy outputs against the gradcheck service.",
+        epilog="Exit codes: 0 success (check: every given output passes), 1 an output fails "
+        "(and nothing else), 2 no verdict (usage error, unreadable file, service unreachable "
+        "or refusing, any other error).",
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    add_check(commands, [common, loss])
+    add_problems(commands, [common, loss])
+    add_grade(commands, [common])
+    return root
 
 
 def _fail(message: str) -> NoReturn:
@@ -407,19 +502,25 @@ def _fail(message: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (argparse's usage errors exit with 2)."""
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the exit code. 1 only ever means an output fails: every
+    error, unexpected ones included, exits with 2 (argparse's usage errors too)."""
+    args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
     except Failure as error:
         _fail(str(error))
-    except GradcheckError as error:
-        lines = [f"the service refused the request: {error}"]
-        if error.status == 503:
-            lines.append(f"still busy after {args.retries} retries; try again later")
-        _fail("\n".join(lines))
-    except httpx.HTTPError as error:
+    except RefusedError as error:
+        _fail(f"the service refused the request: {error}")
+    except UnavailableError as error:
+        busy = f"; still busy after {args.retries} retries, try again later"
+        _fail(f"the service is unavailable: {error}{busy if error.status == 503 else ''}")
+    except TransportError as error:
         _fail(f"cannot reach the service: {error}")
+    except GradcheckError as error:
+        _fail(f"unexpected answer from the service: {error}")
+    except Exception:  # a crash must not exit 1, which means "an output fails"
+        traceback.print_exc()
+        _fail("internal error (the traceback is above); no verdict")
     return code
 
 

@@ -1,31 +1,104 @@
-"""`Client` and `AsyncClient`: the service's routes as methods, numpy in and numpy out."""
+"""`Client` and `AsyncClient`: the service's routes as methods, numpy in and numpy out.
+
+Both have the same methods with the same parameters (the async ones awaited), as httpx's
+`Client` and `AsyncClient` do; what they share (request bodies, result decoding, errors) lives
+in `_Core`. Every request field of the service is a parameter and every response field an
+attribute of the result (tests/client/test_parity.py compares them with the OpenAPI schema).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict, TypeVar
 
 import httpx
-import numpy as np
 
 from gradcheck_client import wire
-from gradcheck_client.errors import GradcheckError
-from gradcheck_client.results import CandidateCheck, CrossEntropyResult, Problem, SoftmaxResult
-
-__version__ = "0.1.0"
+from gradcheck_client.errors import ResponseError, TransportError, status_error
+from gradcheck_client.results import (
+    GRADING_RESULTS,
+    CandidateCheck,
+    CrossEntropyResult,
+    GradingResult,
+    Problem,
+    SoftmaxResult,
+)
+from gradcheck_client.version import __version__
 
 Reduction = Literal["mean", "sum", "none"]
-Dtype = Literal["float64", "float32", "float16", "bfloat16"]
+Dtype = Literal["float64", "float32"]
+"""The precision the service computes in. Your candidate's arrays keep their own dtype
+(float64, float32, float16 or bfloat16): that is not this."""
+Method = Literal["central", "forward", "five_point", "complex_step"]
+SoftmaxOutput = Literal["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"]
+Output = Literal[
+    "probabilities",
+    "log_probabilities",
+    "loss",
+    "gradient",
+    "numeric_gradient",
+    "jacobian",
+    "numeric_jacobian",
+    "hessian",
+    "numeric_hessian",
+    "hessian_vector_product",
+]
+LabelType = Literal["index", "probabilities"]
+Part = Literal["probabilities", "loss", "gradient", "jacobian", "hessian"]
+Feedback = Literal["none", "verdict", "full"]
 GradeFormat = Literal["native", "gradescope", "prairielearn"]
+Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+
+
+class NumericOptions(TypedDict, total=False):
+    """`numeric` of /v1/softmax: how the numeric derivative is taken."""
+
+    method: Method
+    step: float
+
+
+class GradientNumericOptions(NumericOptions, total=False):
+    """`numeric` of /v1/cross-entropy: also `directions`, a check along k random directions."""
+
+    directions: int
+
+
+class ToleranceOptions(TypedDict, total=False):
+    """`tolerance`: |analytic − numeric| ≤ atol + rtol·|numeric| (for a candidate, |got −
+    expected| ≤ atol + rtol·|expected|)."""
+
+    atol: float
+    rtol: float
+
+
+class SoftmaxCandidate(TypedDict, total=False):
+    """Your own softmax outputs (arrays, lists or tensors, in the response's shapes)."""
+
+    probabilities: Any
+    log_probabilities: Any
+    jacobian: Any
+
+
+class LossCandidate(SoftmaxCandidate, total=False):
+    """Your own cross-entropy outputs (arrays, lists or tensors, in the response's shapes)."""
+
+    loss: Any
+    losses: Any
+    gradient: Any
+    hessian: Any
+
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 30.0
+
+Result = TypeVar("Result")
 
 
 def retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
@@ -45,24 +118,9 @@ def retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
     return min(max(delay, 0.0), cap)
 
 
-def _with_url(error: httpx.TransportError, method: str, url: str) -> httpx.TransportError:
-    """The same httpx error, its message naming the address that could not be reached."""
-    message = f"{method} {url}: {error or type(error).__name__}"
-    try:
-        return type(error)(message, request=error.request)
-    except (RuntimeError, TypeError):  # no request attached, or another signature
-        return type(error)(message)
-
-
-def _refuses(response: httpx.Response, field: str) -> bool:
-    """A 422 whose detail refuses `field` itself as an unknown field."""
-    detail = wire.error_detail(response)
-    return isinstance(detail, list) and any(
-        isinstance(item, dict)
-        and item.get("loc") == ["body", field]
-        and item.get("type") == "extra_forbidden"
-        for item in detail
-    )
+def _transport_error(error: Exception, url: str) -> TransportError:
+    """An httpx error as the client's own, naming the address that could not be reached."""
+    return TransportError(f"POST {url}: {error or type(error).__name__}", url)
 
 
 def _problem_field(problem: Problem | Mapping[str, Any]) -> dict[str, Any]:
@@ -71,8 +129,26 @@ def _problem_field(problem: Problem | Mapping[str, Any]) -> dict[str, Any]:
     return {k: wire.jsonable(v) for k, v in problem.items()}
 
 
+def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields given (None means "the service's default")."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _grade_reader(format: GradeFormat | None) -> Callable[[httpx.Response], GradingResult]:
+    """Reads /v1/grade's result in `format` (None: the service's default, native)."""
+    kind = GRADING_RESULTS[format or "native"]
+    return lambda response: kind.from_json(response.json())
+
+
+def _grades_reader(format: GradeFormat | None) -> Callable[[httpx.Response], list[GradingResult]]:
+    """Reads /v1/grade/batch's results in `format`."""
+    kind = GRADING_RESULTS[format or "native"]
+    return lambda response: [kind.from_json(result) for result in response.json()["results"]]
+
+
 class _Core:
-    """What the sync and async clients share: settings, request bodies, result decoding."""
+    """What the sync and async clients share: settings, request bodies, result decoding and
+    the errors."""
 
     def __init__(
         self,
@@ -80,31 +156,39 @@ class _Core:
         api_key: str | None,
         retries: int,
         max_retry_wait: float,
-        binary: bool | None,
+        binary: bool,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = max(0, retries)
         self.max_retry_wait = max_retry_wait
-        self._binary = binary
-        self._server_dim: bool | None = None
+        self.binary = binary
         self._headers = {"User-Agent": f"gradcheck-client/{__version__}"}
         if api_key:
             self._headers["X-API-Key"] = api_key
 
-    @property
-    def binary_requests(self) -> bool | None:
-        """True once the service has taken an .npz request, False once it refused one with 415
-        (JSON from then on), None before the first compute request."""
-        return self._binary
-
     def _headers_for(self, content_type: str, accept: str) -> dict[str, str]:
         return {**self._headers, "Content-Type": content_type, "Accept": accept}
 
-    def _raise_for(self, response: httpx.Response) -> None:
+    def _compute_content(self, body: wire.Body) -> tuple[bytes, str]:
+        """The body as .npz when binary and every value is a rectangular array, else JSON."""
+        content = body.npz() if self.binary else None
+        if content is not None:
+            return content, wire.NPZ_MEDIA_TYPE
+        return body.json(), wire.JSON_MEDIA_TYPE
+
+    def _read(self, response: httpx.Response, decode: Callable[[httpx.Response], Result]) -> Result:
+        """The decoded result of a success, or the error of an error status."""
+        url = str(response.request.url)
         if response.status_code >= 400:
-            raise GradcheckError(
-                response.status_code, wire.error_detail(response), str(response.request.url)
-            )
+            raise status_error(response.status_code, wire.error_detail(response), url)
+        try:
+            return decode(response)
+        except (KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+            detail = f"{type(error).__name__}: {error}"
+            raise ResponseError(
+                f"HTTP {response.status_code} from {url}: not the documented response ({detail})",
+                url,
+            ) from error
 
     @staticmethod
     def _cross_entropy_body(
@@ -112,84 +196,70 @@ class _Core:
         labels: Any,
         *,
         weight: Any,
-        ignore_index: int,
-        reduction: str,
-        label_smoothing: float,
-        dtype: str,
-        numeric: Mapping[str, Any] | None,
-        tolerance: Mapping[str, float] | None,
-        include: Sequence[str] | None,
-        candidate: Mapping[str, Any] | None,
+        ignore_index: int | None,
+        reduction: Reduction | None,
+        label_smoothing: float | None,
+        dtype: Dtype | None,
+        numeric: GradientNumericOptions | None,
         z_loss: float | None,
         softcap: float | None,
+        tolerance: ToleranceOptions | None,
+        include: Sequence[Output] | None,
+        vector: Any,
+        candidate: LossCandidate | Mapping[str, Any] | None,
     ) -> wire.Body:
-        arrays: dict[str, Any] = {"logits": logits, "labels": labels}
-        if weight is not None:
-            arrays["weight"] = weight
-        fields: dict[str, Any] = {
-            "ignore_index": int(ignore_index),
-            "reduction": reduction,
-            "label_smoothing": float(label_smoothing),
-            "dtype": dtype,
-        }
-        _common_fields(fields, arrays, numeric, tolerance, include, candidate)
-        if z_loss is not None:
-            fields["z_loss"] = float(z_loss)
-        if softcap is not None:
-            fields["softcap"] = float(softcap)
-        return wire.Body(arrays, fields)
+        arrays = _present({"logits": logits, "labels": labels, "weight": weight, "vector": vector})
+        fields = _present(
+            {
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "numeric": numeric,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "tolerance": tolerance,
+                "include": None if include is None else list(include),
+            }
+        )
+        for name, value in (candidate or {}).items():
+            arrays[f"candidate.{name}"] = value
+        return wire.Body(arrays, wire.jsonable(fields))
 
     @staticmethod
     def _softmax_body(
         logits: Any,
         *,
         dim: int | None,
-        dtype: str,
-        numeric: Mapping[str, Any] | None,
-        tolerance: Mapping[str, float] | None,
-        include: Sequence[str] | None,
-        candidate: Mapping[str, Any] | None,
+        dtype: Dtype | None,
+        numeric: NumericOptions | None,
+        tolerance: ToleranceOptions | None,
+        include: Sequence[SoftmaxOutput] | None,
+        candidate: SoftmaxCandidate | Mapping[str, Any] | None,
     ) -> wire.Body:
         arrays: dict[str, Any] = {"logits": logits}
-        fields: dict[str, Any] = {"dtype": dtype}
-        if dim is not None:
-            fields["dim"] = int(dim)
-        _common_fields(fields, arrays, numeric, tolerance, include, candidate)
-        return wire.Body(arrays, fields)
-
-    def _softmax_request(
-        self, logits: Any, dim: int | None, server_dim: bool, **options: Any
-    ) -> tuple[wire.Body, tuple[int, ...] | None, int]:
-        """The body, and the shape and axis to restore when the client takes `dim` itself
-        (a service without `dim` gets the logits as rows)."""
-        if server_dim or dim is None:
-            return self._softmax_body(logits, dim=dim, **options), None, 0
-        rows, shape, axis = _softmax_dim(logits, dim)
-        return self._softmax_body(rows, dim=None, **options), shape, axis
-
-    def _uses_server_dim(self, dim: int | None) -> bool:
-        return dim is not None and self._server_dim is not False
-
-    def _learn_dim(self, response: httpx.Response) -> bool:
-        """True when the service refused `dim` (it predates it): rows from then on."""
-        if response.status_code == 422 and _refuses(response, "dim"):
-            self._server_dim = False
-            return True
-        if response.status_code < 400:
-            self._server_dim = True
-        return False
+        fields = _present(
+            {
+                "dim": dim,
+                "dtype": dtype,
+                "numeric": numeric,
+                "tolerance": tolerance,
+                "include": None if include is None else list(include),
+            }
+        )
+        for name, value in (candidate or {}).items():
+            arrays[f"candidate.{name}"] = value
+        return wire.Body(arrays, wire.jsonable(fields))
 
     @staticmethod
-    def _problem_body(seed: str | int, options: dict[str, Any]) -> bytes:
-        body = {"seed": seed, **{k: v for k, v in options.items() if v is not None}}
-        return wire.dumps(wire.jsonable(body))
+    def _problem_body(seed: str | int, options: Mapping[str, Any]) -> bytes:
+        return wire.dumps(wire.jsonable({"seed": seed, **_present(options)}))
 
     @staticmethod
     def _grading_body(
         problem_id: str | None,
         problem: Problem | Mapping[str, Any] | None,
-        options: dict[str, Any],
-        **rest: Any,
+        options: Mapping[str, Any],
     ) -> bytes:
         body: dict[str, Any] = {}
         if problem_id is not None:
@@ -199,8 +269,7 @@ class _Core:
                 body["problem_id"] = problem.problem_id
             else:
                 body["problem"] = _problem_field(problem)
-        body.update({k: wire.jsonable(v) for k, v in options.items() if v is not None})
-        body.update({k: wire.jsonable(v) for k, v in rest.items() if v is not None})
+        body.update(wire.jsonable(_present(options)))
         return wire.dumps(body)
 
     @staticmethod
@@ -217,70 +286,23 @@ class _Core:
             converted.append(wire.jsonable(entry))
         return converted
 
+    @staticmethod
+    def _candidate_check(result: SoftmaxResult, url: str) -> CandidateCheck:
+        if result.candidate_check is None:
+            raise ResponseError(f"{url}: the response has no candidate_check", url)
+        return result.candidate_check
 
-def _common_fields(
-    fields: dict[str, Any],
-    arrays: dict[str, Any],
-    numeric: Mapping[str, Any] | None,
-    tolerance: Mapping[str, float] | None,
-    include: Sequence[str] | None,
-    candidate: Mapping[str, Any] | None,
-) -> None:
-    if numeric is not None:
-        fields["numeric"] = dict(numeric)
-    if tolerance is not None:
-        fields["tolerance"] = {k: float(v) for k, v in tolerance.items()}
-    if include is not None:
-        fields["include"] = list(include)
-    if candidate is not None:
-        for name, value in candidate.items():
-            arrays[f"candidate.{name}"] = value
+    @staticmethod
+    def _compute_result(response: httpx.Response) -> CrossEntropyResult:
+        return wire.cross_entropy_result(*wire.read_compute(response))
 
+    @staticmethod
+    def _softmax_result(response: httpx.Response) -> SoftmaxResult:
+        return wire.softmax_result(*wire.read_compute(response))
 
-def _grading_options(
-    points: Mapping[str, float] | None,
-    tolerance: Mapping[str, float] | None,
-    partial_credit: bool | None,
-    feedback: str | None,
-    format: str | None,
-    reveal_expected: bool | None,
-    visibility: str | None,
-) -> dict[str, Any]:
-    return {
-        "points": None if points is None else dict(points),
-        "tolerance": None if tolerance is None else dict(tolerance),
-        "partial_credit": partial_credit,
-        "feedback": feedback,
-        "format": format,
-        "reveal_expected": reveal_expected,
-        "visibility": visibility,
-    }
-
-
-def _softmax_dim(logits: Any, dim: int | None) -> tuple[Any, tuple[int, ...] | None, int]:
-    """With `dim`: the logits as rows (class axis last, leading axes flattened), the shape to
-    restore and the class axis; without it, the logits as they are."""
-    if dim is None:
-        return logits, None, 0
-    array = wire.as_array(logits)
-    axis = dim % array.ndim
-    moved = np.moveaxis(array, axis, -1)
-    return moved.reshape(-1, moved.shape[-1]), moved.shape, axis
-
-
-def _restore_dim(result: SoftmaxResult, shape: tuple[int, ...] | None, axis: int) -> SoftmaxResult:
-    """Rows back to the caller's layout: probabilities with the class axis where it was, the
-    Jacobians as (*batch axes, C, C)."""
-    if shape is None:
-        return result
-    arrays = dict(result.arrays)
-    for name in ("probabilities", "log_probabilities"):
-        if name in arrays:
-            arrays[name] = np.moveaxis(arrays[name].reshape(shape), -1, axis)
-    for name in ("jacobian", "numeric_jacobian"):
-        if name in arrays:
-            arrays[name] = arrays[name].reshape(*shape, shape[-1])
-    return wire.softmax_result(arrays, result.raw)
+    @staticmethod
+    def _problem(response: httpx.Response) -> Problem:
+        return Problem.from_json(response.json())
 
 
 class Client(_Core):
@@ -291,11 +313,11 @@ class Client(_Core):
         result = service.cross_entropy(logits, labels)
     ```
 
-    Arrays go out as `.npz` when the service takes binary requests (tried once; after a 415
-    the client sends JSON, -Infinity masks included) and come back as numpy arrays. A 503 is
-    retried up to `retries` times, waiting as its Retry-After says (at most `max_retry_wait`
-    seconds each time); any other error status raises `GradcheckError`; a connection problem
-    raises the httpx error, its message naming the URL.
+    Arrays go out as `.npz` (every array in its own dtype; `binary=False`: JSON, -Infinity
+    masks included) and come back as numpy arrays. A 503 is retried up to `retries` times,
+    waiting as its Retry-After says (at most `max_retry_wait` seconds each time). Every
+    failure raises a `GradcheckError`: `RefusedError` (4xx), `UnavailableError` (5xx),
+    `TransportError` (no connection, a timeout) or `ResponseError` (an undocumented answer).
     """
 
     def __init__(
@@ -306,7 +328,7 @@ class Client(_Core):
         *,
         retries: int = DEFAULT_RETRIES,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
-        binary: bool | None = None,
+        binary: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, api_key, retries, max_retry_wait, binary)
@@ -328,35 +350,24 @@ class Client(_Core):
         self._http.close()
 
     def _send(self, path: str, content: bytes, content_type: str, accept: str) -> httpx.Response:
-        url = self.base_url + path
         for attempt in range(self.retries + 1):
             try:
                 response = self._http.post(
                     path, content=content, headers=self._headers_for(content_type, accept)
                 )
-            except httpx.TransportError as error:
-                raise _with_url(error, "POST", url) from error
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
+                raise _transport_error(error, self.base_url + path) from error
             if response.status_code != 503 or attempt == self.retries:
                 return response
             time.sleep(retry_delay(response, attempt, self.max_retry_wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _compute(self, path: str, body: wire.Body) -> httpx.Response:
-        if self._binary is not False:
-            content = body.npz()
-            if content is not None:
-                response = self._send(path, content, wire.NPZ_MEDIA_TYPE, wire.NPZ_MEDIA_TYPE)
-                if response.status_code != 415:
-                    if response.status_code < 400 or response.status_code == 422:
-                        self._binary = True
-                    return response
-                self._binary = False
-        return self._send(path, body.json(), wire.JSON_MEDIA_TYPE, wire.NPZ_MEDIA_TYPE)
+        content, media_type = self._compute_content(body)
+        return self._send(path, content, media_type, wire.NPZ_MEDIA_TYPE)
 
-    def _post_json(self, path: str, content: bytes) -> Any:
-        response = self._send(path, content, wire.JSON_MEDIA_TYPE, wire.JSON_MEDIA_TYPE)
-        self._raise_for(response)
-        return response.json()
+    def _post_json(self, path: str, content: bytes) -> httpx.Response:
+        return self._send(path, content, wire.JSON_MEDIA_TYPE, wire.JSON_MEDIA_TYPE)
 
     def cross_entropy(
         self,
@@ -364,21 +375,22 @@ class Client(_Core):
         labels: Any,
         *,
         weight: Any = None,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-        label_smoothing: float = 0.0,
-        dtype: Dtype = "float64",
-        numeric: Mapping[str, Any] | None = None,
-        tolerance: Mapping[str, float] | None = None,
-        include: Sequence[str] | None = None,
-        candidate: Mapping[str, Any] | None = None,
+        ignore_index: int | None = None,
+        reduction: Reduction | None = None,
+        label_smoothing: float | None = None,
+        dtype: Dtype | None = None,
+        numeric: GradientNumericOptions | None = None,
         z_loss: float | None = None,
         softcap: float | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[Output] | None = None,
+        vector: Any = None,
+        candidate: LossCandidate | Mapping[str, Any] | None = None,
     ) -> CrossEntropyResult:
-        """`POST /v1/cross-entropy`: loss, gradient, checks (and `candidate_check` when you
-        send `candidate`, a dict of your own outputs: probabilities, log_probabilities, loss,
-        losses, gradient, jacobian). Arrays are anything `np.asarray` takes, torch tensors
-        included; the options mean what they mean in `torch.nn.functional.cross_entropy`."""
+        """`POST /v1/cross-entropy`: loss, gradient, checks, Hessians (`include`), H·v (with
+        `vector`), and `candidate_check` when you send `candidate`, your own outputs. Arrays are
+        anything `np.asarray` takes, torch tensors included; the options mean what they mean in
+        `torch.nn.functional.cross_entropy`; options left None take the service's defaults."""
         body = self._cross_entropy_body(
             logits,
             labels,
@@ -388,71 +400,57 @@ class Client(_Core):
             label_smoothing=label_smoothing,
             dtype=dtype,
             numeric=numeric,
-            tolerance=tolerance,
-            include=include,
-            candidate=candidate,
             z_loss=z_loss,
             softcap=softcap,
+            tolerance=tolerance,
+            include=include,
+            vector=vector,
+            candidate=candidate,
         )
-        response = self._compute("/v1/cross-entropy", body)
-        self._raise_for(response)
-        return wire.cross_entropy_result(*wire.read_compute(response))
+        return self._read(self._compute("/v1/cross-entropy", body), self._compute_result)
 
     def softmax(
         self,
         logits: Any,
         *,
         dim: int | None = None,
-        dtype: Dtype = "float64",
-        numeric: Mapping[str, Any] | None = None,
-        tolerance: Mapping[str, float] | None = None,
-        include: Sequence[str] | None = None,
-        candidate: Mapping[str, Any] | None = None,
+        dtype: Dtype | None = None,
+        numeric: NumericOptions | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[SoftmaxOutput] | None = None,
+        candidate: SoftmaxCandidate | Mapping[str, Any] | None = None,
     ) -> SoftmaxResult:
         """`POST /v1/softmax`: probabilities, Jacobian, checks. With `dim`, softmax is taken
-        along that axis (as `torch.softmax(x, dim)`): probabilities come back in the input's
-        layout and Jacobians as (*other axes, C, C), and a candidate is in the same shapes. (A
-        service that predates `dim` gets the logits as rows, class axis last; the results are
-        put back in your layout, but a candidate must then be given as those rows.)"""
-        options: dict[str, Any] = {
-            "dtype": dtype,
-            "numeric": numeric,
-            "tolerance": tolerance,
-            "include": include,
-            "candidate": candidate,
-        }
-        server_dim = self._uses_server_dim(dim)
-        body, shape, axis = self._softmax_request(logits, dim, server_dim, **options)
-        response = self._compute("/v1/softmax", body)
-        if server_dim and self._learn_dim(response):
-            body, shape, axis = self._softmax_request(logits, dim, False, **options)
-            response = self._compute("/v1/softmax", body)
-        self._raise_for(response)
-        return _restore_dim(wire.softmax_result(*wire.read_compute(response)), shape, axis)
+        along that axis (as `torch.softmax(x, dim)`)."""
+        body = self._softmax_body(
+            logits,
+            dim=dim,
+            dtype=dtype,
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        return self._read(self._compute("/v1/softmax", body), self._softmax_result)
 
     def check(
         self,
         logits: Any,
         labels: Any = None,
         *,
-        candidate: Mapping[str, Any],
-        include: Sequence[str] = (),
+        candidate: LossCandidate | Mapping[str, Any],
         **options: Any,
     ) -> CandidateCheck:
         """Your outputs (`candidate`) against the exact reference: the candidate check alone.
         With `labels` it is cross-entropy's (options as `cross_entropy`), without them
         softmax's (probabilities, log_probabilities, jacobian)."""
+        options.setdefault("include", ())
+        result: SoftmaxResult
         if labels is None:
-            result: SoftmaxResult = self.softmax(
-                logits, candidate=candidate, include=include, **options
-            )
+            result = self.softmax(logits, candidate=candidate, **options)
         else:
-            result = self.cross_entropy(
-                logits, labels, candidate=candidate, include=include, **options
-            )
-        if result.candidate_check is None:
-            raise GradcheckError(200, "the response has no candidate_check", self.base_url)
-        return result.candidate_check
+            result = self.cross_entropy(logits, labels, candidate=candidate, **options)
+        return self._candidate_check(result, self.base_url)
 
     def problems(
         self,
@@ -460,7 +458,7 @@ class Client(_Core):
         *,
         batch_size: int | None = None,
         num_classes: int | None = None,
-        label_type: Literal["index", "probabilities"] | None = None,
+        label_type: LabelType | None = None,
         logit_scale: float | None = None,
         weight: Any = None,
         ignore_index: int | None = None,
@@ -471,10 +469,9 @@ class Client(_Core):
         """`POST /v1/problems`: the seeded problem of `seed` (e.g. "hw3:ada@example.edu");
         options left None take the service's defaults."""
         options = dict(locals())
-        for name in ("self", "seed"):
-            del options[name]
-        data = self._post_json("/v1/problems", self._problem_body(seed, options))
-        return Problem.from_json(data)
+        del options["self"], options["seed"]
+        content = self._problem_body(seed, options)
+        return self._read(self._post_json("/v1/problems", content), self._problem)
 
     def grade(
         self,
@@ -482,23 +479,22 @@ class Client(_Core):
         *,
         problem_id: str | None = None,
         problem: Problem | Mapping[str, Any] | None = None,
-        points: Mapping[str, float] | None = None,
-        tolerance: Mapping[str, float] | None = None,
+        tolerance: ToleranceOptions | None = None,
+        points: Mapping[Part, float] | None = None,
         partial_credit: bool | None = None,
-        feedback: str | None = None,
+        feedback: Feedback | None = None,
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
-        visibility: str | None = None,
-    ) -> dict[str, Any]:
+        visibility: Visibility | None = None,
+    ) -> GradingResult:
         """`POST /v1/grade`: one answer (a dict of loss, gradient, … as arrays or lists) to a
-        problem given by id or in full. Returns the result in the requested `format` (native,
-        gradescope or prairielearn) as the service wrote it."""
-        options = _grading_options(
-            points, tolerance, partial_credit, feedback, format, reveal_expected, visibility
-        )
-        content = self._grading_body(problem_id, problem, options, submission=submission)
-        result: dict[str, Any] = self._post_json("/v1/grade", content)
-        return result
+        problem given by id or in full. Returns the result in the requested `format`:
+        `GradeResult` (native), `GradescopeResult` or `PrairieLearnResult`, each with the
+        service's JSON in `raw`."""
+        options = dict(locals())
+        del options["self"], options["problem_id"], options["problem"]
+        content = self._grading_body(problem_id, problem, options)
+        return self._read(self._post_json("/v1/grade", content), _grade_reader(format))
 
     def grade_batch(
         self,
@@ -507,33 +503,27 @@ class Client(_Core):
         problem_id: str | None = None,
         problem: Problem | Mapping[str, Any] | None = None,
         items: Sequence[Mapping[str, Any]] | None = None,
-        points: Mapping[str, float] | None = None,
-        tolerance: Mapping[str, float] | None = None,
+        tolerance: ToleranceOptions | None = None,
+        points: Mapping[Part, float] | None = None,
         partial_credit: bool | None = None,
-        feedback: str | None = None,
+        feedback: Feedback | None = None,
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
-        visibility: str | None = None,
-    ) -> list[dict[str, Any]]:
+        visibility: Visibility | None = None,
+    ) -> list[GradingResult]:
         """`POST /v1/grade/batch`: many answers to one problem (`submissions`), or a roster
         (`items`: dicts of problem_id or problem, submission and an optional student label),
         in one call. Returns one result per answer, in order."""
-        options = _grading_options(
-            points, tolerance, partial_credit, feedback, format, reveal_expected, visibility
-        )
-        content = self._grading_body(
-            problem_id,
-            problem,
-            options,
-            submissions=None if submissions is None else list(submissions),
-            items=None if items is None else self._items(items),
-        )
-        results: list[dict[str, Any]] = self._post_json("/v1/grade/batch", content)["results"]
-        return results
+        options = dict(locals())
+        del options["self"], options["problem_id"], options["problem"]
+        options["submissions"] = None if submissions is None else list(submissions)
+        options["items"] = None if items is None else self._items(items)
+        content = self._grading_body(problem_id, problem, options)
+        return self._read(self._post_json("/v1/grade/batch", content), _grades_reader(format))
 
 
 class AsyncClient(_Core):
-    """The asynchronous twin of `Client`: the same methods, awaited.
+    """The asynchronous twin of `Client`: the same methods and errors, awaited.
 
     ```python
     async with AsyncClient("http://127.0.0.1:8000") as service:
@@ -549,7 +539,7 @@ class AsyncClient(_Core):
         *,
         retries: int = DEFAULT_RETRIES,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
-        binary: bool | None = None,
+        binary: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, api_key, retries, max_retry_wait, binary)
@@ -573,35 +563,24 @@ class AsyncClient(_Core):
     async def _send(
         self, path: str, content: bytes, content_type: str, accept: str
     ) -> httpx.Response:
-        url = self.base_url + path
         for attempt in range(self.retries + 1):
             try:
                 response = await self._http.post(
                     path, content=content, headers=self._headers_for(content_type, accept)
                 )
-            except httpx.TransportError as error:
-                raise _with_url(error, "POST", url) from error
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
+                raise _transport_error(error, self.base_url + path) from error
             if response.status_code != 503 or attempt == self.retries:
                 return response
             await asyncio.sleep(retry_delay(response, attempt, self.max_retry_wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _compute(self, path: str, body: wire.Body) -> httpx.Response:
-        if self._binary is not False:
-            content = body.npz()
-            if content is not None:
-                response = await self._send(path, content, wire.NPZ_MEDIA_TYPE, wire.NPZ_MEDIA_TYPE)
-                if response.status_code != 415:
-                    if response.status_code < 400 or response.status_code == 422:
-                        self._binary = True
-                    return response
-                self._binary = False
-        return await self._send(path, body.json(), wire.JSON_MEDIA_TYPE, wire.NPZ_MEDIA_TYPE)
+        content, media_type = self._compute_content(body)
+        return await self._send(path, content, media_type, wire.NPZ_MEDIA_TYPE)
 
-    async def _post_json(self, path: str, content: bytes) -> Any:
-        response = await self._send(path, content, wire.JSON_MEDIA_TYPE, wire.JSON_MEDIA_TYPE)
-        self._raise_for(response)
-        return response.json()
+    async def _post_json(self, path: str, content: bytes) -> httpx.Response:
+        return await self._send(path, content, wire.JSON_MEDIA_TYPE, wire.JSON_MEDIA_TYPE)
 
     async def cross_entropy(
         self,
@@ -609,16 +588,17 @@ class AsyncClient(_Core):
         labels: Any,
         *,
         weight: Any = None,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-        label_smoothing: float = 0.0,
-        dtype: Dtype = "float64",
-        numeric: Mapping[str, Any] | None = None,
-        tolerance: Mapping[str, float] | None = None,
-        include: Sequence[str] | None = None,
-        candidate: Mapping[str, Any] | None = None,
+        ignore_index: int | None = None,
+        reduction: Reduction | None = None,
+        label_smoothing: float | None = None,
+        dtype: Dtype | None = None,
+        numeric: GradientNumericOptions | None = None,
         z_loss: float | None = None,
         softcap: float | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[Output] | None = None,
+        vector: Any = None,
+        candidate: LossCandidate | Mapping[str, Any] | None = None,
     ) -> CrossEntropyResult:
         """`POST /v1/cross-entropy`, as `Client.cross_entropy`."""
         body = self._cross_entropy_body(
@@ -630,65 +610,54 @@ class AsyncClient(_Core):
             label_smoothing=label_smoothing,
             dtype=dtype,
             numeric=numeric,
-            tolerance=tolerance,
-            include=include,
-            candidate=candidate,
             z_loss=z_loss,
             softcap=softcap,
+            tolerance=tolerance,
+            include=include,
+            vector=vector,
+            candidate=candidate,
         )
-        response = await self._compute("/v1/cross-entropy", body)
-        self._raise_for(response)
-        return wire.cross_entropy_result(*wire.read_compute(response))
+        return self._read(await self._compute("/v1/cross-entropy", body), self._compute_result)
 
     async def softmax(
         self,
         logits: Any,
         *,
         dim: int | None = None,
-        dtype: Dtype = "float64",
-        numeric: Mapping[str, Any] | None = None,
-        tolerance: Mapping[str, float] | None = None,
-        include: Sequence[str] | None = None,
-        candidate: Mapping[str, Any] | None = None,
+        dtype: Dtype | None = None,
+        numeric: NumericOptions | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[SoftmaxOutput] | None = None,
+        candidate: SoftmaxCandidate | Mapping[str, Any] | None = None,
     ) -> SoftmaxResult:
         """`POST /v1/softmax`, as `Client.softmax`."""
-        options: dict[str, Any] = {
-            "dtype": dtype,
-            "numeric": numeric,
-            "tolerance": tolerance,
-            "include": include,
-            "candidate": candidate,
-        }
-        server_dim = self._uses_server_dim(dim)
-        body, shape, axis = self._softmax_request(logits, dim, server_dim, **options)
-        response = await self._compute("/v1/softmax", body)
-        if server_dim and self._learn_dim(response):
-            body, shape, axis = self._softmax_request(logits, dim, False, **options)
-            response = await self._compute("/v1/softmax", body)
-        self._raise_for(response)
-        return _restore_dim(wire.softmax_result(*wire.read_compute(response)), shape, axis)
+        body = self._softmax_body(
+            logits,
+            dim=dim,
+            dtype=dtype,
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        return self._read(await self._compute("/v1/softmax", body), self._softmax_result)
 
     async def check(
         self,
         logits: Any,
         labels: Any = None,
         *,
-        candidate: Mapping[str, Any],
-        include: Sequence[str] = (),
+        candidate: LossCandidate | Mapping[str, Any],
         **options: Any,
     ) -> CandidateCheck:
         """The candidate check alone, as `Client.check`."""
+        options.setdefault("include", ())
+        result: SoftmaxResult
         if labels is None:
-            result: SoftmaxResult = await self.softmax(
-                logits, candidate=candidate, include=include, **options
-            )
+            result = await self.softmax(logits, candidate=candidate, **options)
         else:
-            result = await self.cross_entropy(
-                logits, labels, candidate=candidate, include=include, **options
-            )
-        if result.candidate_check is None:
-            raise GradcheckError(200, "the response has no candidate_check", self.base_url)
-        return result.candidate_check
+            result = await self.cross_entropy(logits, labels, candidate=candidate, **options)
+        return self._candidate_check(result, self.base_url)
 
     async def problems(
         self,
@@ -696,7 +665,7 @@ class AsyncClient(_Core):
         *,
         batch_size: int | None = None,
         num_classes: int | None = None,
-        label_type: Literal["index", "probabilities"] | None = None,
+        label_type: LabelType | None = None,
         logit_scale: float | None = None,
         weight: Any = None,
         ignore_index: int | None = None,
@@ -706,10 +675,9 @@ class AsyncClient(_Core):
     ) -> Problem:
         """`POST /v1/problems`, as `Client.problems`."""
         options = dict(locals())
-        for name in ("self", "seed"):
-            del options[name]
-        data = await self._post_json("/v1/problems", self._problem_body(seed, options))
-        return Problem.from_json(data)
+        del options["self"], options["seed"]
+        content = self._problem_body(seed, options)
+        return self._read(await self._post_json("/v1/problems", content), self._problem)
 
     async def grade(
         self,
@@ -717,21 +685,19 @@ class AsyncClient(_Core):
         *,
         problem_id: str | None = None,
         problem: Problem | Mapping[str, Any] | None = None,
-        points: Mapping[str, float] | None = None,
-        tolerance: Mapping[str, float] | None = None,
+        tolerance: ToleranceOptions | None = None,
+        points: Mapping[Part, float] | None = None,
         partial_credit: bool | None = None,
-        feedback: str | None = None,
+        feedback: Feedback | None = None,
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
-        visibility: str | None = None,
-    ) -> dict[str, Any]:
+        visibility: Visibility | None = None,
+    ) -> GradingResult:
         """`POST /v1/grade`, as `Client.grade`."""
-        options = _grading_options(
-            points, tolerance, partial_credit, feedback, format, reveal_expected, visibility
-        )
-        content = self._grading_body(problem_id, problem, options, submission=submission)
-        result: dict[str, Any] = await self._post_json("/v1/grade", content)
-        return result
+        options = dict(locals())
+        del options["self"], options["problem_id"], options["problem"]
+        content = self._grading_body(problem_id, problem, options)
+        return self._read(await self._post_json("/v1/grade", content), _grade_reader(format))
 
     async def grade_batch(
         self,
@@ -740,25 +706,18 @@ class AsyncClient(_Core):
         problem_id: str | None = None,
         problem: Problem | Mapping[str, Any] | None = None,
         items: Sequence[Mapping[str, Any]] | None = None,
-        points: Mapping[str, float] | None = None,
-        tolerance: Mapping[str, float] | None = None,
+        tolerance: ToleranceOptions | None = None,
+        points: Mapping[Part, float] | None = None,
         partial_credit: bool | None = None,
-        feedback: str | None = None,
+        feedback: Feedback | None = None,
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
-        visibility: str | None = None,
-    ) -> list[dict[str, Any]]:
+        visibility: Visibility | None = None,
+    ) -> list[GradingResult]:
         """`POST /v1/grade/batch`, as `Client.grade_batch`."""
-        options = _grading_options(
-            points, tolerance, partial_credit, feedback, format, reveal_expected, visibility
-        )
-        content = self._grading_body(
-            problem_id,
-            problem,
-            options,
-            submissions=None if submissions is None else list(submissions),
-            items=None if items is None else self._items(items),
-        )
-        body = await self._post_json("/v1/grade/batch", content)
-        results: list[dict[str, Any]] = body["results"]
-        return results
+        options = dict(locals())
+        del options["self"], options["problem_id"], options["problem"]
+        options["submissions"] = None if submissions is None else list(submissions)
+        options["items"] = None if items is None else self._items(items)
+        content = self._grading_body(problem_id, problem, options)
+        return self._read(await self._post_json("/v1/grade/batch", content), _grades_reader(format))

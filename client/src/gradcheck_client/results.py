@@ -1,7 +1,9 @@
-"""Typed results: numpy arrays for the arrays, frozen dataclasses for the checks.
+"""Typed results: numpy arrays for the arrays, frozen dataclasses for everything else.
 
-Every object keeps the server's own JSON fields in `raw`, so a field added by a newer server is
-never lost (read it there until this package names it).
+Each class names every field of its response model in the service's OpenAPI schema (a test
+compares them). A field the schema requires is read as such: a response without it raises
+`KeyError`, which the client reports as `ResponseError`. Every object also keeps the server's
+own JSON fields in `raw`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,31 @@ def _optional_number(value: Any) -> float | None:
     return None if value is None else _number(value)
 
 
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _index(value: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in value) if isinstance(value, list) else (int(value),)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    return tuple(str(item) for item in value or ())
+
+
+# ----- the compute endpoints ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The tolerance applied: an entry passes where |got − expected| ≤ atol + rtol·|expected|."""
+
+    atol: float
+    rtol: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tolerance:
+        return cls(_number(data["atol"]), _number(data["rtol"]))
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,8 @@ class Mismatch:
 @dataclass(frozen=True)
 class Check:
     """The service's analytic derivative against its numeric one (`gradient_check`,
-    `jacobian_check`): `passed`, the counts, the error sizes and a sentence (`message`)."""
+    `jacobian_check`, `hessian_check`): `passed`, the counts, the error sizes, the step and a
+    sentence (`message`)."""
 
     passed: bool
     mismatches: int
@@ -63,8 +89,12 @@ class Check:
     rtol: float
     method: str
     message: str
-    step: float | None = None
-    step_rule: str | None = None
+    step: float
+    step_rule: str
+    step_min: float
+    step_max: float
+    estimated_truncation_error: float
+    estimated_rounding_error: float
     worst_mismatches: tuple[Mismatch, ...] = ()
     directions: int | None = None
     """How many random directions were checked (`numeric.directions`), if so."""
@@ -75,19 +105,21 @@ class Check:
         directions = data.get("directions")
         return cls(
             passed=bool(data["passed"]),
-            mismatches=int(data.get("mismatches", 0)),
-            checked=int(data.get("checked", 0)),
-            max_abs_error=_number(data.get("max_abs_error")),
-            max_rel_error=_number(data.get("max_rel_error")),
-            atol=_number(data.get("atol")),
-            rtol=_number(data.get("rtol")),
-            method=str(data.get("method", "")),
-            message=str(data.get("message", "")),
-            step=_optional_number(data.get("step")),
-            step_rule=data.get("step_rule"),
-            worst_mismatches=tuple(
-                Mismatch.from_json(m) for m in data.get("worst_mismatches") or ()
-            ),
+            mismatches=int(data["mismatches"]),
+            checked=int(data["checked"]),
+            max_abs_error=_number(data["max_abs_error"]),
+            max_rel_error=_number(data["max_rel_error"]),
+            atol=_number(data["atol"]),
+            rtol=_number(data["rtol"]),
+            method=str(data["method"]),
+            message=str(data["message"]),
+            step=_number(data["step"]),
+            step_rule=str(data["step_rule"]),
+            step_min=_number(data["step_min"]),
+            step_max=_number(data["step_max"]),
+            estimated_truncation_error=_number(data["estimated_truncation_error"]),
+            estimated_rounding_error=_number(data["estimated_rounding_error"]),
+            worst_mismatches=tuple(Mismatch.from_json(m) for m in data["worst_mismatches"]),
             directions=int(directions) if isinstance(directions, int) else None,
             raw=data,
         )
@@ -118,6 +150,8 @@ class OutputCheck:
     """None when taken over a non-finite entry of yours."""
     max_rel_error: float | None
     max_ulp_error: float | None
+    """In ulps of your output's own dtype at the larger of |expected| and the largest |expected|
+    of its row (see the service's `max_ulp_error`)."""
     worst: tuple[CandidateEntry, ...] = ()
     defect: str | None = None
     """Why your value could not be read (wrong shape, strings, …), if so."""
@@ -127,14 +161,14 @@ class OutputCheck:
     def from_json(cls, data: dict[str, Any]) -> OutputCheck:
         return cls(
             passed=bool(data["passed"]),
-            checked=int(data.get("checked", 0)),
-            mismatches=int(data.get("mismatches", 0)),
-            nonfinite=int(data.get("nonfinite", 0)),
-            max_abs_error=_optional_number(data.get("max_abs_error")),
-            max_rel_error=_optional_number(data.get("max_rel_error")),
-            max_ulp_error=_optional_number(data.get("max_ulp_error")),
-            worst=tuple(CandidateEntry.from_json(e) for e in data.get("worst") or ()),
-            defect=data.get("defect"),
+            checked=int(data["checked"]),
+            mismatches=int(data["mismatches"]),
+            nonfinite=int(data["nonfinite"]),
+            max_abs_error=_optional_number(data["max_abs_error"]),
+            max_rel_error=_optional_number(data["max_rel_error"]),
+            max_ulp_error=_optional_number(data["max_ulp_error"]),
+            worst=tuple(CandidateEntry.from_json(e) for e in data["worst"]),
+            defect=_optional_text(data.get("defect")),
             raw=data,
         )
 
@@ -153,22 +187,24 @@ class Diagnosis:
     def from_json(cls, data: dict[str, Any]) -> Diagnosis:
         return cls(
             code=str(data["code"]),
-            output=str(data.get("output", "")),
-            message=str(data.get("message", "")),
-            evidence=str(data.get("evidence", "")),
-            indistinguishable_from=tuple(str(c) for c in data.get("indistinguishable_from") or ()),
+            output=str(data["output"]),
+            message=str(data["message"]),
+            evidence=str(data["evidence"]),
+            indistinguishable_from=_texts(data["indistinguishable_from"]),
         )
 
 
 @dataclass(frozen=True)
 class CandidateCheck:
     """Your outputs against the exact reference, and the mistakes that explain them (the most
-    likely first; empty when they pass or when no known mistake explains them)."""
+    likely first; empty when they pass or when no known mistake explains them), with the
+    `tolerance` every output was held to."""
 
     passed: bool
     outputs: dict[str, OutputCheck]
     diagnoses: tuple[Diagnosis, ...]
     notes: tuple[str, ...]
+    tolerance: Tolerance
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -176,33 +212,35 @@ class CandidateCheck:
         return cls(
             passed=bool(data["passed"]),
             outputs={
-                str(name): OutputCheck.from_json(value)
-                for name, value in (data.get("outputs") or {}).items()
+                str(name): OutputCheck.from_json(value) for name, value in data["outputs"].items()
             },
-            diagnoses=tuple(Diagnosis.from_json(d) for d in data.get("diagnoses") or ()),
-            notes=tuple(str(n) for n in data.get("notes") or ()),
+            diagnoses=tuple(Diagnosis.from_json(d) for d in data["diagnoses"]),
+            notes=_texts(data["notes"]),
+            tolerance=Tolerance.from_json(data["tolerance"]),
             raw=data,
         )
 
 
 @dataclass(frozen=True)
 class DirectionalDerivatives:
-    """`numeric.directions`: the numeric and analytic derivative along each random direction."""
+    """`numeric.directions`: the numeric and analytic derivative along each random direction;
+    direction i is the i-th draw of numpy's `default_rng(seed)` (see the API)."""
 
     numeric: FloatArray
     analytic: FloatArray
+    seed: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SoftmaxResult:
     """What `/v1/softmax` returned; arrays not asked for in `include` are None.
 
     `log_probabilities` holds -inf where a logit was -inf (the JSON API writes null there)."""
 
     dtype: str
-    batch_size: int | None = None
-    num_classes: int | None = None
-    spatial_shape: tuple[int, ...] = ()
+    batch_size: int
+    num_classes: int
+    spatial_shape: tuple[int, ...]
     """(d1, …, dk) of K-dimensional inputs (N, C, d1, …, dk); () otherwise."""
     probabilities: FloatArray | None = None
     log_probabilities: FloatArray | None = None
@@ -211,24 +249,66 @@ class SoftmaxResult:
     jacobian_check: Check | None = None
     candidate_check: CandidateCheck | None = None
     arrays: dict[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
-    """Every array of the response by name, those this class does not name included."""
+    """Every array of the response by name."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Every non-array field of the response, as the service wrote it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CrossEntropyResult(SoftmaxResult):
     """What `/v1/cross-entropy` returned; arrays not asked for in `include` are None.
 
-    `loss` is a float for `mean` and `sum`, the array of per-sample losses for `none`."""
+    `loss` is a float for `mean` and `sum`, the array of per-position losses for `none`;
+    `losses` a float for logits without a batch axis."""
 
-    reduction: str | None = None
+    reduction: str
+    losses: float | FloatArray
     loss: float | FloatArray | None = None
-    losses: FloatArray | None = None
     gradient: FloatArray | None = None
     numeric_gradient: FloatArray | None = None
     gradient_check: Check | None = None
     directional_derivatives: DirectionalDerivatives | None = None
+    hessian: FloatArray | None = None
+    numeric_hessian: FloatArray | None = None
+    hessian_check: Check | None = None
+    hessian_vector_product: FloatArray | None = None
+
+
+# ----- the grading endpoints ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProblemParameters:
+    """The generator's parameters, as signed in the problem id."""
+
+    seed: str
+    batch_size: int
+    num_classes: int
+    label_type: str
+    logit_scale: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProblemParameters:
+        return cls(
+            seed=str(data["seed"]),
+            batch_size=int(data["batch_size"]),
+            num_classes=int(data["num_classes"]),
+            label_type=str(data["label_type"]),
+            logit_scale=_number(data["logit_scale"]),
+        )
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """How the numbers were made, for the record."""
+
+    name: str
+    algorithm: str
+    numpy: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GeneratorInfo:
+        return cls(str(data["name"]), str(data["algorithm"]), str(data["numpy"]))
 
 
 @dataclass(frozen=True)
@@ -244,22 +324,24 @@ class Problem:
     reduction: str
     label_smoothing: float
     dtype: str
-    parameters: dict[str, Any]
+    parameters: ProblemParameters
+    generator: GeneratorInfo
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Problem:
-        weight = data.get("weight")
+        weight = data["weight"]
         return cls(
             problem_id=str(data["problem_id"]),
             logits=np.asarray(data["logits"], dtype=np.float64),
             labels=np.asarray(data["labels"]),
             weight=None if weight is None else np.asarray(weight, dtype=np.float64),
-            ignore_index=int(data.get("ignore_index", -100)),
-            reduction=str(data.get("reduction", "mean")),
-            label_smoothing=float(data.get("label_smoothing", 0.0)),
-            dtype=str(data.get("dtype", "float64")),
-            parameters=dict(data.get("parameters") or {}),
+            ignore_index=int(data["ignore_index"]),
+            reduction=str(data["reduction"]),
+            label_smoothing=_number(data["label_smoothing"]),
+            dtype=str(data["dtype"]),
+            parameters=ProblemParameters.from_json(data["parameters"]),
+            generator=GeneratorInfo.from_json(data["generator"]),
             raw=data,
         )
 
@@ -269,3 +351,203 @@ class Problem:
         return {
             k: v for k, v in self.raw.items() if k not in {"problem_id", "parameters", "generator"}
         }
+
+
+@dataclass(frozen=True)
+class MismatchEntry:
+    """A graded entry outside the tolerance, with the submitted value (and the expected one
+    with `reveal_expected`)."""
+
+    index: tuple[int, ...]
+    submitted: float
+    expected: float | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MismatchEntry:
+        return cls(
+            _index(data["index"]),
+            _number(data["submitted"]),
+            _optional_number(data.get("expected")),
+        )
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """The grade of one part (loss, gradient, …) in the native format."""
+
+    name: str
+    passed: bool
+    score: float
+    max_score: float
+    max_abs_error: float | None
+    max_rel_error: float | None
+    fraction_correct: float | None
+    message: str
+    diagnosis: str | None = None
+    mismatches: tuple[MismatchEntry, ...] | None = None
+    expected: Any = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartResult:
+        mismatches = data.get("mismatches")
+        return cls(
+            name=str(data["name"]),
+            passed=bool(data["passed"]),
+            score=_number(data["score"]),
+            max_score=_number(data["max_score"]),
+            max_abs_error=_optional_number(data["max_abs_error"]),
+            max_rel_error=_optional_number(data["max_rel_error"]),
+            fraction_correct=_optional_number(data["fraction_correct"]),
+            message=str(data["message"]),
+            diagnosis=_optional_text(data.get("diagnosis")),
+            mismatches=None
+            if mismatches is None
+            else tuple(MismatchEntry.from_json(m) for m in mismatches),
+            expected=data.get("expected"),
+        )
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """A grade in the native format (`format="native"`)."""
+
+    score: float
+    max_score: float
+    gradable: bool
+    format_errors: tuple[str, ...]
+    message: str
+    parts: tuple[PartResult, ...]
+    student: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The result as the service wrote it (write this as a results file)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GradeResult:
+        return cls(
+            score=_number(data["score"]),
+            max_score=_number(data["max_score"]),
+            gradable=bool(data["gradable"]),
+            format_errors=_texts(data["format_errors"]),
+            message=str(data["message"]),
+            parts=tuple(PartResult.from_json(p) for p in data["parts"]),
+            student=_optional_text(data.get("student")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class GradescopeTest:
+    """One test of Gradescope's results.json: one graded part."""
+
+    name: str
+    score: float
+    max_score: float
+    status: str
+    output: str
+    output_format: str
+    visibility: str
+    extra_data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GradescopeTest:
+        return cls(
+            name=str(data["name"]),
+            score=_number(data["score"]),
+            max_score=_number(data["max_score"]),
+            status=str(data["status"]),
+            output=str(data["output"]),
+            output_format=str(data["output_format"]),
+            visibility=str(data["visibility"]),
+            extra_data=data.get("extra_data"),
+        )
+
+
+@dataclass(frozen=True)
+class GradescopeResult:
+    """A grade as Gradescope's results.json (`format="gradescope"`)."""
+
+    score: float
+    output: str
+    output_format: str
+    visibility: str
+    stdout_visibility: str
+    tests: tuple[GradescopeTest, ...]
+    student: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The result as the service wrote it (write this as results.json)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GradescopeResult:
+        return cls(
+            score=_number(data["score"]),
+            output=str(data["output"]),
+            output_format=str(data["output_format"]),
+            visibility=str(data["visibility"]),
+            stdout_visibility=str(data["stdout_visibility"]),
+            tests=tuple(GradescopeTest.from_json(t) for t in data["tests"]),
+            student=_optional_text(data.get("student")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class PrairieLearnTest:
+    """One test of PrairieLearn's external-grader result."""
+
+    name: str
+    description: str
+    points: float
+    max_points: float
+    message: str
+    expected: Any = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PrairieLearnTest:
+        return cls(
+            name=str(data["name"]),
+            description=str(data["description"]),
+            points=_number(data["points"]),
+            max_points=_number(data["max_points"]),
+            message=str(data["message"]),
+            expected=data.get("expected"),
+        )
+
+
+@dataclass(frozen=True)
+class PrairieLearnResult:
+    """A grade as PrairieLearn's external-grader results.json (`format="prairielearn"`);
+    `score` is a fraction in [0, 1]."""
+
+    gradable: bool
+    score: float
+    message: str
+    format_errors: tuple[str, ...]
+    tests: tuple[PrairieLearnTest, ...]
+    student: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The result as the service wrote it (write this as results.json)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PrairieLearnResult:
+        return cls(
+            gradable=bool(data["gradable"]),
+            score=_number(data["score"]),
+            message=str(data["message"]),
+            format_errors=_texts(data["format_errors"]),
+            tests=tuple(PrairieLearnTest.from_json(t) for t in data["tests"]),
+            student=_optional_text(data.get("student")),
+            raw=data,
+        )
+
+
+GradingResult = GradeResult | GradescopeResult | PrairieLearnResult
+"""A grade in the format asked for: `GradeResult` (native), `GradescopeResult` or
+`PrairieLearnResult`; each keeps the service's JSON in `raw`."""
+
+GRADING_RESULTS: dict[str, type[GradeResult] | type[GradescopeResult] | type[PrairieLearnResult]]
+GRADING_RESULTS = {
+    "native": GradeResult,
+    "gradescope": GradescopeResult,
+    "prairielearn": PrairieLearnResult,
+}
+"""The result class of each `format`."""

@@ -41,6 +41,9 @@ ARRAY_FIELDS = frozenset(
         "losses",
         "gradient",
         "numeric_gradient",
+        "hessian",
+        "numeric_hessian",
+        "hessian_vector_product",
     }
 )
 """The array fields of a compute response (in JSON they are nested lists)."""
@@ -55,30 +58,47 @@ def _bfloat16() -> Any:
     return ml_dtypes.bfloat16
 
 
+def is_bfloat16_bits(array: npt.NDArray[Any]) -> bool:
+    """Whether `array` holds bfloat16 values as raw 2-byte voids: what `np.load` returns for
+    an `ml_dtypes.bfloat16` array saved by `np.save` (descriptor '<V2')."""
+    return array.dtype.kind == "V" and array.dtype.itemsize == 2 and array.dtype.names is None
+
+
+def bfloat16(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """bfloat16 bits as `ml_dtypes.bfloat16` when ml_dtypes is installed; as they are (2-byte
+    voids, which are sent as bfloat16 all the same) otherwise."""
+    kind = _bfloat16()
+    return array if kind is None else array.view(kind)
+
+
+def bfloat16_as_float32(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """bfloat16 bits as float32, exactly: a bfloat16 is the upper half of a float32."""
+    widened = array.view(np.uint16).astype(np.uint32) << np.uint32(16)
+    return widened.view(np.float32)
+
+
 def as_array(value: Any) -> npt.NDArray[Any]:
     """Anything `np.asarray` takes, torch tensors included (detached, moved to the CPU; a
-    bfloat16 tensor becomes an ml_dtypes.bfloat16 array when ml_dtypes is installed, float32
-    otherwise: both exact)."""
+    bfloat16 tensor keeps its bits: an ml_dtypes.bfloat16 array when ml_dtypes is installed,
+    2-byte voids otherwise, which are sent as bfloat16 all the same)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without torch
         tensor = value.detach().cpu()
         if str(tensor.dtype) == "torch.bfloat16":
-            bfloat16 = _bfloat16()
-            if bfloat16 is not None:
-                import torch  # present: the tensor is one of its own
+            import torch  # present: the tensor is one of its own
 
-                return np.asarray(tensor.view(torch.int16).numpy()).view(bfloat16)
-            tensor = tensor.float()
+            return bfloat16(np.asarray(tensor.view(torch.int16).numpy()).view("V2"))
         value = tensor
     return np.asarray(value)
 
 
-def _is_float(array: npt.NDArray[Any]) -> bool:
-    return array.dtype.kind == "f" or array.dtype.name == "bfloat16"
+def is_float(array: npt.NDArray[Any]) -> bool:
+    return array.dtype.kind == "f" or array.dtype.name == "bfloat16" or is_bfloat16_bits(array)
 
 
 def _float_member(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A float member in its own precision when the service reads it, else float64."""
-    if array.dtype.name in FLOAT_DTYPES:
+    """A float member in its own precision when the service reads it (bfloat16 bits as they
+    are: the service reads '<V2' as bfloat16), else float64."""
+    if array.dtype.name in FLOAT_DTYPES or is_bfloat16_bits(array):
         return array
     if array.dtype.kind in "fiub":
         return array.astype(np.float64)
@@ -102,11 +122,13 @@ def _json_value(value: Any, *, floats: bool) -> Any:
         array = as_array(value)
     except (ValueError, TypeError):
         array = None
-    if array is None or (array.dtype.kind not in "fiub" and not _is_float(array)):
+    if array is None or (array.dtype.kind not in "fiub" and not is_float(array)):
         if isinstance(value, list | tuple):
             return [_json_value(v, floats=floats) for v in value]
         return value
-    if floats or _is_float(array):
+    if is_bfloat16_bits(array):
+        array = bfloat16_as_float32(array)
+    if floats or is_float(array):
         return array.astype(np.float64).tolist()
     return array.astype(np.int64).tolist()
 
@@ -187,10 +209,8 @@ def _read_npz(content: bytes) -> tuple[dict[str, npt.NDArray[Any]], dict[str, An
                     metadata = json.loads(member.read())
                 elif name.endswith(".npy"):
                     array = np.lib.format.read_array(member, allow_pickle=False)
-                    if array.dtype.kind == "V" and array.dtype.itemsize == 2:
-                        bfloat16 = _bfloat16()
-                        if bfloat16 is not None:
-                            array = array.view(bfloat16)
+                    if is_bfloat16_bits(array):
+                        array = bfloat16(array)
                     arrays[name.removesuffix(".npy")] = array
     return arrays, metadata
 
@@ -224,69 +244,70 @@ def read_compute(response: httpx.Response) -> tuple[dict[str, npt.NDArray[Any]],
 
 def _check(metadata: dict[str, Any], name: str) -> Check | None:
     value = metadata.get(name)
-    return Check.from_json(value) if isinstance(value, dict) else None
+    return None if value is None else Check.from_json(value)
 
 
 def _candidate(metadata: dict[str, Any]) -> CandidateCheck | None:
     value = metadata.get("candidate_check")
-    return CandidateCheck.from_json(value) if isinstance(value, dict) else None
+    return None if value is None else CandidateCheck.from_json(value)
 
 
-def _int(metadata: dict[str, Any], name: str) -> int | None:
-    value = metadata.get(name)
-    return value if isinstance(value, int) else None
+def _softmax_fields(arrays: dict[str, FloatArray], metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dtype": str(metadata["dtype"]),
+        "batch_size": int(metadata["batch_size"]),
+        "num_classes": int(metadata["num_classes"]),
+        "spatial_shape": tuple(int(d) for d in metadata["spatial_shape"]),
+        "probabilities": arrays.get("probabilities"),
+        "log_probabilities": arrays.get("log_probabilities"),
+        "jacobian": arrays.get("jacobian"),
+        "numeric_jacobian": arrays.get("numeric_jacobian"),
+        "jacobian_check": _check(metadata, "jacobian_check"),
+        "candidate_check": _candidate(metadata),
+        "arrays": arrays,
+        "raw": metadata,
+    }
 
 
 def softmax_result(arrays: dict[str, FloatArray], metadata: dict[str, Any]) -> SoftmaxResult:
-    """The typed result of /v1/softmax."""
-    return SoftmaxResult(
-        dtype=str(metadata.get("dtype", "float64")),
-        batch_size=_int(metadata, "batch_size"),
-        num_classes=_int(metadata, "num_classes"),
-        spatial_shape=tuple(int(d) for d in metadata.get("spatial_shape") or ()),
-        probabilities=arrays.get("probabilities"),
-        log_probabilities=arrays.get("log_probabilities"),
-        jacobian=arrays.get("jacobian"),
-        numeric_jacobian=arrays.get("numeric_jacobian"),
-        jacobian_check=_check(metadata, "jacobian_check"),
-        candidate_check=_candidate(metadata),
-        arrays=arrays,
-        raw=metadata,
+    """The typed result of /v1/softmax (KeyError when a required field is missing)."""
+    return SoftmaxResult(**_softmax_fields(arrays, metadata))
+
+
+def _directional(metadata: dict[str, Any]) -> DirectionalDerivatives | None:
+    """k numbers each, written as lists (in .npz responses too, in metadata.json)."""
+    value = metadata.get("directional_derivatives")
+    if value is None:
+        return None
+    return DirectionalDerivatives(
+        np.asarray(value["numeric"], dtype=np.float64),
+        np.asarray(value["analytic"], dtype=np.float64),
+        int(value["seed"]),
     )
 
 
-def _directional(
-    arrays: dict[str, FloatArray], metadata: dict[str, Any]
-) -> DirectionalDerivatives | None:
-    value = metadata.get("directional_derivatives")
-    if isinstance(value, dict) and "numeric" in value and "analytic" in value:
-        return DirectionalDerivatives(
-            np.asarray(value["numeric"], dtype=np.float64),
-            np.asarray(value["analytic"], dtype=np.float64),
-        )
-    numeric = arrays.get("directional_derivatives.numeric")
-    analytic = arrays.get("directional_derivatives.analytic")
-    if numeric is not None and analytic is not None:
-        return DirectionalDerivatives(numeric, analytic)
-    return None
+def _scalar_or_array(array: FloatArray | None) -> float | FloatArray | None:
+    return float(array) if array is not None and array.ndim == 0 else array
 
 
 def cross_entropy_result(
     arrays: dict[str, FloatArray], metadata: dict[str, Any]
 ) -> CrossEntropyResult:
-    """The typed result of /v1/cross-entropy (a reduced loss as a float)."""
-    loss_array = arrays.get("loss")
-    loss: float | FloatArray | None = loss_array
-    if loss_array is not None and loss_array.ndim == 0:
-        loss = float(loss_array)
-    softmax = softmax_result(arrays, metadata)
+    """The typed result of /v1/cross-entropy (a reduced loss as a float; KeyError when a
+    required field is missing)."""
+    losses = _scalar_or_array(arrays["losses"])
+    assert losses is not None
     return CrossEntropyResult(
-        **{name: getattr(softmax, name) for name in softmax.__dataclass_fields__},
-        reduction=metadata.get("reduction"),
-        loss=loss,
-        losses=arrays.get("losses"),
+        **_softmax_fields(arrays, metadata),
+        reduction=str(metadata["reduction"]),
+        losses=losses,
+        loss=_scalar_or_array(arrays.get("loss")),
         gradient=arrays.get("gradient"),
         numeric_gradient=arrays.get("numeric_gradient"),
         gradient_check=_check(metadata, "gradient_check"),
-        directional_derivatives=_directional(arrays, metadata),
+        directional_derivatives=_directional(metadata),
+        hessian=arrays.get("hessian"),
+        numeric_hessian=arrays.get("numeric_hessian"),
+        hessian_check=_check(metadata, "hessian_check"),
+        hessian_vector_product=arrays.get("hessian_vector_product"),
     )

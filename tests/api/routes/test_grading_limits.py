@@ -288,7 +288,7 @@ ISSUED = signed(json.dumps(VALID, sort_keys=True, separators=(",", ":")).encode(
     suffix=st.binary(max_size=3),
 )
 def test_random_byte_changes_never_grade(changes: list[tuple[int, int]], suffix: bytes) -> None:
-    from app.api.routes.grading import signed_spec
+    from app.api.inputs import signed_spec
     from app.core.errors import RequestError
 
     data = bytearray(ISSUED.encode())
@@ -303,7 +303,7 @@ def test_random_byte_changes_never_grade(changes: list[tuple[int, int]], suffix:
 
 
 def test_the_issued_id_is_accepted() -> None:
-    from app.api.routes.grading import signed_spec
+    from app.api.inputs import signed_spec
 
     assert signed_spec(ISSUED, SECRET.encode(), ("problem_id",)).batch_size == 2
 
