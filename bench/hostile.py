@@ -220,14 +220,15 @@ async def _healthz_while(url: str, work: Any) -> tuple[Any, float]:
     poller = subprocess.Popen(
         [sys.executable, "-c", POLLER, url], stdout=subprocess.PIPE, text=True
     )
-    await asyncio.sleep(0.5)
+    assert poller.stdout is not None
+    first = await asyncio.to_thread(poller.stdout.readline)  # the poller answers before work
     try:
         result = await work
         await asyncio.sleep(0.1)
     finally:
         poller.terminate()
         output, _ = poller.communicate(timeout=20)
-    answers = output.split()
+    answers = (first + output).split()
     return result, float(answers[-1]) if answers else float("nan")
 
 
