@@ -28,6 +28,11 @@
 #                                 headers with httptools: put nginx in front,
 #                                 deploy/nginx, as compose and Kubernetes do)
 #   GRADCHECK_*                   service limits (app/core/config.py)
+#   GRADCHECK_GUIDE_DIR (/srv/gradcheck/guide)  the built docs, served at /guide/;
+#                                 messages link there (absolute, from the request's
+#                                 base URL) unless GRADCHECK_DOCS_URL names a site
+#   FORWARDED_ALLOW_IPS (127.0.0.1)  proxies whose X-Forwarded-Proto/-For uvicorn
+#                                 trusts (--proxy-headers): the scheme of those links
 #   MALLOC_ARENA_MAX (2), MALLOC_MMAP_THRESHOLD_ (32 MiB), MALLOC_TRIM_THRESHOLD_ (64 MiB)
 #                                 glibc's malloc keeps freed memory for the next
 #                                 request's arrays instead of returning it to the
@@ -36,8 +41,8 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---------------------------------------------------------------- build stage
-FROM ${PYTHON_IMAGE} AS builder
+# ------------------------------------------------------------------- uv stage
+FROM ${PYTHON_IMAGE} AS uv
 
 # Same uv as the Makefile, so the lock is read the same way.
 ARG UV_VERSION=0.13.9
@@ -60,6 +65,27 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python3 -m venv /opt/uv \
  && /opt/uv/bin/pip install --quiet "uv==${UV_VERSION}" \
  && /opt/uv/bin/uv --version
+
+# ------------------------------------------------------------- guide stage
+# The MkDocs site (docs/, mkdocs.yml, the examples it includes), built strictly,
+# served by the service at /guide/ (GRADCHECK_GUIDE_DIR) so that the links in its
+# messages open. MkDocs and its theme come in a venv of their own, at the
+# versions of uv.lock; nothing of this stage but the built pages is kept.
+FROM uv AS guide
+WORKDIR /src
+COPY pyproject.toml uv.lock ./
+RUN /opt/uv/bin/uv export --frozen --all-groups --no-hashes --no-emit-project \
+        --output-file /tmp/locked.txt \
+ && /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/mkdocs \
+ && /opt/uv/bin/uv pip install --python /opt/mkdocs/bin/python \
+        --constraint /tmp/locked.txt mkdocs mkdocs-material
+COPY mkdocs.yml ./
+COPY docs/ docs/
+COPY examples/ examples/
+RUN NO_MKDOCS_2_WARNING=1 /opt/mkdocs/bin/mkdocs build --strict --site-dir /srv/guide
+
+# ---------------------------------------------------------------- build stage
+FROM uv AS builder
 
 WORKDIR /src
 
@@ -84,6 +110,7 @@ RUN groupadd --system --gid "${APP_UID}" gradcheck \
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /srv/gradcheck /srv/gradcheck
+COPY --from=guide /srv/guide /srv/gradcheck/guide
 COPY deploy/docker/entrypoint.sh /usr/local/bin/gradcheck-entrypoint
 
 ENV PATH=/opt/venv/bin:$PATH \
@@ -95,6 +122,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEB_CONCURRENCY=1 \
     UVICORN_LIMIT_CONCURRENCY=200 \
     UVICORN_TIMEOUT_KEEP_ALIVE=75 \
+    GRADCHECK_GUIDE_DIR=/srv/gradcheck/guide \
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=67108864

@@ -11,6 +11,7 @@ from app import __version__
 from app.api.coalesce import Coalescer
 from app.api.docs import document_request_bodies, install_docs
 from app.api.errors import install_error_handlers
+from app.api.links import install_guide
 from app.api.routes import cross_entropy, grading, health, ops, softmax, web
 from app.api.security import api_key_guard, is_api_router, problem_signing_key
 from app.core.budget import MemoryBudget
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     install_docs(app)
     app.mount(web.STATIC_URL, web.static_files(), name="static")
+    install_guide(app, settings)
     install_error_handlers(app)
     document_request_bodies(app)
     return app

@@ -319,6 +319,24 @@ def candidate_gradient(payload: dict[str, Any], *, divided: bool = True) -> np.n
     return gradient / len(logits) if divided else gradient
 
 
+def unexplained_gradient(payload: dict[str, Any], seed: int = 27) -> np.ndarray:
+    """Case 6c: the right gradient with every entry off by a random 10 %: wrong in every row,
+    and no single code nor any pair of them explains it (the service tries them all, pairs on
+    the probe rows only)."""
+    rng = np.random.default_rng(seed)
+    gradient = candidate_gradient(payload)
+    noisy: np.ndarray = gradient * (1 + 0.1 * rng.standard_normal(gradient.shape))
+    return noisy
+
+
+def ascent_gradient(payload: dict[str, Any]) -> np.ndarray:
+    """Case 6c's pair: gradient ascent's y − a summed over the batch, sent as the gradient of
+    the mean: sign flipped and not divided by N (diagnosed as the pair sign_flipped,
+    not_divided)."""
+    ascent: np.ndarray = -candidate_gradient(payload, divided=False)
+    return ascent
+
+
 def candidate_jacobian(payload: dict[str, Any], *, diagonal: bool = True) -> np.ndarray:
     """A caller's softmax Jacobian diag(a) − a aᵀ per sample, (N, C, C); `diagonal=False` gives
     −a aᵀ (diagnosed as `jacobian_missing_diagonal`)."""

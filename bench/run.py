@@ -1,7 +1,7 @@
 """`make bench`: the cases of issue 6 (1–5, targets restated by issue 13), issue 14 (6a, 6b),
-issue 18 (7: a kernel's gradient at LLM scale) and issue 20 (8: second order) against a live
-uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a table with
-each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
+issue 27 (6c), issue 18 (7: a kernel's gradient at LLM scale) and issue 20 (8: second order)
+against a live uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a
+table with each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
 
     python -m bench.run [--quick] [--output-dir DIR]
 
@@ -129,6 +129,8 @@ TARGETS: dict[str, Target | None] = {
     "6a": Target(True, 1.3, "issue 14"),
     "6a gradient only": None,
     "6b": Target(True, 1.5, "issue 14"),
+    "6c": Target(True, 1.3, "issue 27"),
+    "6c pair": None,
     "7": Target(True, 2.5, "issue 18 item 6"),
     "7 memory": Target(True, 6, "issue 18 item 6"),
     "8": Target(True, 1.5, "issue 20 item 5"),
@@ -583,13 +585,26 @@ def candidate_checks(
                     JACOBIAN_MEANING,
                     reason,
                 ),
+                unavailable(
+                    "6c",
+                    f"6c unexplained gradient (N={n}, C={c})",
+                    "s",
+                    UNEXPLAINED_MEANING,
+                    reason,
+                ),
             ], {"available": False}
         gradient_rows, gradient_details = candidate_gradient_case(connection, plan)
         jacobian_rows, jacobian_details = candidate_jacobian_case(connection, plan, settings)
+        unexplained_rows, unexplained_details = unexplained_gradient_case(connection, plan)
     finally:
         connection.close()
-    details = {"available": True, "gradient": gradient_details, "jacobian": jacobian_details}
-    return [*gradient_rows, *jacobian_rows], details
+    details = {
+        "available": True,
+        "gradient": gradient_details,
+        "jacobian": jacobian_details,
+        "unexplained": unexplained_details,
+    }
+    return [*gradient_rows, *jacobian_rows, *unexplained_rows], details
 
 
 def candidate_gradient_case(connection: Connection, plan: Plan) -> tuple[list[Row], dict[str, Any]]:
@@ -655,6 +670,60 @@ def candidate_gradient_case(connection: Connection, plan: Plan) -> tuple[list[Ro
             variant: {name: len(body) for name, body in group.items()}
             for variant, group in bodies.items()
         },
+        "seconds": times,
+        "verdicts": verdicts,
+    }
+    return rows, details
+
+
+UNEXPLAINED_MEANING = "end-to-end time / the same request with a right candidate"
+
+
+def unexplained_gradient_case(
+    connection: Connection, plan: Plan
+) -> tuple[list[Row], dict[str, Any]]:
+    """Case 6c (issue 27): a candidate gradient that no single code explains (every entry off by
+    a random 10 %), N×C of plan.large, gradient only, against the same request with a right
+    candidate: every hypothesis, then every pair, fails on the probe rows (a few samples), so
+    the diagnosis costs a few rows per hypothesis, not the batch. For information, the pair
+    that does fit (gradient ascent: sign flipped and not divided), checked on every row once."""
+    n, c = plan.large
+    payload = cases.problem(n, c)
+    candidates = {
+        "correct": cases.candidate_gradient(payload),
+        "unexplained": cases.unexplained_gradient(payload),
+        "pair": cases.ascent_gradient(payload),
+    }
+    bodies = {
+        name: cases.candidate_request(payload, GRADIENT_INCLUDE, {"gradient": gradient})
+        for name, gradient in candidates.items()
+    }
+    verdicts = {
+        name: _verdict(cases.post_ready_json(connection, body), "gradient")
+        for name, body in bodies.items()
+    }
+    times = _interleaved(
+        {name: partial(cases.post_ready_json, connection, body) for name, body in bodies.items()},
+        plan.candidate_repeats,
+    )
+    rows = [
+        row(
+            key,
+            f"6c candidate gradient, {label}; gradient only (N={n}, C={c})",
+            times[name],
+            times["correct"],
+            "s",
+            times[name] / times["correct"],
+            UNEXPLAINED_MEANING,
+        )
+        for key, name, label in (
+            ("6c", "unexplained", "no code nor pair explains it"),
+            ("6c pair", "pair", "sign flipped and not divided (a pair), information"),
+        )
+    ]
+    details = {
+        "include": GRADIENT_INCLUDE,
+        "body_bytes": {name: len(body) for name, body in bodies.items()},
         "seconds": times,
         "verdicts": verdicts,
     }

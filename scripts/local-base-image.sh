@@ -4,8 +4,10 @@
 #
 #   scripts/local-base-image.sh [IMAGE]        (default gradcheck-python-base:bookworm)
 #
-# The result has Debian bookworm's Python 3.11 at /usr/bin/python3 (with venv
-# and pip) and the host's CA bundle, so `pip install` inside a build works
+# The packages come from the Debian mirror of this machine's apt configuration
+# (none configured: the script says so and stops). The result has Debian
+# bookworm's Python 3.11 at /usr/bin/python3 (with venv and pip) and the host's
+# CA bundle, so `pip install` inside a build works
 # where TLS is intercepted. Idempotent: does nothing if IMAGE already exists
 # (set FORCE=1 to rebuild). Needs root, debootstrap and a running Docker engine.
 #
@@ -26,20 +28,25 @@ if [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; th
     exit 0
 fi
 
-command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
-
-# The Debian mirror this machine's apt already uses (deb822 or one-line format).
-mirror="${DEBIAN_MIRROR:-}"
+# The Debian mirror this machine's apt already uses (deb822 or one-line format), found where
+# apt's own configuration says its sources are (APT_CONFIG is honoured), and nowhere else: a
+# machine that reaches a mirror has apt configured for it. No built-in address.
+command -v apt-config >/dev/null || { log "apt-config is not installed: this script reads the Debian mirror from apt's configuration"; exit 1; }
+SOURCELIST=/etc/apt/sources.list SOURCEPARTS=/etc/apt/sources.list.d/
+eval "$(apt-config shell SOURCELIST Dir::Etc::sourcelist/f SOURCEPARTS Dir::Etc::sourceparts/d 2>/dev/null)"
+mirror="$(
+    { grep -hE '^[[:space:]]*URIs:' "${SOURCEPARTS%/}"/*.sources 2>/dev/null \
+          | awk '{print $2}'
+      grep -hE '^[[:space:]]*deb[[:space:]]' "$SOURCELIST" "${SOURCEPARTS%/}"/*.list 2>/dev/null \
+          | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
+    } | grep -E '/debian/?$' | head -n1 || true
+)"
 if [[ -z "$mirror" ]]; then
-    mirror="$(
-        { grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-              | awk '{print $2}'
-          grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-              | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
-        } | grep -E '/debian/?$' | head -n1 || true
-    )"
+    log "no Debian mirror in this machine's apt configuration ($SOURCELIST, ${SOURCEPARTS%/}/*.sources, *.list): add the mirror this machine can reach there, then run this again"
+    exit 1
 fi
-mirror="${mirror:-http://deb.debian.org/debian}"
+
+command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
 
 rootfs="$(mktemp -d /tmp/gradcheck-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT

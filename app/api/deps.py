@@ -30,6 +30,7 @@ from app.api.examples import (
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
+from app.api.links import docs_url
 from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
 from app.api.schemas.grading import GradeRequest, ProblemRequest
 from app.api.submissions import parse_with_unreadable_answers
@@ -73,6 +74,8 @@ class RequestContext:
     accept: str | None
     deadline: Deadline
     """Made by the compute-timeout middleware (`app.core.middleware`); NEVER without it."""
+    docs_url: str | None
+    """The base of the links in the request's messages (`app.api.links.docs_url`)."""
 
 
 def request_context(request: Request) -> RequestContext:
@@ -87,6 +90,7 @@ def request_context(request: Request) -> RequestContext:
         state.signing_key,
         request.headers.get("accept"),
         deadline,
+        docs_url(state.settings, state.guide_served, request),
     )
 
 

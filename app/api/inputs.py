@@ -232,9 +232,11 @@ def to_softmax_call(
     *,
     overflow: RequestError | None = None,
     deadline: Deadline = NEVER,
+    docs_url: str | None = None,
 ) -> SoftmaxCall:
     """Validate a softmax request into its task (`overflow`: the body's first literal beyond
-    float64, `app.api.parse.parse_logits`; numeric derivatives stop at `deadline`)."""
+    float64, `app.api.parse.parse_logits`; numeric derivatives stop at `deadline`; `docs_url`:
+    the base of the links in messages, `app.api.links.docs_url`)."""
     values = sent if isinstance(sent, SoftmaxValues) else softmax_values(sent)
     body = values.options
     logits, layout = parse_logits(values.logits, settings, body.dim, body.include, overflow)
@@ -243,7 +245,7 @@ def to_softmax_call(
     candidate = None
     if values.candidate is not None:
         outputs = candidate_rows(values.candidate, layout)
-        candidate = Candidate(outputs, ProblemInputs(logits), settings.docs_url)
+        candidate = Candidate(outputs, ProblemInputs(logits), docs_url)
     task = SoftmaxTask(
         to_dtype(logits, body.dtype, layout),
         include,
@@ -277,9 +279,10 @@ def to_loss_call(
     *,
     overflow: RequestError | None = None,
     deadline: Deadline = NEVER,
+    docs_url: str | None = None,
 ) -> LossCall:
-    """Validate a cross-entropy request into its task (`overflow` as for `to_softmax_call`;
-    numeric derivatives stop at `deadline`)."""
+    """Validate a cross-entropy request into its task (`overflow`, `deadline` and `docs_url` as
+    for `to_softmax_call`)."""
     values = sent if isinstance(sent, LossValues) else loss_values(sent)
     body = values.options
     include = frozenset(body.include)  # already Output members
@@ -298,7 +301,7 @@ def to_loss_call(
         candidate = Candidate(
             candidate_rows(values.candidate, parsed.layout),
             parsed.inputs(values),
-            settings.docs_url,
+            docs_url,
             exact,
         )
     task = LossTask(

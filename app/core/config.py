@@ -139,8 +139,15 @@ class Settings(BaseSettings):
 
     docs_url: str | None = Field(
         None,
-        description="Base URL of the published docs site (e.g. https://gradcheck.example.org): "
-        "diagnosis messages then link to its pages; unset, they name docs/maths.md#section.",
+        description="Base URL of a published docs site (e.g. https://gradcheck.example.org): "
+        "diagnosis messages link to its pages. Unset: to this service's /guide/ when it serves "
+        "one (GRADCHECK_GUIDE_DIR), from the request's base URL; else they name "
+        "docs/maths.md#section.",
+    )
+    guide_dir: str | None = Field(
+        None,
+        description="Directory of the built MkDocs site (`mkdocs build`), served at /guide/ "
+        "(the container image builds and sets it). Unset: no /guide/.",
     )
 
     @field_validator("log_level", mode="before")

@@ -5,7 +5,7 @@ Feedback levels, each telling more than the one before:
     none      correct / incorrect per part, and why a part could not be read
     verdict   (the default) and how many entries are wrong, the first few wrong positions with
               the value the student SUBMITTED there, and the mistake that produces a wrong part
-              (its diagnosis code and sentence)
+              (its diagnosis code and sentence; the two of a pair of mistakes)
     full      and the error sizes (max abs / rel error): with the student's own value they give
               the expected one, so `full` reveals the answer
 
@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.grading.grade import Grade, Part, PartGrade, WrongEntry
+from app.grading.summary import ClassSummary
 from app.numerics.softmax import FloatArray
 
 DESCRIPTIONS = {
@@ -119,8 +120,12 @@ def part_message(grade: PartGrade, view: Presentation) -> str:
     if grade.mismatches and grade.entries > 1:
         shown = ", ".join(_mismatch_text(m, view.expected is not None) for m in grade.mismatches)
         message += f" First entries outside the tolerance (submitted value): {shown}."
-    if grade.diagnosis is not None:
-        message += f" Likely mistake: {grade.diagnosis.message}"
+    if len(grade.diagnoses) == 1:
+        message += f" Likely mistake: {grade.diagnoses[0].message}"
+    elif grade.diagnoses:
+        message += " Likely two mistakes at once: " + " ".join(
+            diagnosis.message for diagnosis in grade.diagnoses
+        )
     return message
 
 
@@ -152,8 +157,9 @@ def _part_fields(grade: PartGrade, view: Presentation) -> dict[str, Any]:
         "message": part_message(grade, view),
     }
     if view.feedback is not Feedback.NONE:
-        if grade.diagnosis is not None:
-            fields["diagnosis"] = grade.diagnosis.code
+        if grade.diagnoses:
+            fields["diagnosis"] = grade.diagnoses[0].code
+            fields["diagnoses"] = [diagnosis.code for diagnosis in grade.diagnoses]
         fields["mismatches"] = [
             {"index": list(m.index), "submitted": m.submitted}
             | ({"expected": m.expected} if view.expected is not None else {})
@@ -233,4 +239,33 @@ def prairielearn(grade: Grade, view: Presentation) -> dict[str, Any]:
         "message": overall_message(grade),
         "format_errors": list(grade.format_errors),
         "tests": tests,
+    }
+
+
+def summary_fields(summary: ClassSummary) -> dict[str, Any]:
+    """The class summary of a batch as JSON (see app.grading.summary): counts and scores only."""
+    return {
+        "submissions": summary.submissions,
+        "gradable": summary.gradable,
+        "scores": {
+            "max_score": summary.max_score,
+            "mean": summary.mean,
+            "median": summary.median,
+            "min": summary.minimum,
+            "max": summary.maximum,
+            "histogram": [
+                {"low": score_bin.low, "high": score_bin.high, "count": score_bin.count}
+                for score_bin in summary.histogram
+            ],
+        },
+        "parts": [
+            {
+                "name": str(part.part),
+                "submissions": part.submissions,
+                "passed": part.passed,
+                "unreadable": part.unreadable,
+                "codes": dict(part.codes),
+            }
+            for part in summary.parts
+        ],
     }

@@ -118,12 +118,13 @@ class Reference:
             )
         return softmax_jacobian(report.softmax)
 
-    def diagnosis(
+    def diagnoses(
         self, part: Part, submitted: FloatArray, options: "GradingOptions"
-    ) -> Diagnosis | None:
-        """The most likely mistake behind a wrong `submitted` value of `part`, if one fits."""
+    ) -> tuple[Diagnosis, ...]:
+        """The mistake behind a wrong `submitted` value of `part` (or the two of a pair), if
+        one fits."""
         if self.inputs is None or self._report.logits.dtype != np.float64:
-            return None
+            return ()
         observed = {str(part): Observed(self._as_rows(part, submitted), self._rows(part))}
         found = diagnose(
             observed,
@@ -131,8 +132,9 @@ class Reference:
             atol=options.atol,
             rtol=options.rtol,
             softmax=self._report.softmax,
+            docs_url=options.docs_url,
         )
-        return found[0] if found else None
+        return tuple(found)
 
     def _as_rows(self, part: Part, value: FloatArray) -> FloatArray:
         """A value of `part` in the caller's shape, laid out as the numerics' rows."""
@@ -175,13 +177,15 @@ class Reference:
 @dataclass(frozen=True)
 class GradingOptions:
     """What is graded and how: points per part (parts not listed are not graded), tolerance,
-    and the deadline the work stops at."""
+    the deadline the work stops at, and `docs_url`, the base of the links in diagnoses (None:
+    they name docs/maths.md)."""
 
     points: Mapping[Part, float]
     atol: float
     rtol: float
     partial_credit: bool
     deadline: Deadline = field(default=NEVER, compare=False)
+    docs_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,9 @@ class PartGrade:
     max_abs_error: float | None
     max_rel_error: float | None
     mismatches: tuple[WrongEntry, ...]
-    diagnosis: Diagnosis | None = None
-    """The named mistake that produces the submitted value (no reference number in it)."""
+    diagnoses: tuple[Diagnosis, ...] = ()
+    """The named mistake that produces the submitted value, or the two of a pair, the most
+    likely first (no reference number in their messages)."""
 
     @property
     def fraction_correct(self) -> float:
@@ -348,9 +353,7 @@ def _grade_part(
                 mismatches=()
                 if passed
                 else _mismatches(comparison.within[row], stack[row], expected_value),
-                diagnosis=None
-                if passed
-                else references[index].diagnosis(part, stack[row], options),
+                diagnoses=() if passed else references[index].diagnoses(part, stack[row], options),
             )
     return [grade for grade in grades if grade is not None]
 

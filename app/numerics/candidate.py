@@ -557,7 +557,7 @@ def check_candidate(
         else:
             got = array.astype(np.float64, copy=False)
             rows = probe_rows(row_ok, row_error) if got.ndim >= 1 else None
-            failing[name] = Observed(got, expected, rows, check.nonfinite)
+            failing[name] = Observed(got, expected, rows, check.nonfinite, np.asarray(array).dtype)
     diagnoses: list[Diagnosis] = []
     if inputs is not None and failing:
         diagnoses = diagnose(

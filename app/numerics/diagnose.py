@@ -23,23 +23,45 @@ each; only a hypothesis that fits its probe rows is computed on the whole output
 
 Priority (the most likely explanation first, when several fit):
 
-====  ==========================  ==========================================================
- 1    overflow                    a fact, not a fit: NaN/Infinity where the exact value is
-                                  finite hides every other mistake of that output
- 2    wrong_softmax_axis          a mistake in the softmax, upstream of every output
- 3    sign_flipped                the commonest backward-pass slips, in the order they
- 4    not_divided                 are usually made: sign, the mean's divisor, the
- 5    divided_by_batch_size       textbook a − y
- 6    a_minus_y
- 7    weights_ignored             an option of the loss left out or misread
- 8    label_smoothing_ignored
- 9    ignore_index_not_applied
-10    off_by_one_labels
-11    jacobian_missing_diagonal   the Jacobian's structure
-12    jacobian_diagonal_only
-13    wrong_scale                 the catch-all: any other constant factor; tried only
-                                  when no named mistake fits
-====  ==========================  ==========================================================
+====  ============================  ========================================================
+ 1    overflow                      facts, not fits: NaN/Infinity exactly in the samples
+ 2    probability_underflow         whose largest logit overflows exp in the candidate's
+                                    dtype, or where a probability with a nonzero target
+                                    underflows to 0 (then divided by, or its log taken)
+ 3    wrong_softmax_axis            a mistake in the softmax, upstream of every output
+ 4    sign_flipped                  the commonest backward-pass slips, in the order they
+ 5    not_divided                   are usually made: sign, the mean's divisor, the
+ 6    divided_by_batch_size         textbook a − y
+ 7    a_minus_y
+ 8    weights_ignored               an option of the loss left out or misread
+ 9    label_smoothing_ignored
+10    smoothing_over_other_classes
+11    ignored_rows_smoothed
+12    ignore_index_not_applied
+13    soft_labels_argmaxed
+14    off_by_one_labels
+15    log_clipped                   the loss's log taken of a clipped probability, or of the
+16    loss_wrong_entries            wrong entries
+17    jacobian_missing_diagonal     the Jacobian's and the Hessian's structure
+18    jacobian_diagonal_only
+19    hessian_missing_target_sum
+20    hessian_not_divided
+21    wrong_scale                   the catch-all: any other constant factor; tried only
+                                    when no named mistake (or pair) fits
+====  ============================  ========================================================
+
+Two mistakes at once: where no single code explains an array output with at least two
+failing samples, pairs are tried — one scale or sign mistake (sign_flipped, not_divided,
+divided_by_batch_size) on top of one semantic mistake (a_minus_y, weights_ignored,
+label_smoothing_ignored, smoothing_over_other_classes, ignored_rows_smoothed,
+ignore_index_not_applied) or of the other kind of scale mistake — on the probe rows first, as
+every hypothesis is. A pair that fits gives two diagnoses of that output, each with its
+evidence; a single code always beats a pair.
+
+A scalar loss is one number: any hypothesis could land within a loose tolerance of it by
+chance. It is named only when the candidate matches a hypothesis to SCALAR_MATCH relative and
+no hypothesis that differs from it by more than that is within the tolerance; `wrong_scale`
+then applies to it for the factors −N, 1/N and C only.
 
 Several codes can give the same numbers on one input (with a single sample, "not divided" and
 "divided by the batch size" coincide): the first in priority order is the diagnosis and the
@@ -56,6 +78,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from types import EllipsisType
 
+import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
@@ -66,8 +89,38 @@ from app.numerics.softmax import FloatArray, Softmax, softmax
 SLACK = 2.0**-42
 """Relative (to the output's largest magnitude) allowance for the hypotheses' own rounding."""
 
+SCALE_MARGIN = 8.0
+"""`wrong_scale` needs |k − 1|·max|r| above this many times the tolerance at max|r|: errors
+a few times the tolerance (rounding, noise) fit factors just beside 1."""
+
+SCALAR_MATCH = 1e-6
+"""How close (relative) a scalar loss must be to a hypothesis for the hypothesis to be named."""
+
+CLIP_EPSILONS: tuple[tuple[float, str], ...] = (
+    (1e-7, "1e-7"),
+    (1e-8, "1e-8"),
+    (1e-10, "1e-10"),
+    (1e-12, "1e-12"),
+    (1e-15, "1e-15"),
+    (1e-16, "1e-16"),
+    (float(np.finfo(np.float32).eps), "float32 eps"),
+    (float(np.finfo(np.float32).tiny), "float32 tiny"),
+)
+"""The ε of `log_clipped`: the constants that implementations clip or shift probabilities by."""
+
+SEMANTIC_CODES = (
+    "a_minus_y",
+    "weights_ignored",
+    "label_smoothing_ignored",
+    "smoothing_over_other_classes",
+    "ignored_rows_smoothed",
+    "ignore_index_not_applied",
+)
+"""The mistakes a scale or sign mistake is paired with."""
+
 PRIORITY: tuple[str, ...] = (
     "overflow",
+    "probability_underflow",
     "wrong_softmax_axis",
     "sign_flipped",
     "not_divided",
@@ -75,8 +128,13 @@ PRIORITY: tuple[str, ...] = (
     "a_minus_y",
     "weights_ignored",
     "label_smoothing_ignored",
+    "smoothing_over_other_classes",
+    "ignored_rows_smoothed",
     "ignore_index_not_applied",
+    "soft_labels_argmaxed",
     "off_by_one_labels",
+    "log_clipped",
+    "loss_wrong_entries",
     "jacobian_missing_diagonal",
     "jacobian_diagonal_only",
     "hessian_missing_target_sum",
@@ -142,6 +200,9 @@ class Observed:
     nonfinite: int | None = None
     """How many candidate entries are NaN/±inf other than an exact infinite reference; None:
     not counted yet."""
+    dtype: np.dtype[np.generic] = field(default_factory=lambda: np.dtype(np.float64))
+    """The dtype the candidate was sent in (where exp overflows, where a probability
+    underflows to 0)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +213,9 @@ class _Hypothesis:
     evidence: str
     factor: float | None = None
     """k when the mistake is the reference × k (its effect is then known from k alone)."""
+    divisor: float = 1.0
+    """D the values are divided by (a scale mistake paired with this one undoes or changes
+    it)."""
 
 
 def _scaled(code: str, reference: FloatArray, factor: float, evidence: str) -> _Hypothesis:
@@ -176,6 +240,11 @@ _ANCHORS = {
     "label_smoothing_ignored": "effective-targets",
     "ignore_index_not_applied": "effective-targets",
     "off_by_one_labels": "effective-targets",
+    "smoothing_over_other_classes": "effective-targets",
+    "ignored_rows_smoothed": "effective-targets",
+    "soft_labels_argmaxed": "effective-targets",
+    "log_clipped": "softmax",
+    "loss_wrong_entries": "effective-targets",
     "jacobian_missing_diagonal": "jacobian",
     "hessian_missing_target_sum": "hessian",
     "hessian_not_divided": "hessian",
@@ -229,8 +298,17 @@ def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None 
 
     texts = {
         "overflow": f"Your {name} {has} NaN or Infinity where the exact value is finite: exp of "
-        "large logits overflowed (or a softmax underflowed to 0 before its log). Subtract each "
-        "row's largest logit before exp, and take log-probabilities as z − log-sum-exp(z).",
+        "large logits overflowed. Subtract each row's largest logit before exp, and take "
+        "log-probabilities as z − log-sum-exp(z).",
+        "probability_underflow": (
+            f"Your {name} {has} NaN or Infinity in the samples where a probability underflows "
+            "to 0: the backward pass through −q/a divides by it. Use the fused gradient "
+            "a·Σq − q, which never divides by a probability."
+            if derivative or output == "hessian"
+            else f"Your {name} {has} NaN or Infinity in the samples where a probability "
+            "underflows to 0 before its log. Take log-probabilities as z − log-sum-exp(z) "
+            "(log_softmax), never as the log of the softmax."
+        ),
         "wrong_softmax_axis": f"Your {name} {comes} from a softmax normalised over the batch "
         "(each class's column sums to 1) instead of over the classes. Normalise each sample's "
         "row: a_i = exp(z_i) / Σ_j exp(z_j) over the classes j of that sample.",
@@ -259,6 +337,22 @@ def message(code: str, output: str, inputs: ProblemInputs, docs_url: str | None 
         "ignore_index_not_applied": f"Your {name} {treats} samples labelled ignore_index as "
         "ordinary samples: they must contribute no loss and no gradient, and not count in the "
         "mean's divisor.",
+        "smoothing_over_other_classes": f"Your {name} {treats} label smoothing as (1 − ε) on "
+        "the label and ε/(C − 1) on each other class. Label smoothing ε (PyTorch's) spreads ε "
+        "over all C classes, the label's included: q = (1 − ε)·onehot(y) + ε/C.",
+        "ignored_rows_smoothed": f"Your {name} {leaves} the label-smoothing term in the samples "
+        "labelled ignore_index: an ignored sample contributes no loss and no gradient at all, "
+        "its smoothing included, and does not count in the mean's divisor.",
+        "soft_labels_argmaxed": f"Your {name} {treats} the probability targets as one-hot rows "
+        "of their most likely class. With probability targets the loss is −Σ_c q_c·log a_c "
+        "over every class c, with the rows q as given.",
+        "log_clipped": f"Your {name} {is_} the log of a clipped or shifted probability (log "
+        "max(p, ε), log(p + ε) or log clip(p, ε, 1 − ε)), which caps the loss of a confident "
+        "wrong prediction. Take log-probabilities as z − log-sum-exp(z) (log_softmax): they "
+        "are finite without any ε.",
+        "loss_wrong_entries": "Your loss is taken over the wrong entries: every sample at every "
+        "label (logits[:, y] is an N×N block) or only the first sample. Pick log a[n, y_n] of "
+        "each sample n (logits[arange(N), y]) and reduce over all N of them.",
         "off_by_one_labels": f"Your {name} {reads} the labels as 1-based (class y − 1 for label "
         "y). Labels are 0-based class indices: label y is class y.",
         "hessian_missing_target_sum": "Your Hessian leaves out the factor Σ_c q_c of each "
@@ -323,8 +417,15 @@ class _Problem:
             return None if inputs.weight is None else replace(inputs, weight=None)
         if name == "label_smoothing_ignored":
             return replace(inputs, label_smoothing=0.0) if inputs.label_smoothing else None
+        if name == "soft_labels_argmaxed":
+            return self._argmaxed(one_hot_rows=False)
+        if name == "soft_labels_argmaxed_one_hot":
+            return self._argmaxed(one_hot_rows=True)
         if not self.index_labels:
             return None
+        if name == "smoothing_over_other_classes":
+            eps, c = inputs.label_smoothing, self.num_classes
+            return replace(inputs, label_smoothing=eps * c / (c - 1)) if eps else None
         assert self.labels is not None
         labels = self.labels.astype(np.int64)
         ignored = labels == inputs.ignore_index
@@ -342,11 +443,33 @@ class _Problem:
             return replace(inputs, labels=shifted)
         raise ValueError(name)
 
-    def targets(self, inputs: ProblemInputs, rows: Rows) -> FloatArray:
+    def _argmaxed(self, *, one_hot_rows: bool) -> ProblemInputs | None:
+        """Probability targets replaced by their argmax (the first maximum of a tie): as index
+        labels, or as one-hot probability rows (which differ only in the divisor of a weighted
+        mean, N instead of Σ w_y). None unless some target row is not one-hot."""
+        if not self.probability_labels:
+            return None
+        assert self.labels is not None
+        p = np.asarray(self.labels, np.float64)
+        winners = np.argmax(p, axis=1)
+        one_hot = np.zeros_like(p)
+        one_hot[np.arange(self.num_samples), winners] = 1.0
+        if np.array_equal(one_hot, p):
+            return None
+        if one_hot_rows:
+            weighted_mean = self.inputs.weight is not None
+            weighted_mean &= self.inputs.reduction is Reduction.MEAN
+            return replace(self.inputs, labels=one_hot) if weighted_mean else None
+        return replace(self.inputs, labels=winners, ignore_index=-1)
+
+    def targets(
+        self, inputs: ProblemInputs, rows: Rows, *, smooth_ignored: bool = False
+    ) -> FloatArray:
         """Effective targets q of `rows` under `inputs` (float64), by the formulas of
-        cross_entropy (index labels: (1 − ε)·w_y·onehot(y) + (ε/C)·w, 0 where ignored;
-        probability rows p: w·((1 − ε)·p + ε/C)) in a few whole-array steps: a hypothesis
-        asks for the targets of a handful of probe rows, where call overheads dominate."""
+        cross_entropy (index labels: (1 − ε)·w_y·onehot(y) + (ε/C)·w, 0 where ignored, or
+        (ε/C)·w there with `smooth_ignored`; probability rows p: w·((1 − ε)·p + ε/C)) in a few
+        whole-array steps: a hypothesis asks for the targets of a handful of probe rows, where
+        call overheads dominate."""
         labels = np.asarray(inputs.labels)[rows]
         c = self.num_classes
         eps = inputs.label_smoothing
@@ -358,7 +481,8 @@ class _Problem:
         active = np.flatnonzero(labels != inputs.ignore_index)
         classes = labels[active]
         if eps:
-            q[active] = eps / c if w is None else (eps / c) * w
+            smoothed = slice(None) if smooth_ignored else active
+            q[smoothed] = eps / c if w is None else (eps / c) * w
         q[active, classes] += (1 - eps) if w is None else (1 - eps) * w[classes]
         return q
 
@@ -425,8 +549,8 @@ def _scalar_loss(problem: _Problem, output: str) -> bool:
 
 
 def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_Hypothesis]:
-    """Every hypothesis that applies to `output` of this problem, in priority order (overflow
-    and wrong_scale are handled apart)."""
+    """Every hypothesis that applies to `output` of this problem, in priority order (overflow,
+    probability_underflow and the wrong_scale of an array are handled apart)."""
     inputs = problem.inputs
     found: list[_Hypothesis] = []
     labelled = inputs.labels is not None
@@ -435,8 +559,22 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
         return found
     divisor = problem.reference_divisor if output != "losses" else 1.0
 
-    def compute(variant: ProblemInputs, rows: Rows, *, column: bool = False) -> FloatArray:
-        """`output` under `variant`, with a softmax over the wrong axis if `column`."""
+    def divisor_of(variant: ProblemInputs) -> float:
+        """D of `output` under `variant` (1 for the outputs that are not reduced)."""
+        if output in ("losses", "probabilities", "log_probabilities", "jacobian"):
+            return 1.0
+        return problem.divisor(variant)
+
+    def compute(
+        variant: ProblemInputs,
+        rows: Rows,
+        *,
+        column: bool = False,
+        smooth_ignored: bool = False,
+        d: float | None = None,
+    ) -> FloatArray:
+        """`output` under `variant`, with a softmax over the wrong axis if `column`, the
+        smoothing term kept in ignored samples if `smooth_ignored`, divided by `d` if given."""
         a, log_a = problem.column_softmax if column else (problem.a, problem.log_a)
         if output == "probabilities":
             return a[rows]
@@ -444,17 +582,20 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
             return log_a[rows]
         if output == "jacobian":
             return _jacobian(a[rows])
-        d = problem.divisor(variant) if output != "losses" else 1.0
+        d = divisor_of(variant) if d is None else d
         if output == "hessian":
             sums = problem.targets(variant, rows).sum(axis=1) / d
             hessian: FloatArray = sums[:, None, None] * _jacobian(a[rows])
             return hessian
-        if output == "gradient":
-            return _gradient(a[rows], problem.targets(variant, rows), d)
         if scalar:
-            losses = _losses(log_a, problem.targets(variant, slice(None)))
+            rows = slice(None)
+        q = problem.targets(variant, rows, smooth_ignored=smooth_ignored)
+        if output == "gradient":
+            return _gradient(a[rows], q, d)
+        losses = _losses(log_a[rows], q)
+        if scalar:
             return np.asarray(math.fsum(losses.tolist()) / d)
-        return _losses(log_a[rows], problem.targets(variant, rows))
+        return losses
 
     found.append(
         _Hypothesis(
@@ -479,7 +620,7 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
     if mean and problem.index_labels and divisor != n:
         evidence = (
             f"the candidate equals the reference × D/N = {divisor:.6g}/{n}: divided by the {n} "
-            f"samples instead of D = {divisor:.6g}"
+            f"samples instead of D = {divisor:.6g}{_ignored_words(problem)}"
         )
         found.append(_scaled("divided_by_batch_size", reference, divisor / n, evidence))
     if output == "gradient":
@@ -495,28 +636,61 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
                         "the candidate equals (a − q)/D"
                         + (", with 0 in the rows without target" if masked else "")
                         + f"; the effective target rows sum to {where}, not 1",
+                        divisor=divisor,
                     )
                 )
     if labelled and output not in ("probabilities", "log_probabilities", "jacobian"):
+        c = problem.num_classes
+        eps = inputs.label_smoothing
         option_words = {
             "weights_ignored": "without the class weights",
-            "label_smoothing_ignored": f"with label_smoothing 0 instead of "
-            f"{inputs.label_smoothing:g}",
+            "label_smoothing_ignored": f"with label_smoothing 0 instead of {eps:g}",
+            "smoothing_over_other_classes": f"with (1 − ε) on the label and ε/(C − 1) on the "
+            f"other classes, ε = {eps:g}: PyTorch's label_smoothing ε′ = εC/(C − 1) = "
+            f"{eps * c / max(c - 1, 1):.6g}",
+            "ignored_rows_smoothed": "",
             "ignore_index_not_applied": f"with the samples labelled {inputs.ignore_index} "
-            f"counted as class {inputs.ignore_index % problem.num_classes}",
+            f"counted as class {inputs.ignore_index % c}",
+            "soft_labels_argmaxed": "with each probability target row replaced by the one-hot "
+            "row of its first largest entry",
+            "soft_labels_argmaxed_one_hot": "with each probability target row replaced by the "
+            "one-hot row of its first largest entry (a weighted mean over N)",
             "off_by_one_labels": "with class y − 1 for every label y (label 0 → class C − 1)",
         }
-        for code, words in option_words.items():
-            variant = problem.variant(code)
+        for name, words in option_words.items():
+            if name == "ignored_rows_smoothed":
+                if output != "hessian":
+                    found.extend(_ignored_rows_smoothed(problem, output, divisor, compute))
+                continue
+            if name.startswith("soft_labels_argmaxed") and output == "hessian":
+                continue  # seen only through Σ_c q_c: hessian_missing_target_sum's numbers
+            variant = problem.variant(name)
             if variant is None:
                 continue
             found.append(
                 _Hypothesis(
-                    code,
+                    name.removesuffix("_one_hot"),
                     partial(compute, variant),
                     f"the candidate equals the {output} computed {words}",
+                    divisor=divisor_of(variant),
                 )
             )
+    if output in ("loss", "losses") and labelled:
+        found.extend(_log_clipped(problem, output, scalar))
+    if scalar and problem.index_labels:
+        found.extend(_loss_wrong_entries(problem))
+    if scalar:
+        scales = ((-float(n), "−N"), (1 / n, "1/N"), (float(problem.num_classes), "C"))
+        for factor, words in scales:
+            if factor not in (1.0, -1.0, divisor):
+                found.append(
+                    _scaled(
+                        "wrong_scale",
+                        reference,
+                        factor,
+                        f"the candidate equals the reference × {factor:.6g} = {words}",
+                    )
+                )
     if output == "hessian" and labelled:
         sums = problem.target_sums
         if not np.all(sums == 1):
@@ -549,6 +723,143 @@ def _hypotheses(problem: _Problem, output: str, reference: FloatArray) -> list[_
             )
         )
     return found
+
+
+def _ignored_words(problem: _Problem) -> str:
+    """'; N counts k ignored samples' where some samples are labelled ignore_index."""
+    if not problem.index_labels:
+        return ""
+    assert problem.labels is not None
+    ignored = int(np.count_nonzero(problem.labels == problem.inputs.ignore_index))
+    if not ignored:
+        return ""
+    return f"; N counts {ignored} ignored sample{'s' if ignored > 1 else ''}"
+
+
+def _ignored_rows_smoothed(
+    problem: _Problem, output: str, divisor: float, compute: Callable[..., FloatArray]
+) -> list[_Hypothesis]:
+    """The smoothing term ε/C·w kept in the samples labelled ignore_index, the mean divided
+    by D (the weight of the samples not ignored) or by N (all of them)."""
+    inputs = problem.inputs
+    if not (problem.index_labels and inputs.label_smoothing):
+        return []
+    assert problem.labels is not None
+    ignored = int(np.count_nonzero(problem.labels == inputs.ignore_index))
+    if not ignored:
+        return []
+    words = (
+        f"the candidate equals the {output} computed with the smoothing term ε/C kept in the "
+        f"{ignored} sample{'s' if ignored > 1 else ''} labelled {inputs.ignore_index}"
+    )
+    divisors = [(divisor, f", divided by D = {divisor:.6g}" if divisor != 1 else "")]
+    n = float(problem.num_samples)
+    if inputs.reduction is Reduction.MEAN and output in ("loss", "gradient") and n != divisor:
+        divisors.append((n, f", divided by N = {n:g} (which counts the ignored samples)"))
+    return [
+        _Hypothesis(
+            "ignored_rows_smoothed",
+            partial(compute, inputs, smooth_ignored=True, d=d),
+            words + where,
+            divisor=d,
+        )
+        for d, where in divisors
+    ]
+
+
+_CLIPS: dict[str, tuple[str, Callable[[FloatArray, float], FloatArray]]] = {
+    "max": ("log max(p, ε)", lambda a, eps: np.log(np.maximum(a, eps))),
+    "plus": ("log(p + ε)", lambda a, eps: np.log(a + eps)),
+    "clip": ("log clip(p, ε, 1 − ε)", lambda a, eps: np.log(np.clip(a, eps, 1 - eps))),
+}
+"""The variants of `log_clipped`: words, and log f(a, ε)."""
+
+
+def _log_clipped(problem: _Problem, output: str, scalar: bool) -> list[_Hypothesis]:
+    """The loss with log a replaced by the log of a clipped or shifted probability, for every
+    ε of CLIP_EPSILONS below which some sample's target probability lies (elsewhere the
+    change is invisible): −Σ_c q_c·log f(a_c, ε).
+
+    Only the entries with q_c > 0 count, found once: a scalar loss sums over them alone (N
+    entries for index labels without smoothing, not N·C), per ε and variant."""
+    q = problem.targets(problem.inputs, slice(None))
+    rows, classes = np.nonzero(q > 0)
+    q_kept, a_kept = q[rows, classes], problem.a[rows, classes]
+    floor = np.full(problem.num_samples, np.inf)
+    np.minimum.at(floor, rows, a_kept)
+    highest = float(a_kept.max(initial=0.0))
+    d = problem.reference_divisor if scalar else 1.0
+    found = []
+    for eps, eps_words in CLIP_EPSILONS:
+        capped = int(np.count_nonzero(floor < eps))
+        if not capped:
+            continue
+        same_clip = highest <= 1 - eps  # then clip(p, ε, 1 − ε) = max(p, ε)
+        for variant, (words, log_of) in _CLIPS.items():
+            if variant == "clip" and same_clip:
+                continue
+            if variant == "max" and same_clip:
+                words += f" (or {_CLIPS['clip'][0]}, the same here)"
+
+            def values(
+                part: Rows, log_of: Callable[..., FloatArray] = log_of, eps: float = eps
+            ) -> FloatArray:
+                if scalar:
+                    terms = q_kept * log_of(a_kept, eps)
+                    return np.asarray(-math.fsum(terms.tolist()) / d)
+                with np.errstate(divide="ignore"):
+                    log_f = log_of(problem.a[part], eps)
+                return _losses(log_f, problem.targets(problem.inputs, part))
+
+            found.append(
+                _Hypothesis(
+                    "log_clipped",
+                    values,
+                    f"the candidate equals the {output} with {words}, ε = {eps_words}: capped "
+                    f"near −log ε = {-math.log(eps):.3g} in {capped} sample"
+                    f"{'s' if capped > 1 else ''} whose target probability is below ε",
+                )
+            )
+    return found
+
+
+def _constant(value: float, rows: Rows) -> FloatArray:
+    """A scalar hypothesis's value, whatever the rows."""
+    return np.asarray(value)
+
+
+def _times(factor: float, base: _Hypothesis, rows: Rows) -> FloatArray:
+    """factor × the base hypothesis's values (a scale mistake on top of another)."""
+    result: FloatArray = factor * base.values(rows)
+    return result
+
+
+def _loss_wrong_entries(problem: _Problem) -> list[_Hypothesis]:
+    """The mean loss of the wrong entries: the N×N block log a[i, y_j] of `logits[:, y]`
+    (its mean, or its sum / N), or the first sample's loss alone (or / N). Only for index
+    labels all in [0, C) (such code cannot index with ignore_index)."""
+    assert problem.labels is not None
+    labels = problem.labels.astype(np.int64)
+    if np.any(labels < 0) or np.any(labels >= problem.num_classes):
+        return []
+    n = problem.num_samples
+    with np.errstate(invalid="ignore"):
+        block = -math.fsum(problem.log_a.sum(axis=0)[labels].tolist())
+    first = float(_losses(problem.log_a[:1], problem.targets(problem.inputs, slice(0, 1)))[0])
+    variants = (
+        (block / n**2, "the mean over the N×N block logits[:, y] (every sample at every label)"),
+        (block / n, "the sum over the N×N block logits[:, y], divided by N"),
+        (first, "the first sample's loss alone"),
+        (first / n, "the first sample's loss divided by N"),
+    )
+    return [
+        _Hypothesis(
+            "loss_wrong_entries",
+            partial(_constant, value),
+            f"the candidate equals {words}",
+        )
+        for value, words in variants
+    ]
 
 
 def _a_minus_q(problem: _Problem, rows: Rows, *, masked: bool) -> FloatArray:
@@ -629,7 +940,8 @@ class _Matcher:
                 ok = np.concatenate([block.all(axis=1) for block in row_ok])
                 self.probes = probe_rows(ok, np.concatenate(row_error))
 
-    def _slack(self, values: FloatArray) -> float:
+    def slack(self, values: FloatArray) -> float:
+        """SLACK × the larger of the output's and `values`' largest finite magnitude."""
         magnitude = np.abs(values)
         top = float(np.max(magnitude, where=np.isfinite(magnitude), initial=0.0))
         return SLACK * max(self.scale, top)
@@ -647,7 +959,7 @@ class _Matcher:
             if self.probes is not None:
                 probes = self.probes
                 probe_values = hypothesis.values(probes)
-                slack = self._slack(probe_values)
+                slack = self.slack(probe_values)
                 if not np.all(_close(x[probes], probe_values, atol, rtol, slack)):
                     return False
                 if not np.all(_close(probe_values, r[probes], atol, rtol)):
@@ -655,7 +967,7 @@ class _Matcher:
             for part in self.chunks:
                 values = hypothesis.values(part)
                 if slack is None:
-                    slack = self._slack(values)
+                    slack = self.slack(values)
                 if not np.all(_close(x[part], values, atol, rtol, slack)):
                     return False
                 if not changes and not np.all(_close(values, r[part], atol, rtol)):
@@ -668,26 +980,77 @@ class _Matcher:
         return abs(factor - 1) * self.scale > self.atol + self.rtol * self.scale
 
 
-def _overflow(problem: _Problem, output: str, observed: Observed) -> str | None:
-    """Evidence of overflow: the candidate is NaN/±inf where the reference is finite."""
+def _non_finite_words(value: float) -> str:
+    return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+
+
+def _nonfinite_facts(problem: _Problem, output: str, observed: Observed) -> list[tuple[str, str]]:
+    """(code, evidence) of each fact that predicts exactly where the candidate is NaN/±inf
+    while the reference is finite: `overflow`, the samples whose largest logit exceeds
+    log(max) of the candidate's dtype (exp overflows there), and `probability_underflow`, the
+    samples where the probability of a class with q_c ≠ 0 (−q/a, q·log a), or of any unmasked
+    class (−y/a or y·log a over every class, where 0/0 and 0·log 0 are NaN; log a itself),
+    rounds to 0 in that dtype. Row outputs must fail in exactly those samples; a scalar loss
+    in any of them."""
     x, r = observed.candidate, observed.reference
     bad = ~np.isfinite(x) & np.isfinite(r)
     count = int(np.count_nonzero(bad))
     if not count:
-        return None
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    text = (
-        f"{count} {'entry is' if count == 1 else 'entries are'} NaN or ±Infinity where the "
-        f"exact value is finite (the first at {list(first)})"
-    )
-    if output in ROW_OUTPUTS or (output == "loss" and not _scalar_loss(problem, output)):
-        row = problem.z[first[0]]
-        largest = float(row[np.isfinite(row)].max(initial=-np.inf))
-        text += (
-            f"; the largest logit of sample {first[0]} is {largest:.6g} (exp overflows float16 "
-            "above 11.1, float32 above 88.7, float64 above 709.8)"
+        return []
+    dtype = observed.dtype
+    info = ml_dtypes.finfo(dtype)  # type: ignore[no-untyped-call]
+    z = problem.z
+    largest = np.max(z, axis=1, where=np.isfinite(z), initial=-np.inf)
+    log_max = math.log(float(info.max))
+    unmasked = np.isfinite(z)
+    overflowing = largest > log_max
+    predicted: list[tuple[str, NDArray[np.bool_], NDArray[np.bool_] | None, str]] = [
+        ("overflow", overflowing, None, "")
+    ]
+    if output == "log_probabilities" or (
+        output in ("loss", "losses", "gradient", "hessian") and problem.inputs.labels is not None
+    ):
+        with np.errstate(under="ignore"):
+            zero = (problem.a.astype(dtype) == 0) & unmasked
+        if output != "log_probabilities":  # −q/a or q·log a: only where q ≠ 0
+            targeted = zero & (problem.targets(problem.inputs, slice(None)) != 0)
+            words = "a class with a nonzero target"
+            predicted.append(("probability_underflow", targeted.any(axis=1), targeted, words))
+        # −y/a or y·log a over every class: 0/0 and 0·log 0 are NaN too
+        predicted.append(("probability_underflow", zero.any(axis=1), zero, "a class"))
+    row_wise = x.ndim >= 1
+    failing = bad.reshape(x.shape[0], -1).any(axis=1) if row_wise else None
+    found = []
+    for code, rows, classes, class_words in predicted:
+        if not rows.any() or (failing is not None and not np.array_equal(failing, rows)):
+            continue
+        sample = int(np.flatnonzero(rows)[0])
+        k = int(np.count_nonzero(rows))
+        where = (
+            (f"in exactly the {k} samples" if k > 1 else "in exactly the one sample")
+            if row_wise
+            else f"from {k} sample{'s' if k > 1 else ''}"
         )
-    return text
+        entries = (
+            f"{count} {'entry is' if count == 1 else 'entries are'} NaN or ±Infinity"
+            if row_wise
+            else f"the {output} is {_non_finite_words(float(x))},"
+        )
+        if classes is None:
+            logit = f"the largest logit of sample {sample} is {largest[sample]:.6g}"
+            evidence = (
+                f"{entries} {where} whose largest logit exceeds log(max {dtype}) = "
+                f"{log_max:.2f}, where exp overflows ({logit})"
+            )
+        else:
+            cls = int(np.flatnonzero(classes[sample])[0])
+            evidence = (
+                f"{entries} {where} where the probability of {class_words} underflows to 0 "
+                f"in {dtype} (sample {sample}: class {cls}, log a = "
+                f"{problem.log_a[sample, cls]:.6g})"
+            )
+        found.append((code, evidence))
+    return found
 
 
 def _known_factor(factor: float, problem: _Problem) -> str:
@@ -714,8 +1077,9 @@ def _known_factor(factor: float, problem: _Problem) -> str:
 
 
 def _wrong_scale(problem: _Problem, output: str, matcher: _Matcher) -> str | None:
-    """Evidence that the candidate is a constant multiple k of the reference (k ≠ 0, 1): only
-    for outputs with at least two distinct non-zero reference entries, which all agree on k.
+    """Evidence that the candidate is a constant multiple k of the reference (k ≠ 0, k
+    farther from 1 than SCALE_MARGIN tolerances): only for outputs with at least two distinct
+    non-zero reference entries, which all agree on k.
 
     k is fitted by least squares, Σ x·r / Σ r², on the probe rows (then tested everywhere)."""
     if _scalar_loss(problem, output):
@@ -730,8 +1094,11 @@ def _wrong_scale(problem: _Problem, output: str, matcher: _Matcher) -> str | Non
     if norm == 0:  # the probe rows' reference is all zero: no factor to fit
         return None
     factor = float(np.sum(x_part * r_part)) / norm
-    if not math.isfinite(factor) or factor == 0 or math.isclose(factor, 1.0, rel_tol=1e-12):
+    if not math.isfinite(factor) or factor == 0:
         return None
+    bound = matcher.atol + matcher.rtol * matcher.scale
+    if abs(factor - 1) * matcher.scale <= SCALE_MARGIN * bound:
+        return None  # a factor this close to 1 is what rounding errors fit to, not a mistake
     if not matcher.fits(_scaled("wrong_scale", r, factor, "")):
         return None
     entries = r[r != 0]
@@ -755,7 +1122,8 @@ def diagnose(
     ----------
     outputs
         Only the outputs that failed their comparison; each candidate as float64 in the
-        reference's shape (a lower-precision candidate converted exactly).
+        reference's shape (a lower-precision candidate converted exactly, its dtype in
+        `Observed.dtype`).
     inputs
         The raw problem; `labels` None for a softmax-only problem (probabilities,
         log_probabilities and jacobian are diagnosed then).
@@ -769,20 +1137,29 @@ def diagnose(
     Returns
     -------
     list of Diagnosis
-        At most one per output (the first fitting code in PRIORITY, the others that fit in its
-        `indistinguishable_from`), sorted by priority then output. Empty when nothing fits.
+        One per output (the first fitting code in PRIORITY, the others that fit in its
+        `indistinguishable_from`), or two for an output explained by a pair of mistakes;
+        sorted by priority then output. Empty when nothing fits.
     """
     if not outputs:
         return []
     problem = _Problem(inputs, softmax)
     found: list[Diagnosis] = []
     for output, observed in outputs.items():
-        diagnosis = _diagnose_output(problem, output, observed, atol, rtol, docs_url)
-        if diagnosis is not None:
-            found.append(diagnosis)
+        found += _diagnose_output(problem, output, observed, atol, rtol, docs_url)
     order = list(outputs)
     found.sort(key=lambda d: (PRIORITY.index(d.code), order.index(d.output)))
     return found
+
+
+def _first_of(fitting: Sequence[tuple[str, str]]) -> tuple[str, str, list[str]] | None:
+    """The first (code, evidence) in priority order and the other codes, each once."""
+    if not fitting:
+        return None
+    ranked = sorted(fitting, key=lambda item: PRIORITY.index(item[0]))
+    (code, evidence), *others = ranked
+    rest = [other for other, _ in others if other != code]
+    return code, evidence, list(dict.fromkeys(rest))
 
 
 def _diagnose_output(
@@ -792,8 +1169,8 @@ def _diagnose_output(
     atol: float,
     rtol: float,
     docs_url: str | None,
-) -> Diagnosis | None:
-    """The diagnosis of one output, or None."""
+) -> list[Diagnosis]:
+    """The diagnoses of one output: none, one, or the two of a pair."""
     x, r = observed.candidate, observed.reference
 
     def make(code: str, evidence: str, others: Sequence[str] = ()) -> Diagnosis:
@@ -801,25 +1178,126 @@ def _diagnose_output(
             code, output, message(code, output, problem.inputs, docs_url), evidence, [*others]
         )
 
-    if observed.nonfinite != 0:
-        overflow = _overflow(problem, output, observed)
-        if overflow is not None:
-            return make("overflow", overflow)
-        if not np.all(np.isfinite(x) | (x == r)):
-            return None  # ±inf where the reference is ±inf of the other sign: unexplained
-    row_wise = output in ROW_OUTPUTS or (output == "loss" and not _scalar_loss(problem, output))
+    if observed.nonfinite != 0 and not np.all(np.isfinite(x) | (x == r)):
+        first = _first_of(_nonfinite_facts(problem, output, observed))
+        return [] if first is None else [make(*first)]
+    hypotheses = _hypotheses(problem, output, r)
+    if x.size == 1:  # a scalar loss, or an output of one entry: judged as one number
+        first = _first_of(_scalar_fits(hypotheses, x, r, atol, rtol))
+        return [] if first is None else [make(*first)]
+    row_wise = output in ROW_OUTPUTS or output == "loss"
     matcher = _Matcher(observed, row_wise, atol, rtol)
     fitting: list[tuple[str, str]] = []
-    for hypothesis in _hypotheses(problem, output, r):
+    for hypothesis in hypotheses:
         if any(code == hypothesis.code for code, _ in fitting):
             continue  # a second variant of a code already found
         if matcher.fits(hypothesis):
             fitting.append((hypothesis.code, hypothesis.evidence))
-    if fitting:
-        fitting.sort(key=lambda item: PRIORITY.index(item[0]))
-        (code, evidence), *others = fitting
-        return make(code, evidence, [other for other, _ in others])
+    first = _first_of(fitting)
+    if first is not None:
+        return [make(*first)]
+    pair = _pair(problem, output, hypotheses, matcher)
+    if pair is not None:
+        return [make(*found) for found in pair]
     scale = _wrong_scale(problem, output, matcher)
-    if scale is not None:
-        return make("wrong_scale", scale)
-    return None
+    return [] if scale is None else [make("wrong_scale", scale)]
+
+
+def _scalar_fits(
+    hypotheses: Sequence[_Hypothesis], x: FloatArray, r: FloatArray, atol: float, rtol: float
+) -> list[tuple[str, str]]:
+    """The hypotheses a single number (a scalar loss, or an output of one entry) matches to
+    SCALAR_MATCH relative, or none when a hypothesis of another code is within the tolerance
+    without matching that closely (one number cannot tell them apart)."""
+    exact: list[tuple[str, str]] = []
+    loose: set[str] = set()
+    with np.errstate(all="ignore"):
+        for hypothesis in hypotheses:
+            value = hypothesis.values(...)
+            sizes = np.abs([float(value.flat[0]), float(r.flat[0])])
+            slack = SLACK * float(np.max(sizes, initial=0.0, where=np.isfinite(sizes)))
+            if np.all(_close(value, r, atol, rtol)):
+                continue  # no change on this input
+            if not np.all(_close(x, value, atol, rtol, slack)):
+                continue
+            if np.all(_close(x, value, 0.0, SCALAR_MATCH, slack)):
+                exact.append((hypothesis.code, hypothesis.evidence))
+            else:
+                loose.add(hypothesis.code)
+    if loose - {code for code, _ in exact}:
+        return []
+    return exact
+
+
+PAIR_SCALES = ("sign_flipped", "not_divided", "divided_by_batch_size")
+"""The scale or sign mistakes a pair is made of, the most likely first."""
+
+
+def _pair(
+    problem: _Problem, output: str, hypotheses: Sequence[_Hypothesis], matcher: _Matcher
+) -> list[tuple[str, str, list[str]]] | None:
+    """Two mistakes at once: a scale or sign mistake (factor k) applied to a semantic
+    mistake's values h (or −1 applied to a divisor mistake), k·h, tried only when at least
+    two probe samples fail. Each base is computed once on the probe rows and scaled by every
+    k; only a pair that fits them is computed on the whole output. Returns the
+    (code, evidence, indistinguishable) of the scale mistake and of the base, or None."""
+    probes = matcher.probes
+    if probes is None or output not in ("loss", "losses", "gradient", "hessian"):
+        return None
+    x, r = matcher.x, matcher.r
+    with np.errstate(all="ignore"):
+        failing = ~_close(x[probes], r[probes], matcher.atol, matcher.rtol)
+    if np.count_nonzero(failing.reshape(len(probes), -1).any(axis=1)) < 2:
+        return None
+    inputs = problem.inputs
+    mean = inputs.reduction is Reduction.MEAN and output == "gradient"
+    n = problem.num_samples
+    fitting: list[tuple[str, float, _Hypothesis]] = []
+    for base in hypotheses:
+        semantic = base.code in SEMANTIC_CODES
+        if not semantic and base.code not in ("not_divided", "divided_by_batch_size"):
+            continue
+        scales = [("sign_flipped", -1.0)]
+        d = base.divisor
+        if semantic and mean and math.isfinite(d) and d != 1:
+            scales.append(("not_divided", d))
+            if problem.index_labels and d != n:
+                scales.append(("divided_by_batch_size", d / n))
+        with np.errstate(all="ignore"):
+            probe_values = base.values(probes)
+            slack = matcher.slack(probe_values)
+            for scale, factor in scales:
+                scaled = factor * probe_values
+                if not np.all(_close(x[probes], scaled, matcher.atol, matcher.rtol, slack)):
+                    continue
+                pair = _Hypothesis(
+                    f"{scale}+{base.code}",
+                    partial(_times, factor, base),
+                    "",
+                )
+                if matcher.fits(pair):
+                    fitting.append((scale, factor, base))
+    if not fitting:
+        return None
+    fitting.sort(key=lambda item: (PAIR_SCALES.index(item[0]), PRIORITY.index(item[2].code)))
+    scale, factor, base = fitting[0]
+    scale_words = {
+        "sign_flipped": "−1",
+        "not_divided": f"{factor:.6g} = D, the divisor it should have been divided by",
+        "divided_by_batch_size": f"{factor:.6g} = D/N: divided by the {n} samples instead of D",
+    }[scale]
+    scale_others = [s for s, _, b in fitting[1:] if s != scale and b.code == base.code]
+    base_others = [b.code for s, _, b in fitting[1:] if b.code != base.code and s == scale]
+    return [
+        (
+            scale,
+            f"together with {base.code}: the candidate equals that mistake's {output} × "
+            f"{scale_words}",
+            list(dict.fromkeys(scale_others)),
+        ),
+        (
+            base.code,
+            f"{base.evidence}, then × {factor:.6g} ({scale}): two mistakes together",
+            list(dict.fromkeys(base_others)),
+        ),
+    ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hand out every student's problem from a roster CSV, later grade a folder of answers in one call.
 
-    python3 roster.py hand-out roster.csv problems/ --assignment hw3-softmax
+    python3 roster.py hand-out roster.csv problems/ --assignment hw3
     python3 roster.py grade roster.csv problems/ answers/ grades.csv
 
 The roster is a CSV file with a header row and an `email` column; other columns (name, section,
@@ -13,7 +13,10 @@ the seed "<assignment>:<email>", so " Ada@Example.edu" and "ada@example.edu" are
 labels, loss options) and its `problem_id`. `grade` reads answers/<email>.json (a student's
 answer, as for /v1/grade) and grades every student who handed one in with one /v1/grade/batch
 call per 1000 students (the service's default GRADCHECK_MAX_SUBMISSIONS), each against their
-own problem, and writes a CSV: the roster's columns, then score, max_score and message.
+own problem, and writes a CSV: the roster's columns, then score, max_score and message. It then
+prints what the class got wrong — per part, how many passed and in how many submissions each
+mistake was found ("not_divided  9 of 30  30 %"), and the score distribution — and writes the
+same as CSV (part, what, count, submissions, percent) to <grades>-summary.csv, or --summary.
 
 The service's address and key come from --url / --api-key, or GRADCHECK_URL /
 GRADCHECK_API_KEY. Standard library only.
@@ -99,10 +102,12 @@ def grade(args: argparse.Namespace) -> None:
             {"problem_id": problem["problem_id"], "submission": submission, "student": email}
         )
         graded_rows.append(row)
-    results = []
+    results, summaries = [], []
     for start in range(0, len(items), BATCH):
         body = {"items": items[start : start + BATCH], **GRADING}
-        results += post(args, "/v1/grade/batch", body)["results"]
+        answer = post(args, "/v1/grade/batch", body)
+        results += answer["results"]
+        summaries.append(answer["summary"])
     with args.grades.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, [*header, "score", "max_score", "message"])
         writer.writeheader()
@@ -118,6 +123,54 @@ def grade(args: argparse.Namespace) -> None:
         for row in missing:
             writer.writerow({**row, "score": 0, "max_score": "", "message": "no answer handed in"})
     print(f"{len(results)} graded, {len(missing)} without an answer: {args.grades}")
+    if results:
+        report_class(args, summaries, [result["score"] for result in results])
+
+
+def class_rows(summaries: list[dict]) -> list[dict]:
+    """One row per part and count (passed, unreadable, then each mistake's code), summed over
+    the batches' summaries."""
+    counts: dict[tuple[str, str], int] = {}
+    submissions: dict[str, int] = {}
+    for summary in summaries:
+        for part in summary["parts"]:
+            name = part["name"]
+            submissions[name] = submissions.get(name, 0) + part["submissions"]
+            found = {"passed": part["passed"], "unreadable": part["unreadable"], **part["codes"]}
+            for what, count in found.items():
+                counts[name, what] = counts.get((name, what), 0) + count
+    return [
+        {
+            "part": name,
+            "what": what,
+            "count": count,
+            "submissions": submissions[name],
+            "percent": round(100 * count / submissions[name]),
+        }
+        for (name, what), count in counts.items()
+    ]
+
+
+def report_class(args: argparse.Namespace, summaries: list[dict], scores: list[float]) -> None:
+    """Print what the class got wrong as a table, and write it as CSV."""
+    rows = class_rows(summaries)
+    print(f"\n{'part':<14}{'':<30}{'submissions':>12}{'%':>6}")
+    for row in rows:
+        share = f"{row['count']} of {row['submissions']}"
+        print(f"{row['part']:<14}{row['what']:<30}{share:>12}{row['percent']:>5} %")
+    ordered = sorted(scores)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    print(
+        f"scores: mean {sum(scores) / len(scores):.3g}, median {median:.3g}, "
+        f"min {ordered[0]:.3g}, max {ordered[-1]:.3g} of {summaries[0]['scores']['max_score']:g}"
+    )
+    path = args.summary or args.grades.with_name(args.grades.stem + "-summary.csv")
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, ["part", "what", "count", "submissions", "percent"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"class summary: {path}")
 
 
 def main() -> None:
@@ -128,12 +181,17 @@ def main() -> None:
     out = commands.add_parser("hand-out", help="write every student's problem")
     out.add_argument("roster", type=Path)
     out.add_argument("problems", type=Path)
-    out.add_argument("--assignment", default="hw3-softmax")
+    out.add_argument(
+        "--assignment",
+        default="hw3",
+        help='first part of every seed: the "assignment" of the Gradescope config.json (hw3)',
+    )
     marking = commands.add_parser("grade", help="grade a folder of answers in one call")
     marking.add_argument("roster", type=Path)
     marking.add_argument("problems", type=Path)
     marking.add_argument("answers", type=Path)
     marking.add_argument("grades", type=Path)
+    marking.add_argument("--summary", type=Path, help="the class summary CSV to write")
     args = parser.parse_args()
     if args.command == "hand-out":
         hand_out(args)

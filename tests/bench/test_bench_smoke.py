@@ -34,6 +34,7 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
         "5",
         "6a",
         "6b",
+        "6c",
         "7",
         "8",
     ]
@@ -62,6 +63,7 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     assert str(TARGETS["3"]) == "≥ 0.4"
     assert str(TARGETS["4"]) == "≤ 1.5" and TARGETS["4 JSON/.npz"] is None
     assert (str(TARGETS["6a"]), str(TARGETS["6b"])) == ("≤ 1.3", "≤ 1.5")
+    assert str(TARGETS["6c"]) == "≤ 1.3" and TARGETS["6c pair"] is None
     assert (str(TARGETS["7"]), str(TARGETS["7 memory"])) == ("≤ 2.5", "≤ 6")
     assert (str(TARGETS["8"]), str(TARGETS["8 HVP slope"])) == ("≤ 1.5", "≤ 1.2")
     summary = verdicts(rows).splitlines()
@@ -98,6 +100,13 @@ def test_candidate_cases_measure_what_they_claim(results: tuple[dict[str, Any], 
         "diagnoses": [],
     }
     assert jacobian["verdicts"]["missing_diagonal"]["diagnoses"][0] == "jacobian_missing_diagonal"
+    unexplained = details["unexplained"]["verdicts"]
+    assert unexplained["correct"]["passed"] and unexplained["correct"]["diagnoses"] == []
+    assert (unexplained["unexplained"]["passed"], unexplained["unexplained"]["diagnoses"]) == (
+        False,
+        [],
+    )
+    assert unexplained["pair"]["diagnoses"] == ["sign_flipped", "not_divided"]
     # the largest batch whose body fits the limit: one more sample would not
     limit = jacobian["max_body_bytes"]
     assert limit == results[0]["plan"]["max_body_bytes"]

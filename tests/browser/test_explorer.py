@@ -204,6 +204,27 @@ async def test_explorer_names_the_mistake_in_your_own_gradient(
     assert traffic.outbound == []
 
 
+async def test_explorer_names_both_mistakes_of_a_pair(explorer: Page, traffic: Traffic) -> None:
+    """Gradient ascent pasted as the gradient (y − a summed over the 2 samples): the panel lists
+    the two codes of the pair, sign_flipped then not_divided, each with its message."""
+    exact = await explorer.evaluate(
+        "() => fetch('v1/cross-entropy', {method: 'POST', headers: {'Content-Type':"
+        " 'application/json'}, body: JSON.stringify({logits: [[2, 1, 0.1], [0.5, 2.5, -1]],"
+        " labels: [0, 1], include: ['gradient']})}).then(r => r.json()).then(b => b.gradient)"
+    )
+    ascent = [[-2 * v for v in row] for row in exact]
+    seen = await updates(explorer)
+    await explorer.locator("#candidate-gradient").fill(json.dumps(ascent))
+    await wait_for_update(explorer, seen + 1)
+    items = explorer.locator("#candidate-diagnoses li")
+    await expect(items).to_have_count(2)
+    await expect(items.nth(0)).to_have_attribute("data-code", "sign_flipped")
+    await expect(items.nth(1)).to_have_attribute("data-code", "not_divided")
+    await expect(items.nth(0)).to_contain_text("together with not_divided")
+    assert traffic.page_errors == []
+    assert traffic.console_errors == []
+
+
 async def test_explorer_links_a_diagnosis_only_to_an_http_docs_url(
     page: Page, traffic: Traffic
 ) -> None:
@@ -215,10 +236,11 @@ async def test_explorer_links_a_diagnosis_only_to_an_http_docs_url(
         await page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
         await wait_for_update(page, 1)
         seen = await updates(page)
-        await page.locator("#candidate-gradient").fill("[[NaN, 1, 2], [0, 0, 0]]")
+        flipped = "[[0.170499, -0.121216, -0.049283], [-0.058057, 0.071012, -0.012954]]"
+        await page.locator("#candidate-gradient").fill(flipped)  # y − a instead of a − y
         await wait_for_update(page, seen + 1)
         await expect(page.locator("#candidate-diagnoses li").first).to_have_attribute(
-            "data-code", "overflow"
+            "data-code", "sign_flipped"
         )
         link = page.locator("#candidate-diagnoses li a").first
         await expect(link).to_have_attribute(

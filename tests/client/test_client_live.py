@@ -255,6 +255,10 @@ def test_grade_batch_takes_a_roster_of_items(live_url: str) -> None:
         results = service.grade_batch(items=items, points={"loss": 1})
     assert [r.score for r in results] == [1.0, 0.0]
     assert [r.student for r in results] == ["ada", "bob"]
+    (loss,) = results.summary.parts  # bob sent ada's loss: wrong, and counted as such
+    assert (loss.name, loss.submissions, loss.passed) == ("loss", 2, 1)
+    assert results.summary.scores.max == 1.0 and results.summary.scores.min == 0.0
+    assert sum(b.count for b in results.summary.scores.histogram) == 2
 
 
 def test_a_refused_request_raises_with_the_field_and_position(live_url: str) -> None:

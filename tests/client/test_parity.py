@@ -46,11 +46,16 @@ RESULTS: dict[str, type[Any]] = {
     "GradescopeTest": results.GradescopeTest,
     "PrairieLearnResult": results.PrairieLearnResult,
     "PrairieLearnTest": results.PrairieLearnTest,
+    "BatchGradeResponse": results.BatchGrades,
+    "ClassSummaryModel": results.ClassSummary,
+    "ScoreDistribution": results.ScoreDistribution,
+    "ScoreBinModel": results.ScoreBin,
+    "PartSummaryModel": results.PartSummary,
 }
 """Each response model of the schema and the client class that holds it."""
 
-CONTAINERS = {"BatchGradeResponse"}
-"""Response models the client unwraps (`grade_batch` returns the list of `results`)."""
+CONTAINERS: set[str] = set()
+"""Response models the client unwraps (none: `grade_batch` returns `BatchGrades`)."""
 
 OPTIONS: dict[str, type[Any]] = {
     "FiniteDifferenceOptions": client.NumericOptions,

@@ -97,8 +97,10 @@ def run_autograder(
 
 
 def student_problem(url: str, email: str) -> dict[str, Any]:
-    """The problem the course handed this student: the seed rule of run_autograder."""
-    body = {"seed": f"hw3-softmax:{email}", "batch_size": 4, "num_classes": 3}
+    """The problem the course handed this student: the seed rule of run_autograder, with the
+    assignment and problem options of config.json."""
+    config = json.loads((GRADESCOPE / "config.json").read_text())
+    body = {"seed": f"{config['assignment']}:{email}", **config["problem"]}
     problem: dict[str, Any] = call(url, "/v1/problems", body)
     return problem
 
@@ -165,9 +167,11 @@ def test_gradescope_with_a_wrong_key_says_it_is_a_configuration_problem(
     assert "misconfigured" in results["output"]
     assert "not your mistake" in results["output"]
     assert "resubmit" not in results["output"]
-    # the instructor sees the status and the service's detail
-    assert "HTTP 401" in process.stderr
-    assert "X-API-Key" in process.stderr or "API key" in process.stderr
+    # the instructor sees what to fix, in the autograder's output and in a hidden test
+    assert '"api_key" is not accepted by the service (HTTP 401)' in process.stderr
+    (note,) = results["tests"]
+    assert note["visibility"] == "hidden"
+    assert '"api_key" is not accepted' in note["output"]
 
 
 def test_gradescope_when_the_service_is_unreachable(tmp_path: Path) -> None:
@@ -197,6 +201,7 @@ def grade_dir(tmp_path: Path, url: str, answer: str | None) -> tuple[Path, dict[
     configured(
         PL_EXAMPLES / "config.json", course_files / "gradcheck" / "config.json", url, API_KEY
     )
+    shutil.copy(PL_EXAMPLES / "grade.py", course_files / "gradcheck" / "grade.py")
     data: dict[str, Any] = {
         "params": {},
         "variant_seed": 1234567,

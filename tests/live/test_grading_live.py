@@ -4,6 +4,7 @@ was."""
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -54,6 +56,7 @@ def test_the_roster_script_hands_out_and_grades_a_class(
         " Bob@Example.edu ,Bob,A\n"
         "cy@example.edu,Cy,B\n"
         "di@example.edu,Di,B\n"
+        "eve@example.edu,Eve,B\n"
     )
     problems, answers = tmp_path / "problems", tmp_path / "answers"
     roster(server.url, "hand-out", csv_path, problems, "--assignment", "hw3")
@@ -62,6 +65,7 @@ def test_the_roster_script_hands_out_and_grades_a_class(
         "bob@example.edu.json",
         "cy@example.edu.json",
         "di@example.edu.json",
+        "eve@example.edu.json",
     ]
     handed = {p.stem: json.loads(p.read_text()) for p in problems.iterdir()}
     assert handed["bob@example.edu"]["parameters"]["seed"] == "hw3:bob@example.edu"
@@ -71,8 +75,12 @@ def test_the_roster_script_hands_out_and_grades_a_class(
         (answers / f"{email}.json").write_text(json.dumps(answer))
     # cy hands in ada's answer; di hands in nothing
     (answers / "cy@example.edu.json").write_text((answers / "ada@example.edu.json").read_text())
+    # eve flips the sign of both parts (y − a): the class summary counts it
+    flipped = right_answer(server.url, handed["eve@example.edu"])
+    flipped = {"loss": -flipped["loss"], "gradient": (-np.asarray(flipped["gradient"])).tolist()}
+    (answers / "eve@example.edu.json").write_text(json.dumps(flipped))
     grades = tmp_path / "grades.csv"
-    roster(server.url, "grade", csv_path, problems, answers, grades)
+    printed = roster(server.url, "grade", csv_path, problems, answers, grades).stdout
     with grades.open() as file:
         rows = {row["name"]: row for row in csv.DictReader(file)}
     assert list(next(iter(rows.values()))) == [
@@ -88,6 +96,19 @@ def test_the_roster_script_hands_out_and_grades_a_class(
     assert float(rows["Cy"]["score"]) < 3.0
     assert rows["Di"]["message"] == "no answer handed in"
     assert rows["Bob"]["section"] == "A"
+    assert scores["Eve"] == 0.0
+    with (tmp_path / "grades-summary.csv").open() as file:
+        summary = {(row["part"], row["what"]): row for row in csv.DictReader(file)}
+    for part in ("loss", "gradient"):
+        assert summary[part, "sign_flipped"] == {
+            "part": part,
+            "what": "sign_flipped",
+            "count": "1",
+            "submissions": "4",
+            "percent": "25",
+        }
+        assert summary[part, "passed"]["count"] == "2"
+    assert re.search(r"gradient\s+sign_flipped\s+1 of 4\s+25 %", printed), printed
 
 
 def test_the_roster_script_reports_a_refusal(start_server: ServerFactory, tmp_path: Path) -> None:

@@ -85,9 +85,12 @@ def outputs(
     axis: int = 1,
     divide_by: float | None = None,
     a_minus_q: bool = False,
+    smooth_ignored: bool = False,
+    log_of: Any = None,
 ) -> dict[str, Array]:
     """Every output by the textbook formulas. The mistakes: `axis` 0 normalises over the batch,
-    `divide_by` replaces D, `a_minus_q` takes the gradient as (a − q)/D."""
+    `divide_by` replaces D, `a_minus_q` takes the gradient as (a − q)/D, `smooth_ignored` keeps
+    ε/C·w in the ignored samples' targets, `log_of(a)` replaces log a in the losses."""
     z = np.asarray(z, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         a, log_a = softmax_rows(z, axis)
@@ -102,8 +105,12 @@ def outputs(
     q = targets(labels, z.shape[1], weight=weight, ignore_index=ignore_index, smoothing=smoothing)
     d = divisor(labels, weight=weight, ignore_index=ignore_index, reduction=reduction)
     d = d if divide_by is None else divide_by
-    with np.errstate(invalid="ignore"):
-        losses = -np.where(q > 0, q * log_a, 0.0).sum(axis=1)
+    if smooth_ignored:
+        w = np.ones(z.shape[1]) if weight is None else np.asarray(weight, np.float64)
+        q[labels == ignore_index] = smoothing / z.shape[1] * w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = log_a if log_of is None else log_of(a)
+        losses = -np.where(q > 0, q * logs, 0.0).sum(axis=1)
     result["losses"] = losses
     result["loss"] = losses / d if reduction == "none" else np.asarray(losses.sum() / d)
     total = 1.0 if a_minus_q else q.sum(axis=1, keepdims=True)
@@ -175,6 +182,51 @@ PADDING = problem(labels=np.array([0, 3, 1, 0, 2]), ignore_index=0)
 SOFT = problem(labels=RNG.dirichlet(np.ones(4), size=5) * 1.5)
 SOFTMAX_ONLY = problem(labels=None)
 LARGE = problem(z=np.vstack([Z[:4], [[1000.0, 0.0, -3.0, 999.0]]]))
+UNDERFLOW = problem(z=np.vstack([Z[:4], [[0.0, -800.0, 1.0, 2.0]]]), labels=[0, 3, 1, 3, 1])
+CONFIDENT = problem(z=np.vstack([Z[:3], [[40.0, -5.0, 0.0, -1.0]], Z[4:]]))  # a_3 ≈ e^-41
+SMOOTHED_IGNORED = problem(labels=np.array([0, -100, 1, 3, -100]), smoothing=0.2)
+PLAIN = problem()
+
+
+def one_hot_argmax(p: Array) -> Array:
+    """Each row of probability targets replaced by the one-hot row of its first maximum."""
+    result = np.zeros_like(p)
+    for n, row in enumerate(p):
+        result[n, int(np.argmax(row))] = 1.0
+    return result
+
+
+def backward_through_softmax(p: Mapping[str, Any]) -> Array:
+    """dL/dz as the chain rule of a from-scratch library: dL/da = −q/a (where q ≠ 0), pushed
+    through the softmax Jacobian, dL/dz_j = a_j(g_j − Σ_i a_i g_i), after a correct max-shift."""
+    z = p["z"]
+    a, _ = softmax_rows(z)
+    labels = np.asarray(p["labels"])
+    options = {"weight": p.get("weight"), "ignore_index": p.get("ignore_index", -100)}
+    q = targets(labels, z.shape[1], smoothing=p.get("smoothing", 0.0), **options)
+    d = divisor(labels, reduction=p.get("reduction", "mean"), **options)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upstream = np.where(q != 0, -q / a, 0.0)
+        gradient: Array = a * (upstream - (a * upstream).sum(axis=1, keepdims=True)) / d
+    return gradient
+
+
+def nulls(value: Array) -> list[list[float | None]]:
+    """A 2-D array as the API writes it: −inf as null."""
+    return [[None if v == -np.inf else float(v) for v in row] for row in value]
+
+
+def _naive_log_softmax(z: Any) -> Array:
+    with np.errstate(divide="ignore"):
+        result: Array = np.log(naive_softmax(np.asarray(z, np.float64)))
+    return result
+
+
+def _block_loss(p: Mapping[str, Any]) -> float:
+    """−mean of log_softmax(z)[:, y]: the N×N block of every sample at every label."""
+    _, log_a = softmax_rows(p["z"])
+    return float(-np.mean(log_a[:, p["labels"]]))
+
 
 # code → (problem, output, candidate value): the mistake in one of the outputs it changes
 FIRST_CASES: dict[str, list[tuple[Mapping[str, Any], str, Any]]] = {
@@ -259,6 +311,52 @@ FIRST_CASES: dict[str, list[tuple[Mapping[str, Any], str, Any]]] = {
         (SOFTMAX_ONLY, "log_probabilities", mistaken(SOFTMAX_ONLY, axis=0)["log_probabilities"]),
         (WEIGHTED, "gradient", mistaken(WEIGHTED, axis=0)["gradient"]),
         (SOFTMAX_ONLY, "jacobian", mistaken(SOFTMAX_ONLY, axis=0)["jacobian"]),
+    ],
+    "probability_underflow": [
+        (UNDERFLOW, "gradient", backward_through_softmax(UNDERFLOW)),
+        (UNDERFLOW, "losses", mistaken(UNDERFLOW, log_of=np.log)["losses"]),
+        (
+            problem(z=[[0.0, -800.0, 1.0]], labels=None),
+            "log_probabilities",
+            nulls(_naive_log_softmax([[0.0, -800.0, 1.0]])),
+        ),
+    ],
+    "smoothing_over_other_classes": [
+        (SMOOTHED, "gradient", mistaken(SMOOTHED, smoothing=0.2 * 4 / 3)["gradient"]),
+        (SMOOTHED, "losses", mistaken(SMOOTHED, smoothing=0.2 * 4 / 3)["losses"]),
+    ],
+    "ignored_rows_smoothed": [
+        (
+            SMOOTHED_IGNORED,
+            "gradient",
+            mistaken(SMOOTHED_IGNORED, smooth_ignored=True)["gradient"],
+        ),
+        (
+            SMOOTHED_IGNORED,
+            "loss",
+            mistaken(SMOOTHED_IGNORED, smooth_ignored=True, divide_by=5.0)["loss"],
+        ),
+    ],
+    "soft_labels_argmaxed": [
+        (SOFT, "gradient", mistaken(SOFT, labels=one_hot_argmax(SOFT["labels"]))["gradient"]),
+        (SOFT, "losses", mistaken(SOFT, labels=one_hot_argmax(SOFT["labels"]))["losses"]),
+    ],
+    "log_clipped": [
+        (
+            CONFIDENT,
+            "losses",
+            mistaken(CONFIDENT, log_of=lambda a: np.log(np.maximum(a, 1e-7)))["losses"],
+        ),
+        (CONFIDENT, "loss", mistaken(CONFIDENT, log_of=lambda a: np.log(a + 1e-15))["loss"]),
+        (
+            CONFIDENT,
+            "losses",
+            mistaken(CONFIDENT, log_of=lambda a: np.log(np.clip(a, 1e-12, 1 - 1e-12)))["losses"],
+        ),
+    ],
+    "loss_wrong_entries": [
+        (PLAIN, "loss", _block_loss(PLAIN)),
+        (PLAIN, "loss", reference_of(PLAIN)["losses"][0] / 5),
     ],
     "overflow": [
         (LARGE, "probabilities", naive_softmax(LARGE["z"])),
@@ -432,13 +530,68 @@ def test_overflow_evidence_names_the_logit() -> None:
     assert "largest logit of sample 4 is 1000" in first.evidence
 
 
-def test_log_of_an_underflowed_softmax_is_overflow() -> None:
-    p = problem(z=[[0.0, -800.0, 1.0]], labels=None)
-    with np.errstate(divide="ignore"):
-        naive = np.log(naive_softmax(p["z"]))
-    value = [[None if v == -np.inf else float(v) for v in naive[0]]]  # null as the API writes
-    (first,) = check(p, {"log_probabilities": value}).diagnoses
+def test_overflow_is_only_claimed_in_the_rows_it_predicts() -> None:
+    # NaN in sample 0 (largest logit about 3): exp overflows nowhere there
+    value = naive_softmax(LARGE["z"])
+    value[0, 0] = np.nan
+    result = check(LARGE, {"probabilities": value.tolist()})
+    assert result.diagnoses == []
+    assert any("no known mistake" in note for note in result.notes)
+
+
+def test_underflow_is_named_with_its_class() -> None:
+    (first,) = check(UNDERFLOW, {"gradient": backward_through_softmax(UNDERFLOW)}).diagnoses
+    assert first.code == "probability_underflow"
+    assert "in exactly the one sample where the probability of a class" in first.evidence
+    assert "sample 4: class 1" in first.evidence
+    assert "a·Σq − q" in first.message
+
+
+def test_underflow_of_a_class_without_target_through_the_whole_row() -> None:
+    # −y/a over every class: in sample 4 class 1 underflows but its label is 3; 0/0 is NaN
+    p = problem(z=UNDERFLOW["z"], labels=[0, 3, 1, 3, 3])
+    a, _ = softmax_rows(p["z"])
+    y = np.eye(4)[p["labels"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upstream = -y / a / 5
+        gradient = a * (upstream - (a * upstream).sum(axis=1, keepdims=True))
+        losses = -(y * np.log(a)).sum(axis=1)
+    for output, value in (("gradient", gradient), ("losses", losses)):
+        (first,) = check(p, {output: value.tolist()}).diagnoses
+        assert first.code == "probability_underflow"
+        assert "where the probability of a class underflows to 0" in first.evidence
+    # the fused gradient's answer, or −q/a at the label alone, is finite: nothing to name
+    assert check(p, {"gradient": backward_through_softmax(p)}).passed
+
+
+def test_overflow_and_underflow_in_the_same_rows_are_listed() -> None:
+    # sample 4 of LARGE overflows exp, and its label's probability (class 2) underflows too
+    value = np.where(np.isnan(naive_softmax(LARGE["z"])), np.nan, 0.1)
+    (first,) = check(LARGE, {"gradient": value}).diagnoses
     assert first.code == "overflow"
+    assert first.indistinguishable_from == ["probability_underflow"]
+
+
+def test_overflow_follows_the_candidates_dtype() -> None:
+    # a largest logit of 100 overflows exp in float32 (above 88.7), not in float64
+    z = np.vstack([Z[:4], [[100.0, 0.0, 1.0, 2.0]]])
+    p = problem(z=z, labels=None)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(z.astype(np.float32))
+        naive = e / e.sum(axis=1, keepdims=True)
+    reference = reference_of(p)["probabilities"]
+    result = check_candidate(
+        {"probabilities": naive},
+        {"probabilities": reference},
+        atol=1e-8,
+        rtol=1e-5,
+        inputs=inputs_of(p),
+    )
+    (first,) = result.diagnoses
+    assert first.code == "overflow"
+    assert "log(max float32) = 88.72" in first.evidence
+    as_float64 = naive.astype(np.float64)
+    assert check(p, {"probabilities": as_float64}).diagnoses == []
 
 
 def test_softmax_only_problems_have_no_loss_hypotheses() -> None:

@@ -48,4 +48,10 @@ async def cross_entropy(received: CrossEntropyBody) -> Response:
 
 
 def _call(values: LossValues, context: RequestContext, overflow: RequestError | None) -> LossCall:
-    return to_loss_call(values, context.settings, overflow=overflow, deadline=context.deadline)
+    return to_loss_call(
+        values,
+        context.settings,
+        overflow=overflow,
+        deadline=context.deadline,
+        docs_url=context.docs_url,
+    )

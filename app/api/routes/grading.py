@@ -49,12 +49,13 @@ from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
 from app.core.media import JSON_MEDIA_TYPE
 from app.core.threads import run_in_thread
-from app.grading.formats import Presentation, gradescope, native, prairielearn
+from app.grading.formats import Presentation, gradescope, native, prairielearn, summary_fields
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
     GENERATOR_ALGORITHM,
     GENERATOR_NAME,
 )
+from app.grading.summary import class_summary
 from app.grading.tokens import (
     encode_problem_id,
 )
@@ -104,7 +105,7 @@ def problem_fields(body: ProblemRequest, settings: Settings, key: bytes) -> dict
     }
 
 
-def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
+def _options(body: GradingRequestBase, deadline: Deadline, docs_url: str | None) -> GradingOptions:
     if not sum(body.points.values()) > 0:
         raise RequestError(("points",), "points must give at least one part more than 0 points")
     return GradingOptions(
@@ -113,6 +114,7 @@ def _options(body: GradingRequestBase, deadline: Deadline) -> GradingOptions:
         rtol=body.tolerance.rtol,
         partial_credit=body.partial_credit,
         deadline=deadline,
+        docs_url=docs_url,
     )
 
 
@@ -144,10 +146,13 @@ def grade_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
-) -> list[dict[str, Any]]:
-    """Grade every submission against the request's problem, in the requested format, until
-    `deadline` (`overflow` as for `app.api.inputs.reference_of`)."""
-    options = _options(body, deadline)
+    docs_url: str | None = None,
+) -> tuple[list[dict[str, Any]], list[Grade]]:
+    """Grade every submission against the request's problem, until `deadline` (`overflow` as
+    for `app.api.inputs.reference_of`; `docs_url`, the base of the links in diagnoses,
+    `app.api.links.docs_url`): the results in the requested format, and the grades (for the
+    class summary)."""
+    options = _options(body, deadline, docs_url)
     reference = grading_reference(body.problem_id, body.problem, settings, key, overflow=overflow)
     location = ("problem_id",) if body.problem_id is not None else ("problem",)
     with under(*location):
@@ -163,7 +168,7 @@ def grade_fields(
         if index % 64 == 63:
             deadline.check()
         results.append(_formatted(body, grade, view))
-    return results
+    return results, grades
 
 
 ROSTER_CHECKPOINT_ITEMS = 16
@@ -178,17 +183,18 @@ def roster_fields(
     *,
     deadline: Deadline = NEVER,
     overflow: RequestError | None = None,
-) -> list[dict[str, Any]]:
+    docs_url: str | None = None,
+) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
-    id, items of equal shapes graded together, until `deadline` (`overflow` as for
-    `app.api.inputs.reference_of`)."""
+    id, items of equal shapes graded together, until `deadline` (`overflow` and `docs_url` as
+    for `grade_fields`). Returns the formatted results and the grades."""
     if body.problem_id is not None or body.problem is not None:
         raise RequestError(
             ("items",),
             "with items, each item names its own problem: leave problem_id and problem out of "
             "the top level",
         )
-    options = _options(body, deadline)
+    options = _options(body, deadline, docs_url)
     by_id: dict[str, Reference] = {}
     references: list[Reference] = []
     for index, item in enumerate(items):
@@ -237,7 +243,7 @@ def roster_fields(
         )
         view = Presentation(body.feedback, options.atol, options.rtol, expected)
         results.append(_formatted(body, item_grade, view, item.student))
-    return results
+    return results, [grade for grade in grades if grade is not None]
 
 
 @router.post(
@@ -266,7 +272,7 @@ async def _graded(
     encode the results."""
     body, context = received.body, received.context
     settings, key, deadline = context.settings, context.signing_key, context.deadline
-    overflow = received.overflow
+    overflow, links = received.overflow, context.docs_url
     items = body.items if isinstance(body, BatchGradeRequest) else None
     count = len(items) if items is not None else len(submissions)
     entries, cost = grading_request_cost(body, count, key)
@@ -274,15 +280,25 @@ async def _graded(
     def work() -> Response:
         if items is not None:
             assert isinstance(body, BatchGradeRequest)
-            results = roster_fields(
-                body, items, settings, key, deadline=deadline, overflow=overflow
+            results, grades = roster_fields(
+                body, items, settings, key, deadline=deadline, overflow=overflow, docs_url=links
             )
         else:
-            results = grade_fields(
-                body, submissions, settings, key, deadline=deadline, overflow=overflow
+            results, grades = grade_fields(
+                body,
+                submissions,
+                settings,
+                key,
+                deadline=deadline,
+                overflow=overflow,
+                docs_url=links,
             )
         deadline.check()
-        content = results[0] if single else {"results": results}
+        content = (
+            results[0]
+            if single
+            else {"results": results, "summary": summary_fields(class_summary(grades))}
+        )
         return Response(encode_json(content), media_type=JSON_MEDIA_TYPE)
 
     return await run_admitted(entries, cost, context, work)
@@ -350,7 +366,9 @@ async def grade_batch_route(received: RosterBody) -> Response:
     """As /v1/grade for every entry of `submissions` (one problem; each part compared for all
     students in one numpy operation), or for every roster item of `items` (each student's own
     problem, by id or in full; items of one shape graded together, each result carrying the
-    item's `student` label). `results` are in the order sent. At most
+    item's `student` label). `results` are in the order sent. `summary` is for the
+    instructor: per part, in how many submissions each diagnosis code was found, and the score
+    distribution (counts and scores only, no number derived from the expected values). At most
     GRADCHECK_MAX_SUBMISSIONS entries (413 above)."""
     body = received.body
     if (body.items is None) == (body.submissions is None):

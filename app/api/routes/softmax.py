@@ -32,7 +32,11 @@ async def softmax(received: SoftmaxBody) -> Response:
 
     def work() -> Response:
         call = to_softmax_call(
-            values, context.settings, overflow=received.overflow, deadline=context.deadline
+            values,
+            context.settings,
+            overflow=received.overflow,
+            deadline=context.deadline,
+            docs_url=context.docs_url,
         )
         return respond(softmax_fields(call.run(), call.layout), context.accept, context.deadline)
 

@@ -399,8 +399,9 @@ class CandidateCheckModel(BaseModel):
     passed: bool = Field(description="Every output you sent was read and passes.")
     outputs: dict[str, CandidateOutputCheck] = Field(description="One check per output sent.")
     diagnoses: list[DiagnosisModel] = Field(
-        description="The most likely mistake first; empty when the candidate passes or when no "
-        "known mistake explains it (never a guess)."
+        description="The most likely mistake first: one per wrong output, or two for an output "
+        "that two mistakes at once explain (a scale or sign mistake with another); empty when "
+        "the candidate passes or when no known mistake explains it (never a guess)."
     )
     notes: list[str] = Field(description="Remarks on precision and unexplained outputs.")
     tolerance: AppliedTolerance = Field(

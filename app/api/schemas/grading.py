@@ -260,6 +260,11 @@ class PartResult(BaseModel):
     diagnosis: str | None = Field(
         None, description="Code of the likely mistake behind a wrong part (feedback verdict, full)."
     )
+    diagnoses: list[str] | None = Field(
+        None,
+        description="Every code found in a wrong part, the most likely first: one, or the two of "
+        "a pair of mistakes made at once (feedback verdict, full).",
+    )
     mismatches: list[MismatchEntry] | None = Field(
         None,
         description="The first few entries outside the tolerance with the submitted value "
@@ -330,7 +335,51 @@ class PrairieLearnResult(BaseModel):
 AnyGradeResult = GradeResult | GradescopeResult | PrairieLearnResult
 
 
+class ScoreBinModel(BaseModel):
+    """Scores in [low, high); the last bin includes high (max_score)."""
+
+    low: float
+    high: float
+    count: int
+
+
+class ScoreDistribution(BaseModel):
+    """The scores of every submission of the batch."""
+
+    max_score: float
+    mean: float | None = Field(description="null for an empty batch (also median, min, max).")
+    median: float | None
+    min: float | None
+    max: float | None
+    histogram: list[ScoreBinModel] = Field(description="10 equal bins over [0, max_score].")
+
+
+class PartSummaryModel(BaseModel):
+    """One graded part over every submission of the batch."""
+
+    name: Part
+    submissions: int
+    passed: int
+    unreadable: int = Field(description="Submissions whose part was missing or unreadable.")
+    codes: dict[str, int] = Field(
+        description="Diagnosis code → in how many submissions it was found (each code once per "
+        "submission; both codes of a pair count), the most likely code first.",
+        examples=[{"not_divided": 12, "sign_flipped": 3}],
+    )
+
+
+class ClassSummaryModel(BaseModel):
+    """What the class got wrong, for the instructor: counts and scores only, no number derived
+    from the expected values, whatever the feedback level."""
+
+    submissions: int
+    gradable: int
+    scores: ScoreDistribution
+    parts: list[PartSummaryModel]
+
+
 class BatchGradeResponse(BaseModel):
-    """One result per submission (or roster item), in the order sent."""
+    """One result per submission (or roster item), in the order sent, and the class summary."""
 
     results: list[AnyGradeResult]
+    summary: ClassSummaryModel

@@ -351,6 +351,12 @@ def run_grade(args: argparse.Namespace) -> int:
         (out / f"{key}.json").write_text(json.dumps(result.raw, indent=1) + "\n")
         print(f"{key}: {_summary(result)}")
     print(f"{len(results)} answers graded, results in {out}")
+    for part in results.summary.parts:
+        found = ", ".join(f"{code} in {count}" for code, count in part.codes.items())
+        print(
+            f"{part.name}: {part.passed} of {part.submissions} passed"
+            + (f"; {found}" if found else "")
+        )
     return NO_VERDICT if missing else PASS
 
 

@@ -23,7 +23,9 @@ from gradcheck_client import wire
 from gradcheck_client.errors import ResponseError, TransportError, status_error
 from gradcheck_client.results import (
     GRADING_RESULTS,
+    BatchGrades,
     CandidateCheck,
+    ClassSummary,
     CrossEntropyResult,
     GradingResult,
     Problem,
@@ -140,10 +142,19 @@ def _grade_reader(format: GradeFormat | None) -> Callable[[httpx.Response], Grad
     return lambda response: kind.from_json(response.json())
 
 
-def _grades_reader(format: GradeFormat | None) -> Callable[[httpx.Response], list[GradingResult]]:
-    """Reads /v1/grade/batch's results in `format`."""
+def _grades_reader(format: GradeFormat | None) -> Callable[[httpx.Response], BatchGrades]:
+    """Reads /v1/grade/batch's results in `format` and its class summary."""
     kind = GRADING_RESULTS[format or "native"]
-    return lambda response: [kind.from_json(result) for result in response.json()["results"]]
+
+    def read(response: httpx.Response) -> BatchGrades:
+        data = response.json()
+        return BatchGrades(
+            results=tuple(kind.from_json(result) for result in data["results"]),
+            summary=ClassSummary.from_json(data["summary"]),
+            raw=data,
+        )
+
+    return read
 
 
 class _Core:
@@ -510,10 +521,12 @@ class Client(_Core):
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
         visibility: Visibility | None = None,
-    ) -> list[GradingResult]:
+    ) -> BatchGrades:
         """`POST /v1/grade/batch`: many answers to one problem (`submissions`), or a roster
         (`items`: dicts of problem_id or problem, submission and an optional student label),
-        in one call. Returns one result per answer, in order."""
+        in one call. Returns `BatchGrades`: one result per answer, in order (`results`; it
+        iterates over them too), and the class summary (`summary`: per part, in how many
+        submissions each mistake was found; the score distribution)."""
         options = dict(locals())
         del options["self"], options["problem_id"], options["problem"]
         options["submissions"] = None if submissions is None else list(submissions)
@@ -713,7 +726,7 @@ class AsyncClient(_Core):
         format: GradeFormat | None = None,
         reveal_expected: bool | None = None,
         visibility: Visibility | None = None,
-    ) -> list[GradingResult]:
+    ) -> BatchGrades:
         """`POST /v1/grade/batch`, as `Client.grade_batch`."""
         options = dict(locals())
         del options["self"], options["problem_id"], options["problem"]

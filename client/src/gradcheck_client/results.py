@@ -9,6 +9,7 @@ own JSON fields in `raw`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,6 +385,8 @@ class PartResult:
     fraction_correct: float | None
     message: str
     diagnosis: str | None = None
+    diagnoses: tuple[str, ...] | None = None
+    """Every code found in a wrong part, the most likely first (two for a pair of mistakes)."""
     mismatches: tuple[MismatchEntry, ...] | None = None
     expected: Any = None
 
@@ -400,6 +403,7 @@ class PartResult:
             fraction_correct=_optional_number(data["fraction_correct"]),
             message=str(data["message"]),
             diagnosis=_optional_text(data.get("diagnosis")),
+            diagnoses=None if data.get("diagnoses") is None else _texts(data["diagnoses"]),
             mismatches=None
             if mismatches is None
             else tuple(MismatchEntry.from_json(m) for m in mismatches),
@@ -551,3 +555,99 @@ GRADING_RESULTS = {
     "prairielearn": PrairieLearnResult,
 }
 """The result class of each `format`."""
+
+
+@dataclass(frozen=True)
+class ScoreBin:
+    """Scores in [low, high); the last bin includes high (max_score)."""
+
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreBin:
+        return cls(low=_number(data["low"]), high=_number(data["high"]), count=int(data["count"]))
+
+
+@dataclass(frozen=True)
+class ScoreDistribution:
+    """The scores of every submission of a batch (mean … max are None for an empty batch)."""
+
+    max_score: float
+    mean: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    histogram: tuple[ScoreBin, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreDistribution:
+        return cls(
+            max_score=_number(data["max_score"]),
+            mean=_optional_number(data["mean"]),
+            median=_optional_number(data["median"]),
+            min=_optional_number(data["min"]),
+            max=_optional_number(data["max"]),
+            histogram=tuple(ScoreBin.from_json(b) for b in data["histogram"]),
+        )
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    """One graded part over a batch: how many passed, and in how many submissions each
+    diagnosis code was found (most frequent first)."""
+
+    name: str
+    submissions: int
+    passed: int
+    unreadable: int
+    codes: dict[str, int]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartSummary:
+        return cls(
+            name=str(data["name"]),
+            submissions=int(data["submissions"]),
+            passed=int(data["passed"]),
+            unreadable=int(data["unreadable"]),
+            codes={str(code): int(count) for code, count in data["codes"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """What a class got wrong, for the instructor: counts and scores only."""
+
+    submissions: int
+    gradable: int
+    scores: ScoreDistribution
+    parts: tuple[PartSummary, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClassSummary:
+        return cls(
+            submissions=int(data["submissions"]),
+            gradable=int(data["gradable"]),
+            scores=ScoreDistribution.from_json(data["scores"]),
+            parts=tuple(PartSummary.from_json(p) for p in data["parts"]),
+        )
+
+
+@dataclass(frozen=True)
+class BatchGrades:
+    """What `grade_batch` returns: one result per answer, in order, and the class summary.
+    Iterating over it (or `len`, indexing) goes through `results`."""
+
+    results: tuple[GradingResult, ...]
+    summary: ClassSummary
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[GradingResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> GradingResult:
+        return self.results[index]

@@ -85,7 +85,8 @@ async def test_non_finite_values_are_diagnosed_and_quoted(asgi_client: httpx.Asy
     assert output["nonfinite"] == 3
     assert output["max_abs_error"] is None and output["max_rel_error"] is None
     assert {entry["got"] for entry in output["worst"]} >= {"NaN", "Infinity", "-Infinity"}
-    assert response.json()["candidate_check"]["diagnoses"][0]["code"] == "overflow"
+    # small logits: exp overflows nowhere, so these NaN/Infinity are no fact of overflow
+    assert response.json()["candidate_check"]["diagnoses"] == []
 
 
 @pytest.mark.parametrize(

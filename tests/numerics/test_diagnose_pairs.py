@@ -1,0 +1,256 @@
+"""Two mistakes at once, the scalar loss's stricter rule, and no false names at any dtype.
+
+Candidates come from the independent textbook formulas of test_diagnose (`outputs`), with two
+mistakes put in at once: a semantic one (an option left out or misread, a − y) and a scale or
+sign one (the sum not divided, the wrong divisor, the sign).
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.numerics.candidate import DEFAULT_TOLERANCE, check_candidate
+from app.numerics.gradcheck import Output, analyse_cross_entropy
+from tests.numerics.test_diagnose import (
+    IGNORED,
+    PADDING,
+    PLAIN,
+    SMOOTHED,
+    SMOOTHED_IGNORED,
+    WEIGHTED,
+    Array,
+    check,
+    inputs_of,
+    mistaken,
+    problem,
+    problems,
+    reference_of,
+)
+
+SMOOTHED_WEIGHTED = problem(smoothing=0.2, weight=[0.5, 2.0, 1.0, 3.0])
+
+# (the two codes, in priority order) → (problem, output, candidate)
+PAIR_CASES: list[tuple[tuple[str, str], Mapping[str, Any], str, Array]] = [
+    (
+        ("not_divided", "label_smoothing_ignored"),
+        SMOOTHED,
+        "gradient",
+        mistaken(SMOOTHED, smoothing=0.0, divide_by=1.0)["gradient"],
+    ),
+    (
+        ("sign_flipped", "not_divided"),
+        PLAIN,
+        "gradient",
+        -mistaken(PLAIN, divide_by=1.0)["gradient"],
+    ),
+    (
+        ("not_divided", "weights_ignored"),
+        WEIGHTED,
+        "gradient",
+        mistaken(WEIGHTED, weight=None, divide_by=1.0)["gradient"],
+    ),
+    (
+        ("sign_flipped", "a_minus_y"),
+        WEIGHTED,
+        "gradient",
+        -mistaken(WEIGHTED, a_minus_q=True)["gradient"],
+    ),
+    (
+        ("sign_flipped", "ignore_index_not_applied"),
+        PADDING,
+        "gradient",
+        -mistaken(PADDING, ignore_index=-100)["gradient"],
+    ),
+    (
+        ("divided_by_batch_size", "label_smoothing_ignored"),
+        SMOOTHED_WEIGHTED,
+        "gradient",
+        mistaken(SMOOTHED_WEIGHTED, smoothing=0.0, divide_by=5.0)["gradient"],
+    ),
+    (
+        ("not_divided", "smoothing_over_other_classes"),
+        SMOOTHED,
+        "gradient",
+        mistaken(SMOOTHED, smoothing=0.2 * 4 / 3, divide_by=1.0)["gradient"],
+    ),
+    (
+        ("sign_flipped", "ignored_rows_smoothed"),
+        SMOOTHED_IGNORED,
+        "gradient",
+        -mistaken(SMOOTHED_IGNORED, smooth_ignored=True)["gradient"],
+    ),
+    (
+        ("sign_flipped", "label_smoothing_ignored"),
+        SMOOTHED,
+        "losses",
+        -mistaken(SMOOTHED, smoothing=0.0)["losses"],
+    ),
+]
+PAIRS = [
+    pytest.param(codes, p, output, value, id=f"{'+'.join(codes)}-{output}")
+    for codes, p, output, value in PAIR_CASES
+]
+
+
+@pytest.mark.parametrize(("codes", "p", "output", "value"), PAIRS)
+def test_a_pair_names_both_mistakes(
+    codes: tuple[str, str], p: Mapping[str, Any], output: str, value: Array
+) -> None:
+    result = check(p, {output: value.tolist()})
+    assert not result.passed
+    assert [(d.code, d.output) for d in result.diagnoses] == [(code, output) for code in codes]
+    scale, semantic = result.diagnoses
+    assert "two mistakes together" in " ".join(d.evidence for d in result.diagnoses)
+    assert scale.message != semantic.message
+
+
+@pytest.mark.parametrize(("codes", "p", "output", "value"), PAIRS)
+def test_the_right_answer_of_a_pair_case_gets_no_diagnosis(
+    codes: tuple[str, str], p: Mapping[str, Any], output: str, value: Array
+) -> None:
+    result = check(p, {output: reference_of(p)[output].tolist()})
+    assert result.passed
+    assert result.diagnoses == []
+
+
+@pytest.mark.parametrize(("codes", "p", "output", "value"), PAIRS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_pair_with_random_errors_gets_no_diagnosis(
+    codes: tuple[str, str], p: Mapping[str, Any], output: str, value: Array, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    noisy = value * (1 + 0.2 * rng.standard_normal(value.shape))
+    result = check(p, {output: noisy.tolist()})
+    assert result.diagnoses == []
+
+
+def test_a_single_code_beats_a_pair_that_fits_equally() -> None:
+    # one sample: N = D = 1 and reduction 'mean' divides by 1, so "not divided" changes
+    # nothing; −1 × (label smoothing left out) is a pair, but the single sign flip of a
+    # problem whose smoothing is 0 is only sign_flipped
+    p = problem(z=PLAIN["z"][:2], labels=np.array([0, 3]))
+    result = check(p, {"gradient": (-reference_of(p)["gradient"]).tolist()})
+    assert [d.code for d in result.diagnoses] == ["sign_flipped"]
+
+
+def test_pairs_need_two_failing_samples() -> None:
+    # only sample 0 is wrong (its gradient without smoothing, not divided): one row is not
+    # enough evidence for two mistakes
+    value = reference_of(SMOOTHED)["gradient"].copy()
+    value[0] = mistaken(SMOOTHED, smoothing=0.0, divide_by=1.0)["gradient"][0]
+    assert check(SMOOTHED, {"gradient": value.tolist()}).diagnoses == []
+
+
+def test_a_batch_mean_with_ignored_rows_says_so() -> None:
+    (first,) = check(IGNORED, {"loss": float(mistaken(IGNORED, divide_by=5.0)["loss"])}).diagnoses
+    assert first.code == "divided_by_batch_size"
+    assert "N counts 2 ignored samples" in first.evidence
+
+
+# ----- the scalar loss ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("factor", "words"), [(-5.0, "−N"), (1 / 5, "1/N"), (4.0, "C")])
+def test_wrong_scale_of_a_scalar_loss_for_known_factors(factor: float, words: str) -> None:
+    loss = float(reference_of(PLAIN)["loss"])
+    (first,) = check(PLAIN, {"loss": loss * factor}).diagnoses
+    assert first.code == "wrong_scale"
+    assert first.evidence.endswith(f"= {words}")
+
+
+def test_a_scalar_loss_is_named_only_when_it_matches_closely() -> None:
+    wrong = float(mistaken(WEIGHTED, weight=None)["loss"])
+    (first,) = check(WEIGHTED, {"loss": wrong}).diagnoses
+    assert first.code == "weights_ignored"
+    # within the tolerance of the same hypothesis, but not to 1e-6: one number, no name
+    result = check(WEIGHTED, {"loss": wrong * (1 + 1e-4)})
+    assert not result.passed
+    assert result.diagnoses == []
+
+
+def test_a_scalar_loss_near_two_hypotheses_gets_no_name() -> None:
+    # a loose tolerance puts both "weights left out" and "× C" within reach of one number
+    loss = float(reference_of(WEIGHTED)["loss"])
+    wrong = float(mistaken(WEIGHTED, weight=None)["loss"])
+    tolerance = abs(wrong - 4 * loss) / abs(wrong) * 2 + 1e-3
+    result = check(WEIGHTED, {"loss": wrong}, atol=0.0, rtol=tolerance)
+    assert result.diagnoses == []
+
+
+# ----- no false names, at every dtype --------------------------------------------------------
+
+DTYPES = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+
+
+def service_values(p: Mapping[str, Any]) -> dict[str, Array]:
+    """Every output as the service computes it (the reference of a candidate check)."""
+    from app.numerics.cross_entropy import index_targets, probability_targets
+
+    inputs = inputs_of(p)
+    labels = np.asarray(p["labels"])
+    common: dict[str, Any] = {
+        "weight": inputs.weight,
+        "label_smoothing": inputs.label_smoothing,
+        "reduction": inputs.reduction,
+        "dtype": np.float64,
+    }
+    if labels.ndim == 1:
+        t = index_targets(
+            labels.astype(np.int64), p["z"].shape[1], ignore_index=inputs.ignore_index, **common
+        )
+    else:
+        t = probability_targets(labels.astype(np.float64), **common)
+    wanted = frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS, Output.HESSIAN})
+    report = analyse_cross_entropy(p["z"], t, inputs.reduction, wanted)
+    values = {
+        "probabilities": report.softmax.probabilities,
+        "log_probabilities": report.softmax.log_probabilities,
+        "loss": report.loss,
+        "losses": report.losses,
+        "gradient": report.gradient,
+        "jacobian": report.jacobian,
+        "hessian": report.hessian,
+    }
+    return {name: np.asarray(value, np.float64) for name, value in values.items()}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from(sorted(DTYPES)))
+def test_right_answers_in_every_dtype_get_no_name(p: dict[str, Any], dtype: str) -> None:
+    reference = service_values(p)
+    atol, rtol = DEFAULT_TOLERANCE[dtype]
+    candidate = {name: value.astype(DTYPES[dtype]) for name, value in reference.items()}
+    result = check_candidate(candidate, reference, atol=atol, rtol=rtol, inputs=inputs_of(p))
+    assert result.diagnoses == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from(sorted(DTYPES)), st.integers(0, 2**32 - 1))
+def test_random_perturbations_at_the_tolerance_get_no_name(
+    p: dict[str, Any], dtype: str, seed: int
+) -> None:
+    """Every entry moved by 2 to 4 times its dtype's tolerance, alternately away from zero
+    and towards it (moves all away from zero would be a constant factor): wrong, and no
+    mistake's numbers."""
+    reference = service_values(p)
+    atol, rtol = DEFAULT_TOLERANCE[dtype]
+    rng = np.random.default_rng(seed)
+    candidate = {}
+    for name, value in reference.items():
+        size = rng.uniform(2.0, 4.0, value.shape) * (atol + rtol * np.abs(value))
+        signs = np.where(np.arange(value.size).reshape(value.shape) % 2 == 0, 1.0, -1.0)
+        signs *= np.where(value < 0, -1.0, 1.0)  # alternately away from and towards zero
+        moved = np.where(np.isfinite(value), value + signs * size, value)
+        candidate[name] = moved.astype(DTYPES[dtype])
+    result = check_candidate(candidate, reference, atol=atol, rtol=rtol, inputs=inputs_of(p))
+    assert result.diagnoses == [], result.diagnoses
