@@ -103,9 +103,10 @@ security: install-dev
 	fi
 
 # Issue 6's benchmark: bench/run.py starts uvicorn (bench.app:app = the service plus a bare
-# endpoint) on 127.0.0.1 at a free port, runs every case beside its baseline, stops it, prints
-# the table and writes bench/results/bench.{json,md,png} (docs: Performance). About two minutes;
-# BENCH_ARGS=--quick for a seconds-long run at tiny sizes.
+# endpoint) on 127.0.0.1 at a free port, runs every case (one module each, bench/caseN_*.py)
+# beside its baseline, stops it, prints the table and writes bench/results/bench.{json,md,png}
+# (docs: Performance). About two minutes; BENCH_ARGS=--quick for a seconds-long run at tiny
+# sizes, BENCH_ARGS="--case 7" for one case alone.
 bench: install-dev
 	$(ALLOCATOR_ENV) $(SERVER_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -7,7 +7,7 @@ import io
 import statistics
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import pydantic_core
 from app.api.encoding import NPZ_METADATA_MEMBER, encode_npz
 from app.api.schemas.compute import CROSS_ENTROPY_DEFAULT_INCLUDE, ToleranceOptions
 from app.core.config import Settings
-from app.numerics.candidate import DEFAULT_TOLERANCE, CandidateCheck, check_candidate
+from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cross_entropy import Reduction, Targets, index_targets
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.finite_diff import Method, choose_steps, plain_losses
@@ -65,6 +65,27 @@ def median_time(action: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(actions: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each action, run in turn `repeats` times so that noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            times[name].append(median_time(action, 1))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def geometric(low: int, high: int, points: int) -> list[int]:
+    """`points` integers from low to high, evenly spaced on a log scale (high included)."""
+    if points <= 1 or high <= low:
+        return [high]
+    return sorted({round(low * (high / low) ** (k / (points - 1))) for k in range(points)})
+
+
+def log_slope(entries: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(seconds) against log(entries): 1 means linear growth."""
+    return float(np.polyfit(np.log(entries), np.log(seconds), 1)[0])
+
+
 def limit_entries(num_classes: int, include: frozenset[Output] = DEFAULT_INCLUDE) -> int:
     """Numbers per sample that GRADCHECK_MAX_OUTPUT_ENTRIES counts for `include`."""
     return sum(num_classes * num_classes if item in SQUARE else num_classes for item in include)
@@ -90,7 +111,7 @@ def largest_classes(num_samples: int, settings: Settings) -> int:
 # ----- case 1 and 4: one large request, end to end and in-process -----
 
 
-def _targets(decoded: dict[str, Any], num_classes: int) -> Targets:
+def default_targets(decoded: dict[str, Any], num_classes: int) -> Targets:
     """The effective targets of a decoded request's index labels (default options)."""
     return index_targets(
         np.asarray(decoded["labels"], np.int64),
@@ -103,11 +124,11 @@ def _targets(decoded: dict[str, Any], num_classes: int) -> Targets:
     )
 
 
-def _analyse(decoded: dict[str, Any], include: frozenset[Output], **options: Any) -> Report:
+def analyse(decoded: dict[str, Any], include: frozenset[Output], **options: Any) -> Report:
     """The service's own numerics on a decoded request (index labels, default options;
     `options`: z_loss, softcap, vector, as `analyse_cross_entropy` takes them)."""
     logits = np.asarray(decoded["logits"], np.float64)
-    targets = _targets(decoded, logits.shape[1])
+    targets = default_targets(decoded, logits.shape[1])
     return analyse_cross_entropy(logits, targets, Reduction.MEAN, include, **options)
 
 
@@ -127,7 +148,7 @@ def floor(payload: dict[str, Any]) -> dict[str, Any]:
     orjson-encode the request, decode it, the numpy computation (the service's own numerics),
     orjson-encode the response arrays, decode them."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    report = _analyse(orjson.loads(body), DEFAULT_INCLUDE)
+    report = analyse(orjson.loads(body), DEFAULT_INCLUDE)
     decoded_response: dict[str, Any] = orjson.loads(
         orjson.dumps(_default_arrays(report), option=orjson.OPT_SERIALIZE_NUMPY)
     )
@@ -139,7 +160,7 @@ def npz_floor(payload: dict[str, Any]) -> dict[str, Any]:
     request, decode it, the service's own numerics, the archive's encoding (the service's
     `encode_npz`), and `np.load` of every member, as `post_npz` reads it."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    report = _analyse(orjson.loads(body), DEFAULT_INCLUDE)
+    report = analyse(orjson.loads(body), DEFAULT_INCLUDE)
     return read_npz(encode_npz(_default_arrays(report)))
 
 
@@ -149,7 +170,7 @@ def binary_floor(payload: dict[str, Any]) -> dict[str, Any]:
     builds it) and `np.load` of it, the service's own numerics, the response archive's
     encoding (`encode_npz`) and `np.load` of every member."""
     arrays, _ = read_npz_request(npz_request(payload))
-    report = _analyse(arrays, DEFAULT_INCLUDE)
+    report = analyse(arrays, DEFAULT_INCLUDE)
     return read_npz(encode_npz(_default_arrays(report)))
 
 
@@ -432,7 +453,7 @@ def candidate_floor(body: bytes, include: frozenset[Output]) -> CandidateCheck:
     outputs, the reference of the candidate's outputs, and their comparison (with diagnoses
     when it fails), as `check_candidate` does it."""
     decoded = pydantic_core.from_json(body)
-    report = _analyse(decoded, include)
+    report = analyse(decoded, include)
     return check_candidate(
         decoded["candidate"],
         ReferenceOutputs(report),
@@ -442,65 +463,6 @@ def candidate_floor(body: bytes, include: frozenset[Output]) -> CandidateCheck:
             np.asarray(decoded["logits"], np.float64), np.asarray(decoded["labels"], np.int64)
         ),
         softmax=report.kept_softmax,
-    )
-
-
-# ----- case 7: a fused kernel's gradient checked at LLM scale (issue 18 item 6) -----
-
-LLM_OPTIONS = {"z_loss": 1e-4, "softcap": 30.0}
-"""PaLM's z-loss and Gemma 2's logit soft-capping, as the kernel under test computes them."""
-LLM_INCLUDE = ["loss"]
-IGNORED_FRACTION = 0.1
-
-
-def llm_problem(num_samples: int, num_classes: int, seed: int = 0) -> dict[str, Any]:
-    """float32 logits N(0, 3²) over a vocabulary, and labels with 10 % of the positions
-    ignored (ignore_index −100, padding)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, num_classes, num_samples)
-    ignored = rng.choice(num_samples, size=round(IGNORED_FRACTION * num_samples), replace=False)
-    labels[ignored] = -100
-    return {
-        "logits": rng.normal(scale=3.0, size=(num_samples, num_classes)).astype(np.float32),
-        "labels": labels,
-    }
-
-
-def llm_gradient(payload: dict[str, Any]) -> np.ndarray:
-    """A right float32 kernel gradient: the exact one (z-loss, softcap) rounded to float32."""
-    report = _analyse(payload, frozenset({Output.LOSS, Output.GRADIENT}), **LLM_OPTIONS)
-    assert report.gradient is not None
-    return report.gradient.astype(np.float32)
-
-
-def llm_body(payload: dict[str, Any]) -> bytes:
-    """Case 7's binary request: logits, labels, a float32 `candidate.gradient`, z_loss,
-    softcap, include ["loss"]."""
-    arrays = {**payload, "candidate.gradient": llm_gradient(payload)}
-    return npz_request(arrays, {**LLM_OPTIONS, "include": LLM_INCLUDE})
-
-
-def llm_floor(body: bytes) -> CandidateCheck:
-    """Case 7's floor, in-process: `np.load` of the archive, the float64 loss and gradient with
-    the same z-loss and softcap (the service's numerics), and the candidate's comparison at its
-    float32 tolerance (`check_candidate`)."""
-    arrays, fields = read_npz_request(body)
-    logits = np.asarray(arrays["logits"], np.float64)
-    targets = _targets(arrays, logits.shape[1])
-    report = analyse_cross_entropy(
-        logits,
-        targets,
-        Reduction.MEAN,
-        frozenset({Output.LOSS, Output.GRADIENT}),
-        z_loss=fields["z_loss"],
-        softcap=fields["softcap"],
-    )
-    atol, rtol = DEFAULT_TOLERANCE[str(arrays["candidate.gradient"].dtype)]
-    return check_candidate(
-        {"gradient": arrays["candidate.gradient"]},
-        ReferenceOutputs(report),
-        atol=atol,
-        rtol=rtol,
     )
 
 
@@ -525,11 +487,11 @@ def hessian_floor(payload: dict[str, Any], include: list[str], *, binary: bool) 
     wanted = frozenset(Output(item) for item in include)
     if binary:
         arrays, _ = read_npz_request(npz_request(payload, {"include": include}))
-        report = _analyse(arrays, wanted, vector=arrays.get("vector"))
+        report = analyse(arrays, wanted, vector=arrays.get("vector"))
         return read_npz(encode_npz(hessian_arrays(report, include)))
     decoded = orjson.loads(json_request(payload, include))
     vector = decoded.get("vector")
-    report = _analyse(decoded, wanted, vector=None if vector is None else np.asarray(vector))
+    report = analyse(decoded, wanted, vector=None if vector is None else np.asarray(vector))
     response: dict[str, Any] = orjson.loads(
         orjson.dumps(hessian_arrays(report, include), option=orjson.OPT_SERIALIZE_NUMPY)
     )

@@ -186,7 +186,8 @@ def parse_logits(
             f"{layout.classes} classes exceed GRADCHECK_MAX_VOCABULARY = {settings.max_vocabulary}."
         )
     logits = cast(FloatArray, layout.to_rows(array))
-    if not np.abs(logits).max() <= MAX_MAGNITUDE:  # some NaN, ±inf or huge entry: which?
+    # two passes and no temporary; false for a NaN, ±inf or huge entry: which one?
+    if not (logits.min() >= -MAX_MAGNITUDE and logits.max() <= MAX_MAGNITUDE):
         _refuse_unusable_logits(logits, layout, overflow)
     return logits, layout
 

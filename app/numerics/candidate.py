@@ -47,6 +47,7 @@ error.
 
 import json
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,7 +63,7 @@ from app.numerics.diagnose import (
     diagnose,
     probe_rows,
 )
-from app.numerics.layout import row_blocks
+from app.numerics.layout import for_each_row_block, row_blocks
 from app.numerics.softmax import FloatArray, Softmax
 
 MAX_NESTING = 16
@@ -392,29 +393,60 @@ def compare_output(
     return _compare(candidate, reference, atol, rtol)[0]
 
 
+@dataclass
+class _BlockComparison:
+    """What one block of rows of `_compare` found (its own rows of row_ok and row_error are
+    written in place)."""
+
+    mismatches: int = 0
+    nonfinite: int = 0
+    finite: bool = True
+    """Whether every |got − expected| of the block is finite (else the maxima are not kept)."""
+    largest: float = 0.0
+    relative: float = 0.0
+    ulps: float = 0.0
+    failures: tuple[FloatArray, NDArray[np.intp]] | None = None
+    """(sizes, flat indices) of its KEEP_WORST largest failures, or None."""
+
+
 def _compare(
     candidate: FloatArray, reference: FloatArray, atol: float, rtol: float
 ) -> tuple[OutputCheck, NDArray[np.bool_], FloatArray]:
     """compare_output's verdict, with each sample's "all entries pass" and largest
     |got − expected| (inf for NaN), for choosing probe rows.
 
-    Works through blocks of samples (`layout.row_blocks`), so that every temporary stays in
-    cache: a dozen cheap passes per block instead of a dozen over a Jacobian of N·C·C
-    entries."""
+    Works through blocks of samples (`layout.for_each_row_block`, on every core), so that
+    every temporary stays in cache: a dozen cheap passes per block instead of a dozen over a
+    Jacobian of N·C·C entries. The blocks' findings are combined in the order of their rows,
+    so the verdict does not depend on which block finished first."""
     dtype = np.asarray(candidate).dtype
     expected_all = np.asarray(reference, np.float64)
     shape = expected_all.shape
     rows = shape[0] if shape else 1
     got_rows = np.asarray(candidate).reshape(rows, -1)
     expected_rows = expected_all.reshape(rows, -1)
+    row_size = expected_rows.shape[1]
     row_ok = np.ones(rows, bool)
     row_error = np.zeros(rows)
-    output_scale: float | None = None  # the largest finite |expected|, once a row is all zero
-    mismatches = nonfinite = 0
-    largest = relative = ulps = 0.0
-    finite = True
-    pool: list[tuple[FloatArray, NDArray[np.intp]]] = []  # (sizes, flat indices) of failures
-    for part in row_blocks(rows, expected_rows.shape[1]):
+    blocks: dict[int, _BlockComparison] = {}
+    whole_scale: list[float] = []
+    finding_scale = threading.Lock()
+
+    def output_scale() -> float:
+        """The largest finite |expected| of the whole output, for rows that are all zero: found
+        once (the first block that needs it), block by block (no temporary of the output's
+        size)."""
+        with finding_scale:
+            if not whole_scale:
+                scales = (
+                    float(_row_scale(np.abs(expected_rows[part])).max(initial=0.0))
+                    for part in row_blocks(rows, row_size)
+                )
+                whole_scale.append(max(scales, default=0.0))
+        return whole_scale[0]
+
+    def compare_block(part: slice) -> None:
+        found = blocks[part.start] = _BlockComparison()
         got = got_rows[part].astype(np.float64)
         expected = expected_rows[part]
         with np.errstate(invalid="ignore", over="ignore"):
@@ -432,30 +464,37 @@ def _compare(
             row_ok[part] = ok.all(axis=1)
             error = difference.max(axis=1, initial=0.0)
             row_error[part] = error
-            chunk_largest = float(error.max(initial=0.0))
-            if not math.isfinite(chunk_largest):
-                finite = False
-                nonfinite += int(np.count_nonzero(~np.isfinite(got) & ~(got == expected)))
-            elif finite:
-                largest = max(largest, chunk_largest)
+            found.largest = float(error.max(initial=0.0))
+            if not math.isfinite(found.largest):
+                found.finite = False
+                found.nonfinite = int(np.count_nonzero(~np.isfinite(got) & ~(got == expected)))
+            else:
                 denominator = np.abs(got)
                 denominator += magnitude
                 np.maximum(denominator, REL_ERROR_FLOOR, out=denominator)
-                relative = max(relative, float((difference / denominator).max(initial=0.0)))
+                found.relative = float((difference / denominator).max(initial=0.0))
                 scale = _row_scale(magnitude)
                 if not scale.all():
-                    if output_scale is None:
-                        output_scale = float(_row_scale(np.abs(expected_rows).reshape(1, -1))[0])
-                    scale[scale == 0] = output_scale
-                ulps = max(ulps, float((error / ulp(scale, dtype)).max(initial=0.0)))
+                    scale[scale == 0] = output_scale()
+                found.ulps = float((error / ulp(scale, dtype)).max(initial=0.0))
         failing = np.flatnonzero(~ok)
         if failing.size:
-            mismatches += int(failing.size)
+            found.mismatches = int(failing.size)
             size = np.nan_to_num(difference.ravel()[failing], nan=np.inf)
             if size.size > KEEP_WORST:  # the KEEP_WORST largest, without sorting all of them
                 keep = np.argpartition(-size, KEEP_WORST - 1)[:KEEP_WORST]
                 size, failing = size[keep], failing[keep]
-            pool.append((size, failing + part.start * expected_rows.shape[1]))
+            found.failures = (size, failing + part.start * row_size)
+
+    for_each_row_block(compare_block, rows, row_size)
+    in_order = [blocks[start] for start in sorted(blocks)]
+    mismatches = sum(block.mismatches for block in in_order)
+    nonfinite = sum(block.nonfinite for block in in_order)
+    finite = all(block.finite for block in in_order)
+    largest = max((block.largest for block in in_order), default=0.0)
+    relative = max((block.relative for block in in_order), default=0.0)
+    ulps = max((block.ulps for block in in_order), default=0.0)
+    pool = [block.failures for block in in_order if block.failures is not None]
     worst: list[Entry] = []
     if pool:
         sizes_pool = np.concatenate([size for size, _ in pool])

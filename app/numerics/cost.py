@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from app.numerics.gradcheck import BY_BLOCKS
-from app.numerics.layout import BLOCK_ENTRIES
+from app.numerics.layout import BLOCK_ENTRIES, BLOCK_WORKERS
 
 FLOAT64_BYTES = 8
 INDEX_BYTES = 8
@@ -293,9 +293,9 @@ def cross_entropy_cost(
     analysis used.
 
     A request asking for nothing beyond the loss and the gradient, larger than one block of
-    rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one block's
-    arrays); `later_softmax` counts the softmax formed afterwards, with those two still held
-    (a candidate's probabilities, or its diagnoses)."""
+    rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one
+    block's arrays on each core at work); `later_softmax` counts the softmax formed afterwards,
+    with those two still held (a candidate's probabilities, or its diagnoses)."""
     inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(
         shape, probability_labels, parsed_bytes_per_number
     )
@@ -305,8 +305,8 @@ def cross_entropy_cost(
             base = BY_BLOCKS_KEPT + SOFTMAX_BASE + DIAGNOSIS_TRANSIENT
             kept = BY_BLOCKS_KEPT + SOFTMAX_KEPT
         else:
-            block = CROSS_ENTROPY_BASE * BLOCK_ENTRIES / shape.numbers(Width.CLASSES)
-            base, kept = BY_BLOCKS_KEPT + block, BY_BLOCKS_KEPT
+            blocks = BLOCK_WORKERS * CROSS_ENTROPY_BASE * BLOCK_ENTRIES  # one block a core
+            base, kept = BY_BLOCKS_KEPT + blocks / shape.numbers(Width.CLASSES), BY_BLOCKS_KEPT
     return _analysis_cost(
         shape,
         include,

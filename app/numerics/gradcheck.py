@@ -50,7 +50,7 @@ from app.numerics.hessian import (
     loss_hessian,
     numeric_hessian,
 )
-from app.numerics.layout import BLOCK_ENTRIES, row_blocks
+from app.numerics.layout import BLOCK_ENTRIES, for_each_row_block
 from app.numerics.softmax import FloatArray, Softmax, softmax, softmax_jacobian
 
 MAX_MAGNITUDE = 1e15
@@ -418,8 +418,11 @@ class LossRows:
         When `include` asks for nothing beyond the loss and the gradient (`BY_BLOCKS`) and the
         logits exceed one block (`layout.BLOCK_ENTRIES`), the rows are computed block by block
         and only the losses and the gradient are kept (`softmax` is None): the peak is the
-        gradient and one block's dozen temporaries, not a dozen arrays of the logits' size (a
-        32,000-class vocabulary). Each row gets the numbers it gets computed whole.
+        gradient and one dozen temporaries per block under way, not a dozen arrays of the logits'
+        size (a 32,000-class vocabulary). The blocks are shared among the cores
+        (`layout.for_each_row_block`: rows are independent); each row gets the numbers it gets
+        computed whole, whichever thread computes it. `numeric.deadline` is checked before each
+        block.
         """
         whole = partial(
             cls._whole, include=include, numeric=numeric, z_loss=z_loss, softcap=softcap
@@ -430,7 +433,9 @@ class LossRows:
         gradient = np.empty_like(logits)
         cross_entropy = np.empty(num_rows, logits.dtype)
         z_terms = np.empty(num_rows, logits.dtype) if z_loss else None
-        for part in row_blocks(num_rows, num_classes):
+
+        def compute(part: slice) -> None:
+            numeric.deadline.check()
             block = whole(
                 logits[part],
                 targets.rows(part),
@@ -441,6 +446,8 @@ class LossRows:
             cross_entropy[part] = block.cross_entropy
             if z_terms is not None and block.z_terms is not None:
                 z_terms[part] = block.z_terms
+
+        for_each_row_block(compute, num_rows, num_classes)
         return cls(None, cross_entropy, z_terms, gradient, None, None, None)
 
     @classmethod

@@ -14,7 +14,10 @@ message points where the caller looks.
 """
 
 import math
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,6 +35,55 @@ def row_blocks(rows: int, row_size: int) -> Iterator[slice]:
     step = max(1, BLOCK_ENTRIES // max(1, row_size))
     for start in range(0, rows, step):
         yield slice(start, min(rows, start + step))
+
+
+BLOCK_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+"""Threads that work through the blocks of one array of rows at once: the cores this process
+may run on. numpy releases the GIL inside its loops, so blocks on different threads run on
+different cores."""
+BLOCK_HELPERS = ThreadPoolExecutor(max(1, BLOCK_WORKERS - 1), thread_name_prefix="row-blocks")
+"""The threads that help a caller through its blocks (started on first use)."""
+
+
+def for_each_row_block(work: Callable[[slice], None], rows: int, row_size: int) -> None:
+    """Call `work` on every block of `row_blocks(rows, row_size)`, up to BLOCK_WORKERS blocks
+    at a time: the calling thread and BLOCK_WORKERS − 1 helpers each take the next block not
+    yet taken until none is left. `work` must write only its own rows (blocks are disjoint),
+    so what each block computes does not depend on which thread computed it, or when.
+
+    The caller works through its own blocks whatever the helpers do, so one request never
+    waits behind another's blocks: a helper still queued when the caller is done is
+    cancelled. The first exception raised by `work` stops every thread from taking another
+    block, and is raised here once the blocks under way have finished.
+    """
+    blocks = list(row_blocks(rows, row_size))
+    untaken = iter(blocks)
+    taking = threading.Lock()
+    failed = threading.Event()
+
+    def take_blocks() -> None:
+        while not failed.is_set():
+            with taking:
+                part = next(untaken, None)
+            if part is None:
+                return
+            try:
+                work(part)
+            except BaseException:
+                failed.set()
+                raise
+
+    helpers = [
+        BLOCK_HELPERS.submit(take_blocks) for _ in range(min(len(blocks), BLOCK_WORKERS) - 1)
+    ]
+    try:
+        take_blocks()
+    finally:
+        started = [helper for helper in helpers if not helper.cancel()]
+        for helper in started:  # the blocks under way finish before anything is raised
+            helper.exception()
+    for helper in started:
+        helper.result()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A tiny run of the benchmark harness (`bench.run --quick`): it runs end to end and reports
-every case of issues 6, 13, 14, 18 and 20. No timing is asserted: speed claims are the
+every case of issues 6, 13, 14, 18, 20 and 25. No timing is asserted: speed claims are the
 benchmark's, as ratios."""
 
 import json
@@ -10,8 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import cases
-from bench.run import INFO, MET, MISSED, QUICK, TARGETS, Row, run, table, verdicts
+from app.numerics.gradcheck import Output
+from bench import case7_llm_kernel, cases
+from bench.plan import QUICK
+from bench.report import INFO, MET, MISSED, Row, table, unavailable, verdicts
+from bench.run import MEASUREMENTS, main, run
+from bench.targets import TARGETS
+from tests.helpers import optional_module, require_module
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -41,6 +46,9 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
     assert {row["key"] for row in rows} == set(TARGETS)
     for row in rows:
         assert row["status"] != cases.CANDIDATE_UNAVAILABLE, row  # the route takes a candidate
+        if row["status"] == case7_llm_kernel.TORCH_UNAVAILABLE:  # information only
+            assert row["key"] == "7 torch" and optional_module("torch") is None, row
+            continue
         assert row["baseline"] > 0, row
         # a tiny request may grow the server's memory by nothing at all
         assert row["measured"] > 0 or (row["unit"] == "bytes" and row["measured"] == 0), row
@@ -52,9 +60,14 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     results: tuple[dict[str, Any], Path],
 ) -> None:
     rows = [Row(**row) for row in results[0]["rows"]]
+    assert [row.key for row in rows] == sorted(
+        (row.key for row in rows), key=list(TARGETS).index
+    )  # the table follows TARGETS
     for row in rows:
         target = TARGETS[row.key]
-        if target is None:
+        if row.status == case7_llm_kernel.TORCH_UNAVAILABLE:
+            assert target is None and row.ratio is None
+        elif target is None:
             assert (row.target, row.status) == ("none", INFO), row
         else:
             assert row.ratio is not None
@@ -64,7 +77,8 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     assert str(TARGETS["4"]) == "≤ 1.5" and TARGETS["4 JSON/.npz"] is None
     assert (str(TARGETS["6a"]), str(TARGETS["6b"])) == ("≤ 1.3", "≤ 1.5")
     assert str(TARGETS["6c"]) == "≤ 1.3" and TARGETS["6c pair"] is None
-    assert (str(TARGETS["7"]), str(TARGETS["7 memory"])) == ("≤ 2.5", "≤ 6")
+    assert (str(TARGETS["7"]), str(TARGETS["7 memory"])) == ("≤ 1.5", "≤ 6")
+    assert TARGETS["7 numerics"] is None and TARGETS["7 torch"] is None
     assert (str(TARGETS["8"]), str(TARGETS["8 HVP slope"])) == ("≤ 1.5", "≤ 1.2")
     summary = verdicts(rows).splitlines()
     assert len(summary) == sum(target is not None for target in TARGETS.values())
@@ -72,8 +86,6 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
 
 
 def test_unavailable_rows_say_why_and_keep_their_target() -> None:
-    from bench.run import unavailable
-
     line = unavailable("6b", "6b candidate Jacobian", "s", "meaning", cases.CANDIDATE_UNAVAILABLE)
     assert line.status == "not available: candidate not accepted (422)"
     assert line.target == "≤ 1.5" and line.ratio is None
@@ -181,11 +193,58 @@ def test_llm_case_checks_a_right_float32_kernel(results: tuple[dict[str, Any], P
     payload, _ = results
     details = payload["llm"]
     assert [details["N"], details["C"]] == list(payload["plan"]["llm"])
-    assert details["candidate_passed"] and details["floor_passed"]
+    assert all(details["passed"].values()) and {"service", "floor"} <= set(details["passed"])
     assert "candidate_check" in details["response_keys"] and "loss" in details["response_keys"]
     assert details["logits_float64_bytes"] == details["N"] * details["C"] * 8
-    problem = cases.llm_problem(20, 7)
+    problem = case7_llm_kernel.llm_problem(20, 7)
     assert problem["logits"].dtype == np.float32 and (problem["labels"] == -100).sum() == 2
+
+
+def test_llm_floor_is_the_formula_the_service_computes(
+    results: tuple[dict[str, Any], Path],
+) -> None:
+    """The plain numpy floor finds the service's loss, passes the right candidate and fails a
+    wrong one (the gradient of the sum instead of the mean)."""
+    losses = results[0]["llm"]["losses"]
+    assert losses["floor"] == pytest.approx(losses["service"], rel=1e-12)
+    right, wrong = _llm_bodies()
+    assert case7_llm_kernel.formula_floor(right).passed
+    assert not case7_llm_kernel.formula_floor(wrong).passed
+
+
+@pytest.mark.torch
+def test_llm_torch_row_computes_what_the_service_computes() -> None:
+    """torch float64 autograd (case 7's information row) finds the service's loss, passes the
+    right candidate and fails the wrong one."""
+    torch = require_module("torch")
+    payload = case7_llm_kernel.llm_problem(16, 300, seed=4)
+    service = cases.analyse(payload, frozenset({Output.LOSS}), **case7_llm_kernel.LLM_OPTIONS)
+    right, wrong = _llm_bodies()
+    found = case7_llm_kernel.torch_autograd(torch, right)
+    assert found.passed and found.loss == pytest.approx(float(np.asarray(service.loss)), rel=1e-12)
+    assert not case7_llm_kernel.torch_autograd(torch, wrong).passed
+
+
+def _llm_bodies() -> tuple[bytes, bytes]:
+    """Case 7's request with a right candidate gradient, and with the sum's gradient (× kept
+    samples) instead of the mean's."""
+    payload = case7_llm_kernel.llm_problem(16, 300, seed=4)
+    gradient = case7_llm_kernel.llm_gradient(payload)
+    fields = {**case7_llm_kernel.LLM_OPTIONS, "include": case7_llm_kernel.LLM_INCLUDE}
+    wrong = {**payload, "candidate.gradient": gradient * (payload["labels"] != -100).sum()}
+    return case7_llm_kernel.llm_body(payload), cases.npz_request(wrong, fields)
+
+
+def test_one_case_runs_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.run --quick --case 7`: only case 7's rows and verdicts."""
+    main(["--quick", "--case", "7", "--output-dir", str(tmp_path)])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert {row["key"] for row in rows} == {"7", "7 numerics", "7 torch", "7 memory"}
+    assert not (tmp_path / "bench.png").exists()
+    printed = capsys.readouterr().out
+    assert "case 7 (≤ 1.5" in printed and "case 1 " not in printed
+    registered = {case for measurement in MEASUREMENTS for case in measurement.cases}
+    assert registered == {key.split()[0] for key in TARGETS}
 
 
 def test_second_order_cases_get_what_they_ask_for(results: tuple[dict[str, Any], Path]) -> None:
