@@ -6,6 +6,7 @@ holds, and that they are finite (`Report.refuse_non_finite`), is settled before 
 Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
+import io
 import math
 import secrets
 import zipfile
@@ -17,7 +18,7 @@ import orjson
 from fastapi import Response
 from starlette.types import Receive, Scope, Send
 
-from app.api.archive import read_npz
+from app.api.archive import REQUEST_FIELDS_MEMBER, read_npz
 from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
 from app.numerics.candidate import CandidateCheck
 from app.numerics.deadline import NEVER, Deadline
@@ -369,7 +370,7 @@ def encode_npz_request(fields: dict[str, Any]) -> bytes:
         for name, value in fields.items():
             if isinstance(value, np.ndarray):
                 _write_npy(archive, f"{name}.npy", value)
-        archive.writestr(NPZ_REQUEST_FIELDS_MEMBER, orjson.dumps(others))
+        archive.writestr(REQUEST_FIELDS_MEMBER, orjson.dumps(others))
     return body.getvalue()
 
 
