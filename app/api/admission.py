@@ -67,10 +67,11 @@ def softmax_request_cost(values: SoftmaxValues, accept: str | None) -> int:
 
 def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: str | None) -> int:
     """The estimated peak memory of a cross-entropy request, from its shape (a numeric
-    gradient checked along directions costs what the gradient does)."""
+    gradient checked along directions: the whole loss evaluations of that check)."""
     body = values.options
     include = set(body.include)
-    if numeric_directions(values, settings) is not None:
+    directional = numeric_directions(values, settings) is not None
+    if directional:
         include.discard(Output.NUMERIC_GRADIENT)
     shape = Shape(*values.shape, DTYPES[body.dtype]().itemsize)
     probability_labels = len(sent_shape(values.labels)) == len(sent_shape(values.logits))
@@ -85,6 +86,7 @@ def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: s
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(values.logits),
         later_softmax=later_softmax,
+        directional=body.numeric.method if directional else None,
     ).peak + _candidate_bytes(shape, candidate)
 
 

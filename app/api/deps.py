@@ -19,7 +19,6 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from numpy.typing import NDArray
 from pydantic import BaseModel, ValidationError, create_model
-from starlette.concurrency import run_in_threadpool
 
 from app.api.coalesce import Coalescer
 from app.api.encoding import read_npz_request
@@ -38,12 +37,14 @@ from app.api.schemas.compute import (
     SoftmaxRequest,
 )
 from app.api.schemas.grading import GradeRequest, ProblemRequest
+from app.api.submissions import parse_with_unreadable_answers
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
 from app.core.media import ContentType, parse_content_type
 from app.core.metrics import HttpMetrics
 from app.core.middleware import DEADLINE_STATE
+from app.core.threads import run_in_thread
 from app.numerics.candidate import default_tolerance
 from app.numerics.deadline import NEVER, Deadline
 
@@ -182,7 +183,7 @@ class BodyReader(Generic[Model]):
         if len(body) <= INLINE_PARSE_BYTES:
             return parse()
         async with context.budget.admit(len(body) * per_byte):
-            return await run_in_threadpool(parse)
+            return await run_in_thread(parse)
 
     def received_json(self, body: bytes, context: RequestContext) -> Received[Model]:
         """The JSON `body` validated, with its first overflowing literal and `context`."""
@@ -214,6 +215,15 @@ class RequestBody(BodyReader[Model]):
         return await self._parsed(
             body, PARSED_BYTES_PER_BODY_BYTE, context, lambda: self.received_json(body, context)
         )
+
+
+class AnswerBody(RequestBody[Model]):
+    """A grading body: as every body, except that a student's answer the JSON parser cannot read
+    (nested too deep) is graded as unreadable, not refused (`parse_with_unreadable_answers`)."""
+
+    def parse(self, body: bytes) -> Model:
+        """`model` from the JSON bytes, or RequestError with every problem located."""
+        return parse_with_unreadable_answers(self.model, body)
 
 
 class ArrayRequestBody(BodyReader[Model]):
@@ -409,7 +419,7 @@ LINEAR_CROSS_ENTROPY_BODY = ArrayRequestBody(
     frozenset({"input", "linear_weight", "linear_bias", "labels", "weight"}),
 )
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
-GRADE_BODY = RequestBody(GradeRequest, GRADE_EXAMPLES)
+GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
 
 SoftmaxBody = Annotated[Received[SoftmaxRequest | ArrayBody[SoftmaxRequest]], Depends(SOFTMAX_BODY)]
 CrossEntropyBody = Annotated[

@@ -7,19 +7,18 @@ Log-probabilities of masked (−inf) logits are written as null (log 0) in JSON.
 """
 
 import io
-import json
 import math
+import secrets
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import orjson
 from fastapi import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.errors import LimitExceeded, RequestError
+from app.api.archive import REQUEST_FIELDS_MEMBER, read_npz
 from app.core.media import JSON_MEDIA_TYPE, NPZ_MEDIA_TYPE
 from app.numerics.candidate import CandidateCheck
 from app.numerics.deadline import NEVER, Deadline
@@ -225,10 +224,60 @@ def _json_ready(value: Any) -> Any:
     return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
+JSON_PIECE_NUMBERS = 1 << 16
+"""Arrays with more numbers than this are written in pieces of about this many (rows, or slices
+of a flat array): orjson holds the GIL for a whole call, so one call on a 79 × 316 × 316
+Jacobian (0.7 s) would hold up the event loop, /healthz included, for as long; between pieces
+the loop gets its turn."""
+
+
+def _write_json_array(out: bytearray, array: np.ndarray) -> None:
+    """Append orjson's text of `array` to `out`, a piece (a row, or a slice of a flat array) at
+    a time: each piece's bytes are dropped once appended."""
+    option = orjson.OPT_SERIALIZE_NUMPY
+    out += b"["
+    if array.ndim == 1:
+        step = JSON_PIECE_NUMBERS
+        for start in range(0, len(array), step):
+            if start:
+                out += b","
+            out += orjson.dumps(array[start : start + step], option=option)[1:-1]
+    else:
+        for index, row in enumerate(array):
+            if index:
+                out += b","
+            out += orjson.dumps(row, option=option)
+    out += b"]"
+
+
 def encode_json(fields: dict[str, Any]) -> bytes:
-    """orjson straight from numpy (NaN/inf would become null): no Python lists are built."""
+    """orjson straight from numpy (NaN/inf would become null): no Python lists are built.
+    Arrays over JSON_PIECE_NUMBERS numbers are written piece by piece in place of a marker in
+    the rest of the document (a buffer that grows, then the body: about twice the body at the
+    peak, as orjson's own growing buffer)."""
     ready = {name: _json_ready(value) for name, value in fields.items()}
-    return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
+    large = {
+        name: value
+        for name, value in ready.items()
+        if isinstance(value, np.ndarray) and value.size > JSON_PIECE_NUMBERS
+    }
+    if not large:
+        return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
+    marker = secrets.token_hex(16)
+    document = orjson.dumps(
+        {name: f"{marker}{name}" if name in large else value for name, value in ready.items()},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    out = bytearray()
+    position = 0
+    for name, value in large.items():
+        quoted = f'"{marker}{name}"'.encode()
+        start = document.index(quoted, position)
+        out += document[position:start]
+        _write_json_array(out, value)
+        position = start + len(quoted)
+    out += document[position:]
+    return bytes(out)
 
 
 def _write_npy(archive: zipfile.ZipFile, member_name: str, array: np.ndarray) -> None:
@@ -321,7 +370,7 @@ def encode_npz_request(fields: dict[str, Any]) -> bytes:
         for name, value in fields.items():
             if isinstance(value, np.ndarray):
                 _write_npy(archive, f"{name}.npy", value)
-        archive.writestr(NPZ_REQUEST_FIELDS_MEMBER, orjson.dumps(others))
+        archive.writestr(REQUEST_FIELDS_MEMBER, orjson.dumps(others))
     return body.getvalue()
 
 
@@ -361,87 +410,22 @@ def respond(fields: dict[str, Any], accept: str | None, deadline: Deadline = NEV
 
 # ----- .npz requests → arrays -----
 
-NPZ_REQUEST_FIELDS_MEMBER = "request.json"
-NPZ_MAX_MEMBERS = 32
 NPZ_MAX_EXPANSION = 4
-"""An archive may hold at most this many times its own size, uncompressed (zip bombs: 413)."""
-FLOAT_KINDS = {"f2": np.float16, "f4": np.float32, "f8": np.float64}
+"""An archive may hold at most this many times its own size (at least 1 MiB) uncompressed
+(zip bombs: 413)."""
 
 
-def _npz_member_name(name: str) -> str:
-    return name.removesuffix(".npy")
+def npz_expansion_limit(body_bytes: int) -> int:
+    """Most bytes an .npz body of `body_bytes` may inflate to, all members together."""
+    return NPZ_MAX_EXPANSION * max(body_bytes, 1 << 20)
 
 
 def read_npz_request(body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The fields of an `application/x-npz` body: `request.json` (every non-array field), and
     one array per `.npy` member, named after its field (`logits`, `labels`, `weight`, `vector`,
-    `candidate.gradient`, …).
-
-    Checked before anything is decompressed: at most NPZ_MAX_MEMBERS members, of at most
-    NPZ_MAX_EXPANSION × the body's size uncompressed in all (413 above: a zip bomb); only
-    `.npy` members and `request.json`. Arrays are read without pickles
-    (`allow_pickle=False`); float16, float32, float64 and bfloat16 (written by numpy from
-    `ml_dtypes.bfloat16` with the descriptor '<V2', read back as bfloat16) and integers are
-    accepted. Errors name the member.
-    """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(body))
-    except zipfile.BadZipFile:
-        raise RequestError((), "the body is not a zip archive (.npz)", "npz_invalid") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > NPZ_MAX_MEMBERS:
-            raise LimitExceeded(
-                f"the archive holds {len(members)} members, more than {NPZ_MAX_MEMBERS}"
-            )
-        expanded = sum(member.file_size for member in members)
-        if expanded > NPZ_MAX_EXPANSION * max(len(body), 1 << 20):
-            raise LimitExceeded(
-                f"the archive expands to {expanded} bytes, more than {NPZ_MAX_EXPANSION}× its "
-                "size: send its members stored (np.savez) or less compressed"
-            )
-        fields: dict[str, Any] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for member in members:
-            if member.filename == NPZ_REQUEST_FIELDS_MEMBER:
-                try:
-                    fields = json.loads(archive.read(member))
-                except (ValueError, UnicodeDecodeError) as error:
-                    raise RequestError(
-                        (NPZ_REQUEST_FIELDS_MEMBER,), f"not valid JSON: {error}", "json_invalid"
-                    ) from None
-                if not isinstance(fields, dict):
-                    raise RequestError(
-                        (NPZ_REQUEST_FIELDS_MEMBER,), "must hold a JSON object", "dict_type"
-                    )
-                continue
-            if not member.filename.endswith(".npy"):
-                raise RequestError(
-                    (member.filename,),
-                    "an .npz request holds .npy members and request.json only",
-                    "npz_member",
-                )
-            name = _npz_member_name(member.filename)
-            arrays[name] = _read_npy(archive, member, name)
-    return fields, arrays
-
-
-def _read_npy(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> np.ndarray:
-    """One member as an array of a number type (bfloat16 recognised from '<V2')."""
-    try:
-        with archive.open(member) as stream:
-            array = np.lib.format.read_array(stream, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise RequestError((name,), f"not a readable .npy array: {error}", "npy_invalid") from None
-    if array.dtype.kind == "V" and array.dtype.itemsize == 2 and array.dtype.names is None:
-        return array.view(ml_dtypes.bfloat16)
-    if array.dtype.kind in "iu" or array.dtype.str[1:] in FLOAT_KINDS:
-        return array.astype(array.dtype.newbyteorder("="), copy=False)
-    raise RequestError(
-        (name,),
-        f"dtype {array.dtype.str} is not float16, float32, float64, bfloat16 or an integer",
-        "npy_dtype",
-    )
+    `candidate.gradient`, …), read by the bounded reader `app.api.archive.read_npz` (at most
+    `npz_expansion_limit` bytes inflated; errors name the member)."""
+    return read_npz(body, npz_expansion_limit(len(body)))
 
 
 LINEAR_OUTPUTS = (

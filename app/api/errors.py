@@ -1,11 +1,14 @@
 """Errors as 4xx responses that name the field and position, and never echo the input.
 
-422 bodies keep FastAPI's shape, {"detail": [{"loc": [...], "msg": ..., "type": ...}]}; other
-4xx carry one sentence in "detail". Pydantic's `input` and `ctx` are dropped: they may hold NaN,
-which JSON cannot carry, or a secret.
+422 bodies keep FastAPI's shape, {"detail": [{"loc": [...], "msg": ..., "type": ...}]}, with at
+most MAX_ERRORS items: the first ones found, and `errors_omitted` counting the rest when there
+are more (a body with 300,000 bad labels is answered in a few hundred bytes). Other 4xx carry one
+sentence in "detail". Pydantic's `input` and `ctx` are dropped: they may hold NaN, which JSON
+cannot carry, or a secret.
 """
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,43 +18,72 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas.compute import UNION_TAGS
-from app.core.errors import LimitExceeded, Overloaded, RequestError
+from app.core.errors import ErrorItems, LimitExceeded, Overloaded, RequestError
 from app.numerics.errors import InvalidProblem
 
+MAX_ERRORS = 20
+"""Most problems a 422 lists; `errors_omitted` counts the others."""
 
-def pydantic_errors(error: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors with union tags removed from `loc` and without `input`/`ctx`."""
-    items = []
-    for item in error.errors(include_url=False, include_input=False, include_context=False):
+
+def _raw_errors(error: ValidationError) -> Iterator[dict[str, Any]]:
+    """Pydantic's errors without url, input or context, in order. Few are turned into Python
+    objects one by one; many are read from pydantic's own JSON of them, of which only the first
+    ones are decoded (about 50× faster and smaller for 10⁵ errors)."""
+    if error.error_count() <= MAX_ERRORS:
+        for item in error.errors(include_url=False, include_input=False, include_context=False):
+            yield dict(item)
+        return
+    text = error.json(include_url=False, include_input=False, include_context=False)
+    decoder = json.JSONDecoder()
+    position = 1  # after "["
+    for _ in range(error.error_count()):
+        item, position = decoder.raw_decode(text, position)
+        yield item
+        position += 1  # after the comma
+
+
+def pydantic_errors(error: ValidationError) -> ErrorItems:
+    """The first MAX_ERRORS distinct errors of pydantic, with union tags removed from `loc` and
+    without `input`/`ctx`; `omitted` counts the others."""
+    items = ErrorItems()
+    seen: set[str] = set()
+    read = 0
+    for item in _raw_errors(error):
+        read += 1
         location = [part for part in item["loc"] if part not in UNION_TAGS]
         message = item["msg"]
         if item["type"] == "json_invalid":
             message = (
                 f"The body is not valid JSON: {item['ctx']['error']}" if "ctx" in item else message
             )
-        items.append({"loc": ["body", *location], "msg": message, "type": item["type"]})
-    return _unique(items)
-
-
-def _unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Items in order, without repeats."""
-    seen: set[str] = set()
-    unique = []
-    for item in items:
-        key = repr(item)
+        shaped = {"loc": ["body", *location], "msg": message, "type": item["type"]}
+        key = repr(shaped)
         if key not in seen:
             seen.add(key)
-            unique.append(item)
-    return unique
+            items.append(shaped)
+            if len(items) == MAX_ERRORS:
+                break
+    items.omitted = error.error_count() - read
+    return items
 
 
-def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=422)
+def unprocessable_content(errors: Sequence[dict[str, Any]], omitted: int = 0) -> dict[str, Any]:
+    """The body of a 422: the first MAX_ERRORS of `errors`, and `errors_omitted` when more
+    problems were found (the rest of `errors` and `omitted` others)."""
+    omitted += max(0, len(errors) - MAX_ERRORS)
+    content: dict[str, Any] = {"detail": list(errors[:MAX_ERRORS])}
+    if omitted:
+        content["errors_omitted"] = omitted
+    return content
+
+
+def _unprocessable(errors: Sequence[dict[str, Any]], omitted: int = 0) -> JSONResponse:
+    return JSONResponse(unprocessable_content(errors, omitted), status_code=422)
 
 
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    return _unprocessable(exc.errors)
+    return _unprocessable(exc.errors, exc.omitted)
 
 
 async def _invalid_problem(_: Request, exc: Exception) -> JSONResponse:
@@ -63,15 +95,16 @@ async def _invalid_problem(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    found = exc.errors()
     errors = [
         {
             "loc": list(e.get("loc", ())),
             "msg": str(e.get("msg", "")),
             "type": str(e.get("type", "")),
         }
-        for e in exc.errors()
+        for e in found[:MAX_ERRORS]
     ]
-    return _unprocessable(errors)
+    return _unprocessable(errors, len(found) - len(errors))
 
 
 async def _limit_exceeded(_: Request, exc: Exception) -> JSONResponse:

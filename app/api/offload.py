@@ -11,9 +11,8 @@ label smoothing, every row through the double-double gradient).
 from collections.abc import Callable
 from typing import TypeVar
 
-from starlette.concurrency import run_in_threadpool
-
 from app.api.deps import RequestContext
+from app.core.threads import run_in_thread
 
 Result = TypeVar("Result")
 
@@ -31,7 +30,7 @@ async def run_in_worker(
     estimated peak of the computation and its encoding, which `work` must include): 413 if it
     can never fit, 503 with Retry-After if it waited too long."""
     async with context.budget.admit(cost_bytes):
-        return await run_in_threadpool(work)
+        return await run_in_thread(work)
 
 
 async def run_admitted(

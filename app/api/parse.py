@@ -21,7 +21,13 @@ from typing import Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from app.api.schemas.compute import Dtype, FiniteDifferenceOptions, Labels, ToleranceOptions
+from app.api.schemas.compute import (
+    LOGITS_NOT_AN_ARRAY,
+    Dtype,
+    FiniteDifferenceOptions,
+    Labels,
+    ToleranceOptions,
+)
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, Location, RequestError
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
@@ -89,6 +95,7 @@ def nested_array(field: str, value: object, dtype: type[np.generic]) -> NDArray[
         empty = (0,) * shape.index(0)
         raise RequestError((field, *empty), f"{field} must hold at least one sample", "too_short")
     if isinstance(value, np.ndarray):  # from an .npz body: converted exactly
+        _refuse_beyond(field, value, dtype)
         return value.astype(dtype, copy=False)
     try:
         return np.array(value, dtype=dtype)
@@ -105,6 +112,19 @@ def nested_array(field: str, value: object, dtype: type[np.generic]) -> NDArray[
             f"{list(shape[len(where) :])} of the first one",
             "ragged_array",
         ) from None
+
+
+def _refuse_beyond(field: str, value: NDArray[np.generic], dtype: type[np.generic]) -> None:
+    """422 at the first integer of an .npz array that `dtype` (an integer type) cannot hold:
+    a uint64 2**64 - 1 is not the label -1."""
+    if value.dtype.kind != "u" or np.dtype(dtype).kind != "i":
+        return
+    beyond = value.astype(np.uint64, copy=False) > np.uint64(np.iinfo(np.dtype(dtype)).max)
+    if beyond.any():
+        where = tuple(int(i) for i in np.unravel_index(int(beyond.argmax()), value.shape))
+        raise RequestError(
+            (field, *where), f"{field} must be integers within int64's range", "int_type"
+        )
 
 
 def _first_beyond_int64(value: object, path: Location = ()) -> Location | None:
@@ -141,6 +161,8 @@ def parse_logits(
     is the body's first literal beyond float64 (`app.api.deps.overflowing_literal`), refused
     if a −∞ is read (it may come from `-1e999999`, not `-Infinity`)."""
     array = cast(FloatArray, nested_array("logits", value, np.float64))
+    if array.ndim == 0:  # an .npz member (JSON's single number is refused by the schema)
+        raise RequestError(("logits",), LOGITS_NOT_AN_ARRAY, "array_type")
     try:
         layout = Layout.of(array.shape, axis)
     except ValueError as error:
@@ -276,6 +298,11 @@ def parse_weight(request: "LossFields", num_classes: int) -> FloatArray | None:
             f"weight needs one entry per class: {num_classes}, got {len(request.weight)}",
         )
     weight = np.asarray(request.weight, np.float64)
+    not_finite = ~np.isfinite(weight)  # JSON refuses them when parsed; an .npz member here
+    if not_finite.any():
+        raise RequestError(
+            ("weight", int(not_finite.argmax())), "weight must be finite numbers", "finite_number"
+        )
     _refuse_huge("weight", weight, None)
     return weight
 

@@ -10,6 +10,13 @@ from typing import Any
 Location = tuple[str | int, ...]
 
 
+class ErrorItems(list[dict[str, Any]]):
+    """Shaped error items, the first ones found, and how many more were found but not shaped
+    (`omitted`): a body with a million problems is answered with a few of them."""
+
+    omitted: int = 0
+
+
 class RequestError(Exception):
     """A request that is valid JSON but not a valid problem: answered with 422."""
 
@@ -21,10 +28,16 @@ class RequestError(Exception):
 
     @classmethod
     def from_items(cls, items: list[dict[str, Any]]) -> "RequestError":
-        """A RequestError carrying several already-shaped error items."""
+        """A RequestError carrying several already-shaped error items (an `ErrorItems` keeps
+        its count of omitted ones)."""
         error = cls((), str(items[0]["msg"]) if items else "invalid request")
         error.errors = items
         return error
+
+    @property
+    def omitted(self) -> int:
+        """Problems found beyond those in `errors`."""
+        return self.errors.omitted if isinstance(self.errors, ErrorItems) else 0
 
 
 class LimitExceeded(Exception):

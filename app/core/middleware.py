@@ -6,7 +6,8 @@ Outermost first, as `install_middleware` stacks them:
    for GRADCHECK_SEND_TIMEOUT_SECONDS, freeing the response's memory.
 1. `RequestObservabilityMiddleware`: accepts or generates `X-Request-ID`, echoes it, writes one
    access-log line and the Prometheus observations per request. A client that went away (a
-   disconnect mid-body, a response not read) is logged at INFO and counted as status 499.
+   disconnect mid-body or during compute, a response not read) is logged at INFO and counted as
+   status 499.
 2. `SecurityHeadersMiddleware`: nosniff, no framing, no referrer on every response; on HTML
    pages a Content-Security-Policy that allows only same-origin resources plus the page's own
    inline scripts, by hash.
@@ -113,6 +114,9 @@ class RequestObservabilityMiddleware:
         client_gone: str | None = None
         try:
             await self.app(scope, counting_receive, send_with_id)
+            if left_before_response(receive):
+                client_gone = "the client disconnected before the response was sent"
+                status = CLIENT_CLOSED_REQUEST
         except BaseException as error:
             client_gone = client_gone_reason(error)
             if client_gone is None:
@@ -155,6 +159,16 @@ def client_gone_reason(error: BaseException) -> str | None:
     if isinstance(error, ClientDisconnect):
         return "the client disconnected before the request was read"
     return None
+
+
+def left_before_response(receive: Receive) -> bool:
+    """Whether the client of uvicorn's `receive` disconnected before its response was written
+    (uvicorn then drops what the app sends, silently: the app saw its own status, not the
+    client's). False where the server is not uvicorn."""
+    cycle = getattr(receive, "__self__", None)
+    return bool(getattr(cycle, "disconnected", False)) and not getattr(
+        cycle, "response_complete", True
+    )
 
 
 SEND_CHUNK_BYTES = 1 << 20
@@ -417,15 +431,23 @@ class ComputeTimeoutMiddleware:
             await task
             return
         if done:
-            try:
-                task.result()
+            # read the outcome without raising it here: a traceback through this frame, whose
+            # locals hold the task that holds the exception, would be a reference cycle
+            # keeping every array of the request's frames alive until a garbage collection
+            error = task.exception()
+            del task, done
+            if error is None:
                 return
-            except DeadlinePassed:
-                if response_started:
-                    raise
+            if not isinstance(error, DeadlinePassed) or response_started:
+                try:
+                    raise error
+                finally:
+                    del error
+            del error
         else:
             abandoned = True
             task.add_done_callback(_drop_result)
+            del task
         timeout_log.warning(
             "request stopped at the compute timeout",
             extra={"route": route_template(scope), "timeout_seconds": self.seconds},

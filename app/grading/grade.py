@@ -30,6 +30,7 @@ from typing import cast
 
 import numpy as np
 
+from app.grading.submissions import Unreadable
 from app.numerics.candidate import describe, read_part
 from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
@@ -369,6 +370,8 @@ def _sheet(
     submission: object, graded: Sequence[Part]
 ) -> tuple[Mapping[str, object] | None, str | None, list[str]]:
     """The submission as a mapping (None if it is not a JSON object), why not, and notes on it."""
+    if isinstance(submission, Unreadable):
+        return None, submission.message(), []
     if not isinstance(submission, dict):
         return (
             None,

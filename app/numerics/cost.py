@@ -136,6 +136,17 @@ CROSS_ENTROPY_KEPT = 5.0
 BY_BLOCKS_KEPT = 2.0
 """q and the gradient: all that a cross-entropy computed by blocks of rows keeps
 (`app.numerics.gradcheck.LossRows.of`)."""
+DIRECTIONAL_TRANSIENT = 12.0
+"""float64 arrays of the logits' size alive at once while the gradient is checked along random
+directions (`app.numerics.directional.directional_check`): the direction, its step, the moved
+logits and a whole loss evaluation's softmax intermediates (measured 11.1 beyond the inputs and
+the arrays kept), never computed by blocks; the complex step's evaluations are complex, twice
+as wide (DIRECTIONAL_COMPLEX_TRANSIENT, measured 16.1)."""
+DIRECTIONAL_COMPLEX_TRANSIENT = 17.0
+DIAGNOSIS_TRANSIENT = 3.0
+"""Arrays of the logits' size beyond the softmax while a wrong candidate's mistake is named
+(`app.numerics.diagnose`: a wrong scalar loss measured 10.1 arrays in all at 128 × 8192, the
+softmax's 6.5 and the 2 kept included)."""
 GRADING_PER_SUBMITTED = 6.0
 """float64 arrays of one part's size per submission while a part is graded: the submissions
 read, their stack, |difference|, the relative error and its temporaries (measured 4.8–6.1)."""
@@ -176,10 +187,12 @@ def _closure(include: Collection[str]) -> list[str]:
     return [name for name in OUTPUTS if name in wanted]
 
 
-def _plan(shape: Shape, include: Collection[str]) -> _Plan:
+def _plan(shape: Shape, include: Collection[str], extra_transient: float = 0.0) -> _Plan:
+    """The arrays of `include`; `extra_transient` float64 arrays of width C computed after
+    them (a directional check) count as one more transient."""
     kept: dict[Width, float] = {}
-    transient = 0
-    numeric = False
+    transient = math.ceil(extra_transient * shape.array_bytes(Width.CLASSES, FLOAT64_BYTES))
+    numeric = extra_transient > 0
     for name in _closure(include):
         output = OUTPUTS[name]
         kept[output.width] = kept.get(output.width, 0.0) + output.kept
@@ -228,8 +241,9 @@ def _analysis_cost(
     inputs: int,
     extra_numbers: int,
     response: ResponseFormat,
+    extra_transient: float = 0.0,
 ) -> MemoryCost:
-    plan = _plan(shape, include)
+    plan = _plan(shape, include, extra_transient)
     fixed = FIXED_BYTES + (NUMERIC_FIXED_BYTES if plan.numeric else 0)
     kept_bytes = math.ceil(kept * shape.array_bytes(Width.CLASSES)) + _kept_bytes(shape, plan)
     working = math.ceil(base * shape.array_bytes(Width.CLASSES))
@@ -270,9 +284,15 @@ def cross_entropy_cost(
     response: ResponseFormat = ResponseFormat.JSON,
     parsed_bytes_per_number: int = 0,
     later_softmax: bool = False,
+    directional: str | None = None,
 ) -> MemoryCost:
     """Peak memory of /v1/cross-entropy: loss and gradient (always computed, whatever
     `include` says), the outputs in `include`, the per-sample losses and the response.
+
+    `directional`: the method (`finite_diff.Method`) of a numeric gradient checked along random
+    directions instead of element-wise (`include` then leaves numeric_gradient out): the check
+    runs after the analysis, on whole arrays (DIRECTIONAL_TRANSIENT), whatever blocks the
+    analysis used.
 
     A request asking for nothing beyond the loss and the gradient, larger than one block of
     rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one
@@ -284,7 +304,8 @@ def cross_entropy_cost(
     base, kept = CROSS_ENTROPY_BASE, CROSS_ENTROPY_KEPT
     if set(include) <= BY_BLOCKS and shape.numbers(Width.CLASSES) > BLOCK_ENTRIES:
         if later_softmax:
-            base, kept = BY_BLOCKS_KEPT + SOFTMAX_BASE, BY_BLOCKS_KEPT + SOFTMAX_KEPT
+            base = BY_BLOCKS_KEPT + SOFTMAX_BASE + DIAGNOSIS_TRANSIENT
+            kept = BY_BLOCKS_KEPT + SOFTMAX_KEPT
         else:
             blocks = BLOCK_WORKERS * CROSS_ENTROPY_BASE * BLOCK_ENTRIES  # one block a core
             base, kept = BY_BLOCKS_KEPT + blocks / shape.numbers(Width.CLASSES), BY_BLOCKS_KEPT
@@ -296,7 +317,14 @@ def cross_entropy_cost(
         inputs=inputs,
         extra_numbers=shape.rows,
         response=response,
+        extra_transient=_directional_transient(directional),
     )
+
+
+def _directional_transient(method: str | None) -> float:
+    if method is None:
+        return 0.0
+    return DIRECTIONAL_COMPLEX_TRANSIENT if method == "complex_step" else DIRECTIONAL_TRANSIENT
 
 
 GRADED_PARTS: Mapping[str, Width] = {

@@ -393,6 +393,48 @@ async def test_a_client_disconnecting_mid_body_is_a_499_logged_at_info(
     assert all(record.exc_info is None for record in caplog.records)
 
 
+class _Cycle:
+    """uvicorn's request cycle as the middleware sees it: `receive` is its bound method, and a
+    client that left during compute leaves it `disconnected` with no response written."""
+
+    def __init__(self) -> None:
+        self.disconnected = False
+        self.response_complete = False
+        self.messages: Iterator[Message] = iter([{"type": "http.request", "body": b"{}"}])
+
+    async def receive(self) -> Message:
+        message = next(self.messages)
+        self.disconnected = True  # the client goes away while the route computes
+        return message
+
+
+async def test_a_client_disconnecting_during_compute_is_a_499(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    metrics = HttpMetrics()
+    app = RequestObservabilityMiddleware(echo_body_app(), metrics)
+    cycle = _Cycle()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)  # uvicorn drops these silently once disconnected
+
+    await app(http_scope(), cycle.receive, send)
+    assert sent[0]["status"] == 200  # what the app answered, never written
+    counts = samples(generate_latest(metrics.registry).decode(), "gradcheck_http_requests_total")
+    assert set(counts) == {(("method", "POST"), ("route", "/echo"), ("status", "499"))}
+    (entry,) = access_records(caplog)
+    assert entry["status"] == 499
+    assert "before the response was sent" in str(entry["message"])
+    cycle = _Cycle()
+    cycle.response_complete = True  # a client that read its response, then left: 200
+    await RequestObservabilityMiddleware(echo_body_app(), metrics)(
+        http_scope(), cycle.receive, send
+    )
+    assert access_records(caplog)[-1]["status"] == 200
+
+
 async def test_other_errors_still_propagate_as_500() -> None:
     async def broken(_: Request) -> Response:
         raise RuntimeError("bug")

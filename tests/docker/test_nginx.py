@@ -218,6 +218,14 @@ def test_template_bounds_slow_and_oversized_clients() -> None:
     assert name == zone.group(1)
     assert 8 <= int(limit) <= 1024
     assert shipped("limit_conn_status") == "429"
+    rate_zone = re.fullmatch(
+        r"\$binary_remote_addr zone=(\w+):(\d+[km]) rate=(\d+)r/s", shipped("limit_req_zone")
+    )
+    assert rate_zone, "limit_req_zone must count per client address, in requests a second"
+    assert 1 <= int(rate_zone.group(3)) <= 100
+    rate = re.fullmatch(r"zone=(\w+) burst=(\d+) nodelay", shipped("limit_req"))
+    assert rate and rate.group(1) == rate_zone.group(1)
+    assert shipped("limit_req_status") == "429"
 
     # The body limit is the deployment's (compose passes NGINX_MAX_BODY, 64m by default);
     # bodies are read whole by nginx before a replica sees them, responses read whole from it.
@@ -434,3 +442,23 @@ def test_limit_conn_caps_requests_in_progress_per_client(front: Front) -> None:
         time.sleep(0.1)
     assert statuses[-1] == 200, statuses
     assert not front.replica_saw("held="), "a request whose body never came was forwarded"
+
+
+def test_limit_req_caps_the_request_rate_per_client(front: Front) -> None:
+    """More /v1 requests than the burst, sent back to back from one address: the burst is
+    served, the rest get 429 from nginx (never reaching the replica); /healthz is not limited."""
+    rate = re.fullmatch(r"zone=\w+ burst=(\d+) nodelay", shipped("limit_req"))
+    assert rate is not None
+    burst = int(rate.group(1))
+    sent = burst + 60
+    url = f"http://127.0.0.1:{front.nginx.port}"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        statuses = [
+            client.post(f"/v1/softmax?rate={index}", json=SOFTMAX_BODY).status_code
+            for index in range(sent)
+        ]
+        health = client.get("/healthz").status_code
+    assert statuses.count(200) >= burst
+    assert statuses.count(429) >= 1, statuses
+    assert set(statuses) <= {200, 429}
+    assert health == 200

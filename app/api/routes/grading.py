@@ -12,21 +12,19 @@ graded together (`app.grading.grade.grade_group`). At most GRADCHECK_MAX_SUBMISS
 a larger body is refused with 413 from a scan of its bytes, before it is parsed.
 """
 
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.api.admission import grading_request_cost
 from app.api.deps import (
     INLINE_PARSE_BYTES,
+    AnswerBody,
     GradeBody,
     ProblemBody,
     Received,
-    RequestBody,
     request_context,
 )
 from app.api.encoding import encode_json
@@ -46,9 +44,11 @@ from app.api.schemas.grading import (
     ProblemResponse,
     RosterItem,
 )
+from app.api.submissions import too_many_elements
 from app.core.config import Settings
 from app.core.errors import LimitExceeded, RequestError
 from app.core.media import JSON_MEDIA_TYPE
+from app.core.threads import run_in_thread
 from app.grading.formats import Presentation, gradescope, native, prairielearn, summary_fields
 from app.grading.grade import Grade, GradingOptions, Part, Reference, grade_batch, grade_group
 from app.grading.problems import (
@@ -257,8 +257,8 @@ async def problems(received: ProblemBody) -> Response:
     `generator`). `problem_id` signs the parameters (HMAC-SHA256 with GRADCHECK_SECRET_KEY): pass
     it to /v1/grade, which regenerates the problem, so no state is kept and ids cannot be forged."""
     context = received.context
-    fields = await run_in_threadpool(
-        problem_fields, received.body, context.settings, context.signing_key
+    fields = await run_in_thread(
+        lambda: problem_fields(received.body, context.settings, context.signing_key)
     )
     return Response(encode_json(fields), media_type=JSON_MEDIA_TYPE)
 
@@ -321,65 +321,6 @@ async def grade(received: GradeBody) -> Response:
     return await _graded(received, [received.body.submission], single=True)
 
 
-_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
-_TOKENS = re.compile(_STRING + rb"|[\[\]{},]")
-"""Strings (skipped whole: brackets and commas inside them do not count) and structure."""
-_BRACKETS = re.compile(_STRING + rb"|[\[\]{}]")
-"""The same without commas: inside one element only its nesting matters."""
-_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
-SCAN_TOKEN_BUDGET = 1_000_000
-"""Most tokens the pre-parse scan reads (about 0.3 s); beyond, the count is checked after
-parsing."""
-COUNTED_KEYS = frozenset({b"submissions", b"items"})
-
-
-def too_many_elements(body: bytes, limit: int, budget: int = SCAN_TOKEN_BUDGET) -> bool:
-    """Whether a top-level `submissions` or `items` array of the JSON object `body` has more
-    than `limit` elements, from its bytes alone: commas are counted at that array's own level
-    only, strings are skipped whole, and inside an element only brackets are read (so a
-    gradient's numbers cost nothing). Stops at the (limit + 1)-th element; False when the body
-    is not an object or the scan runs out of `budget` (then the parsed list is counted)."""
-    start = _LEADING_SPACE.match(body)
-    position = start.end() if start else 0
-    if body[position : position + 1] != b"{":
-        return False
-    position += 1
-    depth = 1
-    key: bytes | None = None
-    expect_key = True
-    counting = False
-    commas = 0
-    for _ in range(budget):
-        pattern = _TOKENS if depth == 1 or (depth == 2 and counting) else _BRACKETS
-        match = pattern.search(body, position)
-        if match is None:
-            return False
-        position = match.end()
-        first = body[match.start() : match.start() + 1]
-        if first == b'"':
-            if depth == 1 and expect_key:
-                key = match.group()[1:-1]
-                expect_key = False
-        elif first in (b"[", b"{"):
-            depth += 1
-            if depth == 2:
-                counting = first == b"[" and key in COUNTED_KEYS
-                commas = 0
-        elif first in (b"]", b"}"):
-            depth -= 1
-            if depth == 0:
-                return False
-            if depth == 1:
-                counting = False
-        elif depth == 1:
-            expect_key = True
-        else:  # a comma between two elements of a counted array
-            commas += 1
-            if commas >= limit:
-                return True
-    return False
-
-
 def _too_many(settings: Settings) -> LimitExceeded:
     return LimitExceeded(
         f"this batch holds more than GRADCHECK_MAX_SUBMISSIONS = {settings.max_submissions} "
@@ -387,7 +328,7 @@ def _too_many(settings: Settings) -> LimitExceeded:
     )
 
 
-class BatchBody(RequestBody[BatchGradeRequest]):
+class BatchBody(AnswerBody[BatchGradeRequest]):
     """The body of /v1/grade/batch: 413 before parsing when its `submissions` or `items` hold
     more than GRADCHECK_MAX_SUBMISSIONS elements (a scan of the bytes, in a worker thread for a
     large body); then as every body (a student's overflowing number inside an item's
@@ -401,7 +342,7 @@ class BatchBody(RequestBody[BatchGradeRequest]):
             if len(body) <= INLINE_PARSE_BYTES:
                 over = too_many_elements(body, limit)
             else:
-                over = await run_in_threadpool(too_many_elements, body, limit)
+                over = await run_in_thread(lambda: too_many_elements(body, limit))
             if over:
                 raise _too_many(settings)
         received = await super().__call__(request)

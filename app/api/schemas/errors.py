@@ -14,7 +14,13 @@ class ErrorItem(BaseModel):
 class ValidationErrorResponse(BaseModel):
     """422: the request is well-formed JSON but not a valid problem."""
 
-    detail: list[ErrorItem] = Field(description="Every problem found, each with its location.")
+    detail: list[ErrorItem] = Field(
+        description="The problems found, each with its location: at most the first 20 (an "
+        "array stops at its first bad element)."
+    )
+    errors_omitted: int | None = Field(
+        None, description="How many more problems were found than `detail` lists (absent if none)."
+    )
 
 
 class MessageResponse(BaseModel):

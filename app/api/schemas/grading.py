@@ -224,6 +224,7 @@ class BatchGradeRequest(GradingRequestBase):
     items: list[RosterItem] | None = Field(
         None,
         min_length=1,
+        fail_fast=True,
         description="A roster: each item its own problem (problem_id or problem), submission "
         "and optional student label (give this or `submissions`, without a top-level problem). "
         "Items whose problems have the same shape are graded together.",

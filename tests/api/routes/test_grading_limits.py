@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.api.routes.grading import too_many_elements
+from app.api.submissions import too_many_elements
 from app.grading.grade import GradingOptions, Part, Reference, grade_batch
 from app.grading.tokens import PREFIX
 from app.numerics.deadline import Deadline
@@ -94,10 +94,11 @@ async def test_the_cap_is_a_setting(make_client: ClientFactory, key: str) -> Non
     assert "GRADCHECK_MAX_SUBMISSIONS = 3" in over.json()["detail"]
 
 
-async def test_a_spelling_the_scan_misses_is_counted_after_parsing(
+async def test_an_escaped_key_is_the_same_key_to_the_scan(
     make_client: ClientFactory,
 ) -> None:
     escaped = b'{"problem": {"logits": [[1, 2]], "labels": [0]}, "submission\\u0073": [1, 2, 3, 4]}'
+    assert too_many_elements(escaped, 3)
     async with make_client(max_submissions=3) as client:
         response = await client.post(
             "/v1/grade/batch", content=escaped, headers={"content-type": "application/json"}
