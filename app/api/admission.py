@@ -106,6 +106,7 @@ def linear_request_cost(values: LinearValues, accept: str | None) -> int:
         candidate_outputs=itemsizes,
         directions=values.directions or 0,
         member_itemsize=int(weight.dtype.itemsize) if isinstance(weight, np.ndarray) else 8,
+        itemsize=DTYPES[values.options.dtype]().itemsize,
         probability_labels=len(sent_shape(values.labels)) > len(sent_shape(values.input)) - 1,
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(weight),

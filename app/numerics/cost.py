@@ -405,6 +405,10 @@ LINEAR_CANDIDATE_ARRAYS = 8.0
 """Block arrays while a candidate is checked: the reference's, and a hypothesis's logits
 gradient (`linear_candidate`: the hypotheses are computed one after another, block by block,
 their softmax by sub-blocks; measured 7.2–7.3)."""
+LINEAR_SOFTMAX_ARRAYS = 9.0
+"""Block arrays when the probabilities are asked for: the block's softmax is then formed whole
+(`gradcheck.LossRows.of`: shifted logits, exponentials, probabilities, log-probabilities, the
+complement; measured 7.7), beside the logits and the kept probabilities."""
 LINEAR_DIRECTION_ARRAYS = 20.0
 """Block arrays of one direction of the numeric check: the logits, their first- and
 second-order moves, and the cross-entropy's differences along them (`directional.LogitChanges`
@@ -450,17 +454,20 @@ def linear_cost(
     candidate_outputs: Mapping[str, int] | None = None,
     directions: int = 0,
     member_itemsize: int = FLOAT64_BYTES,
+    itemsize: int = FLOAT64_BYTES,
     probability_labels: bool = False,
     response: ResponseFormat = ResponseFormat.JSON,
     parsed_bytes_per_number: int = 0,
 ) -> MemoryCost:
-    """Peak memory of /v1/linear-cross-entropy.
+    """Peak memory of /v1/linear-cross-entropy, computed in a precision of `itemsize` bytes
+    (float64 with a candidate: its reference is exact).
 
     inputs: input, weight and bias as sent (`member_itemsize` a number, plus what the parser
     keeps) and in float64; the labels; a candidate's numbers as sent (`candidate_outputs`:
     output name → bytes a number). compute: the input and bias gradients and the losses
     (always), the weight gradient when asked or sent, every N·C·J output asked for, and one
-    block's LINEAR_BLOCK_ARRAYS (LINEAR_CANDIDATE_ARRAYS with a candidate); for the numeric
+    block's LINEAR_BLOCK_ARRAYS (LINEAR_CANDIDATE_ARRAYS with a candidate, LINEAR_SOFTMAX_ARRAYS
+    with the probabilities); for the numeric
     check, one direction (its v of the size of input + weight, and LINEAR_DIRECTION_ARRAYS
     block arrays)."""
     candidate_outputs = candidate_outputs or {}
@@ -495,9 +502,12 @@ def linear_cost(
     kept_numbers = always + sum(
         sizes[name] for name in wanted & {"linear_weight_gradient", *FULL_LOGITS}
     )
-    kept = FIXED_BYTES + kept_numbers * FLOAT64_BYTES
-    block = shape.block_logits(block_logits, min_block_rows) * FLOAT64_BYTES
+    number = FLOAT64_BYTES if candidate_outputs else itemsize
+    kept = FIXED_BYTES + kept_numbers * number
+    block = shape.block_logits(block_logits, min_block_rows) * number
     arrays = LINEAR_CANDIDATE_ARRAYS if candidate_outputs else LINEAR_BLOCK_ARRAYS
+    if "probabilities" in include:
+        arrays = max(arrays, LINEAR_SOFTMAX_ARRAYS)
     compute = kept + math.ceil(arrays * block)
     if directions:
         direction = (shape.samples * shape.features + shape.weight) * FLOAT64_BYTES
