@@ -61,7 +61,9 @@ def _values(
         "linear_weight_gradient": (c, d),
         "linear_bias_gradient": (c,),
     }
-    sent = {name: rng.standard_normal(shapes[name]).astype(np.float32) for name in candidate}
+    sent: dict[str, object] = {
+        name: rng.standard_normal(shapes[name]).astype(np.float32) for name in candidate
+    }
     return LinearValues(
         options,
         rng.standard_normal((n, d)),
