@@ -47,7 +47,7 @@ def _candidate_bytes(shape: Shape, candidate: Mapping[str, object] | None) -> in
 def softmax_request_cost(values: SoftmaxValues, accept: str | None) -> int:
     """The estimated peak memory of a softmax request, from its shape (`app.numerics.cost`)."""
     body = values.options
-    shape = Shape(*request_shape(values.logits, body.dim), DTYPES[body.dtype]().itemsize)
+    shape = Shape(*values.shape, DTYPES[body.dtype]().itemsize)
     return softmax_cost(
         shape,
         body.include,
@@ -63,7 +63,7 @@ def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: s
     include = set(body.include)
     if numeric_directions(values, settings) is not None:
         include.discard(Output.NUMERIC_GRADIENT)
-    shape = Shape(*request_shape(values.logits), DTYPES[body.dtype]().itemsize)
+    shape = Shape(*values.shape, DTYPES[body.dtype]().itemsize)
     probability_labels = len(sent_shape(values.labels)) == len(sent_shape(values.logits))
     candidate = values.candidate
     later_softmax = candidate is not None and candidate_forms_softmax(
@@ -79,11 +79,15 @@ def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: s
     ).peak + _candidate_bytes(shape, candidate)
 
 
+def shape_entries(shape: tuple[int, int], include: Collection[str]) -> int:
+    """Numbers in (R, C) logits plus the requested outputs."""
+    return shape[0] * shape[1] + output_entries(shape, include)
+
+
 def request_entries(value: object, include: Collection[str], axis: int | None = None) -> int:
     """Numbers in the logits plus the requested outputs, from the lengths of the JSON lists
     alone (a ragged or empty batch is refused later, by `parse_logits`)."""
-    shape = request_shape(value, axis)
-    return shape[0] * shape[1] + output_entries(shape, include)
+    return shape_entries(request_shape(value, axis), include)
 
 
 def _problem_shape(

@@ -11,8 +11,7 @@ dependency FastAPI solves costs a small request tens of microseconds (`make benc
 """
 
 import json
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -38,6 +37,7 @@ from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.core.errors import RequestError
 from app.core.media import ContentType, parse_content_type
+from app.core.metrics import HttpMetrics
 from app.core.middleware import DEADLINE_STATE
 from app.numerics.candidate import default_tolerance
 from app.numerics.deadline import NEVER, Deadline
@@ -53,9 +53,7 @@ PARSED_BYTES_PER_BODY_BYTE = 16
 """Bound on the Python objects parsing makes per byte of JSON: a number takes at least two
 characters ("0,") and becomes a float in a list (24 + 8 bytes). Parsing a large body is admitted
 by the memory budget for this much, before the route admits the request's own cost."""
-OVERFLOWING_NUMBER = re.compile(rb"[eE]\+?\d\d\d")
-"""The exponent of a number literal with three or more digits: the only literals that can
-overflow float64. Of fixed width, so a search is linear in the body's length."""
+
 NOT_JSON = "Send the body as JSON with the header Content-Type: application/json."
 NOT_UTF8 = "Send the body as UTF-8 JSON: charset {charset} is not read (RFC 8259 requires UTF-8)."
 
@@ -94,11 +92,26 @@ def request_context(request: Request) -> RequestContext:
 
 
 async def app_settings(request: Request) -> Settings:
-    """The settings of the app serving the request (for routes without a body)."""
-    return request_context(request).settings
+    """The settings of the app serving the request, for routes without a body (a body
+    dependency hands them over in its `RequestContext`)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def app_ready(request: Request) -> bool:
+    """Whether the app serving the request has started and passed its self-test (`lifespan`)."""
+    return bool(getattr(request.app.state, "ready", False))
+
+
+async def app_metrics(request: Request) -> HttpMetrics:
+    """The HTTP metrics of the app serving the request."""
+    metrics: HttpMetrics = request.app.state.metrics
+    return metrics
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
+ReadyDep = Annotated[bool, Depends(app_ready)]
+MetricsDep = Annotated[HttpMetrics, Depends(app_metrics)]
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,8 @@ class ArrayBody(Generic[Model]):
     """An `application/x-npz` body, typed: `request.json` validated as `fields`, and the arrays
     of its `.npy` members, as they were stored (they never become Python lists).
 
-    `fields` is of the request model with its array fields optional (`RequestBody`): each
+    `fields` is of the request model with its array fields optional
+    (`ArrayRequestBody.json_part`): each
     is None unless `request.json` sent it; `app.api.inputs` reads an array field from
     `arrays` first, then from `fields`.
     """
@@ -220,14 +234,14 @@ class ArrayRequestBody(BodyReader[Model]):
             _check_json(content_type)
             body = await request.body()
 
-            def from_json() -> Received[Model | ArrayBody[Model]]:
+            def from_json() -> "Received[Model | ArrayBody[Model]]":  # not evaluated per call
                 return Received(self.parse(body), context, overflowing_literal(body))
 
             return await self._parsed(body, PARSED_BYTES_PER_BODY_BYTE, context, from_json)
         # read, not kept on the request: its arrays are all that stays
         binary = b"".join([chunk async for chunk in request.stream()])
 
-        def from_npz() -> Received[Model | ArrayBody[Model]]:
+        def from_npz() -> "Received[Model | ArrayBody[Model]]":
             return Received(self.parse_npz(binary), context)
 
         return await self._parsed(binary, 2, context, from_npz)  # stored arrays, then float64
@@ -322,12 +336,24 @@ _LITERAL_BYTES = frozenset(b"0123456789+-.eE")
 _DIGITS = frozenset(b"0123456789")
 
 
+def three_digit_exponents(body: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each `e` or `E` of `body` followed by an optional `+` and three digits:
+    the exponents of the only number literals that can overflow float64. Linear: `bytes.find`
+    (memchr speed, far faster than a regular expression here) visits each letter once."""
+    for letter in (b"e", b"E"):
+        at = body.find(letter)
+        while at >= 0:
+            digits = at + 2 if body[at + 1 : at + 2] == b"+" else at + 1
+            if body[digits : digits + 3].isdigit() and len(body) >= digits + 3:
+                yield at, digits + 3
+            at = body.find(letter, at + 1)
+
+
 def _may_overflow(body: bytes) -> bool:
     """Whether some number literal of `body` overflows float64, from its bytes: each literal
-    with a three-digit exponent (`OVERFLOWING_NUMBER`) is read whole and converted. Linear: a
-    match's literal is walked once, literals do not overlap."""
-    for match in OVERFLOWING_NUMBER.finditer(body):
-        start, end = match.start(), match.end()
+    with a three-digit exponent is read whole and converted. Linear: literals do not overlap,
+    and each is walked once."""
+    for start, end in three_digit_exponents(body):
         while start > 0 and body[start - 1] in _LITERAL_BYTES:
             start -= 1
         while end < len(body) and body[end] in _DIGITS:
@@ -352,6 +378,8 @@ def overflowing_literal(body: bytes) -> RequestError | None:
         found = _first_overflow(json.loads(body, parse_float=_overflow_or_float), ())
     except RecursionError:  # nested deeper than the parser goes: the literal is still there
         found = ("a literal beyond float64",)
+    except ValueError:  # not JSON to the standard parser (validated by pydantic's): no location
+        return None
     if found is None:
         return None
     *location, text = found

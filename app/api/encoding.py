@@ -312,6 +312,19 @@ def encode_npz(fields: dict[str, Any]) -> bytes:
     return b"".join(_npz_parts(fields))
 
 
+def encode_npz_request(fields: dict[str, Any]) -> bytes:
+    """A request body as `.npz`, as `read_npz_request` reads it: one `.npy` member per array
+    field and `request.json` holding the other fields (a suite's case, ready to be posted)."""
+    body = io.BytesIO()
+    others = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    with zipfile.ZipFile(body, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in fields.items():
+            if isinstance(value, np.ndarray):
+                _write_npy(archive, f"{name}.npy", value)
+        archive.writestr(NPZ_REQUEST_FIELDS_MEMBER, orjson.dumps(others))
+    return body.getvalue()
+
+
 class NpzResponse(Response):
     """`encode_npz` of the fields, sent in the pieces it is written in: each array's own buffer
     goes to the server as it is, never joined into one body (for a 20 MB Jacobian, a copy of

@@ -15,6 +15,7 @@ layout its results are reported in; `run()` makes the one call into the numerics
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from app.api.coalesce import Coalescer
 from app.api.deps import ArrayBody
 from app.api.errors import pydantic_errors
-from app.api.locations import at_callers_positions, under
+from app.api.locations import at_callers_position, under
 from app.api.parse import (
     LossFields,
     check_output_size,
@@ -52,6 +53,7 @@ from app.numerics.cross_entropy import Reduction
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.directional import DEFAULT_DIRECTIONS, prefer_directions
+from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
 from app.numerics.layout import Layout
@@ -102,6 +104,12 @@ class SoftmaxValues:
     binary: bool
     """Sent as .npz: the arrays are not Python lists (what parsing them keeps differs)."""
 
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits, self.options.dim)
+
 
 @dataclass(frozen=True)
 class LossValues:
@@ -116,13 +124,19 @@ class LossValues:
     candidate: dict[str, object] | None
     binary: bool
 
+    @cached_property
+    def shape(self) -> tuple[int, int]:
+        """(R, C) from the lengths sent alone (`app.api.parse.request_shape`), worked out once
+        for where the request runs, what it costs and how it is checked."""
+        return request_shape(self.logits)
+
     @property
     def ignore_index(self) -> int:
         return self.options.ignore_index
 
     @property
     def reduction(self) -> Reduction:
-        return Reduction(self.options.reduction)
+        return self.options.reduction
 
     @property
     def label_smoothing(self) -> float:
@@ -199,8 +213,10 @@ class SoftmaxCall:
 
     def run(self) -> SoftmaxResult:
         """Everything the request asked for (raises InvalidProblem at the caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_softmax(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 @dataclass(frozen=True)
@@ -214,16 +230,20 @@ class LossCall:
     def run(self) -> LossResult:
         """Everything the request asked for, computed alone (raises InvalidProblem at the
         caller's position)."""
-        with at_callers_positions(self.layout):
+        try:
             return run_cross_entropy(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
     async def run_on_loop(self, coalescer: Coalescer) -> LossResult:
         """`run()` on the event loop: with the tasks that arrive with it when its task can be
         stacked (`app.api.coalesce`)."""
         if not self.task.stackable:
             return self.run()
-        with at_callers_positions(self.layout):
+        try:
             return await coalescer.run(self.task)
+        except InvalidProblem as error:
+            raise at_callers_position(error, self.layout) from None
 
 
 def to_softmax_call(
@@ -266,7 +286,7 @@ def numeric_directions(values: LossValues, settings: Settings) -> int | None:
         return None
     if body.numeric.directions is not None:
         return body.numeric.directions
-    rows, classes = request_shape(values.logits)
+    rows, classes = values.shape
     method = Method(body.numeric.method)
     if prefer_directions(rows, classes, method, settings.numeric_gradient_max_evaluations):
         return DEFAULT_DIRECTIONS

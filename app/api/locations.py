@@ -13,19 +13,15 @@ from app.numerics.errors import InvalidProblem
 from app.numerics.layout import Layout
 
 
-@contextmanager
-def at_callers_positions(layout: Layout) -> Iterator[None]:
-    """Re-raise the numerics' refusals, which name a row (and a class) of the rows, at the
-    caller's own position in the logits or labels (`layout`)."""
-    try:
-        yield
-    except InvalidProblem as error:
-        field, *where = error.location
-        if layout.is_matrix or field not in ("logits", "labels") or not where:
-            raise
-        row = int(where[0])
-        position = layout.entry(row, int(where[1])) if len(where) > 1 else layout.position(row)
-        raise InvalidProblem((field, *position), error.message) from None
+def at_callers_position(error: InvalidProblem, layout: Layout) -> InvalidProblem:
+    """A refusal of the numerics, which names a row (and a class) of the rows, at the caller's
+    own position in the logits or labels (`layout`); the refusal itself where it names none."""
+    field, *where = error.location
+    if layout.is_matrix or field not in ("logits", "labels") or not where:
+        return error
+    row = int(where[0])
+    position = layout.entry(row, int(where[1])) if len(where) > 1 else layout.position(row)
+    return InvalidProblem((field, *position), error.message)
 
 
 @contextmanager

@@ -24,14 +24,20 @@ def runs_inline(entries: int, context: RequestContext) -> bool:
     return entries <= context.settings.inline_max_entries
 
 
+async def run_in_worker(
+    cost_bytes: int, context: RequestContext, work: Callable[[], Result]
+) -> Result:
+    """work() in a worker thread, once the memory budget has admitted `cost_bytes` (the
+    estimated peak of the computation and its encoding, which `work` must include): 413 if it
+    can never fit, 503 with Retry-After if it waited too long."""
+    async with context.budget.admit(cost_bytes):
+        return await run_in_threadpool(work)
+
+
 async def run_admitted(
     entries: int, cost_bytes: int, context: RequestContext, work: Callable[[], Result]
 ) -> Result:
-    """work() on the event loop when `runs_inline(entries)`; else in a worker thread, once the
-    memory budget has admitted `cost_bytes` (the estimated peak of the computation and its
-    encoding, which `work` must include): 413 if it can never fit, 503 with Retry-After if it
-    waited too long."""
+    """work() on the event loop when `runs_inline(entries)`, else `run_in_worker`."""
     if runs_inline(entries, context):
         return work()
-    async with context.budget.admit(cost_bytes):
-        return await run_in_threadpool(work)
+    return await run_in_worker(cost_bytes, context, work)

@@ -14,27 +14,25 @@ NPZ_MEDIA_TYPE = "application/x-npz"
 
 @dataclass(frozen=True)
 class ContentType:
-    """A Content-Type header, read."""
+    """A Content-Type header, read (`parse_content_type`)."""
 
     media_type: str
     """type/subtype in lower case, without parameters ("" when the header is empty)."""
-    charset: str | None = None
-
-    @property
-    def is_npz(self) -> bool:
-        """A binary .npz body."""
-        return self.media_type == NPZ_MEDIA_TYPE
-
-    @property
-    def is_json(self) -> bool:
-        """application/json or application/*+json (RFC 6839's structured syntax suffix)."""
-        media_type = self.media_type
-        return media_type == JSON_MEDIA_TYPE or (
-            media_type.startswith("application/") and media_type.endswith("+json")
-        )
+    charset: str | None
+    is_json: bool
+    """application/json or application/*+json (RFC 6839's structured syntax suffix)."""
+    is_npz: bool
+    """A binary .npz body."""
 
 
-_PLAIN_JSON = ContentType(JSON_MEDIA_TYPE)
+def _content_type(media_type: str, charset: str | None = None) -> ContentType:
+    is_json = media_type == JSON_MEDIA_TYPE or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+    return ContentType(media_type, charset, is_json, media_type == NPZ_MEDIA_TYPE)
+
+
+_PLAIN_JSON = _content_type(JSON_MEDIA_TYPE)
 
 
 def parse_content_type(header: str) -> ContentType:
@@ -43,8 +41,8 @@ def parse_content_type(header: str) -> ContentType:
     if header == JSON_MEDIA_TYPE:
         return _PLAIN_JSON
     if not header.strip():
-        return ContentType("")
+        return _content_type("")
     message = email.message.Message()
     message["content-type"] = header
     charset = message.get_param("charset")
-    return ContentType(message.get_content_type(), charset if isinstance(charset, str) else None)
+    return _content_type(message.get_content_type(), charset if isinstance(charset, str) else None)

@@ -11,7 +11,10 @@ and max_rel_error is cs231n's max |s − e| / max(1e-8, |s| + |e|). The submissi
 have the expected shape are stacked into one array and compared in a single numpy expression
 (against one reference, or against the stacked references of several problems of one shape: a
 roster where every student has their own problem); a part that is missing or unreadable scores 0
-with a message saying why.
+with a message saying why. A part is read leniently, by the reader the candidate check of
+/v1/softmax and /v1/cross-entropy uses (`app.numerics.candidate.read_part`: one reader, one
+wording): any JSON value becomes an array or a message naming the first offending position as it
+was sent, never an error; shapes that differ only by axes of length 1 are accepted.
 
 The work is bounded: at most MISMATCHES_KEPT positions and one note on unknown keys per
 submission, and the options' deadline is checked between parts and every CHECKPOINT_ROWS
@@ -27,7 +30,7 @@ from typing import cast
 
 import numpy as np
 
-from app.grading.submissions import describe, read_part
+from app.numerics.candidate import describe, read_part
 from app.numerics.compare import REL_ERROR_FLOOR, tolerance_bound
 from app.numerics.cross_entropy import Reduction, Targets
 from app.numerics.deadline import NEVER, Deadline

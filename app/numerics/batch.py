@@ -39,7 +39,7 @@ def analyse_cross_entropy_batch(
 ) -> list[Report | InvalidProblem]:
     """`analyse_cross_entropy` of each problem (all of one C and dtype), computed in one pass
     per (z_loss, softcap) pair (default options: those of `analyse_cross_entropy`; a caller
-    batching by `LossCall.batch_key` has one pair).
+    batching by `app.numerics.tasks.LossTask.batch_key` has one pair).
 
     A problem with target mass on a −inf logit gets its InvalidProblem instead of a report.
     """

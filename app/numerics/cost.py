@@ -21,7 +21,9 @@ A request lives in three phases, whose peaks do not add up:
 
 Shapes are (rows, classes): K-dimensional inputs (N, C, d1, …, dk) count every position as a row,
 rows = N·d1·…·dk. A new output is one more `OutputCost` entry (a Hessian is C·C wide, like the
-Jacobian). Nothing here knows HTTP.
+Jacobian). The response's encoding enters only as its size: bytes per number in JSON
+(JSON_BYTES_PER_NUMBER, JSON_GROWTH) and one copy per array in .npz, measured against the web
+layer's encoder (`app.api.encoding`), which this module does not import.
 """
 
 import math

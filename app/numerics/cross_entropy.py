@@ -125,6 +125,13 @@ def index_targets(
 
     Raises InvalidProblem for a label outside [0, C) that is not `ignore_index`, and for a
     `mean` whose divisor Σ w_{y_n} over non-ignored samples is 0 (PyTorch would return NaN).
+
+    References
+    ----------
+    .. [1] PyTorch, torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing,
+       reduction): the semantic reference for the effective targets and the weighted mean.
+    .. [2] C. Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR
+       2016: label smoothing (1 − ε)·y + ε/C.
     """
     labels = np.asarray(labels)
     active = labels != ignore_index
@@ -253,7 +260,13 @@ def _exact_probability_targets(
 def softcap_logits(logits: FloatArray, softcap: float) -> FloatArray:
     """y = c·tanh(z / c), real or complex, with −inf (a mask) kept −inf.
 
-    tanh is correctly rounded to about an ulp, so y carries ~2 ulps of c at most."""
+    tanh is correctly rounded to about an ulp, so y carries ~2 ulps of c at most.
+
+    References
+    ----------
+    .. [1] Gemma Team, "Gemma 2: Improving Open Language Models at a Practical Size",
+       arXiv:2408.00118, 2024: logit soft-capping c·tanh(z/c).
+    """
     z = np.asarray(logits)
     masked = np.isneginf(np.real(z))
     if not masked.any():
@@ -303,7 +316,15 @@ def softcap_difference(logits: NDArray[Any], moved: NDArray[Any], softcap: float
 def log_sum_exp(sm: Softmax) -> FloatArray:
     """ℓ_n = log Σ_c exp z_nc = z_nk + log1p(t) from the softmax (z_nk the row's maximum),
     shape (N,). One rounding on top of log1p's; it cancels only where z_nk ≈ −log1p(t) (a
-    row whose ℓ is near 0), and then its absolute error is still ~eps·log C."""
+    row whose ℓ is near 0), and then its absolute error is still ~eps·log C.
+
+    References
+    ----------
+    .. [1] A. Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", JMLR 24, 2023: the
+       z-loss λ·(log Σ exp z)².
+    .. [2] Liger-Kernel, `lse_square_scale` of its fused linear cross-entropy (its tests:
+       F.cross_entropy + λ·lse² per non-ignored token).
+    """
     assert sm.logits is not None
     z = np.asarray(sm.logits)
     top = z[np.arange(z.shape[0]), sm.argmax]
@@ -354,6 +375,14 @@ def per_sample_gradient(
     Float64 rows that still cancel (largest term > CANCELLATION_LIMIT × largest entry: targets
     close to the prediction) are recomputed in double-double from `sm.logits` and `exact_q`
     (default: q taken as exact).
+
+    References
+    ----------
+    .. [1] PyTorch, torch.nn.functional.cross_entropy: the gradient a·Σq − q of its loss with
+       weights, probability targets and label smoothing.
+    .. [2] T. J. Dekker, "A floating-point technique for extending the available precision",
+       Numerische Mathematik 18, 1971: the double-double arithmetic of the rows that cancel
+       (`double_double`).
     """
     a = sm.probabilities
     rows = np.arange(q.shape[0])
@@ -426,13 +455,14 @@ def _gradient_double_double(
 def _near_uniform_gradient(
     z: FloatArray, finite: NDArray[np.bool_], q: dd.DD, total: dd.DD
 ) -> FloatArray:
-    """a·S − q for rows whose finite logits differ by at most NEAR_UNIFORM_SPREAD.
+    """a·S_q − q (S_q = Σ_c q_c) for rows whose finite logits differ by at most
+    NEAR_UNIFORM_SPREAD.
 
     With C finite classes and u_c = z_c − mean z, a_c = (1 + u_c + O(u²))/C, so
-        ∂loss/∂z_c = (S·(C·z_c − Σz) + C·(S − C·q_c)) / C²
+        ∂loss/∂z_c = (S_q·(C·z_c − Σz) + C·(S_q − C·q_c)) / C²
     to a relative O(spread) ≤ 2^-56. Double-double cannot reach these entries when they are
     far smaller than 2^-106 of 1/C (tiny logits with targets near uniform). C·z_c − Σz is
-    formed on z scaled to a largest magnitude in [1/2, 1) (exact), and S − C·q_c is exactly 0
+    formed on z scaled to a largest magnitude in [1/2, 1) (exact), and S_q − C·q_c is exactly 0
     in rows of equal targets; masked classes get 0 (a_c = q_c = 0).
     """
     count = finite.sum(axis=1).astype(np.float64)[:, None]

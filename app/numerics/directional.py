@@ -211,6 +211,10 @@ def directional_check(
     below a coordinate's. No rounding of z + hv is needed: every evaluation works on the move
     hv itself (`_Changes`), so that the direction is exactly the one the analytic side uses,
     ⟨gradient, p⟩/h with p = fl(h·v).
+
+    References
+    ----------
+    .. [1] JAX, jax.test_util.check_grads: checking a gradient along random directions.
     """
     numeric = numeric or NumericOptions()
     tolerance = tolerance or Tolerance()

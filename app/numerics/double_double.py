@@ -35,7 +35,13 @@ class DD(NamedTuple):
 
 
 def two_sum(a: FloatArray, b: FloatArray) -> DD:
-    """s + e = a + b exactly, s = fl(a + b) (Knuth)."""
+    """s + e = a + b exactly, s = fl(a + b) (Knuth).
+
+    References
+    ----------
+    .. [1] D. E. Knuth, "The Art of Computer Programming", vol. 2, 3rd ed., 1997, section 4.2.2:
+       TwoSum.
+    """
     s = a + b
     b_virtual = s - a
     a_virtual = s - b_virtual
@@ -56,7 +62,13 @@ def _split(a: FloatArray) -> DD:
 
 
 def two_product(a: FloatArray, b: FloatArray) -> DD:
-    """p + e = a·b exactly, p = fl(a·b) (Dekker), barring overflow and underflow."""
+    """p + e = a·b exactly, p = fl(a·b) (Dekker), barring overflow and underflow.
+
+    References
+    ----------
+    .. [1] T. J. Dekker, "A floating-point technique for extending the available precision",
+       Numerische Mathematik 18, 1971: Veltkamp's splitting and TwoProduct.
+    """
     p = a * b
     a_hi, a_lo = _split(a)
     b_hi, b_lo = _split(b)

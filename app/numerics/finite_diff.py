@@ -137,6 +137,14 @@ def choose_steps(logits: FloatArray, method: Method, step: float | None) -> Step
     far beyond the scale on which its softmax varies (1e-4 relative error); this one takes 6e-6
     there (central error ~1e-12 relative). A fixed `step` is used as given (rounded to be
     exact, as above); masked (−inf) logits keep the row's step, which moves nothing.
+
+    References
+    ----------
+    .. [1] J. Nocedal, S. J. Wright, "Numerical Optimization", 2nd ed., Springer, 2006, section 8.1:
+       steps √eps and ∛eps for forward and central differences.
+    .. [2] scipy.optimize._numdiff.approx_derivative: the relative step eps^(1/(p+1)) per method.
+    .. [3] W. Squire, G. Trapp, "Using complex variables to estimate derivatives of real functions",
+       SIAM Review 40(1), 1998: the complex step Im f(x + ih)/h.
     """
     z = np.asarray(logits)
     dtype = z.dtype.type
@@ -186,6 +194,13 @@ def derivative_by_column(
     z_nj + offset·h_nj; at most EVALUATION_ENTRIES output numbers per call of `f`. The result has
     shape (N, C) or (N, K, C): the derivative by z_nj sits at [..., j]. `deadline` is checked
     before each group of columns (it raises `DeadlinePassed` to stop the work).
+
+    References
+    ----------
+    .. [1] B. Fornberg, "Generation of finite difference formulas on arbitrarily spaced grids",
+       Mathematics of Computation 51, 1988: the five-point stencil's weights.
+    .. [2] J. R. R. A. Martins, P. Sturdza, J. J. Alonso, "The complex-step derivative
+       approximation", ACM TOMS 29(3), 2003.
     """
     z = np.asarray(logits)
     h = steps.h

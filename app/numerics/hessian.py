@@ -1,39 +1,40 @@
 """The Hessian of the cross-entropy loss in the logits, Hessian-vector products, a numeric Hessian.
 
-With effective targets q (cross_entropy.py), S_n = Σ_c q_nc, the reduction's divisor D and
-a_n = softmax(z_n), the reduced loss L = Σ_n loss_n / D has the gradient g_n = (S_n a_n − q_n) / D.
+With effective targets q (cross_entropy.py), S_q = Σ_c q_nc (the targets' sum of row n), the
+reduction's divisor D and a_n = softmax(z_n), the reduced loss L = Σ_n loss_n / D has the gradient
+g_n = (S_q·a_n − q_n) / D.
 Sample n's loss depends on z_n only, so the Hessian over all N·C logits is block-diagonal across
 samples; block n is
 
-    H_n = ∂²L / ∂z_n ∂z_n = s_n·(diag a_n − a_n a_nᵀ),     s_n = S_n / D
+    H_n = ∂²L / ∂z_n ∂z_n = t_n·(diag a_n − a_n a_nᵀ),     t_n = S_q / D
 
 Derivation from the softmax Jacobian J = ∂a/∂z = diag a − a aᵀ (softmax.py):
 
-    ∂g_i/∂z_j = (S/D)·∂a_i/∂z_j − ∂q_i/∂z_j / D       (S and q do not depend on z)
-              = (S/D)·a_i(δ_ij − a_j)                     (the Jacobian, symmetric)
-    H_n       = s_n·J_n
+    ∂g_i/∂z_j = (S_q/D)·∂a_i/∂z_j − ∂q_i/∂z_j / D     (S_q and q do not depend on z)
+              = (S_q/D)·a_i(δ_ij − a_j)                   (the Jacobian, symmetric)
+    H_n       = t_n·J_n
 
 For `reduction: none` each loss_n has its own Hessian, the same formula with D = 1.
 
 Definiteness: vᵀJv = Σ_i a_i v_i² − (Σ_i a_i v_i)² is the variance of v under the distribution
 a, so J is positive semi-definite, J·1 = a − a·Σa = 0, and vᵀJv = 0 exactly when v is constant
-on the classes with a_i > 0. Hence, with non-negative targets (S > 0: every option of
+on the classes with a_i > 0. Hence, with non-negative targets (S_q > 0: every option of
 PyTorch's `F.cross_entropy` with non-negative weights), H_n is positive semi-definite with the
 zero eigenvalue along (1, …, 1) and rank C − 1 when no class is masked. It is not so when
-S_n < 0 (negative class weights: H_n is negative semi-definite), when S_n = 0 (targets summing
+S_q < 0 (negative class weights: H_n is negative semi-definite), when S_q = 0 (targets summing
 to 0, ignored samples: H_n = 0), and with masked classes (a_j = 0 for z_j = −inf: row and column
 j are 0, so every e_j is a null vector too and the rank is the number of unmasked classes − 1).
 In a saturated row (a_k → 1) all other eigenvalues are of the order of 1 − a_k: positive but
 far below float64's resolution of the largest entry, so the computed block is numerically of
-lower rank. The Hessian depends on q only through S: the individual targets do not matter.
+lower rank. The Hessian depends on q only through S_q: the individual targets do not matter.
 
-z-loss and soft-capping (cross_entropy.py). With a z-loss the reduced loss gains Σ_n w_n·ℓ_n²,
-w_n = λ_n / D_z (λ_n = 0 on ignored samples, D_z the number of non-ignored samples for `mean`),
+z-loss and soft-capping (cross_entropy.py). With a z-loss the reduced loss gains Σ_n ω_n·ℓ_n²,
+ω_n = λ_n / D_z (λ_n = 0 on ignored samples, D_z the number of non-ignored samples for `mean`),
 ℓ_n = log Σ_c exp y_nc; with a softcap c the logits are y = c·tanh(z / c) and every derivative
 is by the raw z. By y (∂ℓ/∂y = a, ∂a/∂y = J):
 
-    g_y = (S·a − q)/D + 2w·ℓ·a
-    H_y = (S/D)·J + 2w·(a aᵀ + ℓ·J)          (∂(2wℓ·a)/∂y = 2w·(a·∂ℓ/∂y + ℓ·∂a/∂y))
+    g_y = (S_q·a − q)/D + 2ω·ℓ·a
+    H_y = (S_q/D)·J + 2ω·(a aᵀ + ℓ·J)        (∂(2ωℓ·a)/∂y = 2ω·(a·∂ℓ/∂y + ℓ·∂a/∂y))
 
 and by z, with s = dy/dz = 1 − tanh²(z/c) and s′ = d²y/dz² = −(2/c)·tanh(z/c)·s, the chain
 rule ∂L/∂z_i = g_y,i·s_i differentiated once more gives
@@ -41,10 +42,10 @@ rule ∂L/∂z_i = g_y,i·s_i differentiated once more gives
     H_z = diag(s)·H_y·diag(s) + diag(g_y ⊙ s′)
 
 (the second term because s_i depends on z_i). Neither option keeps the structure above: the
-z-loss breaks the invariance to a shift of the row, 1ᵀH_y1 = 2w > 0, so (1, …, 1) is no longer a
-null vector. Writing H_y = σ·J + 2w·a aᵀ with σ = S/D + 2wℓ, vᵀH_y v = σ·Var_a(v) + 2w·⟨a, v⟩²:
+z-loss breaks the invariance to a shift of the row, 1ᵀH_y1 = 2ω > 0, so (1, …, 1) is no longer a
+null vector. Writing H_y = σ·J + 2ω·a aᵀ with σ = S_q/D + 2ωℓ, vᵀH_y v = σ·Var_a(v) + 2ω·⟨a, v⟩²:
 positive semi-definite when σ ≥ 0, positive definite on the unmasked classes when σ > 0 and
-w > 0, and indefinite when σ < 0 (ℓ < 0 — every logit well below 0 — with 2w|ℓ| > S/D, or
+ω > 0, and indefinite when σ < 0 (ℓ < 0 — every logit well below 0 — with 2ω|ℓ| > S_q/D, or
 negative weights). Under a softcap diag(s)·H_y·diag(s) keeps H_y's inertia where s > 0
 (Sylvester), but the diagonal g_y ⊙ s′ has either sign (g_y,i < 0 on target classes, s′ has the
 sign of −z), so H_z is indefinite in general, even for plain cross-entropy with non-negative
@@ -101,7 +102,7 @@ def target_scale(
     *,
     exact_q: ExactTargets | None = None,
 ) -> FloatArray:
-    """s_n = Σ_c q_nc / D_n, shape (N,), correctly rounded up to a few units in 2^-106.
+    """t_n = Σ_c q_nc / D_n, shape (N,), correctly rounded up to a few units in 2^-106.
 
     Parameters
     ----------
@@ -121,9 +122,9 @@ def target_scale(
     Notes
     -----
     The sum is taken in double-double from the exact targets and divided in double-double, so
-    that s_n carries one rounding (plus D's own: Targets.divisor is the float64 rounding of the
+    that t_n carries one rounding (plus D's own: Targets.divisor is the float64 rounding of the
     summed weights). A plain float sum of C non-negative terms would be within log2(C)·eps
-    already; this makes s exact to the last bit, which the 1e-13 guarantee of the Hessian does
+    already; this makes t exact to the last bit, which the 1e-13 guarantee of the Hessian does
     not need but its "exact value rounded to float64" aim does. Where double-double overflows
     (|q| or D above ~1e300) the plain float quotient is used.
     """
@@ -153,7 +154,7 @@ class LogitTerms:
     Build it with `logit_terms`; None (or both parts None) means plain cross-entropy."""
 
     z_weights: FloatArray | None = None
-    """w_n = λ_n / D_z,n, the weight of ℓ_n² in the reduced loss, shape (N,) (0 on ignored
+    """ω_n = λ_n / D_z,n, the weight of ℓ_n² in the reduced loss, shape (N,) (0 on ignored
     samples); None without a z-loss."""
     softcap: float | None = None
     """c > 0: the Softmax passed with these terms is that of y = c·tanh(z/c); None: y = z."""
@@ -215,7 +216,7 @@ def _capped_gradient(
     z_weights: FloatArray | None,
     lse: FloatArray | None,
 ) -> FloatArray:
-    """g_y = (S·a − q)/D + 2w·ℓ·a: the gradient of the reduced loss by the capped logits y."""
+    """g_y = (S_q·a − q)/D + 2ω·ℓ·a: the gradient of the reduced loss by the capped logits y."""
     a = sm.probabilities
     divisors = np.broadcast_to(np.asarray(divisor, np.float64), (a.shape[0],))
     gradient = per_sample_gradient(sm, q, exact_q=exact_q)
@@ -226,7 +227,7 @@ def _capped_gradient(
 
 
 def _tiny_rows(sm: Softmax, scale: FloatArray, threshold: float) -> NDArray[np.intp]:
-    """float64 rows with a nonzero s and a finite logit whose probability is below `threshold`
+    """float64 rows with a nonzero t and a finite logit whose probability is below `threshold`
     (2^-1022: subnormal or underflowed to 0, with an absolute, not relative, error)."""
     a = sm.probabilities
     if a.dtype != np.float64 or sm.logits is None or a.shape[0] == 0:
@@ -296,50 +297,50 @@ def loss_hessian(
     exact_q : callable, optional
         Targets.exact_q, for the exact Σq (see `target_scale`).
     terms : LogitTerms, optional
-        z-loss weights w_n = λ_n / D_z and softcap c (`logit_terms`); `sm` is then the
+        z-loss weights ω_n = λ_n / D_z and softcap c (`logit_terms`); `sm` is then the
         softmax of the capped logits y and the Hessian is by the raw z.
 
     Returns
     -------
     (N, C, C) array
-        H[n, i, j] = ∂²L / ∂z_ni ∂z_nj = s_n·a_ni(δ_ij − a_nj); exactly symmetric. The
+        H[n, i, j] = ∂²L / ∂z_ni ∂z_nj = t_n·a_ni(δ_ij − a_nj); exactly symmetric. The
         Hessian over all logits is block-diagonal: ∂²L / ∂z_ni ∂z_mj = 0 for n ≠ m. With
         `terms` (module docstring for the derivation):
 
-            H_y = (S/D)·J + 2w·(a aᵀ + ℓ·J),   ℓ = log Σ_c exp y_c
+            H_y = (S_q/D)·J + 2ω·(a aᵀ + ℓ·J),   ℓ = log Σ_c exp y_c
             H_z = diag(s)·H_y·diag(s) + diag(g_y ⊙ s′),   s = dy/dz, s′ = d²y/dz²
 
-        with g_y = (S·a − q)/D + 2w·ℓ·a the gradient by y; still exactly symmetric (the
+        with g_y = (S_q·a − q)/D + 2ω·ℓ·a the gradient by y; still exactly symmetric (the
         factor s_i·s_j is formed once for (i, j) and (j, i)).
 
     Notes
     -----
-    Derivation (module docstring): g = (S·a − q)/D, q does not depend on z, so
-    ∂g_i/∂z_j = (S/D)·∂a_i/∂z_j = (S/D)·J_ij: H_n = s_n·J_n with J = softmax_jacobian.
+    Derivation (module docstring): g = (S_q·a − q)/D, q does not depend on z, so
+    ∂g_i/∂z_j = (S_q/D)·∂a_i/∂z_j = (S_q/D)·J_ij: H_n = t_n·J_n with J = softmax_jacobian.
 
     Accuracy: J's entries are single products of probabilities accurate to an ulp or two,
-    with 1 − a_k taken from `sm.complement` (no cancellation in saturated rows); s_n is
-    correctly rounded (`target_scale`), and H = s·J adds one rounding: each entry is within a
+    with 1 − a_k taken from `sm.complement` (no cancellation in saturated rows); t_n is
+    correctly rounded (`target_scale`), and H = t·J adds one rounding: each entry is within a
     few ulps of itself, so each block within ~1e-15 of its largest entry. One thing breaks
     this: probabilities below 2^-1022 (saturated rows with gaps above ~708) are subnormal or
-    0, with an absolute error of up to 2^-1075, which s > 1 would lift above the block's own
+    0, with an absolute error of up to 2^-1075, which t > 1 would lift above the block's own
     resolution. The rows (float64) with such a probability are therefore recomputed from
     2^P·a (P = SCALE_POWER, `_scaled_probabilities`, exact in double-double exponentials):
-    H = 2^(E−2P)·(f·(2^P·a_i)(2^P·(δ_ij − a_j))) with s = f·2^E, so that every product is
-    rounded in the normal range and only the final exact scaling by 2^(E−2P) can round, once,
+    H = 2^(p−2P)·(f·(2^P·a_i)(2^P·(δ_ij − a_j))) with t = f·2^p, so that every product is
+    rounded in the normal range and only the final exact scaling by 2^(p−2P) can round, once,
     at the output's own magnitude. The products a_i·a_j are formed in one order for (i, j)
     and (j, i), so the block is exactly symmetric on both paths.
 
     Definiteness (derivation in the module docstring): vᵀJv is the variance of v under a, so
-    with S_n ≥ 0 (non-negative targets) H_n is positive semi-definite, H_n·(1, …, 1) = 0, and
-    its rank is C − 1 without masks. S_n < 0 (negative weights) makes it negative
-    semi-definite, S_n = 0 (targets summing to 0, ignored samples) makes it 0, and each masked
+    with S_q ≥ 0 (non-negative targets) H_n is positive semi-definite, H_n·(1, …, 1) = 0, and
+    its rank is C − 1 without masks. S_q < 0 (negative weights) makes it negative
+    semi-definite, S_q = 0 (targets summing to 0, ignored samples) makes it 0, and each masked
     class (z_j = −inf) adds the null vector e_j.
 
     Definiteness with a z-loss or a softcap: see the module docstring (the ones vector is no
-    longer a null vector; H_y is PSD when S/D + 2wℓ ≥ 0; H_z is indefinite in general).
+    longer a null vector; H_y is PSD when S_q/D + 2ωℓ ≥ 0; H_z is indefinite in general).
 
-    Accuracy with `terms`: the cross-entropy part as above, the z-loss part 2w·(a aᵀ + ℓ·J)
+    Accuracy with `terms`: the cross-entropy part as above, the z-loss part 2ω·(a aᵀ + ℓ·J)
     from the same probabilities (each entry within a few ulps of itself, the sum of the two
     parts within a few ulps of the block's largest term), then one product by s_i·s_j and the
     diagonal g_y ⊙ s′ (s to a few ulps, `softcap_slope`): normwise ~1e-15 per block, except
@@ -347,6 +348,11 @@ def loss_hessian(
 
     Cost: one C×C block per sample, as softmax_jacobian, plus one multiplication; with a
     z-loss a second C×C block per sample is formed.
+
+    References
+    ----------
+    .. [1] PyTorch, torch.autograd.gradgradcheck: the second-order check and its tolerances
+       (GRADGRADCHECK_ATOL, GRADGRADCHECK_RTOL).
     """
     scale = target_scale(q, divisor, exact_q=exact_q).astype(sm.probabilities.dtype)
     hessian = softmax_jacobian(sm)
@@ -401,7 +407,7 @@ def hessian_vector_product(
     exact_q: ExactTargets | None = None,
     terms: LogitTerms | None = None,
 ) -> FloatArray:
-    """H_n v_n = s_n·a_n ⊙ (v_n − ⟨a_n, v_n⟩) for every sample, without forming H: O(N·C)
+    """H_n v_n = t_n·a_n ⊙ (v_n − ⟨a_n, v_n⟩) for every sample, without forming H: O(N·C)
     (with the z-loss's and the soft-capping's terms when `terms` has them).
 
     Parameters
@@ -418,37 +424,37 @@ def hessian_vector_product(
     Returns
     -------
     (N, C) array
-        Row n is H_n v_n = s_n·(a ⊙ v − a·⟨a, v⟩), s_n = Σ_c q_nc / D. With `terms`
+        Row n is H_n v_n = t_n·(a ⊙ v − a·⟨a, v⟩), t_n = Σ_c q_nc / D. With `terms`
         (u = s ⊙ v under a softcap, else u = v; s, s′, g_y as in `loss_hessian`):
 
-            H_y u = (S/D)·J u + 2w·(a·⟨a, u⟩ + ℓ·J u),   J u = a ⊙ (u − ⟨a, u⟩)
+            H_y u = (S_q/D)·J u + 2ω·(a·⟨a, u⟩ + ℓ·J u),   J u = a ⊙ (u − ⟨a, u⟩)
             H_z v = s ⊙ (H_y u) + (g_y ⊙ s′) ⊙ v
 
         each J u taken as below; still O(N·C), H never formed.
 
     Notes
     -----
-    Formula: (H v)_i = s·Σ_j a_i(δ_ij − a_j) v_j = s·a_i·(v_i − Σ_j a_j v_j).
+    Formula: (H v)_i = t·Σ_j a_i(δ_ij − a_j) v_j = t·a_i·(v_i − Σ_j a_j v_j).
 
     Numerics. v − ⟨a, v⟩ cancels when v is nearly constant: ⟨a, v⟩ = c·Σa + …, and the
     computed Σ_j a_j is 1 only to C·eps, so a plain evaluation leaves c·C·eps where the exact
     value is tiny (and nonzero where H·1 = 0 exactly). Since J·1 = 0, v can be shifted by any
-    constant; it is shifted by its value at the argmax k: w = v − v_k (exact for nearly constant
-    v, by Sterbenz's lemma), so w_k = 0 and the large a_k never multiplies anything in
-    μ = ⟨a, w⟩ = Σ_{j≠k} a_j w_j. Then (H v)_i = s·a_i·(w_i − μ) (−s·a_k·μ at the argmax).
+    constant; it is shifted by its value at the argmax k: v̂ = v − v_k (exact for nearly constant
+    v, by Sterbenz's lemma), so v̂_k = 0 and the large a_k never multiplies anything in
+    μ = ⟨a, v̂⟩ = Σ_{j≠k} a_j v̂_j. Then (H v)_i = t·a_i·(v̂_i − μ) (−t·a_k·μ at the argmax).
     A constant v gives exactly 0. The remaining error is that of μ:
-    the rounding of the probabilities and of the (pairwise) sum, ≲ (2 + log2 C)·eps·Σ_j a_j|w_j|,
-    which is of the order of eps relative to the row's largest entry unless w's large entries
+    the rounding of the probabilities and of the (pairwise) sum, ≲ (2 + log2 C)·eps·Σ_j a_j|v̂_j|,
+    which is of the order of eps relative to the row's largest entry unless v̂'s large entries
     sit on tiny probabilities and cancel in μ (worst case C·eps; typically √C·eps).
 
     Scaling: nothing overflows or underflows on the way, so every entry is rounded a few times
     in the normal range and at most once more at its own final magnitude. v_n is scaled by a
-    power of two to a largest magnitude in [1/2, 1), and so is w after the shift; rows with a
+    power of two to a largest magnitude in [1/2, 1), and so is v̂ after the shift; rows with a
     probability below 2^-511 (float64: saturated by more than ~354) use 2^P·a (P = 511,
     `_scaled_probabilities`, exact to a few ulps even where a itself is subnormal or 0), so
-    that every a_j w_j of μ is a normal number unless |w_j| < 2^-459 (a negligible term);
-    2^P·(w − μ) is formed unscaled; and each output is the product of the mantissas of s, a_i
-    and 2^P·(w_i − μ) (in [1/8, 1)) put back to its exponent by one ldexp, the only step that
+    that every a_j v̂_j of μ is a normal number unless |v̂_j| < 2^-459 (a negligible term);
+    2^P·(v̂ − μ) is formed unscaled; and each output is the product of the mantissas of t, a_i
+    and 2^P·(v̂_i − μ) (in [1/8, 1)) put back to its exponent by one ldexp, the only step that
     can round at a subnormal output's own spacing.
     """
     a = sm.probabilities
@@ -492,10 +498,10 @@ def _jacobian_product(sm: Softmax, scale: FloatArray, v: FloatArray) -> FloatArr
     row_index = np.arange(num_samples)
     k = sm.argmax
     _, vector_exponent = np.frexp(np.max(np.abs(v), axis=1))
-    w = np.ldexp(v, -vector_exponent[:, None])
-    w -= w[row_index, k][:, None]
-    _, spread_exponent = np.frexp(np.max(np.abs(w), axis=1))
-    w = np.ldexp(w, -spread_exponent[:, None])  # max |w| in [1/2, 1): exact
+    v_hat = np.ldexp(v, -vector_exponent[:, None])
+    v_hat -= v_hat[row_index, k][:, None]
+    _, spread_exponent = np.frexp(np.max(np.abs(v_hat), axis=1))
+    v_hat = np.ldexp(v_hat, -spread_exponent[:, None])  # max |v_hat| in [1/2, 1): exact
 
     power = np.zeros(num_samples, np.int64)
     probabilities = a
@@ -505,9 +511,9 @@ def _jacobian_product(sm: Softmax, scale: FloatArray, v: FloatArray) -> FloatArr
         probabilities[rows] = _scaled_probabilities(sm, rows)[0]
         power[rows] = SCALE_POWER
     with np.errstate(under="ignore", over="ignore"):
-        # 2^P·μ (masked classes and the argmax, w_k = 0, add 0)
-        scaled_mean = np.multiply(probabilities, w).sum(axis=1)
-        deviation = np.ldexp(w, power[:, None]) - scaled_mean[:, None]  # 2^P·(w − μ)
+        # 2^P·μ (masked classes and the argmax, v̂_k = 0, add 0)
+        scaled_mean = np.multiply(probabilities, v_hat).sum(axis=1)
+        deviation = np.ldexp(v_hat, power[:, None]) - scaled_mean[:, None]  # 2^P·(v̂ − μ)
         fraction, exponent = np.frexp(scale)
         a_fraction, a_exponent = np.frexp(probabilities)
         d_fraction, d_exponent = np.frexp(deviation)
@@ -526,7 +532,7 @@ class GradientColumns:
     column replaced, for `finite_diff.derivative_by_column`: its derivative by column j is
     column j of H_n (times D). Output (P, W, N, C).
 
-        D·g_z = (S_n·a′ − q_n + 2·λ̃_n·ℓ′·a′) ⊙ s′        (λ̃_n = D·w_n, s′ = dy/dz at z′)
+        D·g_z = (S_q·a′ − q_n + 2·λ̃_n·ℓ′·a′) ⊙ s(z′)      (λ̃_n = D·ω_n, s = dy/dz)
 
     a′ is a plain evaluation of the softmax of the perturbed (capped) row, as
     `finite_diff.SoftmaxColumns` evaluates it (independent of softmax.py's cancellation-free
@@ -657,9 +663,9 @@ def numeric_hessian(
     derivative_scale |s_n|); one evaluation of g rounds by about
     eps·(S·softmax_rounding_scale + max_c (S·a_c + |q_c|)) / D.
 
-    With a z-loss the gradient gains 2w·ℓ·a, whose derivatives are bounded by about
-    2w·(|ℓ| + 1) times a probability's: added to the derivative scale, and
-    2w·(2 + |m| + |ℓ − m|) to the rounding scale (m the row's largest capped logit). Under a
+    With a z-loss the gradient gains 2ω·ℓ·a, whose derivatives are bounded by about
+    2ω·(|ℓ| + 1) times a probability's: added to the derivative scale, and
+    2ω·(2 + |m| + |ℓ − m|) to the rounding scale (m the row's largest capped logit). Under a
     softcap every derivative by z carries powers of s ≤ 1 and of its derivatives
     (|d^k y/dz^k| ≲ (2/c)^(k−1)): the derivative scale is multiplied by (1 + 2/c)^(p+2) for a
     stencil of order p, a rough bound that keeps the truncation estimate honest for small c.

@@ -71,6 +71,13 @@ def softmax(logits: FloatArray) -> Softmax:
 
     Every row must contain a finite entry; −inf entries are masks. See the module docstring for
     the formulas.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the log-sum-exp and
+       softmax functions", IMA Journal of Numerical Analysis 41(4), 2021: the shift by the maximum
+       and its error analysis.
+    .. [2] scipy.special.softmax and scipy.special.logsumexp (scipy/special/_logsumexp.py).
     """
     z = np.asarray(logits)
     rows = np.arange(z.shape[0])
@@ -113,6 +120,11 @@ def softmax_jacobian(sm: Softmax) -> FloatArray:
     Off the diagonal −a_i·a_j (a product: no cancellation); on it a_i·(1 − a_i) with the
     complement taken from `sm`, so saturated rows keep their tiny but nonzero diagonal.
     Allocates only the output.
+
+    References
+    ----------
+    .. [1] J. S. Bridle, "Probabilistic interpretation of feedforward classification network
+       outputs", in Neurocomputing, Springer, 1990: softmax and its derivative a_i(δ_ij − a_j).
     """
     a = sm.probabilities
     num_classes = a.shape[1]

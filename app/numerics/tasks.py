@@ -16,14 +16,13 @@ below this one.
 """
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from app.numerics.batch import analyse_cross_entropy_batch
 from app.numerics.candidate import CandidateCheck, check_candidate
 from app.numerics.cross_entropy import Reduction
-from app.numerics.deadline import NEVER
 from app.numerics.diagnose import ProblemInputs
 from app.numerics.directional import DirectionalDerivatives, directional_check
 from app.numerics.gradcheck import (
@@ -175,11 +174,9 @@ def run_cross_entropy_batch(tasks: Sequence[LossTask]) -> list[LossResult | Exce
     result, or the exception it alone raises. The batch serves several requests, so no one
     request's deadline stops its analysis (each task's own still applies to its own checks)."""
     first = tasks[0]
+    numeric = NumericOptions(first.numeric.method, first.numeric.step)  # deadline NEVER
     reports = analyse_cross_entropy_batch(
-        [task.problem for task in tasks],
-        first.analysed,
-        replace(first.numeric, deadline=NEVER),
-        first.tolerance,
+        [task.problem for task in tasks], first.analysed, numeric, first.tolerance
     )
     results: list[LossResult | Exception] = []
     for task, report in zip(tasks, reports, strict=True):

@@ -111,3 +111,14 @@ async def test_a_cross_entropy_request_with_a_candidate_enters_the_numerics_once
     codes = [diagnosis["code"] for diagnosis in fields["candidate_check"]["diagnoses"]]
     assert "not_divided" in codes, fields["candidate_check"]
     assert entries == (["stacked"] if inline_max_entries else ["alone"])
+
+
+def test_routes_read_nothing_from_the_app_state() -> None:
+    """What the app keeps (settings, budget, coalescer, key, metrics) reaches a route through
+    its dependencies (`app.api.deps`), never read by the route itself."""
+    readers = sorted(
+        path.name
+        for path in (APP / "api" / "routes").glob("*.py")
+        if "app.state" in path.read_text(encoding="utf-8")
+    )
+    assert readers == []

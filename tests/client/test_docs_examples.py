@@ -14,6 +14,7 @@ pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+README = (ROOT / "README.md").read_text()
 
 
 def client_blocks(page: str) -> list[str]:
@@ -34,11 +35,19 @@ def run_block(code: str, url: str) -> str:
 
 
 def test_the_readme_example_uses_the_client_and_prints_the_documented_loss(live_url: str) -> None:
-    (block,) = client_blocks("README.md")
+    (block,) = [b for b in client_blocks("README.md") if "service.test(" not in b]
     assert "import httpx" not in block
     printed = run_block(block, live_url)
     assert printed.startswith("0.7213")
     assert " True " in printed
+
+
+def test_the_readme_suite_example_prints_what_it_says(live_url: str) -> None:
+    (block,) = [b for b in client_blocks("README.md") if "service.test(" in b]
+    printed = run_block(block, live_url)
+    said = re.search(r"service.test\(.*?```\n\nIt prints `(.*?)`", README, re.DOTALL)
+    assert said is not None
+    assert printed == said.group(1) + "\n"
 
 
 def test_the_client_pages_examples_run(live_url: str) -> None:

@@ -132,3 +132,57 @@ def test_python_dash_m_and_help(installed: Path, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "Exit codes" in result.stdout
     assert sys.version_info >= (3, 11)
+
+
+PLUGIN_PROBE = """
+import numpy as np
+import pytest
+
+
+def softmax_loss(logits, labels):
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    gradient = np.exp(log_probs)
+    gradient[np.arange(n), labels] -= 1
+    return -log_probs[np.arange(n), labels].mean(), gradient / n
+
+
+@pytest.mark.gradcheck(suite="basics")
+def test_softmax_loss(gradcheck_case):
+    gradcheck_case.check(softmax_loss)
+"""
+
+
+def test_the_installed_pytest_plugin_loads_by_its_entry_point(
+    installed: Path, live_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(installed / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"],
+        cwd=tmp_path,
+        env={**env, "GRADCHECK_URL": live_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 passed" in result.stdout
+    plugins = subprocess.run(
+        [str(installed / "python"), "-c", PLUGIN_ENTRY_POINTS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "gradcheck = gradcheck_client.pytest_plugin" in plugins.stdout
+
+
+PLUGIN_ENTRY_POINTS = (
+    "from importlib.metadata import entry_points; "
+    "print([f'{e.name} = {e.value}' for e in entry_points(group='pytest11')])"
+)

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any, Literal
 
 import pytest
-from gradcheck_client import AsyncClient, Client, client, results
+from gradcheck_client import AsyncClient, Client, client, results, suites
 
 from app.main import create_app
 
@@ -23,7 +23,21 @@ ROUTES = {
     "/v1/grade": "grade",
     "/v1/grade/batch": "grade_batch",
 }
-"""Every /v1 route and its method."""
+"""Every /v1 POST route and its method."""
+
+GET_ROUTES = {
+    "/v1/suites": "suites",
+    "/v1/suites/{name}": "suite",
+    "/v1/suites/{name}/cases/{case}": "suite_case",
+}
+"""Every /v1 GET route and its method (its path parameters are the method's)."""
+
+GET_RESULTS: dict[str, type[Any]] = {
+    "SuiteSummary": suites.SuiteSummary,
+    "SuiteResponse": suites.Suite,
+    "CaseModel": suites.Case,
+}
+"""Each response model of the GET routes and the client class that holds it."""
 
 RESULTS: dict[str, type[Any]] = {
     "SoftmaxResponse": results.SoftmaxResult,
@@ -127,7 +141,21 @@ def request_model(path: str) -> str:
 
 
 def test_every_route_has_a_method() -> None:
-    assert {path for path in openapi()["paths"] if path.startswith("/v1/")} == ROUTES.keys()
+    paths = {path for path in openapi()["paths"] if path.startswith("/v1/")}
+    assert paths == ROUTES.keys() | GET_ROUTES.keys()
+    for path, name in GET_ROUTES.items():
+        parameters = set(inspect.signature(getattr(Client, name)).parameters) - {"self"}
+        assert parameters == {
+            p["name"]
+            for p in openapi()["paths"][path]["get"].get("parameters", [])
+            if p["in"] == "path"
+        }
+
+
+@pytest.mark.parametrize("model", sorted(GET_RESULTS))
+def test_every_get_response_field_is_an_attribute(model: str) -> None:
+    fields = {f.name for f in dataclasses.fields(GET_RESULTS[model])}
+    assert fields == component(model)["properties"].keys()
 
 
 @pytest.mark.parametrize("path", sorted(ROUTES))
@@ -191,7 +219,7 @@ def test_every_response_field_is_an_attribute(model: str) -> None:
     assert fields == component(model)["properties"].keys()
 
 
-@pytest.mark.parametrize("name", [*sorted(ROUTES.values()), "check"])
+@pytest.mark.parametrize("name", [*sorted(ROUTES.values()), *GET_ROUTES.values(), "check"])
 def test_the_async_client_has_the_same_signatures(name: str) -> None:
     sync, asynchronous = getattr(Client, name), getattr(AsyncClient, name)
     assert inspect.iscoroutinefunction(asynchronous)

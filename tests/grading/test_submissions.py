@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.grading.submissions import MAX_NESTING, read_part
+from app.numerics.candidate import MAX_NESTING, read_part
 
 ROWS = [[0.1, 0.2, -0.3], [0.0, 1.0, -1.0]]
 

@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter, Response
 
-from app.api.admission import cross_entropy_request_cost, request_entries
+from app.api.admission import cross_entropy_request_cost, shape_entries
 from app.api.deps import CrossEntropyBody, RequestContext
 from app.api.encoding import cross_entropy_fields, respond
 from app.api.inputs import LossCall, LossValues, loss_values, to_loss_call
-from app.api.offload import run_admitted, runs_inline
+from app.api.offload import run_in_worker, runs_inline
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import CrossEntropyResponse
 from app.core.errors import RequestError
@@ -31,7 +31,7 @@ async def cross_entropy(received: CrossEntropyBody) -> Response:
     explained by the mistake that produces it (`candidate_check`)."""
     context = received.context
     values = loss_values(received.body)
-    entries = request_entries(values.logits, values.options.include)
+    entries = shape_entries(values.shape, values.options.include)
     if not runs_inline(entries, context):  # validated and computed off the event loop
         cost = cross_entropy_request_cost(values, context.settings, context.accept)
 
@@ -41,7 +41,7 @@ async def cross_entropy(received: CrossEntropyBody) -> Response:
                 cross_entropy_fields(call.run(), call.layout), context.accept, context.deadline
             )
 
-        return await run_admitted(entries, cost, context, alone)
+        return await run_in_worker(cost, context, alone)
     call = _call(values, context, received.overflow)
     result = await call.run_on_loop(context.coalescer)
     return respond(cross_entropy_fields(result, call.layout), context.accept, context.deadline)

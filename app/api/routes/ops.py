@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from app import __version__
+from app.api.deps import MetricsDep, ReadyDep
 from app.api.schemas.errors import MessageResponse
-from app.core.metrics import HttpMetrics
 
 router = APIRouter(tags=["operations"])
 
@@ -32,10 +32,10 @@ NOT_READY = (
     response_model=Readiness,
     responses={503: {"model": MessageResponse, "description": "Starting, stopping or broken."}},
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(ready: ReadyDep) -> JSONResponse:
     """200 once the app has started and its numerics self-test passed; 503 before and while it
     shuts down. Liveness (`/healthz`) stays 200 throughout."""
-    if getattr(request.app.state, "ready", False):
+    if ready:
         return JSONResponse({"status": "ready", "version": __version__})
     return JSONResponse({"detail": NOT_READY}, status_code=503)
 
@@ -55,9 +55,8 @@ METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
     response_class=PlainTextResponse,
     responses=METRICS_RESPONSE,
 )
-async def metrics(request: Request) -> Response:
+async def metrics(http_metrics: MetricsDep) -> Response:
     """Requests, latency and payload-size histograms by method, route template and status, and
     requests in progress (summed over workers when PROMETHEUS_MULTIPROC_DIR is set)."""
-    http_metrics: HttpMetrics = request.app.state.metrics
     body, media_type = http_metrics.exposition()
     return Response(body, media_type=media_type)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.api.admission import request_entries, softmax_request_cost
+from app.api.admission import shape_entries, softmax_request_cost
 from app.api.deps import SoftmaxBody
 from app.api.encoding import respond, softmax_fields
 from app.api.inputs import softmax_values, to_softmax_call
@@ -27,7 +27,7 @@ async def softmax(received: SoftmaxBody) -> Response:
     Jacobian and its agreement with the analytic one."""
     context = received.context
     values = softmax_values(received.body)
-    entries = request_entries(values.logits, values.options.include, values.options.dim)
+    entries = shape_entries(values.shape, values.options.include)
     cost = softmax_request_cost(values, context.accept)
 
     def work() -> Response:

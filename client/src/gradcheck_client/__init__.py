@@ -8,7 +8,9 @@ with Client("http://127.0.0.1:8000") as service:
     print(result.loss, result.gradient_check.passed, result.candidate_check.diagnoses)
 ```
 
-The command line `gradcheck` (see `gradcheck --help`) checks `.npy` files from scripts and CI.
+`service.test(fn, suite="basics")` runs your own function on a suite of hard cases. The command
+line `gradcheck` (see `gradcheck --help`) checks `.npy` files and tests functions from scripts
+and CI; the pytest plugin (`gradcheck_case`) runs a test once per case.
 """
 
 from gradcheck_client.client import (
@@ -58,6 +60,7 @@ from gradcheck_client.results import (
     SoftmaxResult,
     Tolerance,
 )
+from gradcheck_client.suites import CaseResult, SuiteReport
 from gradcheck_client.version import __version__
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "BatchGrades",
     "CandidateCheck",
     "CandidateEntry",
+    "CaseResult",
     "Check",
     "ClassSummary",
     "Client",
@@ -98,6 +102,7 @@ __all__ = [
     "ServiceError",
     "SoftmaxCandidate",
     "SoftmaxResult",
+    "SuiteReport",
     "Tolerance",
     "ToleranceOptions",
     "TransportError",

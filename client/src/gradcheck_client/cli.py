@@ -1,10 +1,11 @@
-"""The `gradcheck` command line: `check` your outputs from scripts and CI, hand out `problems` to
-a roster and `grade` a folder of answers.
+"""The `gradcheck` command line: `check` your outputs from scripts and CI, `test` your function on a
+suite of hard cases, hand out `problems` to a roster and `grade` a folder of answers.
 
-Exit codes of every command: 0 success (for `check`: every given output passes), 1 (`check`
-only) an output fails, and nothing else, 2 no verdict: a usage error, an unreadable file, an
-unreachable service, a refused request (its detail printed), a 5xx (a 503 still refused after
-the retries), or any other error, a bug of this program included.
+Exit codes of every command: 0 success (for `check`: every given output passes; for `test`:
+every applicable case passes), 1 (`check` and `test` only) an output or a case fails, and
+nothing else, 2 no verdict: a usage error, an unreadable file or module, an unreachable service,
+a refused request (its detail printed), a 5xx (a 503 still refused after the retries), or any
+other error, a bug of this program included.
 
 Each command is an `add_<command>(commands, parents)` that sets its `run(args) -> int`; `parser`
 lists them.
@@ -26,7 +27,7 @@ from typing import Any, NoReturn, TextIO, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from gradcheck_client import wire
+from gradcheck_client import suite_command, wire
 from gradcheck_client.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT, Client
 from gradcheck_client.errors import (
     GradcheckError,
@@ -42,6 +43,7 @@ from gradcheck_client.results import (
     PrairieLearnResult,
     Tolerance,
 )
+from gradcheck_client.suites import SuiteError
 
 PASS, FAIL, NO_VERDICT = 0, 1, 2
 CANDIDATE_FILES = ("probabilities", "log_probabilities", "losses", "gradient", "jacobian")
@@ -491,15 +493,30 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="gradcheck",
         description="Check softmax / cross-entropy outputs against the gradcheck service.",
-        epilog="Exit codes: 0 success (check: every given output passes), 1 an output fails "
-        "(and nothing else), 2 no verdict (usage error, unreadable file, service unreachable "
-        "or refusing, any other error).",
+        epilog="Exit codes: 0 success (check: every given output passes; test: every applicable "
+        "case passes), 1 an output or a case fails (and nothing else), 2 no verdict (usage "
+        "error, unreadable file, service unreachable or refusing, any other error).",
     )
     commands = root.add_subparsers(dest="command", required=True)
     add_check(commands, [common, loss])
     add_problems(commands, [common, loss])
     add_grade(commands, [common])
+    add_test(commands, [common])
     return root
+
+
+def add_test(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    """`gradcheck test` (its arguments and work in `gradcheck_client.suite_command`)."""
+    suite_command.add_parser(commands, parents).set_defaults(run=run_test)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    """`gradcheck test`: 0 when every applicable case passes, 1 when one fails."""
+    with _client(args) as service:
+        try:
+            return suite_command.run_test(args, service)
+        except (suite_command.ImportFailure, SuiteError, ImportError) as error:
+            raise Failure(str(error)) from error
 
 
 def _fail(message: str) -> NoReturn:

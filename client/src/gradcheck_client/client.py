@@ -12,8 +12,9 @@ import asyncio
 import email.utils
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, TypeVar
 
@@ -30,6 +31,19 @@ from gradcheck_client.results import (
     GradingResult,
     Problem,
     SoftmaxResult,
+)
+from gradcheck_client.runner import run_suite
+from gradcheck_client.suites import (
+    Suite,
+    SuiteReport,
+    SuiteSummary,
+    _aget,
+    _get,
+    afetch_case,
+    afetch_suite,
+    fetch_case,
+    fetch_suite,
+    suite_list,
 )
 from gradcheck_client.version import __version__
 
@@ -420,6 +434,37 @@ class Client(_Core):
         )
         return self._read(self._compute("/v1/cross-entropy", body), self._compute_result)
 
+    def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`: every suite of hard cases the service has."""
+        return suite_list(_get(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`: the suite's cases, each large case's request fetched from
+        `GET /v1/suites/{name}/cases/{case}` (as .npz)."""
+        return fetch_suite(self, name)
+
+    def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`: one case's request (arrays as numpy), ready
+        for `cross_entropy(**request)`."""
+        return fetch_case(self, name, case)
+
+    def test(
+        self,
+        fn: Callable[..., Any],
+        suite: str | Path | Mapping[str, Any] = "basics",
+        *,
+        framework: Literal["numpy", "torch"] = "numpy",
+        supports: Collection[str] = (),
+        options: Mapping[str, Any] | None = None,
+    ) -> SuiteReport:
+        """Run `fn(logits, labels, **options) -> (loss, gradient)` on every case of `suite` (a
+        name served by `GET /v1/suites`, a course's JSON file as a `Path`, or such a document)
+        and check its outputs; a failing case is shrunk to a smallest problem that fails the same
+        way (at most 100 service calls), with a reproduction to paste. See
+        `gradcheck_client.runner` for which options are passed and when a case is not
+        applicable."""
+        return run_suite(self, fn, suite, framework=framework, supports=supports, options=options)
+
     def softmax(
         self,
         logits: Any,
@@ -654,6 +699,18 @@ class AsyncClient(_Core):
             candidate=candidate,
         )
         return self._read(await self._compute("/v1/softmax", body), self._softmax_result)
+
+    async def suites(self) -> list[SuiteSummary]:
+        """`GET /v1/suites`, as `Client.suites`."""
+        return suite_list(await _aget(self, "/v1/suites", wire.JSON_MEDIA_TYPE))
+
+    async def suite(self, name: str) -> Suite:
+        """`GET /v1/suites/{name}`, as `Client.suite`."""
+        return await afetch_suite(self, name)
+
+    async def suite_case(self, name: str, case: str) -> dict[str, Any]:
+        """`GET /v1/suites/{name}/cases/{case}`, as `Client.suite_case`."""
+        return await afetch_case(self, name, case)
 
     async def check(
         self,
