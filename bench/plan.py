@@ -36,6 +36,9 @@ class Plan:
     llm: tuple[int, int] = (256, 32_000)
     """N and C of case 7 (a fused kernel's gradient at LLM scale)."""
     llm_repeats: int = 5
+    linear: tuple[int, int, int] = (1024, 1024, 32_000)
+    """N, d and C of case 9 (an LM head fused with its loss, bfloat16 candidates)."""
+    linear_repeats: int = 3
     hvp_samples: int = 256
     """N of case 8's Hessian-vector product sweep over C."""
     hvp_max_classes: int = 16_000
@@ -79,6 +82,8 @@ QUICK = Plan(
     max_body_bytes=256 * 1024,
     llm=(8, 2000),
     llm_repeats=1,
+    linear=(16, 32, 500),
+    linear_repeats=1,
     hvp_samples=4,
     hvp_max_classes=400,
     hvp_points=3,

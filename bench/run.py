@@ -1,8 +1,8 @@
 """`make bench`: the cases of issue 6 (1–5, targets restated by issue 13), issue 14 (6a, 6b),
-issue 27 (6c), issue 18 (7: a kernel's gradient at LLM scale, its floor restated by issue 25)
-and issue 20 (8: second order) against a live uvicorn on 127.0.0.1, side by side with their
-baselines in the same run. Prints a table with each case's verdict (met, missed, info); writes
-bench.json, bench.md and bench.png.
+issue 27 (6c), issue 18 (7: a kernel's gradient at LLM scale, its floor restated by issue 25),
+issue 20 (8: second order) and issue 29 (9: an LM head fused with its loss) against a live
+uvicorn on 127.0.0.1, side by side with their baselines in the same run. Prints a table with
+each case's verdict (met, missed, info); writes bench.json, bench.md and bench.png.
 
     python -m bench.run [--quick] [--case CASE ...] [--output-dir DIR]
 
@@ -29,6 +29,7 @@ from bench import (
     case6_candidate,
     case7_llm_kernel,
     case8_second_order,
+    case9_linear,
 )
 from bench.plan import QUICK, Bench, Plan
 from bench.plot import plot_scaling
@@ -58,6 +59,7 @@ MEASUREMENTS = (
     Measurement(("8",), "second_order", case8_second_order.measure),
     Measurement(("5",), "memory", case5_scaling.measure_memory, shared_server=False),
     Measurement(("7",), "llm", case7_llm_kernel.measure, shared_server=False),
+    Measurement(("9",), "linear", case9_linear.measure, shared_server=False),
 )
 """Every measurement, in the order run: first those against the shared server, then those
 that start fresh servers of their own (memory readings)."""
