@@ -33,6 +33,7 @@ from enum import Enum, StrEnum
 
 from app.numerics.gradcheck import BY_BLOCKS
 from app.numerics.layout import BLOCK_ENTRIES, BLOCK_WORKERS
+from app.numerics.linear import DIRECTION_BLOCK_LOGITS, LOSS_BLOCK_LOGITS
 
 FLOAT64_BYTES = 8
 INDEX_BYTES = 8
@@ -399,16 +400,18 @@ def candidate_bytes(shape: Shape, outputs: Collection[str], parsed_bytes_per_num
 
 
 LINEAR_BLOCK_ARRAYS = 4.0
-"""Arrays of one block's logits alive at once in the LM head (`app.numerics.linear`): the
-logits, their gradient and `LossRows.of`'s own (smaller) blocks (measured 3.2–3.4)."""
+"""Arrays of one sub-block's logits (`linear.LOSS_BLOCK_LOGITS`) alive at once in the LM head
+(`app.numerics.linear`), beside the block's logits (overwritten by their gradient): the
+gradient of the sub-block, `LossRows.of`'s own (smaller) blocks and a scratch array of the
+weight gradient's sum."""
 LINEAR_CANDIDATE_ARRAYS = 8.0
-"""Block arrays while a candidate is checked: the reference's, and a hypothesis's logits
-gradient (`linear_candidate`: the hypotheses are computed one after another, block by block,
-their softmax by sub-blocks; measured 7.2–7.3)."""
+"""Sub-block arrays while a candidate is checked: the reference's, and a hypothesis's logits
+gradient (`linear_candidate`: the hypotheses are computed one after another, sub-block by
+sub-block, their softmax by smaller blocks)."""
 LINEAR_SOFTMAX_ARRAYS = 9.0
-"""Block arrays when the probabilities are asked for: the block's softmax is then formed whole
-(`gradcheck.LossRows.of`: shifted logits, exponentials, probabilities, log-probabilities, the
-complement; measured 7.7), beside the logits and the kept probabilities."""
+"""Sub-block arrays when the probabilities are asked for: the sub-block's softmax is then
+formed whole (`gradcheck.LossRows.of`: shifted logits, exponentials, probabilities,
+log-probabilities, the complement), beside the kept probabilities."""
 LINEAR_DIRECTION_ARRAYS = 20.0
 """Block arrays of one direction of the numeric check: the logits, their first- and
 second-order moves, and the cross-entropy's differences along them (`directional.LogitChanges`
@@ -440,7 +443,7 @@ class HeadShape:
         return self.classes * self.positions * self.features
 
     def block_logits(self, block_logits: int, min_rows: int) -> int:
-        """Logits of one block of samples (`linear.sample_blocks`)."""
+        """Logits of one block of samples (`linear.sample_blocks` of `block_logits`)."""
         row = self.classes * self.positions
         return min(self.samples, max(min_rows, block_logits // max(1, row))) * row
 
@@ -465,11 +468,11 @@ def linear_cost(
     inputs: input, weight and bias as sent (`member_itemsize` a number, plus what the parser
     keeps) and in float64; the labels; a candidate's numbers as sent (`candidate_outputs`:
     output name → bytes a number). compute: the input and bias gradients and the losses
-    (always), the weight gradient when asked or sent, every N·C·J output asked for, and one
-    block's LINEAR_BLOCK_ARRAYS (LINEAR_CANDIDATE_ARRAYS with a candidate, LINEAR_SOFTMAX_ARRAYS
-    with the probabilities); for the numeric
-    check, one direction (its v of the size of input + weight, and LINEAR_DIRECTION_ARRAYS
-    block arrays)."""
+    (always), the weight gradient when asked or sent, every N·C·J output asked for, one
+    block's logits (of `block_logits`; twice with K-dimensional loss) and one sub-block's
+    LINEAR_BLOCK_ARRAYS (LINEAR_CANDIDATE_ARRAYS with a candidate, LINEAR_SOFTMAX_ARRAYS with
+    the probabilities); for the numeric check, one direction (its v of the size of input +
+    weight, and LINEAR_DIRECTION_ARRAYS arrays of a block of `linear.DIRECTION_BLOCK_LOGITS`)."""
     candidate_outputs = candidate_outputs or {}
     sizes = {
         "loss": shape.samples * shape.positions,
@@ -504,14 +507,19 @@ def linear_cost(
     )
     number = FLOAT64_BYTES if candidate_outputs else itemsize
     kept = FIXED_BYTES + kept_numbers * number
-    block = shape.block_logits(block_logits, min_block_rows) * number
+    block = shape.block_logits(block_logits, min_block_rows)
+    sub_block = min(block, shape.block_logits(LOSS_BLOCK_LOGITS, 1))
+    block_arrays = 1 if shape.positions == 1 else 2  # its logits, and G in (n, C·J) layout
     arrays = LINEAR_CANDIDATE_ARRAYS if candidate_outputs else LINEAR_BLOCK_ARRAYS
     if "probabilities" in include:
         arrays = max(arrays, LINEAR_SOFTMAX_ARRAYS)
-    compute = kept + math.ceil(arrays * block)
+    compute = kept + (block_arrays * block + math.ceil(arrays * sub_block)) * number
     if directions:
         direction = (shape.samples * shape.features + shape.weight) * FLOAT64_BYTES
-        compute = max(compute, kept + direction + math.ceil(LINEAR_DIRECTION_ARRAYS * block))
+        direction_block = shape.block_logits(DIRECTION_BLOCK_LOGITS, min_block_rows) * number
+        compute = max(
+            compute, kept + direction + math.ceil(LINEAR_DIRECTION_ARRAYS * direction_block)
+        )
     numbers = sum(sizes[name] for name in include if name in sizes)
     return MemoryCost(
         inputs=inputs,

@@ -30,10 +30,11 @@ Blocks
 ------
 Everything is computed by blocks of consecutive samples (`sample_blocks`: about
 BLOCK_LOGITS logits, at least MIN_BLOCK_ROWS samples, so that each matmul is large enough to
-run at BLAS speed): a block's logits are formed, its losses and G come from
-`gradcheck.LossRows.of` (the cross-entropy numerics, unchanged), and its G feeds ∂L/∂x of
-its rows and the running sums ∂L/∂W, ∂L/∂b. The N×C float64 logits are never held at once
-unless they are asked for as an output.
+run at BLAS speed): a block's logits are formed by one matmul, its losses and G come from
+`gradcheck.LossRows.of` (the cross-entropy numerics, unchanged) by sub-blocks of about
+LOSS_BLOCK_LOGITS logits, each sub-block's G overwriting its logits, and the block's G feeds
+∂L/∂x of its rows and the running sums ∂L/∂W, ∂L/∂b. The N×C float64 logits are never held
+at once unless they are asked for as an output.
 
 Accuracy
 --------
@@ -90,11 +91,19 @@ from app.numerics.gradcheck import (
 )
 from app.numerics.softmax import FloatArray
 
-BLOCK_LOGITS = 1 << 22
-"""A block of samples holds about this many logits (32 MiB of float64): at C = 32,000 that is
-131 rows. The three matmuls of a block run about twice as fast per row as in blocks of 65
-rows (and 3× faster than in blocks of 8), while a candidate's check holds about 7 such arrays
-at once (`cost.LINEAR_CANDIDATE_ARRAYS`)."""
+BLOCK_LOGITS = 1 << 23
+"""The logits of a block of samples formed by one matmul (64 MiB of float64): at C = 32,000
+that is 262 rows. OpenBLAS's float64 GEMM of a 32,000-class head runs at about 80 GFLOP/s from
+256 rows up against about 60 at 131 rows (3× slower still at 8), and each block adds its
+Gᵀ·x into the weight gradient once: fewer blocks, fewer passes over it. The block's logits
+are overwritten by their gradient G in place, so one such array is held."""
+LOSS_BLOCK_LOGITS = 1 << 20
+"""The cross-entropy of a block (and a candidate's hypotheses) is taken by sub-blocks of about
+this many logits (8 MiB): the arrays of `LossRows.of` and of each hypothesis are of that size,
+not of the block's (`cost.LINEAR_CANDIDATE_ARRAYS` of them while a candidate is checked)."""
+DIRECTION_BLOCK_LOGITS = 1 << 22
+"""The blocks of the numeric check along directions, which holds about 20 arrays of a block
+(`cost.LINEAR_DIRECTION_ARRAYS`)."""
 MIN_BLOCK_ROWS = 64
 """The fewest samples in a block (except the last): below ~64 rows a matmul with a
 32,000-class head runs far below BLAS speed (8 rows: 6 s for a forward that takes 1 s in
@@ -173,6 +182,7 @@ class Head:
     classes: int
     out_features: tuple[int, ...]
     problem: LinearProblem
+    """The problem with input, linear_weight and linear_bias as arrays of its dtype."""
     divisors: Targets
     """The reduction's D and D_z (its q is empty): every block's targets carry them."""
 
@@ -254,7 +264,7 @@ def head_of(problem: LinearProblem) -> Head:
 
     Raises InvalidProblem for shapes that do not fit together (naming the field), a label
     outside [0, C), a `mean` over nothing, or a `denominator` without `mean`."""
-    x = np.asarray(problem.input, problem.dtype)
+    x = sent_input = np.asarray(problem.input, problem.dtype)
     w = np.asarray(problem.linear_weight, problem.dtype)
     labels = np.asarray(problem.labels)
     if w.ndim < 2:
@@ -336,6 +346,12 @@ def head_of(problem: LinearProblem) -> Head:
         if not (math.isfinite(problem.denominator) and problem.denominator > 0):
             raise InvalidProblem(("denominator",), "denominator must be a positive number")
         divisor = z_divisor = float(problem.denominator)
+    converted = replace(
+        problem,
+        input=sent_input,
+        linear_weight=w,
+        linear_bias=None if bias is None else bias.reshape(classes, *out_features),
+    )  # converted once: every head of a variant of it (replace) shares these arrays
     return Head(
         x=x2,
         w=w.reshape(-1, features),
@@ -344,7 +360,7 @@ def head_of(problem: LinearProblem) -> Head:
         probability_rows=probability_rows,
         classes=classes,
         out_features=out_features,
-        problem=problem,
+        problem=converted,
         divisors=Targets(np.zeros((0, classes)), divisor, z_divisor=z_divisor),
     )
 
@@ -358,9 +374,12 @@ def _at_label(error: InvalidProblem, shape: tuple[int, ...]) -> InvalidProblem:
     return error
 
 
-def sample_blocks(samples: int, row_size: int) -> Iterator[slice]:
-    """Consecutive samples holding about BLOCK_LOGITS logits, at least MIN_BLOCK_ROWS."""
-    step = max(MIN_BLOCK_ROWS, BLOCK_LOGITS // max(1, row_size))
+def sample_blocks(
+    samples: int, row_size: int, logits: int | None = None, min_rows: int = MIN_BLOCK_ROWS
+) -> Iterator[slice]:
+    """Consecutive samples holding about `logits` logits (BLOCK_LOGITS unless given), at
+    least `min_rows`."""
+    step = max(min_rows, (BLOCK_LOGITS if logits is None else logits) // max(1, row_size))
     for start in range(0, samples, step):
         yield slice(start, min(samples, start + step))
 
@@ -468,37 +487,42 @@ def analyse_linear(
     largest_row_range = 0.0
     for part in sample_blocks(n, row_size):
         deadline.check()
-        rows = head.rows(part)
         z = head.logits(part)
         _refuse_unresolvable(z, part.start, head)
         largest_row_range = max(largest_row_range, float(np.max(np.ptp(z, axis=1))))
-        targets = head.targets(part)
-        block = LossRows.of(
-            z,
-            targets,
-            np.full(z.shape[0], targets.divisor),
-            rows_include,
-            NumericOptions(),
-            z_loss=problem.z_loss,
-            softcap=problem.softcap,
-        )
-        cross_entropy[rows] = block.cross_entropy
-        if z_terms is not None and block.z_terms is not None:
-            z_terms[rows] = block.z_terms
-        g = head.from_rows(block.gradient)
+        for within in sample_blocks(part.stop - part.start, row_size, LOSS_BLOCK_LOGITS, 1):
+            samples = slice(part.start + within.start, part.start + within.stop)
+            rows = head.rows(samples)
+            logits = z[head.rows(within)]
+            targets = head.targets(samples)
+            block = LossRows.of(
+                logits,
+                targets,
+                np.full(logits.shape[0], targets.divisor),
+                rows_include,
+                NumericOptions(),
+                z_loss=problem.z_loss,
+                softcap=problem.softcap,
+            )
+            cross_entropy[rows] = block.cross_entropy
+            if z_terms is not None and block.z_terms is not None:
+                z_terms[rows] = block.z_terms
+            if observe is not None:
+                observe(samples, logits, block, head.from_rows(block.gradient))
+            if LinearOutput.LOGITS in kept:
+                kept[LinearOutput.LOGITS][rows] = logits
+            if LinearOutput.LOGITS_GRADIENT in kept:
+                kept[LinearOutput.LOGITS_GRADIENT][rows] = block.gradient
+            if LinearOutput.PROBABILITIES in kept:
+                assert block.softmax is not None
+                kept[LinearOutput.PROBABILITIES][rows] = block.softmax.probabilities
+            logits[...] = block.gradient  # the block's logits become its G, in place
+        g = head.from_rows(z)
         input_gradient[part] = g @ head.w
         if weight_gradient is not None:
-            accumulate_outer(weight_gradient, g, head.x[part])
+            accumulate_outer(weight_gradient, g, head.x[part], first=part.start == 0)
         bias_gradient += g.sum(axis=0)
-        if observe is not None:
-            observe(part, z, block, g)
-        if LinearOutput.LOGITS in kept:
-            kept[LinearOutput.LOGITS][rows] = z
-        if LinearOutput.LOGITS_GRADIENT in kept:
-            kept[LinearOutput.LOGITS_GRADIENT][rows] = block.gradient
-        if LinearOutput.PROBABILITIES in kept:
-            assert block.softmax is not None
-            kept[LinearOutput.PROBABILITIES][rows] = block.softmax.probabilities
+        del z, g, logits, block  # freed before the next block's logits are formed
     losses = cross_entropy if z_terms is None else cross_entropy + z_terms
     loss = reduce_losses(cross_entropy, head.divisors, problem.reduction, z_terms=z_terms)
     positions = _positions_shape(head)
@@ -519,13 +543,16 @@ def analyse_linear(
     )
 
 
-def accumulate_outer(total: FloatArray, g: FloatArray, x: FloatArray) -> None:
-    """total += gᵀ·x, (C·J, d) += (n, C·J)ᵀ·(n, d), by slices of total's rows through one
-    scratch array of about BLOCK_LOGITS numbers: no temporary as large as the weight (at
-    C = 32,000 and d = 1,024 that would be another 262 MB, allocated and faulted in for every
-    block)."""
+def accumulate_outer(total: FloatArray, g: FloatArray, x: FloatArray, *, first: bool) -> None:
+    """total += gᵀ·x, (C·J, d) += (n, C·J)ᵀ·(n, d); the `first` block's product is written
+    into total directly. Later ones go by slices of total's rows through one scratch array of
+    about LOSS_BLOCK_LOGITS numbers: no temporary as large as the weight (at C = 32,000 and
+    d = 1,024 that would be another 262 MB, allocated and faulted in for every block)."""
+    if first:
+        np.matmul(g.T, x, out=total)
+        return
     rows, features = total.shape
-    step = max(1, min(rows, BLOCK_LOGITS // max(1, features)))
+    step = max(1, min(rows, LOSS_BLOCK_LOGITS // max(1, features)))
     scratch = np.empty((step, features), total.dtype)
     for start in range(0, rows, step):
         stop = min(rows, start + step)
@@ -635,7 +662,7 @@ def linear_directional_check(
     method = numeric.method
     n, features = head.x.shape
     row_size = head.classes * head.positions
-    blocks = list(sample_blocks(n, row_size))
+    blocks = list(sample_blocks(n, row_size, DIRECTION_BLOCK_LOGITS))
     x_norm2 = float(np.sum(head.x * head.x))
     w_norm2 = float(np.sum(head.w * head.w))
     dx = report.input_gradient.reshape(head.x.shape)

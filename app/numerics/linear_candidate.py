@@ -559,7 +559,10 @@ def check_linear_candidate(
     found = variants(head)
     observer = _Pass(head, projections, found)
     report = analyse_linear(
-        problem, include | set(sent) | {LinearOutput.LOSS}, observe=observer, deadline=deadline
+        head.problem,  # its arrays converted once, shared by the variants' heads
+        include | set(sent) | {LinearOutput.LOSS},
+        observe=observer,
+        deadline=deadline,
     )
     notes: list[str] = []
     diagnoses: list[Diagnosis] = []
