@@ -543,6 +543,19 @@ def analyse_linear(
     )
 
 
+def logits_blocks(head: Head, deadline: Deadline = NEVER) -> Iterator[tuple[slice, FloatArray]]:
+    """(samples, their logits as rows) of every sub-block, formed as `analyse_linear` forms
+    them (one matmul per block, bit for bit the same logits), without the gradients: what a
+    candidate's hypotheses are computed from once the candidate is known to fail."""
+    row_size = head.classes * head.positions
+    for part in sample_blocks(head.samples, row_size):
+        deadline.check()
+        z = head.logits(part)
+        for within in sample_blocks(part.stop - part.start, row_size, LOSS_BLOCK_LOGITS, 1):
+            yield slice(part.start + within.start, part.start + within.stop), z[head.rows(within)]
+        del z  # freed before the next block's logits are formed
+
+
 def accumulate_outer(total: FloatArray, g: FloatArray, x: FloatArray, *, first: bool) -> None:
     """total += gᵀ·x, (C·J, d) += (n, C·J)ᵀ·(n, d); the `first` block's product is written
     into total directly. Later ones go by slices of total's rows through one scratch array of

@@ -5,9 +5,11 @@ The candidate outputs (`loss`, `losses`, `input_gradient`, `linear_weight_gradie
 cross-entropy candidate is (`candidate.compare_output`, the per-dtype DEFAULT_TOLERANCE).
 A failing gradient is then explained by the named mistakes of the head, each a *hypothesis*
 about how it was computed. The weight gradient is C·J·d numbers and one more N·C·J·d matmul:
-no hypothesis recomputes it. Each is tested through projections, computed in the reference's
-own pass over the blocks (`linear.analyse_linear(observe=…)`) from the hypothesis's logits
-gradient Gʰ of each block:
+no hypothesis recomputes it. Each is tested through projections of the hypothesis's logits
+gradient Gʰ of each block: the reference's in the analysis's own pass over the blocks
+(`linear.analyse_linear(observe=…)`), the hypotheses' only once a candidate output fails, in
+one more pass that forms the logits again (`linear.logits_blocks`: one N·C·J·d matmul, never the
+weight gradient; a candidate that passes costs the analysis alone):
 
     input gradient    (Gʰ₂·W₂)·s = Gʰ₂·(W₂·s)             per sample n, for columns s of S_x
     weight gradient   rᵀ·(Gʰ₂ᵀ·x)·s = Σ_n (Gʰ₂[n]·r)(x_n·s)  for pairs (r, s)
@@ -66,6 +68,7 @@ from app.numerics.linear import (
     LinearReport,
     analyse_linear,
     head_of,
+    logits_blocks,
     logits_shape,
     shift_labels,
 )
@@ -336,6 +339,9 @@ class _Pass:
 
     def __call__(self, part: slice, z: FloatArray, block: LossRows, g: FloatArray) -> None:
         self._store("reference", part, g, block)
+
+    def hypotheses(self, part: slice, z: FloatArray) -> None:
+        """Every variant's projections and losses of the samples `part` (logits z as rows)."""
         p = self.head.problem
         for v in self.variants:
             targets = v.head.targets(part)
@@ -535,7 +541,8 @@ def check_linear_candidate(
 ) -> LinearCandidateResult:
     """Compute the reference (with every output `include` or the candidate asks for), compare
     each candidate output and name the mistakes of the failing gradients and losses (module
-    docstring), in one pass over the blocks.
+    docstring): one pass over the blocks, and one more forming the logits for the hypotheses
+    when an output fails.
 
     Returns the report and a CandidateCheck: `outputs` per candidate output, `diagnoses` (at
     most one per output, its other fitting codes in `indistinguishable_from`), `notes` (the
@@ -564,6 +571,12 @@ def check_linear_candidate(
         observe=observer,
         deadline=deadline,
     )
+    for output, array in sent.items():
+        reference = np.asarray(getattr(report, output.value), np.float64)
+        outputs[output.value] = compare_output(array, reference, atol=atol, rtol=rtol)
+    if not all(outputs[output.value].passed for output in sent):
+        for samples, logits in logits_blocks(head, deadline):
+            observer.hypotheses(samples, logits)
     notes: list[str] = []
     diagnoses: list[Diagnosis] = []
     inputs = ProblemInputs(
@@ -576,9 +589,7 @@ def check_linear_candidate(
     )
     for output, array in sent.items():
         name = output.value
-        reference = np.asarray(getattr(report, name), np.float64)
-        check = compare_output(array, reference, atol=atol, rtol=rtol)
-        outputs[name] = check
+        check = outputs[name]
         if check.passed:
             continue
         if output in GRADIENTS:

@@ -1,5 +1,5 @@
 """A tiny run of the benchmark harness (`bench.run --quick`): it runs end to end and reports
-every case of issues 6, 13, 14, 18, 20 and 25. No timing is asserted: speed claims are the
+every case of issues 6, 13, 14, 18, 20, 25 and 29. No timing is asserted: speed claims are the
 benchmark's, as ratios."""
 
 import json
@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from app.numerics.gradcheck import Output
-from bench import case7_llm_kernel, cases
+from app.numerics.linear import LinearOutput, LinearProblem, analyse_linear
+from bench import case7_llm_kernel, case9_linear, cases
 from bench.plan import QUICK
 from bench.report import INFO, MET, MISSED, Row, table, unavailable, verdicts
 from bench.run import MEASUREMENTS, main, run
@@ -19,6 +21,9 @@ from bench.targets import TARGETS
 from tests.helpers import optional_module, require_module
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+TORCH_ROWS = {"7 torch", "9", "9 forward and backward"}
+"""The rows measured against torch: "not available" without it."""
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +47,13 @@ def test_every_case_has_a_measurement_a_baseline_and_a_ratio(
         "6c",
         "7",
         "8",
+        "9",
     ]
     assert {row["key"] for row in rows} == set(TARGETS)
     for row in rows:
         assert row["status"] != cases.CANDIDATE_UNAVAILABLE, row  # the route takes a candidate
-        if row["status"] == case7_llm_kernel.TORCH_UNAVAILABLE:  # information only
-            assert row["key"] == "7 torch" and optional_module("torch") is None, row
+        if row["status"] == case7_llm_kernel.TORCH_UNAVAILABLE:
+            assert row["key"] in TORCH_ROWS and optional_module("torch") is None, row
             continue
         assert row["baseline"] > 0, row
         # a tiny request may grow the server's memory by nothing at all
@@ -66,7 +72,8 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     for row in rows:
         target = TARGETS[row.key]
         if row.status == case7_llm_kernel.TORCH_UNAVAILABLE:
-            assert target is None and row.ratio is None
+            assert row.key in TORCH_ROWS and row.ratio is None
+            assert row.target == ("none" if target is None else str(target))
         elif target is None:
             assert (row.target, row.status) == ("none", INFO), row
         else:
@@ -79,6 +86,11 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     assert str(TARGETS["6c"]) == "≤ 1.3" and TARGETS["6c pair"] is None
     assert (str(TARGETS["7"]), str(TARGETS["7 memory"])) == ("≤ 1.5", "≤ 6")
     assert TARGETS["7 numerics"] is None and TARGETS["7 torch"] is None
+    assert (str(TARGETS["9"]), str(TARGETS["9 memory"]), str(TARGETS["9 healthz"])) == (
+        "≤ 1.3",
+        "≤ 3",
+        "≤ 1",
+    )
     assert (str(TARGETS["8"]), str(TARGETS["8 HVP slope"])) == ("≤ 1.5", "≤ 1.2")
     summary = verdicts(rows).splitlines()
     assert len(summary) == sum(target is not None for target in TARGETS.values())
@@ -258,3 +270,51 @@ def test_second_order_cases_get_what_they_ask_for(results: tuple[dict[str, Any],
     hvp = details["hvp"]
     assert len(hvp) == payload["plan"]["hvp_points"]
     assert hvp[-1]["C"] == payload["plan"]["hvp_max_classes"]
+
+
+def test_linear_case_checks_right_bfloat16_gradients(results: tuple[dict[str, Any], Path]) -> None:
+    """Case 9 sends bfloat16 input, weight and candidate gradients, which the service passes;
+    the /healthz probe answered while it ran."""
+    payload, _ = results
+    details = payload["linear"]
+    assert [details["N"], details["d"], details["C"]] == list(payload["plan"]["linear"])
+    assert details["passed"]["service"] == dict.fromkeys(case9_linear.CANDIDATES, True)
+    assert details["head_float64_bytes"] == (details["N"] + details["C"]) * details["d"] * 8
+    assert details["healthz"]["answers"] >= 1 and details["healthz"]["longest_seconds"] > 0
+    problem = case9_linear.linear_problem(20, 8, 30)
+    arrays = case9_linear.read_body(
+        case9_linear.linear_body(problem, case9_linear.right_gradients(problem))
+    )
+    assert {arrays[name].dtype for name in arrays if name != "labels"} == {
+        np.dtype(ml_dtypes.bfloat16)
+    }
+    assert sorted(arrays) == sorted(
+        ["input", "linear_weight", "labels"]
+        + [f"candidate.{name}" for name in case9_linear.CANDIDATES]
+    )
+    assert (arrays["labels"] == -100).sum() == 2
+
+
+@pytest.mark.torch
+def test_linear_torch_baseline_computes_what_the_service_computes() -> None:
+    """Case 9's baseline (torch float64 in-process) finds the service's loss, passes the
+    right bfloat16 gradients and fails gradients of the sum instead of the mean."""
+    torch = require_module("torch")
+    problem = case9_linear.linear_problem(24, 16, 50, seed=3)
+    right = case9_linear.right_gradients(problem)
+    found = case9_linear.torch_check(torch, case9_linear.linear_body(problem, right))
+    assert found.passed == dict.fromkeys(case9_linear.CANDIDATES, True)
+    service = analyse_linear(
+        LinearProblem(problem["input"], problem["linear_weight"], problem["labels"]),
+        frozenset({LinearOutput.LOSS}),
+    )
+    assert found.loss == pytest.approx(float(np.asarray(service.loss)), rel=1e-12)
+    kept = int((problem["labels"] != -100).sum())
+    wrong = {
+        name: (value.astype(np.float64) * kept).astype(ml_dtypes.bfloat16)
+        for name, value in right.items()
+    }
+    found = case9_linear.torch_check(torch, case9_linear.linear_body(problem, wrong))
+    assert found.passed == dict.fromkeys(case9_linear.CANDIDATES, False)
+    tensors = case9_linear.torch_tensors(torch, problem)
+    assert case9_linear.torch_forward_backward(torch, tensors) == pytest.approx(found.loss)
