@@ -46,7 +46,7 @@ TARGETS: dict[str, Target | None] = {
     "8": Target(True, 1.5, "issue 20 item 5"),
     "8 HVP slope": Target(True, 1.2, "issue 20 item 5"),
     "9": Target(True, 1.3, "issue 29 item 6"),
-    "9 forward and backward": None,
+    "9 torch check": None,
     "9 memory": Target(True, 3, "issue 29 item 6"),
     "9 healthz": Target(True, 1.0, "issue 29 (done when: under 1 s)"),
 }

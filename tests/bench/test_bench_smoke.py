@@ -22,7 +22,7 @@ from tests.helpers import optional_module, require_module
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
-TORCH_ROWS = {"7 torch", "9", "9 forward and backward"}
+TORCH_ROWS = {"7 torch", "9", "9 torch check"}
 """The rows measured against torch: "not available" without it."""
 
 
