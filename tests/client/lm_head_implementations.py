@@ -7,7 +7,6 @@ ones return `(loss, input_gradient, linear_weight_gradient[, linear_bias_gradien
 one the loss alone (the runner takes the gradients from autograd).
 """
 
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,17 +33,17 @@ def chunked_linear_cross_entropy(
     """F.linear_cross_entropy's loss and gradients, CHUNK rows of logits at a time, in float64
     for float64 inputs and float32 otherwise; `bug` injects one classic mistake."""
     dtype = np.float64 if np.asarray(input).dtype == np.float64 else np.float32
-    x = np.asarray(input).astype(dtype)
-    w = np.asarray(linear_weight).astype(dtype)
+    x: Array = np.asarray(input).astype(dtype)
+    w: Array = np.asarray(linear_weight).astype(dtype)
     c, d = w.shape
-    b = np.zeros(c, dtype) if linear_bias is None else np.asarray(linear_bias).astype(dtype)
+    b: Array = np.zeros(c, dtype) if linear_bias is None else np.asarray(linear_bias).astype(dtype)
     y = np.asarray(labels)
     shape = x.shape
     if causal_shift:
         if bug != "labels not shifted":
             y = np.concatenate([y[:, 1:], np.full((len(y), 1), ignore_index)], axis=1)
         x, y = x.reshape(-1, d), y.reshape(-1)
-    class_weight = np.ones(c, dtype) if weight is None else np.asarray(weight).astype(dtype)
+    class_weight: Array = np.ones(c, dtype) if weight is None else np.asarray(weight).astype(dtype)
     active = y != ignore_index
     safe = np.where(active, y, 0)
     divisor = (class_weight[safe] * active).sum() if denominator is None else dtype(denominator)
@@ -61,7 +60,7 @@ def chunked_linear_cross_entropy(
         q += label_smoothing / c * class_weight
         q[~active[rows]] = 0
         losses[rows] = -(q * log_a).sum(axis=1)
-        g = np.exp(log_a) * q.sum(axis=1, keepdims=True) - q
+        g: Array = np.exp(log_a) * q.sum(axis=1, keepdims=True) - q
         if reduction == "mean":
             if bug == "mean per chunk":  # a chunk of padding only divides by 0, as kernels do
                 scale = (class_weight[safe[rows]] * active[rows]).sum() * len(chunks)
@@ -98,7 +97,6 @@ def torch_linear_cross_entropy(
     """torch's F.linear_cross_entropy in float32 (float64 for float64 inputs), with HF's causal
     shift and num_items_in_batch: the loss alone."""
     import torch
-    import torch.nn.functional as F
 
     compute = torch.float64 if input.dtype == torch.float64 else torch.float32
     x, w = input.to(compute), linear_weight.to(compute)
@@ -107,7 +105,7 @@ def torch_linear_cross_entropy(
     if causal_shift:
         y = torch.cat([y[:, 1:], torch.full_like(y[:, :1], ignore_index)], dim=1)
         x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1)
-    loss = F.linear_cross_entropy(
+    loss = torch.nn.functional.linear_cross_entropy(
         x,
         w,
         y,
@@ -122,13 +120,30 @@ def torch_linear_cross_entropy(
     return loss.reshape(labels.shape) if reduction == "none" else loss
 
 
+def _broken(bug: str) -> Any:
+    def head(
+        input: Array, linear_weight: Array, labels: Array, linear_bias: Any = None, **options: Any
+    ) -> tuple[Any, ...]:
+        return chunked_linear_cross_entropy(
+            input, linear_weight, labels, linear_bias, **options, bug=bug
+        )
+
+    head.__name__ = head.__qualname__ = bug.replace(" ", "_")
+    head.__doc__ = f"The chunked head with one bug: {bug}."
+    return head
+
+
+weight_gradient_of_the_last_chunk = _broken("weight gradient of the last chunk")
+mean_per_chunk = _broken("mean per chunk")
+no_bias_gradient = _broken("no bias gradient")
+labels_not_shifted = _broken("labels not shifted")
 BROKEN = {
-    bug.replace(" ", "_"): partial(chunked_linear_cross_entropy, bug=bug)
-    for bug in (
-        "weight gradient of the last chunk",
-        "mean per chunk",
-        "no bias gradient",
-        "labels not shifted",
+    fn.__name__: fn
+    for fn in (
+        weight_gradient_of_the_last_chunk,
+        mean_per_chunk,
+        no_bias_gradient,
+        labels_not_shifted,
     )
 }
 """Each classic bug of chunked kernels, by name."""

@@ -17,6 +17,7 @@ from tests.helpers import require_module
 
 pytestmark = pytest.mark.live
 
+EVERY_OUTPUT = ("loss", "input_gradient", "linear_weight_gradient", "linear_bias_gradient")
 EXPECTED = {
     "weight_gradient_of_the_last_chunk": (
         "small_random",
@@ -27,28 +28,12 @@ EXPECTED = {
     ),
     "mean_per_chunk": (
         "ignore_index",
-        {
-            output: ("normalized_per_chunk",)
-            for output in (
-                "loss",
-                "input_gradient",
-                "linear_weight_gradient",
-                "linear_bias_gradient",
-            )
-        },
+        dict.fromkeys(EVERY_OUTPUT, ("normalized_per_chunk",)),
     ),
     "no_bias_gradient": ("small_random", {"linear_bias_gradient": ("bias_gradient_missing",)}),
     "labels_not_shifted": (
         "causal_shift",
-        {
-            output: ("labels_not_shifted",)
-            for output in (
-                "loss",
-                "input_gradient",
-                "linear_weight_gradient",
-                "linear_bias_gradient",
-            )
-        },
+        dict.fromkeys(EVERY_OUTPUT, ("labels_not_shifted",)),
     ),
 }
 """Each broken head: a case that must flag it, and the diagnoses it must carry there."""
@@ -113,10 +98,12 @@ def test_the_reproduction_of_a_head_runs_and_fails_the_same_way(service: Client)
     assert case.name == "causal_shift"
     assert case.reproduction is not None
     assert "service.linear_cross_entropy(" in case.reproduction
+    assert "from tests.client.lm_head_implementations import labels_not_shifted" in (
+        case.reproduction
+    )
     printed = io.StringIO()
-    namespace = {"fn": impl.BROKEN["labels_not_shifted"]}
     with contextlib.redirect_stdout(printed):
-        exec(compile(case.reproduction, "reproduction", "exec"), namespace)
+        exec(compile(case.reproduction, "reproduction", "exec"), {})
     passed, diagnoses = printed.getvalue().split(" ", 1)
     assert passed == "False"
     assert "labels_not_shifted" in diagnoses
