@@ -48,7 +48,7 @@ def chunked_linear_cross_entropy(
     safe = np.where(active, y, 0)
     divisor = (class_weight[safe] * active).sum() if denominator is None else dtype(denominator)
     chunks = range(0, len(x), CHUNK)
-    losses = np.zeros(len(x), dtype)
+    losses: Array = np.zeros(len(x), dtype)
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
     for start in chunks:
         rows = slice(start, start + CHUNK)
