@@ -257,7 +257,7 @@ class CaseResult:
     `passed` is True or False for a case that ran, None for one that is not applicable
     (`applicable` False, `message` says why). `diagnoses` maps each failing output to the
     mistakes the service named for it. A failing case carries `smallest`, the shrunk request (a
-    `/v1/cross-entropy` body as a dict of lists), and `reproduction`, Python to paste."""
+    body for the case's endpoint as a dict of lists), and `reproduction`, Python to paste."""
 
     name: str
     passed: bool | None
