@@ -144,3 +144,24 @@ def test_a_head_without_bias_or_options_runs_only_the_cases_it_can(service: Clie
     basics = service.test(summed, "basics", options={"causal_shift": True})
     assert not any(case.applicable for case in basics.cases)
     assert basics.cases[0].message == "options fix causal_shift: /v1/cross-entropy takes none"
+
+
+async def test_the_32000_class_head_is_fetched_by_its_url_sync_and_async(
+    service: Client, live_url: str
+) -> None:
+    from gradcheck_client import AsyncClient
+
+    heads = service.suite("lm_head")
+    vocab = next(case for case in heads.cases if case.name == "vocab_32000")
+    assert vocab.endpoint == "/v1/linear-cross-entropy"
+    assert vocab.request is not None  # fetched from its own URL, as .npz
+    assert vocab.request["linear_weight"].shape == (32_000, 16)
+    assert vocab.request["linear_bias"].shape == (32_000,)
+    assert vocab.request["labels"].dtype == np.int64
+    alone = service.suite_case("lm_head", "vocab_32000")
+    assert np.array_equal(alone["input"], vocab.request["input"])
+    async with AsyncClient(live_url) as asynchronous:
+        again = await asynchronous.suite("lm_head")
+        fetched = next(case for case in again.cases if case.name == "vocab_32000")
+        assert fetched.request is not None
+        assert np.array_equal(fetched.request["linear_weight"], vocab.request["linear_weight"])
