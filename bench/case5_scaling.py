@@ -16,7 +16,8 @@ from bench import cases
 from bench.client import Connection, build_request
 from bench.plan import Bench
 from bench.report import Row, row
-from bench.server import ROOT, running_server
+from bench.server import running_server
+from tests.helpers import ROOT
 
 
 def measure_scaling(bench: Bench) -> tuple[list[Row], list[dict[str, Any]]]:

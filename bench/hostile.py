@@ -13,66 +13,24 @@ mechanisms instead: tests/api/test_hostile_bodies.py). Loopback only.
 import asyncio
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from tests.helpers import free_port
+from bench.server import running_server
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+APP = "app.main:app"
+"""The service itself (not `bench.app`'s additions)."""
+MiB = 1 << 20
 NPZ = "application/x-npz"
 ZEROS = bytes(1 << 24)
-
-
-def _proc_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-@contextmanager
-def server(**env: str) -> Iterator[tuple[str, int]]:
-    """uvicorn app.main:app on a free loopback port with `env`; (url, pid)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -235,23 +193,25 @@ async def _healthz_while(url: str, work: Any) -> tuple[Any, float]:
 async def measure_rows() -> list[dict[str, Any]]:
     rows = []
     for name, path, body, content_type in hostile_rows():
-        with server() as (url, pid):
-            idle = _proc_kib(pid, "VmRSS")
+        with running_server(app=APP) as server:
+            idle = server.rss_bytes()
 
-            async def send(path: str = path, body: bytes = body, ct: str = content_type) -> Any:
+            async def send(
+                url: str = server.url, path: str = path, body: bytes = body, ct: str = content_type
+            ) -> Any:
                 async with httpx.AsyncClient(base_url=url, timeout=120) as client:
                     started = time.monotonic()
                     response = await client.post(path, content=body, headers={"content-type": ct})
                     return response, time.monotonic() - started
 
-            (response, seconds), healthz = await _healthz_while(url, send())
+            (response, seconds), healthz = await _healthz_while(server.url, send())
             row = {
                 "row": name,
                 "body_bytes": len(body),
                 "status": response.status_code,
                 "seconds": round(seconds, 3),
                 "error_body_bytes": len(response.content) if response.status_code >= 400 else 0,
-                "memory_growth_mib": round((_proc_kib(pid, "VmHWM") - idle) / 1024, 1),
+                "memory_growth_mib": round((server.peak_rss_bytes() - idle) / MiB, 1),
                 "healthz_max_seconds": round(healthz, 3),
             }
             if name.startswith("student"):
@@ -282,7 +242,8 @@ MAXIMAL_JACOBIANS = {
 async def six_jacobians() -> list[dict[str, Any]]:
     rows = []
     for name, body in MAXIMAL_JACOBIANS.items():
-        with server() as (url, _):
+        with running_server(app=APP) as server:
+            url = server.url
             async with httpx.AsyncClient(base_url=url, timeout=300) as client:
 
                 async def all_six(body: dict[str, Any] = body) -> list[int]:
@@ -316,8 +277,8 @@ async def four_numeric_only() -> dict[str, Any]:
         ]
     )
     budget = 800 << 20
-    with server(GRADCHECK_MEMORY_BUDGET_BYTES=str(budget)) as (url, pid):
-        idle = _proc_kib(pid, "VmRSS")
+    with running_server({"GRADCHECK_MEMORY_BUDGET_BYTES": str(budget)}, app=APP) as server:
+        url, idle = server.url, server.rss_bytes()
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
 
             async def four() -> list[int]:
@@ -332,7 +293,7 @@ async def four_numeric_only() -> dict[str, Any]:
                 return [answer.status_code for answer in answers]
 
             statuses, healthz = await _healthz_while(url, four())
-        growth = (_proc_kib(pid, "VmHWM") - idle) / 1024
+        growth = (server.peak_rss_bytes() - idle) / MiB
     row = {
         "row": "four numeric_gradient-only .npz (30, 262144) float32 under 800 MiB",
         "statuses": statuses,
@@ -358,7 +319,8 @@ async def ten_timeouts() -> dict[str, Any]:
             ),
         ]
     )
-    with server(GRADCHECK_REQUEST_TIMEOUT_SECONDS="1") as (url, pid):
+    with running_server({"GRADCHECK_REQUEST_TIMEOUT_SECONDS": "1"}, app=APP) as server:
+        url = server.url
         rss = []
         statuses = []
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -377,7 +339,7 @@ async def ten_timeouts() -> dict[str, Any]:
                     if line and float(line[0].split()[1]) == 0:
                         break
                     await asyncio.sleep(0.1)
-                rss.append(_proc_kib(pid, "VmRSS") >> 10)
+                rss.append(server.rss_bytes() >> 20)
     row = {
         "row": "ten 504s in a row",
         "statuses": statuses,

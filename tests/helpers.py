@@ -3,9 +3,17 @@
 import importlib
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REQUIRE_ALL = os.environ.get("GRADCHECK_REQUIRE_ALL") == "1"
 
@@ -69,3 +77,40 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_uvicorn(
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    app: str = "app.main:app",
+    timeout: float = 30.0,
+) -> subprocess.Popen[bytes]:
+    """Start `uvicorn <app>` on 127.0.0.1:port with SERVER_ENV and `env`, and wait until
+    /healthz answers (at most `timeout` seconds). The one place a test or the benchmark starts
+    the service.
+
+    Refused for a running test without the `live` marker."""
+    if RUNNING and RUNNING[-1].get_closest_marker("live") is None:
+        raise RuntimeError(f"{RUNNING[-1].nodeid} starts a live server: mark it `live`")
+    # a file, not a pipe: a chatty server must never block on a full pipe
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **SERVER_ENV, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"uvicorn exited: {log.read().decode(errors='replace')}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"uvicorn did not answer /healthz within {timeout:g} s")

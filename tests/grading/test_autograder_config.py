@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from app.api.schemas.grading import GradeRequest, ProblemRequest
-from tests.conftest import ROOT
 from tests.grading.test_examples import (
     API_KEY,
     GRADESCOPE,
@@ -27,7 +26,7 @@ from tests.grading.test_examples import (
     service,
 )
 from tests.grading.test_formats import check_gradescope, check_prairielearn
-from tests.helpers import free_port, require
+from tests.helpers import ROOT, free_port, require
 
 pytestmark = pytest.mark.live
 __all__ = ["service"]  # the live server fixture, shared with test_examples

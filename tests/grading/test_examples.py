@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, start_uvicorn
 from tests.grading.test_formats import check_gradescope, check_prairielearn
-from tests.helpers import free_port, require
+from tests.helpers import ROOT, free_port, require, start_uvicorn
 
 pytestmark = pytest.mark.live
 

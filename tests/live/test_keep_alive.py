@@ -18,8 +18,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.helpers import SERVER_ENV, require
+from tests.helpers import ROOT, SERVER_ENV, require
 from tests.live.conftest import ServerFactory
 
 STALL_SECONDS = 6.0
