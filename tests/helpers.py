@@ -2,6 +2,9 @@
 
 import importlib
 import os
+import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,3 +118,52 @@ def start_uvicorn(
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"uvicorn did not answer /healthz within {timeout:g} s")
+
+
+MAKE_STARTS = (("run", "uvicorn"), ("bench", "bench.run"))
+"""(make target, the program on the line that starts it): `make run`'s uvicorn, and the bench's
+own process (whose server inherits its environment)."""
+
+
+def make_command_words(target: str, program: str) -> list[str]:
+    """The shell words of the one line `make -n <target>` would run that names `program`
+    (skipped, or failed under GRADCHECK_REQUIRE_ALL=1, without make)."""
+    make = shutil.which("make")
+    require(make is not None, "make is not installed")
+    assert make is not None
+    dry_run = subprocess.run(
+        [make, "--no-print-directory", "-n", target],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+    ).stdout
+    (command,) = [line for line in dry_run.splitlines() if program in line]
+    return shlex.split(command)
+
+
+def dockerfile_final_env_words() -> list[str]:
+    """The KEY=VALUE words of the ENV instructions of the Dockerfile's final stage."""
+    final_stage = re.split(r"^FROM\s", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
+    return [
+        word
+        for line in re.sub(r"\\\n", " ", final_stage).splitlines()
+        if line.startswith("ENV ")
+        for word in shlex.split(line.removeprefix("ENV "), comments=True)
+    ]
+
+
+def kubernetes_container_env() -> dict[str, str | None]:
+    """The environment of deploy/kubernetes/deployment.yaml's one container, by name."""
+    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value") for item in container["env"]}
+
+
+def compose_env() -> dict[str, str]:
+    """The environment of docker-compose.yml's `gradcheck` service (PyYAML resolves its anchors
+    and merge keys)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env: dict[str, str] = compose["services"]["gradcheck"]["environment"]
+    return env
