@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.server import running_server
 from tests import hostile_bodies as hostile
-from tests.helpers import ROOT
-from tests.hostile_bodies import NPZ, archive, npy
+from tests.helpers import ROOT, npy
+from tests.hostile_bodies import NPZ, archive
 
 APP = "app.main:app"
 """The service itself (not `bench.app`'s additions)."""

@@ -1,6 +1,8 @@
 """Helpers shared by the tests."""
 
 import importlib
+import io
+import json
 import os
 import re
 import shlex
@@ -10,10 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
@@ -167,3 +171,22 @@ def compose_env() -> dict[str, str]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env: dict[str, str] = compose["services"]["gradcheck"]["environment"]
     return env
+
+
+def npy(array: np.ndarray) -> bytes:
+    """`array` as the bytes of an .npy file."""
+    member = io.BytesIO()
+    np.save(member, array, allow_pickle=False)
+    return member.getvalue()
+
+
+def npz_body(arrays: dict[str, Any], fields: dict[str, Any] | None = None) -> bytes:
+    """An `application/x-npz` request body: one `.npy` member per array, named after its field,
+    and (unless None) `request.json` holding `fields`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            archive.writestr(f"{name}.npy", npy(array))
+        if fields is not None:
+            archive.writestr("request.json", json.dumps(fields))
+    return buffer.getvalue()

@@ -11,19 +11,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from tests.helpers import npy
+
 NPZ = "application/x-npz"
 ZEROS_CHUNK = bytes(1 << 24)
 BOMB_CHUNKS = 20
 """A bomb member holds BOMB_CHUNKS × 16 MiB = 320 MiB of zeros, as in the issue's table."""
 PROBLEM = {"logits": [[0.5, 1.5, -0.2], [0.1, 0.2, 0.3]], "labels": [1, 0]}
 """A small /v1/grade problem whose answer is made hostile."""
-
-
-def npy(array: np.ndarray) -> bytes:
-    """`array` as an .npy member."""
-    member = io.BytesIO()
-    np.save(member, array, allow_pickle=False)
-    return member.getvalue()
 
 
 def npy_header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:

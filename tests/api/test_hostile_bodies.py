@@ -25,7 +25,8 @@ from app.api.errors import MAX_ERRORS
 from app.api.schemas.compute import LOGITS_NOT_AN_ARRAY
 from app.api.submissions import too_many_elements
 from tests import hostile_bodies as hostile
-from tests.hostile_bodies import NPZ, PROBLEM, archive, npy
+from tests.helpers import npy
+from tests.hostile_bodies import NPZ, PROBLEM, archive
 
 GENEROUS_SECONDS = 10.0
 SMALL_ERROR_BYTES = 4096
