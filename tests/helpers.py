@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -190,3 +191,12 @@ def npz_body(arrays: dict[str, Any], fields: dict[str, Any] | None = None) -> by
         if fields is not None:
             archive.writestr("request.json", json.dumps(fields))
     return buffer.getvalue()
+
+
+def module_from_file(name: str, path: Path) -> Any:
+    """The Python file at `path` imported as module `name` (as a host imports an example)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
