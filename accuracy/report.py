@@ -8,7 +8,8 @@ F.cross_entropy and its autograd gradient, double backward for the Hessian block
 Hessian-vector products, all float64); prints a Markdown table and writes it to
 accuracy/results.md, with the raw figures in accuracy/results.json. The Hessian rows
 (accuracy/hessian.py) are held to 1e-13 per C×C block and the Hessian-vector products to 1e-12
-per row; every other output to 1e-13.
+per row; every other output to 1e-13. The LM head (accuracy/linear.py: linear cross-entropy,
+with and without cancellation in the matmul) holds its logits to the matmul's error bound.
 """
 
 import argparse
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from accuracy import hessian, kdim, llm_options
+from accuracy import hessian, kdim, linear, llm_options
 from app.numerics.gradcheck import Report
 from app.numerics.softmax import Softmax
 from tests.numerics.adversarial import (
@@ -222,6 +223,7 @@ def main() -> None:
         markdown(results)
         + llm_options.section(arguments.size, arguments.seed)
         + kdim.section(arguments.size, arguments.seed)
+        + linear.section(arguments.size, arguments.seed)
     )
     print(table)
     (HERE / "results.md").write_text(table)

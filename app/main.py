@@ -12,7 +12,7 @@ from app.api.coalesce import Coalescer
 from app.api.docs import document_request_bodies, install_docs
 from app.api.errors import install_error_handlers
 from app.api.links import install_guide
-from app.api.routes import cross_entropy, grading, health, ops, softmax, suites, web
+from app.api.routes import cross_entropy, grading, health, linear, ops, softmax, suites, web
 from app.api.security import api_key_guard, is_api_router, problem_signing_key
 from app.core.budget import MemoryBudget
 from app.core.config import Settings, get_settings
@@ -37,6 +37,7 @@ ROUTERS = [
     ops.router,
     softmax.router,
     cross_entropy.router,
+    linear.router,
     grading.router,
     suites.router,
 ]

@@ -8,7 +8,14 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from app.api.encoding import wants_npz
-from app.api.inputs import LossValues, SoftmaxValues, numeric_directions, signed_spec
+from app.api.inputs import (
+    LinearValues,
+    LossValues,
+    SoftmaxValues,
+    head_output_entries,
+    numeric_directions,
+    signed_spec,
+)
 from app.api.parse import DTYPES, output_entries, request_shape, sent_shape
 from app.api.schemas.grading import BatchGradeRequest, GradingProblem, GradingRequestBase
 from app.core.config import Settings
@@ -21,9 +28,11 @@ from app.numerics.cost import (
     candidate_bytes,
     cross_entropy_cost,
     grading_cost,
+    linear_cost,
     softmax_cost,
 )
 from app.numerics.gradcheck import Output
+from app.numerics.linear import BLOCK_LOGITS, MIN_BLOCK_ROWS
 from app.numerics.tasks import candidate_forms_softmax
 
 
@@ -79,6 +88,36 @@ def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: s
         later_softmax=later_softmax,
         directional=body.numeric.method if directional else None,
     ).peak + _candidate_bytes(shape, candidate)
+
+
+def linear_request_cost(values: LinearValues, accept: str | None) -> int:
+    """The estimated peak memory of a linear cross-entropy request (`cost.linear_cost`)."""
+    candidate = values.candidate or {}
+    itemsizes = {
+        name: int(value.dtype.itemsize) if isinstance(value, np.ndarray) else PYTHON_NUMBER_BYTES
+        for name, value in candidate.items()
+    }
+    weight = values.linear_weight
+    return linear_cost(
+        values.shape,
+        set(values.options.include),
+        block_logits=BLOCK_LOGITS,
+        min_block_rows=MIN_BLOCK_ROWS,
+        candidate_outputs=itemsizes,
+        directions=values.directions or 0,
+        member_itemsize=int(weight.dtype.itemsize) if isinstance(weight, np.ndarray) else 8,
+        itemsize=DTYPES[values.options.dtype]().itemsize,
+        probability_labels=len(sent_shape(values.labels)) > len(sent_shape(values.input)) - 1,
+        response=_response_format(accept),
+        parsed_bytes_per_number=_parsed_bytes(weight),
+    ).peak
+
+
+def linear_request_entries(values: LinearValues) -> int:
+    """Numbers of the head (input and weight) plus the requested outputs."""
+    shape = values.shape
+    head = shape.samples * shape.features + shape.weight
+    return head + head_output_entries(shape, values.options.include)
 
 
 def shape_entries(shape: tuple[int, int], include: Collection[str]) -> int:

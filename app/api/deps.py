@@ -26,11 +26,16 @@ from app.api.errors import pydantic_errors
 from app.api.examples import (
     CROSS_ENTROPY_EXAMPLES,
     GRADE_EXAMPLES,
+    LINEAR_CROSS_ENTROPY_EXAMPLES,
     PROBLEM_EXAMPLES,
     SOFTMAX_EXAMPLES,
 )
 from app.api.links import docs_url
-from app.api.schemas.compute import CrossEntropyRequest, SoftmaxRequest
+from app.api.schemas.compute import (
+    CrossEntropyRequest,
+    LinearCrossEntropyRequest,
+    SoftmaxRequest,
+)
 from app.api.schemas.grading import GradeRequest, ProblemRequest
 from app.api.submissions import parse_with_unreadable_answers
 from app.core.budget import MemoryBudget
@@ -408,12 +413,21 @@ CROSS_ENTROPY_BODY = ArrayRequestBody(
     CROSS_ENTROPY_EXAMPLES,
     frozenset({"logits", "labels", "weight", "vector"}),
 )
+LINEAR_CROSS_ENTROPY_BODY = ArrayRequestBody(
+    LinearCrossEntropyRequest,
+    LINEAR_CROSS_ENTROPY_EXAMPLES,
+    frozenset({"input", "linear_weight", "linear_bias", "labels", "weight"}),
+)
 PROBLEM_BODY = RequestBody(ProblemRequest, PROBLEM_EXAMPLES)
 GRADE_BODY = AnswerBody(GradeRequest, GRADE_EXAMPLES)
 
 SoftmaxBody = Annotated[Received[SoftmaxRequest | ArrayBody[SoftmaxRequest]], Depends(SOFTMAX_BODY)]
 CrossEntropyBody = Annotated[
     Received[CrossEntropyRequest | ArrayBody[CrossEntropyRequest]], Depends(CROSS_ENTROPY_BODY)
+]
+LinearCrossEntropyBody = Annotated[
+    Received[LinearCrossEntropyRequest | ArrayBody[LinearCrossEntropyRequest]],
+    Depends(LINEAR_CROSS_ENTROPY_BODY),
 ]
 ProblemBody = Annotated[Received[ProblemRequest], Depends(PROBLEM_BODY)]
 GradeBody = Annotated[Received[GradeRequest], Depends(GRADE_BODY)]

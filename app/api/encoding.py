@@ -25,7 +25,7 @@ from app.numerics.deadline import NEVER, Deadline
 from app.numerics.directional import DirectionalDerivatives
 from app.numerics.gradcheck import Check, Report
 from app.numerics.layout import Layout
-from app.numerics.tasks import LossResult, SoftmaxResult
+from app.numerics.tasks import LinearResult, LossResult, SoftmaxResult
 
 NPZ_METADATA_MEMBER = "metadata.json"
 
@@ -87,13 +87,13 @@ CANDIDATE_INDEX_KINDS = {
 }
 
 
-def candidate_fields(check: CandidateCheck, layout: Layout) -> dict[str, Any]:
+def candidate_fields(check: CandidateCheck, layout: Layout | None) -> dict[str, Any]:
     """A candidate check as its documented JSON object (`CandidateCheckModel`); the caller's
     non-finite values are quoted, error sizes over them are null, and positions are the
-    caller's (`layout`)."""
+    caller's (`layout`; None when the check was made in the caller's shapes already)."""
 
     def index_of(name: str, index: tuple[int, ...]) -> list[int]:
-        if layout.is_matrix or not index:
+        if layout is None or layout.is_matrix or not index:
             return list(index)
         return list(layout.output_index(index, CANDIDATE_INDEX_KINDS[name]))
 
@@ -427,3 +427,42 @@ def read_npz_request(body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]
     `candidate.gradient`, …), read by the bounded reader `app.api.archive.read_npz` (at most
     `npz_expansion_limit` bytes inflated; errors name the member)."""
     return read_npz(body, npz_expansion_limit(len(body)))
+
+
+LINEAR_OUTPUTS = (
+    "loss",
+    "losses",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+    "logits",
+    "logits_gradient",
+    "probabilities",
+)
+"""The arrays of a linear cross-entropy report, in the order a response lists them."""
+
+
+def linear_fields(result: LinearResult) -> dict[str, Any]:
+    """The response fields of a linear cross-entropy result (`LinearCrossEntropyResponse`):
+    the sizes, the outputs asked for in torch's shapes (numpy arrays), the numeric check and
+    the candidate's."""
+    report = result.report
+    head = report.head
+    fields: dict[str, Any] = {
+        "batch_size": head.samples,
+        "num_classes": head.classes,
+        "in_features": int(head.x.shape[1]),
+        "out_features": list(head.out_features),
+        "dtype": DTYPE_NAMES[head.x.dtype],
+        "reduction": str(head.problem.reduction),
+    }
+    for name in LINEAR_OUTPUTS:
+        value = getattr(report, name)
+        if name in result.include and value is not None:
+            fields[name] = value
+    if result.directional is not None:
+        fields["gradient_check"] = check_fields(result.directional.check, lambda index: index)
+        fields["directional_derivatives"] = directional_fields(result.directional)
+    if result.candidate_check is not None:
+        fields["candidate_check"] = candidate_fields(result.candidate_check, None)
+    return fields

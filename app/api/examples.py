@@ -281,3 +281,31 @@ BATCH_GRADE_EXAMPLES: dict[str, Example] = {
         },
     },
 }
+
+
+LINEAR_CROSS_ENTROPY_EXAMPLES: dict[str, Example] = {
+    "lm_head": {
+        "summary": "Hidden states through a head of 3 classes",
+        "description": "Two positions with d = 2 features, a head W (3, 2) and bias b (3,): the "
+        "logits are x·Wᵀ + b, and the response holds the loss and dL/dinput, dL/dlinear_bias "
+        "(ask for linear_weight_gradient in include).",
+        "value": {
+            "input": [[0.5, -1.0], [1.5, 0.25]],
+            "linear_weight": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]],
+            "linear_bias": [0.0, 0.1, -0.1],
+            "labels": [0, 2],
+            "include": ["loss", "input_gradient", "linear_weight_gradient", "linear_bias_gradient"],
+        },
+    },
+    "causal_shift": {
+        "summary": "Next-token prediction (causal_shift)",
+        "description": "One sequence of 3 positions: position t is scored against label t + 1 "
+        "and the last position is ignored, as Hugging Face's causal-LM loss does.",
+        "value": {
+            "input": [[[0.5, -1.0], [1.5, 0.25], [0.0, 1.0]]],
+            "linear_weight": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]],
+            "labels": [[0, 2, 1]],
+            "causal_shift": True,
+        },
+    },
+}

@@ -3,6 +3,7 @@ routes, whichever media type carried the body.
 
     softmax_values / to_softmax_call      /v1/softmax
     loss_values / to_loss_call            /v1/cross-entropy
+    linear_values / to_linear_call        /v1/linear-cross-entropy
     grading_reference                     a grading problem, given in full or by its signed id
                                           (/v1/problems, /v1/grade, /v1/grade/batch)
 
@@ -13,9 +14,9 @@ layout its results are reported in; `run()` makes the one call into the numerics
 (`app.numerics.tasks`) and moves its refusals to the caller's positions.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, cast
 
 import numpy as np
@@ -26,13 +27,17 @@ from app.api.deps import ArrayBody
 from app.api.errors import pydantic_errors
 from app.api.locations import at_callers_position, under
 from app.api.parse import (
+    DTYPES,
     LossFields,
     check_output_size,
     numeric_options,
+    parse_head_array,
+    parse_head_labels,
     parse_logits,
     parse_loss,
     parse_vector,
     request_shape,
+    sent_shape,
     to_dtype,
     tolerance_of,
 )
@@ -40,15 +45,18 @@ from app.api.schemas.compute import (
     CrossEntropyRequest,
     Dtype,
     Labels,
+    LinearCandidate,
+    LinearCrossEntropyRequest,
     SoftmaxCandidate,
     SoftmaxRequest,
 )
 from app.api.schemas.grading import GradingProblem, ProblemRequest
 from app.core.config import Settings
-from app.core.errors import RequestError
+from app.core.errors import LimitExceeded, RequestError
 from app.grading.grade import Reference
 from app.grading.problems import GeneratedProblem, ProblemSpec, generate_problem
 from app.grading.tokens import PAYLOAD_FIELDS, InvalidProblemId, decode_problem_payload
+from app.numerics.cost import HeadShape
 from app.numerics.cross_entropy import Reduction
 from app.numerics.deadline import NEVER, Deadline
 from app.numerics.diagnose import ProblemInputs
@@ -57,20 +65,24 @@ from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import Output
 from app.numerics.layout import Layout
+from app.numerics.linear import LinearOutput, LinearProblem
 from app.numerics.tasks import (
     Candidate,
+    LinearResult,
+    LinearTask,
     LossResult,
     LossTask,
     SoftmaxResult,
     SoftmaxTask,
     run_cross_entropy,
+    run_linear,
     run_softmax,
 )
 
 # ----- the values of a body, whichever media type carried it -----
 
 
-def _sent_outputs(candidate: SoftmaxCandidate | None) -> dict[str, object]:
+def _sent_outputs(candidate: SoftmaxCandidate | LinearCandidate | None) -> dict[str, object]:
     """The outputs the caller put in `candidate` (null included: it is checked too)."""
     if candidate is None:
         return {}
@@ -309,18 +321,21 @@ def to_loss_call(
     directions = numeric_directions(values, settings)
     returned = include - {Output.NUMERIC_GRADIENT} if directions else include
     parsed = parse_loss(values, settings, returned, overflow)
-    problem = parsed.problem(values, body.dtype, z_loss=body.z_loss, softcap=body.softcap)
+    problem_in = partial(
+        parsed.problem,
+        values,
+        z_loss=body.z_loss,
+        softcap=body.softcap,
+        denominator=body.denominator,
+    )
+    problem = problem_in(body.dtype)
     numeric = numeric_options(body.numeric, body.dtype, deadline)
     candidate = None
     if values.candidate is not None:
-        exact = (
-            None
-            if body.dtype == "float64"
-            else parsed.problem(values, "float64", z_loss=body.z_loss, softcap=body.softcap)
-        )
+        exact = None if body.dtype == "float64" else problem_in("float64")
         candidate = Candidate(
             candidate_rows(values.candidate, parsed.layout),
-            parsed.inputs(values),
+            parsed.inputs(values, body.denominator),
             docs_url,
             exact,
         )
@@ -334,6 +349,156 @@ def to_loss_call(
         parse_vector(values.vector, include, parsed.layout),
     )
     return LossCall(task, parsed.layout)
+
+
+# ----- the LM head: /v1/linear-cross-entropy -----
+
+NUMERIC_GRADIENT = "numeric_gradient"
+"""In a linear request's include: check the three gradients along random directions."""
+
+
+@dataclass(frozen=True)
+class LinearValues:
+    """A /v1/linear-cross-entropy request: its options, and its arrays as sent."""
+
+    options: LinearCrossEntropyRequest
+    input: object
+    linear_weight: object
+    linear_bias: object
+    labels: object
+    weight: object
+    candidate: dict[str, object] | None
+
+    @property
+    def shape(self) -> HeadShape:
+        """N, d, C and J from the arrays' lengths alone (refused later if they disagree)."""
+        x, w = sent_shape(self.input), sent_shape(self.linear_weight)
+        features = x[-1] if x else 0
+        samples = int(np.prod(x[:-1])) if len(x) > 1 else 1
+        positions = int(np.prod(w[1:-1])) if len(w) > 2 else 1
+        return HeadShape(samples, features, w[0] if w else 0, positions)
+
+    @property
+    def directions(self) -> int | None:
+        """k of the numeric check when `numeric_gradient` is in include (DEFAULT_DIRECTIONS
+        unless `numeric.directions` says)."""
+        body = self.options
+        if NUMERIC_GRADIENT not in body.include:
+            return None
+        return body.numeric.directions or DEFAULT_DIRECTIONS
+
+
+def linear_values(
+    body: LinearCrossEntropyRequest | ArrayBody[LinearCrossEntropyRequest],
+) -> LinearValues:
+    """The values of a linear cross-entropy body, JSON or .npz."""
+    if isinstance(body, ArrayBody):
+        fields = body.fields
+        candidate = None
+        if fields.candidate is not None or body.candidate:
+            candidate = {**_sent_outputs(fields.candidate), **body.candidate}
+        return LinearValues(
+            fields,
+            _array(body, "input"),
+            _array(body, "linear_weight"),
+            _array(body, "linear_bias"),
+            _array(body, "labels"),
+            _array(body, "weight"),
+            candidate,
+        )
+    sent = None if body.candidate is None else _sent_outputs(body.candidate)
+    return LinearValues(
+        body, body.input, body.linear_weight, body.linear_bias, body.labels, body.weight, sent
+    )
+
+
+def head_output_entries(shape: HeadShape, include: Collection[str]) -> int:
+    """Numbers in the outputs of `include` of a head of `shape`."""
+    sizes = {
+        "loss": shape.samples * shape.positions,
+        "losses": shape.samples * shape.positions,
+        "input_gradient": shape.samples * shape.features,
+        "linear_weight_gradient": shape.weight,
+        "linear_bias_gradient": shape.classes * shape.positions,
+        "logits": shape.logits,
+        "logits_gradient": shape.logits,
+        "probabilities": shape.logits,
+    }
+    return sum(sizes.get(name, 0) for name in include)
+
+
+@dataclass(frozen=True)
+class LinearCall:
+    """One validated linear cross-entropy request: its task (results in torch's shapes)."""
+
+    task: LinearTask
+
+    def run(self) -> LinearResult:
+        """Everything the request asked for (raises InvalidProblem naming the field)."""
+        return run_linear(self.task)
+
+
+def to_linear_call(
+    sent: LinearValues | LinearCrossEntropyRequest | ArrayBody[LinearCrossEntropyRequest],
+    settings: Settings,
+    *,
+    overflow: RequestError | None = None,
+    deadline: Deadline = NEVER,
+    docs_url: str | None = None,
+) -> LinearCall:
+    """Validate a linear cross-entropy request into its task: the size limits first (413
+    naming the limit), then each array (`app.api.parse.parse_head_array`); the shapes are
+    checked together by the numerics (`app.numerics.linear.head_of`)."""
+    values = sent if isinstance(sent, LinearValues) else linear_values(sent)
+    body = values.options
+    shape = values.shape
+    if shape.classes > settings.max_vocabulary:
+        raise LimitExceeded(
+            f"{shape.classes} classes exceed GRADCHECK_MAX_VOCABULARY = {settings.max_vocabulary}."
+        )
+    if shape.samples * shape.positions > settings.max_batch_size:
+        raise LimitExceeded(
+            f"{shape.samples * shape.positions} positions exceed GRADCHECK_MAX_BATCH_SIZE = "
+            f"{settings.max_batch_size}: split the batch over several requests."
+        )
+    entries = head_output_entries(shape, body.include)
+    if entries > settings.max_output_entries:
+        raise LimitExceeded(
+            f"the requested outputs hold {entries} numbers, over GRADCHECK_MAX_OUTPUT_ENTRIES = "
+            f"{settings.max_output_entries}: leave linear_weight_gradient, logits, "
+            "logits_gradient or probabilities out of include, or send fewer samples."
+        )
+    weight = None
+    if values.weight is not None:
+        weight = parse_head_array("weight", values.weight, overflow)
+    problem = LinearProblem(
+        input=parse_head_array("input", values.input, overflow),
+        linear_weight=parse_head_array("linear_weight", values.linear_weight, overflow),
+        labels=parse_head_labels(values.labels),
+        linear_bias=None
+        if values.linear_bias is None
+        else parse_head_array("linear_bias", values.linear_bias, overflow),
+        weight=weight,
+        ignore_index=body.ignore_index,
+        label_smoothing=body.label_smoothing,
+        reduction=Reduction(body.reduction),
+        z_loss=body.z_loss,
+        softcap=body.softcap,
+        denominator=body.denominator,
+        causal_shift=body.causal_shift,
+        dtype=DTYPES[body.dtype],
+    )
+    include = frozenset(LinearOutput(name) for name in body.include if name != NUMERIC_GRADIENT)
+    task = LinearTask(
+        problem,
+        include,
+        numeric_options(body.numeric, body.dtype, deadline),
+        tolerance_of(body.tolerance),
+        values.directions,
+        values.candidate,
+        docs_url,
+    )
+    return LinearCall(task)
 
 
 # ----- grading: a problem given in full or by its signed id -----

@@ -5,6 +5,8 @@ and its position in the caller's own shape.
                         finite logit at every position, the size limits (413)
     parse_loss          logits, labels and class weights of a cross-entropy problem
     parse_vector        v of the Hessian-vector product
+    parse_head_array    input, linear_weight or linear_bias of the LM head
+    parse_head_labels   the LM head's labels (their shape is the numerics' to check)
     numeric_options     the numeric method and step (a step the precision cannot hold: 422)
 
 Values arrive as nested JSON lists or as arrays of an .npz body; `nested_array` is the one
@@ -13,7 +15,7 @@ place that tells them apart.
 
 import contextlib
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, cast
 
 import numpy as np
@@ -52,6 +54,9 @@ IndexArray = NDArray[np.int64]
 
 HUGE_REASON = {
     "logits": "beyond it float64 cannot resolve a unit change and softmax is exactly one-hot",
+    "input": "beyond it the logits x·Wᵀ + b cannot be resolved",
+    "linear_weight": "beyond it the logits x·Wᵀ + b cannot be resolved",
+    "linear_bias": "beyond it the logits x·Wᵀ + b cannot be resolved",
     "weight": "beyond it the weighted losses and gradients may not be finite",
     "labels": "beyond it the weighted losses and gradients may not be finite",
 }
@@ -447,14 +452,22 @@ class ParsedLoss:
         *,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        denominator: float | None = None,
     ) -> LossProblem:
         """The problem in precision `dtype`: cast logits, effective targets, reduction, and the
-        z-loss and soft-capping options of a cross-entropy request."""
+        z-loss, soft-capping and denominator options of a cross-entropy request (422 for a
+        denominator without reduction mean)."""
         targets = targets_of(fields, self.labels, self.weight, self.logits.shape[1], DTYPES[dtype])
+        if denominator is not None:
+            if fields.reduction is not Reduction.MEAN:
+                raise RequestError(
+                    ("denominator",), "denominator replaces the divisor of reduction 'mean' only"
+                )
+            targets = replace(targets, divisor=denominator, z_divisor=denominator)
         logits = to_dtype(self.logits, dtype, self.layout)
         return LossProblem(logits, targets, fields.reduction, z_loss=z_loss, softcap=softcap)
 
-    def inputs(self, fields: "LossFields") -> ProblemInputs:
+    def inputs(self, fields: "LossFields", denominator: float | None = None) -> ProblemInputs:
         """The raw problem the diagnoses recompute under each mistaken assumption."""
         return ProblemInputs(
             self.logits,
@@ -463,6 +476,7 @@ class ParsedLoss:
             fields.ignore_index,
             fields.label_smoothing,
             fields.reduction,
+            denominator,
         )
 
 
@@ -527,3 +541,33 @@ def parse_vector(value: object, include: Collection[str], layout: Layout) -> Flo
             _entry("vector", layout, bad), "vector must hold finite numbers", "finite_number"
         )
     return rows
+
+
+def parse_head_array(field: str, value: object, overflow: RequestError | None) -> FloatArray:
+    """input, linear_weight or linear_bias as float64 (any float member of an .npz body
+    converted exactly): finite and within ±MAX_MAGNITUDE, 422 at the first entry that is not
+    (`overflow`, the body's first literal beyond float64, when that is what made it ±inf)."""
+    array = cast(FloatArray, nested_array(field, value, np.float64))
+    if not np.abs(array).max() <= MAX_MAGNITUDE:
+        bad = ~np.isfinite(array)
+        if bad.any():
+            if overflow is not None:
+                raise overflow
+            raise RequestError(
+                (field, *_first(bad)), f"{field} must hold finite numbers", "finite_number"
+            )
+        _refuse_huge(field, array, None)
+    return array
+
+
+def parse_head_labels(value: object) -> NDArray[np.generic]:
+    """The LM head's labels in the shape sent: class indices (int64), or probabilities
+    (float64, finite and ≥ 0) as soon as one entry is a float (`app.numerics.linear.head_of`
+    checks the shape against the head's)."""
+    if _first_float(value) is None:
+        return _index_array(value)
+    array = cast(FloatArray, nested_array("labels", value, np.float64))
+    bad = ~(array >= 0) | ~np.isfinite(array)
+    if bad.any():
+        raise RequestError(("labels", *_first(bad)), "probability labels must be finite and ≥ 0")
+    return array

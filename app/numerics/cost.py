@@ -396,3 +396,126 @@ def candidate_bytes(shape: Shape, outputs: Collection[str], parsed_bytes_per_num
     numbers as parsed, and CANDIDATE_ARRAYS float64 arrays of its size."""
     numbers = sum(shape.numbers(CANDIDATE_WIDTHS[name]) for name in outputs)
     return numbers * (parsed_bytes_per_number + CANDIDATE_ARRAYS * FLOAT64_BYTES)
+
+
+LINEAR_BLOCK_ARRAYS = 4.0
+"""Arrays of one block's logits alive at once in the LM head (`app.numerics.linear`): the
+logits, their gradient and `LossRows.of`'s own (smaller) blocks (measured 3.2–3.4)."""
+LINEAR_CANDIDATE_ARRAYS = 8.0
+"""Block arrays while a candidate is checked: the reference's, and a hypothesis's logits
+gradient (`linear_candidate`: the hypotheses are computed one after another, block by block,
+their softmax by sub-blocks; measured 7.2–7.3)."""
+LINEAR_SOFTMAX_ARRAYS = 9.0
+"""Block arrays when the probabilities are asked for: the block's softmax is then formed whole
+(`gradcheck.LossRows.of`: shifted logits, exponentials, probabilities, log-probabilities, the
+complement; measured 7.7), beside the logits and the kept probabilities."""
+LINEAR_DIRECTION_ARRAYS = 20.0
+"""Block arrays of one direction of the numeric check: the logits, their first- and
+second-order moves, and the cross-entropy's differences along them (`directional.LogitChanges`
+keeps the block's softmax and shifted logits; measured 17)."""
+
+
+FULL_LOGITS = frozenset({"logits", "logits_gradient", "probabilities"})
+"""Outputs of the head as large as its logits."""
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """The size of a linear cross-entropy problem: N samples of d features, C classes and
+    J = d1·…·dK positions per sample (1 without K-dimensional loss)."""
+
+    samples: int
+    features: int
+    classes: int
+    positions: int = 1
+
+    @property
+    def logits(self) -> int:
+        """N·C·J."""
+        return self.samples * self.classes * self.positions
+
+    @property
+    def weight(self) -> int:
+        """C·J·d."""
+        return self.classes * self.positions * self.features
+
+    def block_logits(self, block_logits: int, min_rows: int) -> int:
+        """Logits of one block of samples (`linear.sample_blocks`)."""
+        row = self.classes * self.positions
+        return min(self.samples, max(min_rows, block_logits // max(1, row))) * row
+
+
+def linear_cost(
+    shape: HeadShape,
+    include: Collection[str],
+    *,
+    block_logits: int,
+    min_block_rows: int,
+    candidate_outputs: Mapping[str, int] | None = None,
+    directions: int = 0,
+    member_itemsize: int = FLOAT64_BYTES,
+    itemsize: int = FLOAT64_BYTES,
+    probability_labels: bool = False,
+    response: ResponseFormat = ResponseFormat.JSON,
+    parsed_bytes_per_number: int = 0,
+) -> MemoryCost:
+    """Peak memory of /v1/linear-cross-entropy, computed in a precision of `itemsize` bytes
+    (float64 with a candidate: its reference is exact).
+
+    inputs: input, weight and bias as sent (`member_itemsize` a number, plus what the parser
+    keeps) and in float64; the labels; a candidate's numbers as sent (`candidate_outputs`:
+    output name → bytes a number). compute: the input and bias gradients and the losses
+    (always), the weight gradient when asked or sent, every N·C·J output asked for, and one
+    block's LINEAR_BLOCK_ARRAYS (LINEAR_CANDIDATE_ARRAYS with a candidate, LINEAR_SOFTMAX_ARRAYS
+    with the probabilities); for the numeric
+    check, one direction (its v of the size of input + weight, and LINEAR_DIRECTION_ARRAYS
+    block arrays)."""
+    candidate_outputs = candidate_outputs or {}
+    sizes = {
+        "loss": shape.samples * shape.positions,
+        "losses": shape.samples * shape.positions,
+        "input_gradient": shape.samples * shape.features,
+        "linear_weight_gradient": shape.weight,
+        "linear_bias_gradient": shape.classes * shape.positions,
+        "logits": shape.logits,
+        "logits_gradient": shape.logits,
+        "probabilities": shape.logits,
+    }
+    unknown = (set(include) - {"numeric_gradient"}) - sizes.keys()
+    if unknown:
+        raise ValueError(f"no cost model for {sorted(unknown)}")
+    head_numbers = shape.samples * shape.features + shape.weight + shape.classes * shape.positions
+    per_number = member_itemsize + parsed_bytes_per_number
+    if member_itemsize != FLOAT64_BYTES:
+        per_number += FLOAT64_BYTES
+    label_numbers = shape.logits if probability_labels else shape.samples * shape.positions
+    inputs = head_numbers * per_number + label_numbers * (FLOAT64_BYTES + parsed_bytes_per_number)
+    inputs += sum(
+        sizes[name] * (itemsize + parsed_bytes_per_number)
+        for name, itemsize in candidate_outputs.items()
+        if name in sizes
+    )
+    wanted = set(include) | set(candidate_outputs)
+    if directions:
+        wanted.add("linear_weight_gradient")
+    always = sizes["input_gradient"] + sizes["linear_bias_gradient"] + 2 * sizes["losses"]
+    kept_numbers = always + sum(
+        sizes[name] for name in wanted & {"linear_weight_gradient", *FULL_LOGITS}
+    )
+    number = FLOAT64_BYTES if candidate_outputs else itemsize
+    kept = FIXED_BYTES + kept_numbers * number
+    block = shape.block_logits(block_logits, min_block_rows) * number
+    arrays = LINEAR_CANDIDATE_ARRAYS if candidate_outputs else LINEAR_BLOCK_ARRAYS
+    if "probabilities" in include:
+        arrays = max(arrays, LINEAR_SOFTMAX_ARRAYS)
+    compute = kept + math.ceil(arrays * block)
+    if directions:
+        direction = (shape.samples * shape.features + shape.weight) * FLOAT64_BYTES
+        compute = max(compute, kept + direction + math.ceil(LINEAR_DIRECTION_ARRAYS * block))
+    numbers = sum(sizes[name] for name in include if name in sizes)
+    return MemoryCost(
+        inputs=inputs,
+        compute=compute,
+        kept=kept,
+        encoding=encoding_bytes(numbers, response),
+    )

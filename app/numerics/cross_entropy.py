@@ -111,6 +111,44 @@ def _rows_from(exact_q: ExactTargets, start: int, rows: NDArray[np.intp]) -> dd.
     return exact_q(rows + start)
 
 
+def check_index_labels(
+    labels: NDArray[np.integer], num_classes: int, ignore_index: int
+) -> NDArray[np.bool_]:
+    """The samples that are not ignored, shape (N,); raises InvalidProblem at the first label
+    outside [0, C) that is not `ignore_index` (its position among the N samples)."""
+    labels = np.asarray(labels)
+    active: NDArray[np.bool_] = labels != ignore_index
+    classes = labels[active]
+    if classes.size and not (classes.min() >= 0 and classes.max() < num_classes):
+        n = int(np.flatnonzero(active & ((labels < 0) | (labels >= num_classes)))[0])
+        raise InvalidProblem(
+            ("labels", n),
+            f"label {int(labels[n])} is not a class index in [0, {num_classes}) "
+            f"nor ignore_index ({ignore_index})",
+        )
+    return active
+
+
+def index_divisors(
+    labels: NDArray[np.integer], active: NDArray[np.bool_], weight: FloatArray | None
+) -> tuple[float, float]:
+    """(D, D_z) of `mean` for class-index labels: D = Σ_{n not ignored} w_{y_n} (correctly
+    rounded, math.fsum; the count without weights), D_z the number of non-ignored samples.
+
+    Raises InvalidProblem when D is 0 (PyTorch would return NaN)."""
+    classes = np.asarray(labels)[active]
+    count = float(classes.size)
+    divisor = count if weight is None else math.fsum(weight[classes].astype(np.float64).tolist())
+    if divisor == 0:  # torch divides by any other sum, negative weights included
+        what = "every sample is ignored" if classes.size == 0 else "their classes weigh 0"
+        raise InvalidProblem(
+            ("labels",),
+            f"reduction 'mean' divides by the summed weight of the non-ignored targets, "
+            f"and {what}: use reduction 'sum' or 'none'",
+        )
+    return divisor, count
+
+
 def index_targets(
     labels: NDArray[np.integer],
     num_classes: int,
@@ -134,15 +172,8 @@ def index_targets(
        2016: label smoothing (1 − ε)·y + ε/C.
     """
     labels = np.asarray(labels)
-    active = labels != ignore_index
+    active = check_index_labels(labels, num_classes, ignore_index)
     classes = labels[active]
-    if classes.size and not (classes.min() >= 0 and classes.max() < num_classes):
-        n = int(np.flatnonzero(active & ((labels < 0) | (labels >= num_classes)))[0])
-        raise InvalidProblem(
-            ("labels", n),
-            f"label {int(labels[n])} is not a class index in [0, {num_classes}) "
-            f"nor ignore_index ({ignore_index})",
-        )
     rows = np.flatnonzero(active)
     w = None if weight is None else np.asarray(weight, dtype)
     q = np.zeros((labels.shape[0], num_classes), dtype)
@@ -157,17 +188,7 @@ def index_targets(
 
     divisor = z_divisor = 1.0
     if reduction is Reduction.MEAN:
-        z_divisor = float(classes.size)
-        divisor = (
-            float(classes.size) if w is None else math.fsum(w[classes].astype(np.float64).tolist())
-        )
-        if divisor == 0:  # torch divides by any other sum, negative weights included
-            what = "every sample is ignored" if rows.size == 0 else "their classes weigh 0"
-            raise InvalidProblem(
-                ("labels",),
-                f"reduction 'mean' divides by the summed weight of the non-ignored targets, "
-                f"and {what}: use reduction 'sum' or 'none'",
-            )
+        divisor, z_divisor = index_divisors(labels, active, w)
     exact_q = factors = None
     if label_smoothing and dtype is np.float64:
         exact_w = np.ones(num_classes) if w is None else w

@@ -180,6 +180,9 @@ class ProblemInputs:
     ignore_index: int = -100
     label_smoothing: float = 0.0
     reduction: Reduction = Reduction.MEAN
+    denominator: float | None = None
+    """With `mean`: the divisor D given by the caller (HF's num_items_in_batch), whatever the
+    labels and options; every hypothesis keeps it."""
 
 
 @dataclass(frozen=True)
@@ -499,6 +502,8 @@ class _Problem:
         """D of `mean` under `inputs` (1 for `sum` and `none`; NaN when it would be 0)."""
         if inputs.reduction is not Reduction.MEAN:
             return 1.0
+        if inputs.denominator is not None:
+            return inputs.denominator
         labels = np.asarray(inputs.labels)
         if labels.ndim == 2:
             return float(self.num_samples)

@@ -129,7 +129,7 @@ def directions_of(
         yield v
 
 
-class _Changes:
+class LogitChanges:
     """L(z + d) − L(z) of a problem for moves d of its logits (real or complex), row block by
     row block: Σ_n [(S_n·δ_n − Σ_c q_nc·Δy_nc) / D_n + λ_n·δ_n·(2ℓ_n + δ_n) / D_z,n] with
     Δy = y(z + d) − y(z) and δ_n = ℓ_n(z + d) − ℓ_n(z)."""
@@ -209,7 +209,7 @@ def directional_check(
     logits: the root-mean-square move of an entry, h/√m, is then that rule's step, while the
     directional third derivative, a sum over rows of cumulants of v_n under a_n, stays far
     below a coordinate's. No rounding of z + hv is needed: every evaluation works on the move
-    hv itself (`_Changes`), so that the direction is exactly the one the analytic side uses,
+    hv itself (`LogitChanges`), so that the direction is exactly the one the analytic side uses,
     ⟨gradient, p⟩/h with p = fl(h·v).
 
     References
@@ -220,7 +220,7 @@ def directional_check(
     tolerance = tolerance or Tolerance()
     z = np.asarray(problem.logits)
     method = numeric.method
-    changes = _Changes(problem)
+    changes = LogitChanges(problem)
     masked = changes.masked
     finite_count = int(np.count_nonzero(~masked))
     order = 2
@@ -258,15 +258,15 @@ def directional_check(
         spreads.append(np.nanmax(finite_v, axis=1) - np.nanmin(finite_v, axis=1))
     numeric_array = np.asarray(numeric_values)
     analytic_array = np.asarray(analytic_values)
-    estimate = _estimate(changes, method, h, spreads, analytic_array)
+    estimate = directional_error(changes, method, h, spreads, analytic_array)
     steps = DirectionSteps(np.full(directions, h), base, scaled, order)
     agreement = compare(analytic_array, numeric_array, atol=tolerance.atol, rtol=tolerance.rtol)
     check = Check(agreement, method, steps, tolerance, estimate, directions=directions)
     return DirectionalDerivatives(check, numeric_array, analytic_array, seed)
 
 
-def _estimate(
-    changes: _Changes,
+def directional_error(
+    changes: LogitChanges,
     method: Method,
     h: float,
     spreads: list[FloatArray],

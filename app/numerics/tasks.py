@@ -4,6 +4,7 @@ asks of it) in, its result out, with nothing left to compute.
     run_softmax(SoftmaxTask)                 → SoftmaxResult
     run_cross_entropy(LossTask)              → LossResult
     run_cross_entropy_batch([LossTask, …])   → [LossResult or the exception of that task, …]
+    run_linear(LinearTask)                   → LinearResult   (the LM head fused with its loss)
 
 A result is plain data: the report (outputs, numeric derivatives and their checks, second
 order), the directional check of the gradient when directions replace the element-wise one, and
@@ -16,7 +17,7 @@ below this one.
 """
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +37,14 @@ from app.numerics.gradcheck import (
     analyse_problem,
     analyse_softmax,
 )
+from app.numerics.linear import (
+    LinearOutput,
+    LinearProblem,
+    LinearReport,
+    analyse_linear,
+    linear_directional_check,
+)
+from app.numerics.linear_candidate import check_linear_candidate
 from app.numerics.softmax import FloatArray
 
 NO_LLM_DIAGNOSES = (
@@ -234,3 +243,64 @@ def _check_candidate(
     if llm_options and not check.passed:
         check.notes.append(NO_LLM_DIAGNOSES)
     return check
+
+
+@dataclass(frozen=True)
+class LinearTask:
+    """A linear cross-entropy problem (the LM head and its loss) and what is asked of it."""
+
+    problem: LinearProblem
+    include: frozenset[LinearOutput]
+    numeric: NumericOptions = field(default_factory=NumericOptions)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    directions: int | None = None
+    """k: check the three gradients along k random directions of (input, weight, bias)."""
+    candidate: Mapping[str, object] | None = None
+    """The caller's own outputs (loss, losses, input_gradient, linear_weight_gradient,
+    linear_bias_gradient) in the problem's own shapes."""
+    docs_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LinearResult:
+    """Everything a linear cross-entropy task asked for."""
+
+    include: frozenset[LinearOutput]
+    report: LinearReport
+    directional: DirectionalDerivatives | None = None
+    candidate_check: CandidateCheck | None = None
+
+
+def run_linear(task: LinearTask) -> LinearResult:
+    """The LM head's report (the weight gradient too when the numeric check needs it), its
+    numeric check along directions, and the candidate's check against the float64 reference
+    with its diagnoses, computed in the reference's own pass (raises InvalidProblem,
+    DeadlinePassed)."""
+    outputs = task.include
+    if task.directions is not None:
+        outputs |= {LinearOutput.LINEAR_WEIGHT_GRADIENT}
+    deadline = task.numeric.deadline
+    check = None
+    if task.candidate is not None:
+        checked = check_linear_candidate(
+            replace(task.problem, dtype=np.float64),
+            task.candidate,
+            atol=task.tolerance.atol,
+            rtol=task.tolerance.rtol,
+            include=outputs,
+            docs_url=task.docs_url,
+            deadline=deadline,
+        )
+        check = checked.check
+        report = checked.report
+        if task.problem.dtype is not np.float64:
+            report = analyse_linear(task.problem, outputs, deadline=deadline)
+    else:
+        report = analyse_linear(task.problem, outputs, deadline=deadline)
+    report.refuse_non_finite(task.include)
+    directional = None
+    if task.directions is not None:
+        directional = linear_directional_check(
+            report, task.directions, task.numeric, task.tolerance
+        )
+    return LinearResult(task.include, report, directional, check)

@@ -12,13 +12,14 @@ from functools import cache
 from typing import Any, Literal
 
 import pytest
-from gradcheck_client import AsyncClient, Client, client, results, suites
+from gradcheck_client import AsyncClient, Client, client, linear, results, suites
 
 from app.main import create_app
 
 ROUTES = {
     "/v1/softmax": "softmax",
     "/v1/cross-entropy": "cross_entropy",
+    "/v1/linear-cross-entropy": "linear_cross_entropy",
     "/v1/problems": "problems",
     "/v1/grade": "grade",
     "/v1/grade/batch": "grade_batch",
@@ -42,6 +43,7 @@ GET_RESULTS: dict[str, type[Any]] = {
 RESULTS: dict[str, type[Any]] = {
     "SoftmaxResponse": results.SoftmaxResult,
     "CrossEntropyResponse": results.CrossEntropyResult,
+    "LinearCrossEntropyResponse": linear.LinearCrossEntropyResult,
     "CheckModel": results.Check,
     "MismatchModel": results.Mismatch,
     "CandidateCheckModel": results.CandidateCheck,
@@ -77,11 +79,15 @@ OPTIONS: dict[str, type[Any]] = {
     "ToleranceOptions": client.ToleranceOptions,
     "SoftmaxCandidate": client.SoftmaxCandidate,
     "LossCandidate": client.LossCandidate,
+    "LinearCandidate": linear.LinearCandidate,
 }
 """Each nested request model and the client's TypedDict for it."""
 
 CLIENT_ONLY_FIELDS = {"raw", "arrays"}
 """What the result classes keep besides the response's fields: the JSON and arrays as sent."""
+
+CLIENT_ONLY_PARAMETERS = {"row_block", "replicas"}
+"""Parameters of the client's own: how a batch is sent (by blocks of rows, to replicas)."""
 
 
 @cache
@@ -162,7 +168,7 @@ def test_every_get_response_field_is_an_attribute(model: str) -> None:
 def test_every_request_field_is_a_parameter_with_the_same_choices(path: str) -> None:
     method = getattr(Client, ROUTES[path])
     hints = typing.get_type_hints(method)
-    parameters = set(inspect.signature(method).parameters) - {"self"}
+    parameters = set(inspect.signature(method).parameters) - {"self"} - CLIENT_ONLY_PARAMETERS
     properties = component(request_model(path))["properties"]
     assert parameters == properties.keys()
     for name, schema in properties.items():

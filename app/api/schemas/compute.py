@@ -278,6 +278,14 @@ class CrossEntropyRequest(LossOptions):
         "log_probabilities, numeric_jacobian (adds `jacobian_check`), hessian, numeric_hessian "
         "(adds `hessian_check`), hessian_vector_product (with `vector`).",
     )
+    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-12)] | None = Field(
+        None,
+        description="With reduction mean only: replaces the mean's divisor D (and the z-loss's) "
+        "by this number (at least 1e-12: 1/D must stay finite), HF's num_items_in_batch. With "
+        "it the rows of a batch are independent: a problem too large for one request can be "
+        "sent by blocks of rows, whose gradient rows are those of the whole and whose losses "
+        "add up to its loss.",
+    )
     vector: Logits | None = Field(
         None,
         description="v, with the logits' shape: with `hessian_vector_product` in include, the "
@@ -497,3 +505,127 @@ class CrossEntropyResponse(SoftmaxResponse):
     gradient_check: CheckModel | None = Field(
         None, description="Agreement of `gradient` and `numeric_gradient`."
     )
+
+
+# ----- /v1/linear-cross-entropy ------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    Features = list[Any]
+    HeadWeight = list[Any]
+else:
+    Features = Annotated[
+        _arrays(StrictNumber, 1),
+        Discriminator(_axes),
+        Field(
+            description="Hidden states x: (d,) or (N, d) as in torch's linear_cross_entropy, or "
+            "(B, T, d) with causal_shift. Finite numbers.",
+            examples=[[[0.5, -1.0], [1.5, 0.25]]],
+        ),
+    ]
+    HeadWeight = Annotated[
+        _arrays(StrictNumber, 2),
+        Discriminator(_axes),
+        Field(
+            description="The head W: (C, d), or (C, d1, …, dK, d) for K-dimensional loss "
+            "(logits (N, C, d1, …, dK)). Finite numbers.",
+            examples=[[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]],
+        ),
+    ]
+
+
+class LinearCandidate(BaseModel):
+    """Your own loss and gradients of the head, to be checked against the exact reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Any = _candidate_field("The reduced loss (the positions' shape for reduction none)")
+    losses: Any = _candidate_field("The per-position losses")
+    input_gradient: Any = _candidate_field("dL/dinput, the input's shape")
+    linear_weight_gradient: Any = _candidate_field("dL/dlinear_weight, the weight's shape")
+    linear_bias_gradient: Any = _candidate_field("dL/dlinear_bias, (C,) or (C, d1, …, dK)")
+
+
+LINEAR_DEFAULT_INCLUDE = ["loss", "losses", "input_gradient", "linear_bias_gradient"]
+LinearInclude = Literal[
+    "loss",
+    "losses",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+    "logits",
+    "logits_gradient",
+    "probabilities",
+    "numeric_gradient",
+]
+
+
+class LinearCrossEntropyRequest(LossOptions):
+    """The LM head fused with its loss: torch 2.13's F.linear_cross_entropy, by blocks."""
+
+    input: Features
+    linear_weight: HeadWeight
+    linear_bias: Logits | None = Field(
+        None, description="b: (C,) or (C, d1, …, dK), added to the logits."
+    )
+    labels: Labels
+    dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
+    z_loss: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)] = Field(
+        0.0, description="λ of the z-loss, as on /v1/cross-entropy (an extension beyond torch)."
+    )
+    softcap: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-6)] | None = Field(
+        None, description="Logit soft-capping, as on /v1/cross-entropy (an extension)."
+    )
+    causal_shift: bool = Field(
+        False,
+        description="An extension of LM training: input (B, T, d) and labels (B, T); position t "
+        "predicts label t + 1 of its sequence and the last position is ignored (HF's causal-LM "
+        "loss).",
+    )
+    denominator: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1e-12)] | None = Field(
+        None,
+        description="An extension of LM training, with reduction mean only: replaces the "
+        "mean's divisor Σ w_y (and the z-loss's) by this number (at least 1e-12), HF's "
+        "num_items_in_batch.",
+    )
+    include: list[LinearInclude] = Field(
+        LINEAR_DEFAULT_INCLUDE,  # type: ignore[arg-type]
+        description="Outputs to return. Default: loss, losses, input_gradient, "
+        "linear_bias_gradient. On request: linear_weight_gradient (C·d numbers), logits, "
+        "logits_gradient, probabilities (N·C numbers each), numeric_gradient (the three "
+        "gradients checked along k random directions of (input, weight, bias) jointly: "
+        "`gradient_check` and `directional_derivatives`; each direction costs four more "
+        "N·C·d matmuls).",
+    )
+    numeric: GradientFiniteDifferenceOptions = Field(
+        default_factory=GradientFiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
+    )
+    tolerance: ToleranceOptions = Field(
+        default_factory=ToleranceOptions,
+        description=TOLERANCE_DESCRIPTION + " A candidate sent as .npz members is compared at "
+        "its dtype's tolerance unless this is given.",
+    )
+    candidate: LinearCandidate | None = Field(None, description=CANDIDATE_DESCRIPTION)
+
+
+class LinearCrossEntropyResponse(BaseModel):
+    """The head's loss and gradients in torch's shapes; outputs not asked for are absent."""
+
+    batch_size: int = Field(description="N (B·T with causal_shift; 1 without a batch axis).")
+    num_classes: int = Field(description="C.")
+    in_features: int = Field(description="d.")
+    out_features: list[int] = Field(description="[d1, …, dK] of K-dimensional loss, or [].")
+    dtype: Dtype = Field(description="The precision the results were computed in.")
+    reduction: Reduction = Field(description="The reduction applied to the per-position losses.")
+    loss: float | Array | None = Field(None, description="The reduced loss.")
+    losses: float | Array | None = Field(None, description="Per-position losses.")
+    input_gradient: Array | None = Field(None, description="dL/dinput, the input's shape.")
+    linear_weight_gradient: Array | None = Field(None, description="dL/dW, W's shape.")
+    linear_bias_gradient: Array | None = Field(None, description="dL/db, (C, d1, …, dK).")
+    logits: Array | None = Field(None, description="x·Wᵀ + b in torch's shape.")
+    logits_gradient: Array | None = Field(None, description="dL/dlogits, the logits' shape.")
+    probabilities: Array | None = Field(None, description="softmax of the (capped) logits.")
+    gradient_check: CheckModel | None = Field(
+        None, description="The directional check of the three gradients."
+    )
+    directional_derivatives: DirectionalModel | None = Field(None)
+    candidate_check: CandidateCheckModel | None = Field(None)

@@ -32,6 +32,7 @@ from gradcheck_client.errors import (
     TransportError,
     UnavailableError,
 )
+from gradcheck_client.linear import LinearCandidate, LinearCrossEntropyResult
 from gradcheck_client.results import (
     BatchGrades,
     CandidateCheck,
@@ -84,6 +85,8 @@ __all__ = [
     "GradescopeTest",
     "GradientNumericOptions",
     "GradingResult",
+    "LinearCandidate",
+    "LinearCrossEntropyResult",
     "LossCandidate",
     "Mismatch",
     "MismatchEntry",

@@ -47,6 +47,8 @@ from gradcheck_client.suites import SuiteError
 
 PASS, FAIL, NO_VERDICT = 0, 1, 2
 CANDIDATE_FILES = ("probabilities", "log_probabilities", "losses", "gradient", "jacobian")
+HEAD_FILES = ("input_gradient", "linear_weight_gradient", "linear_bias_gradient")
+"""The LM head's own candidate outputs (with --input and --linear-weight)."""
 
 DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
     "float64": (1e-12, 1e-10),
@@ -219,8 +221,58 @@ def _client(args: argparse.Namespace) -> Client:
     )
 
 
+def run_head_check(args: argparse.Namespace) -> int:
+    """`gradcheck check --input … --linear-weight …`: the LM head fused with its loss
+    (/v1/linear-cross-entropy); 0 when every given output passes, 1 when one fails."""
+    candidate: dict[str, Any] = {
+        name: load_numbers(path)
+        for name in (*HEAD_FILES, "losses")
+        if (path := getattr(args, name)) is not None
+    }
+    if args.loss is not None:
+        candidate["loss"] = _loss(args.loss)
+    if not candidate:
+        raise Failure(
+            "nothing to check: give at least one of --input-gradient, --linear-weight-gradient, "
+            "--linear-bias-gradient, --loss, --losses"
+        )
+    if args.linear_weight is None or args.labels is None:
+        raise Failure("--input needs --linear-weight and --labels")
+    options: dict[str, Any] = {
+        "linear_bias": None if args.linear_bias is None else load_numbers(args.linear_bias),
+        "weight": None if args.weight is None else _numbers(args.weight, "--weight"),
+        "ignore_index": args.ignore_index,
+        "reduction": args.reduction,
+        "label_smoothing": args.label_smoothing,
+        "dtype": args.dtype,
+        "z_loss": args.z_loss,
+        "softcap": args.softcap,
+        "causal_shift": args.causal_shift or None,
+        "denominator": args.denominator,
+        "tolerance": tolerance_option(args.atol, args.rtol, candidate),
+    }
+    with _client(args) as service:
+        result = service.linear_cross_entropy(
+            load_numbers(args.input),
+            load_numbers(args.linear_weight),
+            load_numbers(args.labels),
+            candidate=candidate,
+            **options,
+        )
+    check = result.candidate_check
+    if check is None:
+        raise Failure("the service answered without a candidate_check")
+    print_check(check, sys.stdout)
+    print("passed" if check.passed else "failed", file=sys.stdout)
+    return PASS if check.passed else FAIL
+
+
 def run_check(args: argparse.Namespace) -> int:
     """`gradcheck check`: 0 when every given output passes, 1 when one fails."""
+    if args.input is not None:
+        return run_head_check(args)
+    if args.logits is None:
+        raise Failure("give --logits (or --input and --linear-weight for an LM head)")
     candidate: dict[str, Any] = {
         name: load_numbers(path)
         for name in CANDIDATE_FILES
@@ -423,7 +475,20 @@ def add_check(commands: Commands, parents: list[argparse.ArgumentParser]) -> Non
         epilog=_tolerance_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--logits", required=True, help="logits z (.npy, .json or .csv)")
+    check.add_argument("--logits", help="logits z (.npy, .json or .csv)")
+    check.add_argument(
+        "--input",
+        help="hidden states x of an LM head (.npy): checked with --linear-weight through "
+        "/v1/linear-cross-entropy instead of logits",
+    )
+    check.add_argument("--linear-weight", help="the head W (C, d) (.npy)")
+    check.add_argument("--linear-bias", help="the head's bias b (C,) (.npy)")
+    check.add_argument(
+        "--causal-shift", action="store_true", help="position t predicts label t + 1 (HF)"
+    )
+    check.add_argument("--denominator", type=float, help="the mean's divisor (num_items_in_batch)")
+    for name in HEAD_FILES:
+        check.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"your {name} (.npy)")
     check.add_argument(
         "--labels",
         help="class indices or target rows (.npy, .json, or .csv/.txt: all integers are "

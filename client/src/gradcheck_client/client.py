@@ -13,6 +13,7 @@ import email.utils
 import time
 import zipfile
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +21,9 @@ from typing import Any, Literal, Self, TypedDict, TypeVar
 
 import httpx
 
-from gradcheck_client import wire
+from gradcheck_client import blocks, linear, wire
 from gradcheck_client.errors import ResponseError, TransportError, status_error
+from gradcheck_client.linear import LinearCandidate, LinearCrossEntropyResult, LinearOutput
 from gradcheck_client.results import (
     GRADING_RESULTS,
     BatchGrades,
@@ -111,6 +113,8 @@ class LossCandidate(SoftmaxCandidate, total=False):
 
 
 DEFAULT_TIMEOUT = 60.0
+MAX_BLOCKS_IN_FLIGHT = 8
+"""Requests of one batch sent by blocks (`row_block`) that are in flight at once."""
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT = 30.0
 
@@ -232,6 +236,7 @@ class _Core:
         include: Sequence[Output] | None,
         vector: Any,
         candidate: LossCandidate | Mapping[str, Any] | None,
+        denominator: float | None = None,
     ) -> wire.Body:
         arrays = _present({"logits": logits, "labels": labels, "weight": weight, "vector": vector})
         fields = _present(
@@ -243,6 +248,7 @@ class _Core:
                 "numeric": numeric,
                 "z_loss": z_loss,
                 "softcap": softcap,
+                "denominator": denominator,
                 "tolerance": tolerance,
                 "include": None if include is None else list(include),
             }
@@ -374,6 +380,17 @@ class Client(_Core):
         """Close the connections."""
         self._http.close()
 
+    def _replica(self, base_url: str) -> Client:
+        """A client of another replica, with this one's key, timeout and retries."""
+        return Client(
+            base_url,
+            self._headers.get("X-API-Key"),
+            self._http.timeout,
+            retries=self.retries,
+            max_retry_wait=self.max_retry_wait,
+            binary=self.binary,
+        )
+
     def _send(self, path: str, content: bytes, content_type: str, accept: str) -> httpx.Response:
         for attempt in range(self.retries + 1):
             try:
@@ -411,11 +428,55 @@ class Client(_Core):
         include: Sequence[Output] | None = None,
         vector: Any = None,
         candidate: LossCandidate | Mapping[str, Any] | None = None,
+        denominator: float | None = None,
+        row_block: int | None = None,
+        replicas: Sequence[str] = (),
     ) -> CrossEntropyResult:
         """`POST /v1/cross-entropy`: loss, gradient, checks, Hessians (`include`), H·v (with
         `vector`), and `candidate_check` when you send `candidate`, your own outputs. Arrays are
         anything `np.asarray` takes, torch tensors included; the options mean what they mean in
-        `torch.nn.functional.cross_entropy`; options left None take the service's defaults."""
+        `torch.nn.functional.cross_entropy`; options left None take the service's defaults.
+
+        `row_block` (client side): a batch too large for one request is sent by blocks of that
+        many samples, concurrently, to this service and the `replicas` (other base URLs) in
+        turn, and joined (`gradcheck_client.blocks`): the gradient rows are the whole batch's
+        bit for bit, the loss the `math.fsum` of the per-row losses (divided by `denominator`,
+        which `mean` needs then). Row outputs only: loss, gradient, probabilities."""
+        if row_block is not None:
+            blocks.check_blockable(
+                reduction=reduction,
+                denominator=denominator,
+                include=include,
+                candidate=candidate,
+                vector=vector,
+                row_block=row_block,
+            )
+            options: dict[str, Any] = {
+                "weight": weight,
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "numeric": numeric,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "tolerance": tolerance,
+                "include": include,
+                "denominator": denominator,
+            }
+            parts = blocks.split(logits, labels, row_block)
+            services = [self, *(self._replica(url) for url in replicas)]
+            try:
+                with ThreadPoolExecutor(max_workers=min(len(parts), MAX_BLOCKS_IN_FLIGHT)) as pool:
+                    futures = [
+                        pool.submit(services[i % len(services)].cross_entropy, z, y, **options)
+                        for i, (z, y) in enumerate(parts)
+                    ]
+                    results = [future.result() for future in futures]
+            finally:
+                for service in services[1:]:
+                    service.close()
+            return blocks.join(results, reduction, denominator)
         body = self._cross_entropy_body(
             logits,
             labels,
@@ -431,8 +492,57 @@ class Client(_Core):
             include=include,
             vector=vector,
             candidate=candidate,
+            denominator=denominator,
         )
         return self._read(self._compute("/v1/cross-entropy", body), self._compute_result)
+
+    def linear_cross_entropy(
+        self,
+        input: Any,
+        linear_weight: Any,
+        labels: Any,
+        *,
+        linear_bias: Any = None,
+        weight: Any = None,
+        ignore_index: int | None = None,
+        reduction: Reduction | None = None,
+        label_smoothing: float | None = None,
+        dtype: Dtype | None = None,
+        numeric: GradientNumericOptions | None = None,
+        z_loss: float | None = None,
+        softcap: float | None = None,
+        causal_shift: bool | None = None,
+        denominator: float | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[LinearOutput] | None = None,
+        candidate: LinearCandidate | Mapping[str, Any] | None = None,
+    ) -> LinearCrossEntropyResult:
+        """`POST /v1/linear-cross-entropy`: the LM head fused with its loss, as torch 2.13's
+        `F.linear_cross_entropy(input, linear_weight, labels, linear_bias=…)`, with z_loss,
+        softcap, causal_shift and denominator; `candidate` your own loss, losses and gradients
+        by input, weight and bias (tensors included), checked and diagnosed."""
+        body = linear.body(
+            input,
+            linear_weight,
+            labels,
+            linear_bias=linear_bias,
+            weight=weight,
+            options={
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "causal_shift": causal_shift,
+                "denominator": denominator,
+            },
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        return self._read(self._compute(linear.PATH, body), linear.read)
 
     def suites(self) -> list[SuiteSummary]:
         """`GET /v1/suites`: every suite of hard cases the service has."""
@@ -618,6 +728,17 @@ class AsyncClient(_Core):
         """Close the connections."""
         await self._http.aclose()
 
+    def _replica(self, base_url: str) -> AsyncClient:
+        """A client of another replica, with this one's key, timeout and retries."""
+        return AsyncClient(
+            base_url,
+            self._headers.get("X-API-Key"),
+            self._http.timeout,
+            retries=self.retries,
+            max_retry_wait=self.max_retry_wait,
+            binary=self.binary,
+        )
+
     async def _send(
         self, path: str, content: bytes, content_type: str, accept: str
     ) -> httpx.Response:
@@ -657,8 +778,47 @@ class AsyncClient(_Core):
         include: Sequence[Output] | None = None,
         vector: Any = None,
         candidate: LossCandidate | Mapping[str, Any] | None = None,
+        denominator: float | None = None,
+        row_block: int | None = None,
+        replicas: Sequence[str] = (),
     ) -> CrossEntropyResult:
-        """`POST /v1/cross-entropy`, as `Client.cross_entropy`."""
+        """`POST /v1/cross-entropy`, as `Client.cross_entropy` (blocks sent concurrently)."""
+        if row_block is not None:
+            blocks.check_blockable(
+                reduction=reduction,
+                denominator=denominator,
+                include=include,
+                candidate=candidate,
+                vector=vector,
+                row_block=row_block,
+            )
+            options: dict[str, Any] = {
+                "weight": weight,
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "numeric": numeric,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "tolerance": tolerance,
+                "include": include,
+                "denominator": denominator,
+            }
+            parts = blocks.split(logits, labels, row_block)
+            services = [self, *(self._replica(url) for url in replicas)]
+            limit = asyncio.Semaphore(MAX_BLOCKS_IN_FLIGHT)
+
+            async def one(index: int, z: Any, y: Any) -> CrossEntropyResult:
+                async with limit:
+                    return await services[index % len(services)].cross_entropy(z, y, **options)
+
+            try:
+                results = await asyncio.gather(*(one(i, z, y) for i, (z, y) in enumerate(parts)))
+            finally:
+                for service in services[1:]:
+                    await service.aclose()
+            return blocks.join(results, reduction, denominator)
         body = self._cross_entropy_body(
             logits,
             labels,
@@ -674,8 +834,57 @@ class AsyncClient(_Core):
             include=include,
             vector=vector,
             candidate=candidate,
+            denominator=denominator,
         )
         return self._read(await self._compute("/v1/cross-entropy", body), self._compute_result)
+
+    async def linear_cross_entropy(
+        self,
+        input: Any,
+        linear_weight: Any,
+        labels: Any,
+        *,
+        linear_bias: Any = None,
+        weight: Any = None,
+        ignore_index: int | None = None,
+        reduction: Reduction | None = None,
+        label_smoothing: float | None = None,
+        dtype: Dtype | None = None,
+        numeric: GradientNumericOptions | None = None,
+        z_loss: float | None = None,
+        softcap: float | None = None,
+        causal_shift: bool | None = None,
+        denominator: float | None = None,
+        tolerance: ToleranceOptions | None = None,
+        include: Sequence[LinearOutput] | None = None,
+        candidate: LinearCandidate | Mapping[str, Any] | None = None,
+    ) -> LinearCrossEntropyResult:
+        """`POST /v1/linear-cross-entropy`: the LM head fused with its loss, as torch 2.13's
+        `F.linear_cross_entropy(input, linear_weight, labels, linear_bias=…)`, with z_loss,
+        softcap, causal_shift and denominator; `candidate` your own loss, losses and gradients
+        by input, weight and bias (tensors included), checked and diagnosed."""
+        body = linear.body(
+            input,
+            linear_weight,
+            labels,
+            linear_bias=linear_bias,
+            weight=weight,
+            options={
+                "ignore_index": ignore_index,
+                "reduction": reduction,
+                "label_smoothing": label_smoothing,
+                "dtype": dtype,
+                "z_loss": z_loss,
+                "softcap": softcap,
+                "causal_shift": causal_shift,
+                "denominator": denominator,
+            },
+            numeric=numeric,
+            tolerance=tolerance,
+            include=include,
+            candidate=candidate,
+        )
+        return self._read(await self._compute(linear.PATH, body), linear.read)
 
     async def softmax(
         self,
