@@ -200,3 +200,12 @@ def module_from_file(name: str, path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read_npz(content: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """An .npz response read as its docs say: (arrays by member name without .npy, decoded
+    metadata.json)."""
+    with np.load(io.BytesIO(content), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files if name != "metadata.json"}
+        metadata = json.loads(archive["metadata.json"])
+    return arrays, metadata
