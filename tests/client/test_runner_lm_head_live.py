@@ -141,6 +141,16 @@ def test_a_head_without_bias_or_options_runs_only_the_cases_it_can(service: Clie
     messages = {case.name: case.message for case in fixed.cases}
     assert messages["none"] == "needs reduction='none', options fix 'sum'"
     assert messages["causal_shift"] == "fn takes no `causal_shift`"
+
+    def takes_everything(input: Any, linear_weight: Any, labels: Any, **options: Any) -> Any:
+        return impl.chunked_linear_cross_entropy(input, linear_weight, labels, **options)
+
+    everything = service.test(takes_everything, "lm_head", options={"reduction": "sum"})
+    assert everything.passed, everything.table()
+    refused = {case.name: case for case in everything.cases}["denominator"]
+    assert refused.applicable is False
+    assert refused.message.startswith("the service refuses the case with reduction fixed: ")
+    assert "denominator" in refused.message
     basics = service.test(summed, "basics", options={"causal_shift": True})
     assert not any(case.applicable for case in basics.cases)
     assert basics.cases[0].message == "options fix causal_shift: /v1/cross-entropy takes none"

@@ -16,7 +16,9 @@ options a case needs,
 or that `options=` fixes, are passed, and only those `fn`'s signature accepts (`**kwargs`
 accepts all). A case is not applicable when it needs an option `fn` does not take (unless
 `options=` fixes it to the case's value: `fn` is written for that value), an option fixed to
-another value, an input feature not in `supports`, or when `fn` raises `NotImplementedError`.
+another value, an input feature not in `supports`, when the service refuses the case with the
+options `options=` fixes (`denominator` under a fixed `sum`), or when `fn` raises
+`NotImplementedError`.
 """
 
 from __future__ import annotations
@@ -302,6 +304,12 @@ class Runner:
             return CaseResult(
                 case.name, None, False, f"not applicable: fn raised {detail}", case.reason
             )
+        except RefusedError as error:
+            if not self.fixed:  # the case itself is refused: no verdict on fn
+                raise
+            fixed = ", ".join(sorted(self.fixed))
+            message = f"the service refuses the case with {fixed} fixed: {error}"
+            return CaseResult(case.name, None, False, message, case.reason)
         if outcome.passed:
             return CaseResult(case.name, True, True, "", case.reason)
         smallest, calls = self.shrink(endpoint, request, case.dtype, passed, outcome)
