@@ -12,19 +12,19 @@ one entry each):
 
 With `framework="torch"` fn receives tensors (the logits, or the input, weight and bias,
 requiring grad) and may return the loss alone: the gradients then come from autograd. Only the
-options a case needs,
-or that `options=` fixes, are passed, and only those `fn`'s signature accepts (`**kwargs`
-accepts all). A case is not applicable when it needs an option `fn` does not take (unless
-`options=` fixes it to the case's value: `fn` is written for that value), an option fixed to
-another value, an input feature not in `supports`, when the service refuses the case with the
-options `options=` fixes (`denominator` under a fixed `sum`), or when `fn` raises
-`NotImplementedError`.
+options a case needs, or that `options=` fixes, are passed, and only those `fn`'s signature
+accepts (`**kwargs` accepts all). A case is not applicable when it needs an option `fn` does
+not take (unless `options=` fixes it to the case's value: `fn` is written for that value), an
+option fixed to another value, an input feature not in `supports`, when the service refuses
+the case with the options `options=` fixes (`denominator` under a fixed `sum`), or when `fn`
+raises `NotImplementedError`.
 """
 
 from __future__ import annotations
 
 import inspect
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +208,7 @@ class Runner:
         if missing:
             raise NotApplicable(f"needs {', '.join(missing)} (not in supports)")
         if case.dtype == "bfloat16" and self.framework == "numpy" and wire._bfloat16() is None:
-            raise NotApplicable("bfloat16 logits need ml_dtypes (gradcheck-client[bfloat16])")
+            raise NotApplicable("bfloat16 arrays need ml_dtypes (gradcheck-client[bfloat16])")
         request = dict(case.request or {})
         for parameter in endpoint.parameters(request):
             if parameter not in self.accepted:
@@ -359,7 +359,7 @@ class Runner:
         return smallest, calls
 
 
-class Endpoint:
+class Endpoint(ABC):
     """How the cases of one endpoint are run: the options fn may take, how fn is called, how
     its outputs are checked, shrunk and reproduced."""
 
@@ -372,17 +372,17 @@ class Endpoint:
         """The parameters fn must take for this request, besides its options."""
         return []
 
+    @abstractmethod
     def call(
         self, runner: Runner, request: dict[str, Any], dtype: str, passed: list[str]
     ) -> dict[str, Any]:
         """fn on fresh inputs of the request: its outputs, as the check's candidate."""
-        raise NotImplementedError
 
+    @abstractmethod
     def check(
         self, client: Client, request: dict[str, Any], candidate: dict[str, Any]
     ) -> CandidateCheck:
         """The service's check of the candidate on the request."""
-        raise NotImplementedError
 
 
 class CrossEntropyEndpoint(Endpoint):
