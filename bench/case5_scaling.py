@@ -3,7 +3,6 @@ request the limits allow (`measure_scaling`: the slope of log time against log s
 peak memory of that largest request against its output size (`measure_memory`: the numerics
 in a fresh process, and fresh servers' peak RSS growth for .npz and JSON)."""
 
-import math
 import os
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from bench import cases
 from bench.client import Connection, build_request
 from bench.plan import Bench
 from bench.report import Row, row
-from bench.server import ROOT, running_server
+from bench.server import running_server
+from tests.helpers import ROOT
 
 
 def measure_scaling(bench: Bench) -> tuple[list[Row], list[dict[str, Any]]]:
@@ -64,15 +64,8 @@ def measure_scaling(bench: Bench) -> tuple[list[Row], list[dict[str, Any]]]:
     for axis in sweeps:
         line = [p for p in points if p["axis"] == axis]
         entries = [p["output_entries"] for p in line]
-        large = [p for p in line if p["output_entries"] >= max(entries) / 100] or line
         for fmt in ("npz", "json"):
-            slope = (
-                cases.log_slope(
-                    [p["output_entries"] for p in large], [p[f"{fmt}_seconds"] for p in large]
-                )
-                if len(large) > 1
-                else math.nan
-            )
+            slope = cases.large_end_slope(entries, [p[f"{fmt}_seconds"] for p in line])
             last = line[-1]
             rows.append(
                 row(

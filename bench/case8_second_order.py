@@ -2,7 +2,6 @@
 as the Jacobian of case 1) end to end against their in-process floors, as JSON and as .npz in
 and out; and Hessian-vector products against N·C (the slope of log time against log N·C)."""
 
-import math
 from functools import partial
 from typing import Any
 
@@ -74,13 +73,7 @@ def measure(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
             }
         )
     connection.close()
-    top = max(p["entries"] for p in points)
-    large = [p for p in points if p["entries"] >= top / 100] or points
-    slope = (
-        cases.log_slope([p["entries"] for p in large], [p["seconds"] for p in large])
-        if len(large) > 1
-        else math.nan
-    )
+    slope = cases.large_end_slope([p["entries"] for p in points], [p["seconds"] for p in points])
     last = points[-1]
     rows.append(
         row(

@@ -4,6 +4,7 @@ Every function returns plain numbers (seconds, requests per second, bytes) for `
 """
 
 import io
+import math
 import statistics
 import time
 import zipfile
@@ -84,6 +85,21 @@ def geometric(low: int, high: int, points: int) -> list[int]:
 def log_slope(entries: list[int], seconds: list[float]) -> float:
     """Least-squares slope of log(seconds) against log(entries): 1 means linear growth."""
     return float(np.polyfit(np.log(entries), np.log(seconds), 1)[0])
+
+
+SLOPE_SPAN = 100
+"""The slope of a sweep is taken over its points within this factor of its largest size, where
+the work, not a request's fixed cost, is timed."""
+
+
+def large_end_slope(entries: list[int], seconds: list[float]) -> float:
+    """`log_slope` over the points of a sweep within SLOPE_SPAN of its largest size; NaN with
+    fewer than two such points."""
+    top = max(entries)
+    kept = [(n, s) for n, s in zip(entries, seconds, strict=True) if n >= top / SLOPE_SPAN]
+    if len(kept) < 2:
+        return math.nan
+    return log_slope([n for n, _ in kept], [s for _, s in kept])
 
 
 def limit_entries(num_classes: int, include: frozenset[Output] = DEFAULT_INCLUDE) -> int:

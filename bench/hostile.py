@@ -11,192 +11,62 @@ mechanisms instead: tests/api/test_hostile_bodies.py). Loopback only.
 """
 
 import asyncio
-import io
 import json
-import os
-import struct
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from tests.helpers import free_port
+from bench.server import running_server
+from tests import hostile_bodies as hostile
+from tests.helpers import ROOT, npy
+from tests.hostile_bodies import NPZ, archive
 
-ROOT = Path(__file__).resolve().parent.parent
-NPZ = "application/x-npz"
-ZEROS = bytes(1 << 24)
-
-
-def _proc_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-@contextmanager
-def server(**env: str) -> Iterator[tuple[str, int]]:
-    """uvicorn app.main:app on a free loopback port with `env`; (url, pid)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    member = io.BytesIO()
-    np.save(member, array)
-    return member.getvalue()
-
-
-def _archive(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def _patched(body: bytes, **fields: int) -> bytes:
-    data = bytearray(body)
-    central = {"flags": (8, "<H"), "method": (10, "<H"), "crc": (16, "<L"), "file_size": (24, "<L")}
-    local = {"flags": (6, "<H"), "method": (8, "<H"), "crc": (14, "<L")}
-    position = data.find(b"PK\x01\x02")
-    while position >= 0:
-        local_offset = struct.unpack_from("<L", data, position + 42)[0]
-        for name, value in fields.items():
-            offset, layout = central[name]
-            struct.pack_into(layout, data, position + offset, value)
-            if name in local:
-                offset, layout = local[name]
-                struct.pack_into(layout, data, local_offset + offset, value)
-        position = data.find(b"PK\x01\x02", position + 4)
-    return bytes(data)
-
-
-def _bomb(method: int, chunks: int = 20) -> bytes:
-    buffer = io.BytesIO()
-    with (
-        zipfile.ZipFile(buffer, "w", compression=method) as archive,
-        archive.open("logits.npy", "w", force_zip64=True) as member,
-    ):
-        for _ in range(chunks):
-            member.write(ZEROS)
-    return _patched(buffer.getvalue(), file_size=1000)
-
-
-def _header_only(shape: tuple[int, ...]) -> bytes:
-    member = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        member, {"descr": "<f8", "fortran_order": False, "shape": shape}
-    )
-    return _archive([("logits.npy", member.getvalue())])
+APP = "app.main:app"
+"""The service itself (not `bench.app`'s additions)."""
+MiB = 1 << 20
+JSON = "application/json"
 
 
 def hostile_rows() -> list[tuple[str, str, bytes, str]]:
-    """(row, path, body, content type) of issue 26's table."""
-    small = _npy(np.zeros((2, 3)))
-    problem = {"logits": [[0.5, 1.5, -0.2]], "labels": [1]}
-    deep = "[" * 250 + "]" * 250
+    """(row, path, body, content type) of issue 26's table: the bodies
+    tests/api/test_hostile_bodies.py sends (tests/hostile_bodies.py)."""
     return [
-        ("bzip2 bomb (320 MiB)", "/v1/cross-entropy", _bomb(zipfile.ZIP_BZIP2), NPZ),
-        ("lzma bomb (320 MiB)", "/v1/cross-entropy", _bomb(zipfile.ZIP_LZMA), NPZ),
-        ("deflate declaring 1000 B", "/v1/cross-entropy", _bomb(zipfile.ZIP_DEFLATED), NPZ),
+        ("bzip2 bomb (320 MiB)", "/v1/cross-entropy", hostile.bomb(zipfile.ZIP_BZIP2), NPZ),
+        ("lzma bomb (320 MiB)", "/v1/cross-entropy", hostile.bomb(zipfile.ZIP_LZMA), NPZ),
+        ("deflate declaring 1000 B", "/v1/cross-entropy", hostile.bomb(zipfile.ZIP_DEFLATED), NPZ),
+        ("zeroed CRC", "/v1/cross-entropy", hostile.forged(crc=0), NPZ),
+        ("method 99", "/v1/cross-entropy", hostile.forged(method=99), NPZ),
+        ("encryption flag", "/v1/cross-entropy", hostile.forged(flags=1), NPZ),
+        ("shape (4000000000,)", "/v1/cross-entropy", hostile.header_only((4_000_000_000,)), NPZ),
         (
-            "zeroed CRC",
+            "shape (200000, 200000)",
             "/v1/cross-entropy",
-            _patched(_archive([("logits.npy", small)]), crc=0),
+            hostile.header_only((200_000, 200_000)),
             NPZ,
         ),
-        (
-            "method 99",
-            "/v1/cross-entropy",
-            _patched(_archive([("logits.npy", small)]), method=99),
-            NPZ,
-        ),
-        (
-            "encryption flag",
-            "/v1/cross-entropy",
-            _patched(_archive([("logits.npy", small)]), flags=1),
-            NPZ,
-        ),
-        ("shape (4000000000,)", "/v1/cross-entropy", _header_only((4_000_000_000,)), NPZ),
-        ("shape (200000, 200000)", "/v1/cross-entropy", _header_only((200_000, 200_000)), NPZ),
-        ("shape (10**30,)", "/v1/cross-entropy", _header_only((10**30,)), NPZ),
-        (
-            "request.json 3000 deep",
-            "/v1/cross-entropy",
-            _archive([("logits.npy", small), ("request.json", b"[" * 3000 + b"]" * 3000)]),
-            NPZ,
-        ),
-        (
-            "logits.npy twice",
-            "/v1/cross-entropy",
-            _archive([("logits.npy", small), ("logits.npy", small)]),
-            NPZ,
-        ),
+        ("shape (10**30,)", "/v1/cross-entropy", hostile.header_only((10**30,)), NPZ),
+        ("request.json 3000 deep", "/v1/cross-entropy", hostile.nested_request_json(3000), NPZ),
+        ("logits.npy twice", "/v1/cross-entropy", hostile.member_twice(), NPZ),
         (
             'unterminated \\" x 32,000',
             "/v1/grade/batch",
-            b'{"submissions":["' + b'\\"' * 32_000,
-            "application/json",
+            hostile.unterminated_escaped_quotes(32_000),
+            JSON,
         ),
         (
             'unterminated \\" x 500,000 (1 MB)',
             "/v1/grade/batch",
-            b'{"submissions":["' + b'\\"' * 500_000,
-            "application/json",
+            hostile.unterminated_escaped_quotes(500_000),
+            JSON,
         ),
-        (
-            "ite\\u006ds x 500,000",
-            "/v1/grade/batch",
-            b'{"problem_id": "x", "ite\\u006ds": [' + b",".join([b"{}"] * 500_000) + b"]}",
-            "application/json",
-        ),
-        (
-            "300,000 boolean labels",
-            "/v1/cross-entropy",
-            json.dumps({"logits": [[0.0, 1.0]] * 300_000, "labels": [True] * 300_000}).encode(),
-            "application/json",
-        ),
-        (
-            "student answer 250 deep",
-            "/v1/grade",
-            f'{{"problem": {json.dumps(problem)}, "submission": {{"loss": {deep}}}}}'.encode(),
-            "application/json",
-        ),
+        ("ite\\u006ds x 500,000", "/v1/grade/batch", hostile.escaped_items_key(500_000), JSON),
+        ("300,000 boolean labels", "/v1/cross-entropy", hostile.boolean_labels(300_000), JSON),
+        ("student answer 250 deep", "/v1/grade", hostile.deep_student_answer(250), JSON),
     ]
 
 
@@ -235,23 +105,25 @@ async def _healthz_while(url: str, work: Any) -> tuple[Any, float]:
 async def measure_rows() -> list[dict[str, Any]]:
     rows = []
     for name, path, body, content_type in hostile_rows():
-        with server() as (url, pid):
-            idle = _proc_kib(pid, "VmRSS")
+        with running_server(app=APP) as server:
+            idle = server.rss_bytes()
 
-            async def send(path: str = path, body: bytes = body, ct: str = content_type) -> Any:
+            async def send(
+                url: str = server.url, path: str = path, body: bytes = body, ct: str = content_type
+            ) -> Any:
                 async with httpx.AsyncClient(base_url=url, timeout=120) as client:
                     started = time.monotonic()
                     response = await client.post(path, content=body, headers={"content-type": ct})
                     return response, time.monotonic() - started
 
-            (response, seconds), healthz = await _healthz_while(url, send())
+            (response, seconds), healthz = await _healthz_while(server.url, send())
             row = {
                 "row": name,
                 "body_bytes": len(body),
                 "status": response.status_code,
                 "seconds": round(seconds, 3),
                 "error_body_bytes": len(response.content) if response.status_code >= 400 else 0,
-                "memory_growth_mib": round((_proc_kib(pid, "VmHWM") - idle) / 1024, 1),
+                "memory_growth_mib": round((server.peak_rss_bytes() - idle) / MiB, 1),
                 "healthz_max_seconds": round(healthz, 3),
             }
             if name.startswith("student"):
@@ -282,7 +154,8 @@ MAXIMAL_JACOBIANS = {
 async def six_jacobians() -> list[dict[str, Any]]:
     rows = []
     for name, body in MAXIMAL_JACOBIANS.items():
-        with server() as (url, _):
+        with running_server(app=APP) as server:
+            url = server.url
             async with httpx.AsyncClient(base_url=url, timeout=300) as client:
 
                 async def all_six(body: dict[str, Any] = body) -> list[int]:
@@ -308,16 +181,16 @@ async def four_numeric_only() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((30, 262_144)).astype(np.float32)
     labels = rng.integers(0, 262_144, 30)
-    body = _archive(
+    body = archive(
         [
-            ("logits.npy", _npy(logits)),
-            ("labels.npy", _npy(labels)),
+            ("logits.npy", npy(logits)),
+            ("labels.npy", npy(labels)),
             ("request.json", json.dumps({"include": ["numeric_gradient"]}).encode()),
         ]
     )
     budget = 800 << 20
-    with server(GRADCHECK_MEMORY_BUDGET_BYTES=str(budget)) as (url, pid):
-        idle = _proc_kib(pid, "VmRSS")
+    with running_server({"GRADCHECK_MEMORY_BUDGET_BYTES": str(budget)}, app=APP) as server:
+        url, idle = server.url, server.rss_bytes()
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
 
             async def four() -> list[int]:
@@ -332,7 +205,7 @@ async def four_numeric_only() -> dict[str, Any]:
                 return [answer.status_code for answer in answers]
 
             statuses, healthz = await _healthz_while(url, four())
-        growth = (_proc_kib(pid, "VmHWM") - idle) / 1024
+        growth = (server.peak_rss_bytes() - idle) / MiB
     row = {
         "row": "four numeric_gradient-only .npz (30, 262144) float32 under 800 MiB",
         "statuses": statuses,
@@ -346,10 +219,10 @@ async def four_numeric_only() -> dict[str, Any]:
 
 async def ten_timeouts() -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    body = _archive(
+    body = archive(
         [
-            ("logits.npy", _npy(rng.standard_normal((256, 4000)))),
-            ("labels.npy", _npy(rng.integers(0, 4000, 256))),
+            ("logits.npy", npy(rng.standard_normal((256, 4000)))),
+            ("labels.npy", npy(rng.integers(0, 4000, 256))),
             (
                 "request.json",
                 json.dumps(
@@ -358,7 +231,8 @@ async def ten_timeouts() -> dict[str, Any]:
             ),
         ]
     )
-    with server(GRADCHECK_REQUEST_TIMEOUT_SECONDS="1") as (url, pid):
+    with running_server({"GRADCHECK_REQUEST_TIMEOUT_SECONDS": "1"}, app=APP) as server:
+        url = server.url
         rss = []
         statuses = []
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -377,7 +251,7 @@ async def ten_timeouts() -> dict[str, Any]:
                     if line and float(line[0].split()[1]) == 0:
                         break
                     await asyncio.sleep(0.1)
-                rss.append(_proc_kib(pid, "VmRSS") >> 10)
+                rss.append(server.rss_bytes() >> 20)
     row = {
         "row": "ten 504s in a row",
         "statuses": statuses,

@@ -34,7 +34,8 @@ from bench import (
 from bench.plan import QUICK, Bench, Plan
 from bench.plot import plot_scaling
 from bench.report import Row, in_table_order, machine, table, verdicts
-from bench.server import ROOT, running_server
+from bench.server import running_server
+from tests.helpers import ROOT
 
 RESULTS_DIR = ROOT / "bench" / "results"
 

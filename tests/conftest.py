@@ -6,13 +6,8 @@ of `client`) without it, and `start_uvicorn` refuses to start a server for an un
 """
 
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +15,9 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.helpers import RUNNING, SERVER_ENV, free_port
+from tests.helpers import RUNNING, free_port, start_uvicorn
 
 pytest_plugins = ["pytester"]  # tests/test_markers.py runs pytest on probe files
-
-ROOT = Path(__file__).resolve().parent.parent
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -83,44 +76,6 @@ async def asgi_client() -> AsyncIterator[httpx.AsyncClient]:
     """The app with default settings, in-process."""
     async with _asgi_client() as client:
         yield client
-
-
-def start_uvicorn(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `uvicorn app.main:app` on 127.0.0.1:port and wait until /healthz answers.
-
-    Refused for a running test without the `live` marker."""
-    if RUNNING and RUNNING[-1].get_closest_marker("live") is None:
-        raise RuntimeError(f"{RUNNING[-1].nodeid} starts a live server: mark it `live`")
-    # a file, not a pipe: a chatty server must never block on a full pipe
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **SERVER_ENV, **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"uvicorn exited: {log.read().decode(errors='replace')}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("uvicorn did not answer /healthz within 30 s")
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,13 @@ run by pytest's own `pytester`."""
 
 import pytest
 
-from tests.conftest import LIVE_FIXTURES, ROOT, start_uvicorn
-from tests.helpers import require_module
+from tests.conftest import LIVE_FIXTURES
+from tests.helpers import ROOT, require_module, start_uvicorn
 
 PROBE_CONFTEST = """
 import pytest
-from tests.conftest import pytest_collection_modifyitems, pytest_runtest_protocol, start_uvicorn
+from tests.conftest import pytest_collection_modifyitems, pytest_runtest_protocol
+from tests.helpers import start_uvicorn
 
 @pytest.fixture
 def live_url():
@@ -81,7 +82,7 @@ def test_start_uvicorn_refuses_an_unmarked_test(probe: pytest.Pytester) -> None:
     """Caught at run time too, for a server started without a fixture of LIVE_FIXTURES."""
     probe.makepyfile(
         test_probe="""
-        from tests.conftest import start_uvicorn
+        from tests.helpers import start_uvicorn
 
         def test_unmarked():
             start_uvicorn(1)

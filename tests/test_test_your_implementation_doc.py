@@ -57,7 +57,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_url: str) -> I
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    for module in ("losses", "torch_losses"):
+    for module in ("losses", "torch_losses", "heads"):
         sys.modules.pop(module, None)
 
 
@@ -75,9 +75,10 @@ def test_the_page_names_its_files_examples_and_outputs() -> None:
         "torch_losses.py",
         "test_losses.py",
         "test_torch_losses.py",
+        "heads.py",
     }
-    assert set(EXAMPLES) == set(OUTPUTS) == {"numpy", "naive", "torch", "kernel"}
-    assert len(COMMAND_LINES) == 5
+    assert set(EXAMPLES) == set(OUTPUTS) == {"numpy", "naive", "torch", "kernel", "lm_head"}
+    assert len(COMMAND_LINES) == 6
 
 
 @pytest.mark.parametrize("name", sorted(set(EXAMPLES) - TORCH_EXAMPLES))
@@ -130,7 +131,7 @@ def test_the_numpy_commands_exit_0(workdir: Path, live_url: str) -> None:
         if line.startswith("gradcheck") and "torch" not in line:
             assert _gradcheck(line, live_url) == 0, line
             ran += 1
-    assert ran == 3
+    assert ran == 4
     assert (workdir / "report.xml").is_file()
     (pytest_line,) = [line for line in COMMAND_LINES if line.startswith("pytest")]
     numpy_only = pytest_line.replace(" test_torch_losses.py", "")

@@ -341,14 +341,20 @@ SMALL_PIECE_BYTES = 64 << 10
 """Pieces of an .npz body below this size are joined with their neighbours before sending."""
 
 
-def _npz_parts(fields: dict[str, Any]) -> list[bytes | memoryview]:
-    pieces = _Pieces()
-    metadata = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
-    with zipfile.ZipFile(pieces, "w", compression=zipfile.ZIP_STORED) as archive:
+def _write_npz(file: _Pieces | io.BytesIO, fields: dict[str, Any], others_member: str) -> None:
+    """A zip of stored members into `file`: one `.npy` per array field, in order, then the
+    other fields as JSON in `others_member`."""
+    others = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, value in fields.items():
             if isinstance(value, np.ndarray):
                 _write_npy(archive, f"{name}.npy", value)
-        archive.writestr(NPZ_METADATA_MEMBER, orjson.dumps(metadata))
+        archive.writestr(others_member, orjson.dumps(others))
+
+
+def _npz_parts(fields: dict[str, Any]) -> list[bytes | memoryview]:
+    pieces = _Pieces()
+    _write_npz(pieces, fields, NPZ_METADATA_MEMBER)
     return pieces.parts()
 
 
@@ -364,13 +370,8 @@ def encode_npz(fields: dict[str, Any]) -> bytes:
 def encode_npz_request(fields: dict[str, Any]) -> bytes:
     """A request body as `.npz`, as `read_npz_request` reads it: one `.npy` member per array
     field and `request.json` holding the other fields (a suite's case, ready to be posted)."""
-    body = io.BytesIO()
-    others = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
-    with zipfile.ZipFile(body, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, value in fields.items():
-            if isinstance(value, np.ndarray):
-                _write_npy(archive, f"{name}.npy", value)
-        archive.writestr(REQUEST_FIELDS_MEMBER, orjson.dumps(others))
+    body = io.BytesIO()  # seekable: sizes and CRCs in the headers, no data descriptors
+    _write_npz(body, fields, REQUEST_FIELDS_MEMBER)
     return body.getvalue()
 
 

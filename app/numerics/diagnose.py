@@ -130,7 +130,7 @@ SEMANTIC_CODES = (
     "ignored_rows_smoothed",
     "ignore_index_not_applied",
 )
-"""The mistakes a scale or sign mistake is paired with."""
+"""The mistakes a scale or sign mistake is paired with; they stand together in PRIORITY."""
 
 PRIORITY: tuple[str, ...] = (
     "overflow",
@@ -139,12 +139,7 @@ PRIORITY: tuple[str, ...] = (
     "sign_flipped",
     "not_divided",
     "divided_by_batch_size",
-    "a_minus_y",
-    "weights_ignored",
-    "label_smoothing_ignored",
-    "smoothing_over_other_classes",
-    "ignored_rows_smoothed",
-    "ignore_index_not_applied",
+    *SEMANTIC_CODES,
     "soft_labels_argmaxed",
     "off_by_one_labels",
     "log_clipped",

@@ -1,7 +1,8 @@
 """The named hard cases of each suite: where softmax cross-entropy implementations break.
 
 A suite is a versioned, seeded list of cases. Each case is a ready request for one endpoint
-(`/v1/cross-entropy` here), with the dtype of the logits the tested function receives, the
+(`/v1/cross-entropy`, or `/v1/linear-cross-entropy` for `lm_head`, whose arrays are the hidden
+states, the head's weight and bias), with the dtype of the arrays the tested function receives, the
 tolerance its outputs are held to, a one-line reason, the loss options it needs and the input
 features it needs (`k_dim`, `no_batch`, `probability_targets`).
 
@@ -24,8 +25,8 @@ Where implementations break, and why each case is here:
 * a float32 sum over 32,000 classes loses digits unless it is pairwise or compensated [4]_.
 
 Registering a suite (for cases of another endpoint too): add a builder to `BUILDERS`, returning a
-`Suite` of cases that follow `SuiteCase` (`Case` is `/v1/cross-entropy`'s; a case of another
-endpoint brings its own arrays, its `endpoint` and its `request()`).
+`Suite` of cases that follow `SuiteCase` (`Case` is `/v1/cross-entropy`'s, `LinearCase`
+`/v1/linear-cross-entropy`'s: each brings its own arrays, its `endpoint` and its `request()`).
 
 References
 ----------
@@ -49,7 +50,9 @@ import ml_dtypes
 import numpy as np
 
 CROSS_ENTROPY = "/v1/cross-entropy"
-"""The endpoint of every case of the suites defined here."""
+"""The endpoint of the cases of `basics`, `torch` and `kernel`."""
+LINEAR_CROSS_ENTROPY = "/v1/linear-cross-entropy"
+"""The endpoint of the cases of `lm_head`: the LM head fused with its loss."""
 
 INLINE_MAX_ENTRIES = 4096
 """A case whose logits hold more numbers is listed without its request: fetch it by its URL."""
@@ -104,6 +107,19 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "softcap": None,
 }
 """The loss options a tested function may take, with `F.cross_entropy`'s defaults."""
+LINEAR_OPTION_DEFAULTS: dict[str, Any] = {
+    **OPTION_DEFAULTS,
+    "causal_shift": False,
+    "denominator": None,
+}
+"""The options of an LM-head function: those of the loss and the two of LM training."""
+LINEAR_REQUEST_INCLUDE = (
+    "loss",
+    "input_gradient",
+    "linear_weight_gradient",
+    "linear_bias_gradient",
+)
+"""The outputs an `lm_head` case's request asks for: the loss and the three gradients."""
 
 
 class SuiteCase(Protocol):
@@ -170,6 +186,55 @@ class Case:
             fields[name] = np.asarray(value, np.float64) if name == "weight" else value
         fields["tolerance"] = {"atol": atol, "rtol": rtol}
         fields["include"] = list(REQUEST_INCLUDE)
+        return fields
+
+
+@dataclass(frozen=True)
+class LinearCase:
+    """One hard case of `/v1/linear-cross-entropy`: hidden states `input` ((N, d), or (B, T, d)
+    with `causal_shift`), the head `linear_weight` (C, d) and optional `linear_bias` (C,), the
+    labels and options. Its arrays are made read-only."""
+
+    name: str
+    reason: str
+    input: np.ndarray
+    linear_weight: np.ndarray
+    labels: np.ndarray
+    linear_bias: np.ndarray | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The options the case needs (a tested function must accept them)."""
+    dtype: str = "float64"
+    """The dtype of the input, weight and bias the tested function receives."""
+    features: frozenset[Feature] = frozenset()
+    endpoint: str = LINEAR_CROSS_ENTROPY
+
+    def __post_init__(self) -> None:
+        for array in (self.input, self.linear_weight, self.labels, self.linear_bias):
+            if array is not None:
+                array.flags.writeable = False
+
+    @property
+    def tolerance(self) -> tuple[float, float]:
+        """(atol, rtol) for the function's outputs."""
+        return TOLERANCES[self.dtype]
+
+    @property
+    def large(self) -> bool:
+        """Too large to list inline: its request is fetched by its own URL."""
+        return self.input.size + self.linear_weight.size > INLINE_MAX_ENTRIES
+
+    def request(self) -> dict[str, Any]:
+        """The ready request: arrays (float64, exact in `dtype`), options, tolerance, and the
+        outputs to return (the loss and the three gradients)."""
+        atol, rtol = self.tolerance
+        fields: dict[str, Any] = {"input": self.input, "linear_weight": self.linear_weight}
+        if self.linear_bias is not None:
+            fields["linear_bias"] = self.linear_bias
+        fields["labels"] = self.labels
+        for name, value in self.options.items():
+            fields[name] = np.asarray(value, np.float64) if name == "weight" else value
+        fields["tolerance"] = {"atol": atol, "rtol": rtol}
+        fields["include"] = list(LINEAR_REQUEST_INCLUDE)
         return fields
 
 
@@ -538,10 +603,146 @@ def _kernel() -> Suite:
     )
 
 
+def _lm_head() -> Suite:
+    """The LM head fused with its loss: the inputs that break chunked kernels."""
+    rng = [_rng("lm_head", i) for i in range(20)]
+
+    def head(
+        i: int, rows: int, d: int, classes: int, dtype: str = "float64", bias: bool = True
+    ) -> dict[str, Any]:
+        """Random input (rows, d), weight (classes, d) scaled by 1/√d and bias, exact in dtype."""
+        arrays: dict[str, Any] = {
+            "input": exact_in(_normal(rng[i], (rows, d)), dtype),
+            "linear_weight": exact_in(_normal(rng[i], (classes, d), d**-0.5), dtype),
+            "labels": _labels(rng[i], rows, classes),
+        }
+        if bias:
+            arrays["linear_bias"] = exact_in(_normal(rng[i], (classes,)), dtype)
+        return arrays
+
+    offset = head(3, 4, 6, 8)
+    offset["linear_bias"] = np.round(3e5 + offset["linear_bias"], 4)
+    near_1e3 = head(4, 4, 4, 6)
+    near_1e3["linear_weight"] = np.round(1e3 * near_1e3["linear_weight"], 2)  # logits ~ ±1e3
+    spread = head(5, 3, 3, 5, bias=False)
+    spread["input"][:, 0] = [0.0, 1.0, 0.0]
+    spread["input"][1] = [1.0, 0.0, 0.0]
+    spread["linear_weight"][1, 0] = -800.0  # row 1's label logit is ~800 below its maximum
+    spread["labels"][1] = 1
+    padded = head(6, 12, 6, 10)
+    padded["labels"][[0, 1, 2, 9]] = -100  # chunks of 4 hold 1, 4 and 3 tokens
+    causal = head(11, 10, 6, 10)
+    causal["input"] = causal["input"].reshape(2, 5, 6)
+    causal["labels"] = causal["labels"].reshape(2, 5)
+    vocab = head(15, 8, 16, 32_000, "float32")
+    vocab["labels"][5] = -100
+    cases = (
+        LinearCase(
+            "small_random",
+            "a small random head with a bias: six positions, d = 8, ten classes",
+            **head(0, 6, 8, 10),
+        ),
+        LinearCase(
+            "one_sample",
+            "N = 1: one position, so a mean that is not taken hides here",
+            **head(1, 1, 8, 10),
+        ),
+        LinearCase("two_classes", "C = 2: a head with two rows", **head(2, 5, 8, 2)),
+        LinearCase(
+            "bias_offset_3e5",
+            "a common logit offset of 3e5 through the bias: exp overflows unless the row's "
+            "maximum is subtracted",
+            **offset,
+        ),
+        LinearCase(
+            "logits_near_1e3",
+            "logits near ±1e3 through large weights: exp overflows in float64 without the "
+            "max-shift",
+            **near_1e3,
+        ),
+        LinearCase(
+            "spread_800",
+            "a position whose label logit is ~800 below its maximum (no bias): its probability "
+            "underflows to 0 in float64",
+            **spread,
+        ),
+        LinearCase(
+            "ignore_index",
+            "padding positions labelled -100, unevenly spread over chunks of 4: the mean is "
+            "over all kept tokens, not per chunk",
+            **padded,
+            options={"ignore_index": -100},
+        ),
+        LinearCase(
+            "label_smoothing",
+            "label smoothing ε = 0.1 spread over all C classes",
+            **head(7, 6, 8, 10),
+            options={"label_smoothing": 0.1},
+        ),
+        LinearCase(
+            "weight",
+            "class weights: the mean divides by Σ w_y",
+            **head(8, 6, 8, 5),
+            options={"weight": [0.5, 2.0, 1.0, 3.0, 1.5]},
+        ),
+        LinearCase(
+            "sum", "reduction sum: no division", **head(9, 6, 8, 10), options={"reduction": "sum"}
+        ),
+        LinearCase(
+            "none",
+            "reduction none: per-position losses; the gradients are those of their sum",
+            **head(10, 6, 8, 10),
+            options={"reduction": "none"},
+        ),
+        LinearCase(
+            "causal_shift",
+            "input (B, T, d) and labels (B, T): position t predicts label t + 1 of its "
+            "sequence, the last position is ignored",
+            **causal,
+            options={"causal_shift": True},
+        ),
+        LinearCase(
+            "denominator",
+            "a micro-batch's mean divided by the step's token count (HF's num_items_in_batch), "
+            "not its own",
+            **padded,
+            options={"ignore_index": -100, "denominator": 20.0},
+        ),
+        LinearCase(
+            "float32",
+            "float32 input, weight and bias (a kernel computes in float32)",
+            **head(13, 16, 32, 64, "float32"),
+            dtype="float32",
+        ),
+        LinearCase(
+            "bfloat16",
+            "bfloat16 input, weight and bias (a kernel accumulates in float32)",
+            **head(14, 16, 32, 64, "bfloat16"),
+            dtype="bfloat16",
+        ),
+        LinearCase(
+            "vocab_32000",
+            "a float32 head of 32,000 classes with a padding position, fetched by its own URL",
+            **vocab,
+            options={"ignore_index": -100},
+            dtype="float32",
+        ),
+    )
+    return Suite(
+        "lm_head",
+        "1",
+        "The LM head fused with its loss (/v1/linear-cross-entropy): overflow and underflow "
+        "through the head, padding, smoothing, weights, reductions, causal shift, a global "
+        "denominator, float32 and bfloat16, 32,000 classes.",
+        cases,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Suite]] = {
     "basics": _basics,
     "torch": _torch,
     "kernel": _kernel,
+    "lm_head": _lm_head,
 }
 """Every suite by name, in the order they are listed."""
 

@@ -21,22 +21,12 @@ from app.api.encoding import cross_entropy_fields, respond
 from app.api.inputs import LossValues, to_loss_call
 from app.api.schemas.compute import CrossEntropyRequest
 from app.core.config import Settings
+from app.numerics.gradcheck import SQUARE_OUTPUTS, Output
 from app.numerics.layout import BLOCK_ENTRIES
 
 MAX_RATIO = 2.0
-OUTPUTS = (
-    "probabilities",
-    "log_probabilities",
-    "loss",
-    "gradient",
-    "numeric_gradient",
-    "jacobian",
-    "numeric_jacobian",
-    "hessian",
-    "numeric_hessian",
-    "hessian_vector_product",
-)
-SQUARE = frozenset({"jacobian", "numeric_jacobian", "hessian", "numeric_hessian"})
+OUTPUTS = tuple(output.value for output in Output)
+"""Every output /v1/cross-entropy's `include` takes."""
 WIDE = (128, 8192)
 """Rows × classes of a request without C×C outputs: 128 blocks of rows, 8 MiB an array."""
 TALL = (2048, 24)
@@ -51,7 +41,7 @@ def _values(
     candidate: tuple[str, ...] = (),
 ) -> LossValues:
     """A request as an .npz body makes it: its arrays as they were stored."""
-    rows, classes = TALL if set(include) & SQUARE else WIDE
+    rows, classes = TALL if set(include) & SQUARE_OUTPUTS else WIDE
     assert rows * classes > BLOCK_ENTRIES
     rng = np.random.default_rng(26)
     fields: dict[str, Any] = {"logits": [0.0, 0.0], "labels": 0, "include": list(include)}

@@ -28,6 +28,7 @@ from app.numerics.cross_entropy import Reduction, index_targets
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import NumericOptions, Output, analyse_cross_entropy
 from app.numerics.layout import Layout
+from tests.helpers import read_npz
 
 NPZ = "application/x-npz"
 LOGITS = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [-3.0, 0.0, 40.0]]
@@ -40,14 +41,6 @@ async def post(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], **headers: str
 ) -> httpx.Response:
     return await client.post(url, content=json.dumps(body), headers={**JSON_HEADERS, **headers})
-
-
-def read_npz(content: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays by member name without .npy, decoded metadata.json)."""
-    with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files if name != "metadata.json"}
-        metadata = json.loads(archive["metadata.json"])
-    return arrays, metadata
 
 
 async def test_cross_entropy_npz_holds_the_json_response_bit_for_bit(

@@ -7,14 +7,11 @@ about 10 s that hold on a busy machine; wall-clock figures are measured apart (i
 """
 
 import asyncio
-import io
 import json
-import struct
 import time
 import tracemalloc
-import warnings
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,75 +24,12 @@ from app.api.encoding import JSON_PIECE_NUMBERS
 from app.api.errors import MAX_ERRORS
 from app.api.schemas.compute import LOGITS_NOT_AN_ARRAY
 from app.api.submissions import too_many_elements
+from tests import hostile_bodies as hostile
+from tests.helpers import npy
+from tests.hostile_bodies import NPZ, PROBLEM, archive
 
-NPZ = "application/x-npz"
 GENEROUS_SECONDS = 10.0
 SMALL_ERROR_BYTES = 4096
-ZEROS_CHUNK = bytes(1 << 24)
-BOMB_CHUNKS = 20
-"""A bomb member holds BOMB_CHUNKS × 16 MiB = 320 MiB of zeros, as in the issue's table."""
-
-
-def _npy(array: np.ndarray) -> bytes:
-    member = io.BytesIO()
-    np.save(member, array, allow_pickle=False)
-    return member.getvalue()
-
-
-def _npy_header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
-    """An .npy member whose header declares `shape` and that holds no data."""
-    member = io.BytesIO()
-    header = {"descr": descr, "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(member, header)
-    return member.getvalue()
-
-
-def _archive(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zipfile warns of a repeated name: that is the point
-        with zipfile.ZipFile(buffer, "w", compression=method) as archive:
-            for name, data in members:
-                archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def _central_entries(body: bytes) -> Iterator[int]:
-    """Offsets of the central directory's file headers."""
-    position = body.find(b"PK\x01\x02")
-    while position >= 0:
-        yield position
-        position = body.find(b"PK\x01\x02", position + 4)
-
-
-def _patched(body: bytes, **fields: int) -> bytes:
-    """`body` with fields of every member's central and local headers overwritten: flags,
-    method, crc, file_size (central only)."""
-    data = bytearray(body)
-    central = {"flags": (8, "<H"), "method": (10, "<H"), "crc": (16, "<L"), "file_size": (24, "<L")}
-    local = {"flags": (6, "<H"), "method": (8, "<H"), "crc": (14, "<L")}
-    for entry in list(_central_entries(body)):
-        local_offset = struct.unpack_from("<L", data, entry + 42)[0]
-        for name, value in fields.items():
-            offset, layout = central[name]
-            struct.pack_into(layout, data, entry + offset, value)
-            if name in local:
-                offset, layout = local[name]
-                struct.pack_into(layout, data, local_offset + offset, value)
-    return bytes(data)
-
-
-def _bomb(method: int, declared: int) -> bytes:
-    """One `logits.npy` member of 320 MiB of zeros compressed with zip method `method`, its
-    central directory declaring `declared` bytes."""
-    buffer = io.BytesIO()
-    with (
-        zipfile.ZipFile(buffer, "w", compression=method) as archive,
-        archive.open("logits.npy", "w", force_zip64=True) as member,
-    ):
-        for _ in range(BOMB_CHUNKS):
-            member.write(ZEROS_CHUNK)
-    return _patched(buffer.getvalue(), file_size=declared)
 
 
 async def _measured(
@@ -138,7 +72,7 @@ async def _post_npz(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
 async def test_a_bzip2_or_lzma_bomb_is_refused_by_its_method_before_decompressing(
     asgi_client: httpx.AsyncClient, method: int, name: str
 ) -> None:
-    body = _bomb(method, declared=1000)
+    body = hostile.bomb(method, declared=1000)
     assert len(body) < 64 << 10  # 320 MiB of zeros
     response, peak, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "logits.npy")["detail"][0]
@@ -149,7 +83,7 @@ async def test_a_bzip2_or_lzma_bomb_is_refused_by_its_method_before_decompressin
 async def test_a_deflate_member_inflating_past_its_declared_size_stops_there(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    body = _bomb(zipfile.ZIP_DEFLATED, declared=1000)
+    body = hostile.bomb(zipfile.ZIP_DEFLATED, declared=1000)
     response, peak, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "logits.npy")["detail"][0]
     assert "more than the 1000 bytes it declares" in detail["msg"]
@@ -167,7 +101,7 @@ async def test_a_deflate_member_inflating_past_its_declared_size_stops_there(
 async def test_a_forged_header_is_a_422_naming_the_member(
     asgi_client: httpx.AsyncClient, fields: dict[str, int], words: str
 ) -> None:
-    body = _patched(_archive([("logits.npy", _npy(np.zeros((2, 3))))]), **fields)
+    body = hostile.forged(**fields)
     response, _, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "logits.npy")["detail"][0]
     assert words in detail["msg"]
@@ -177,7 +111,7 @@ async def test_a_forged_header_is_a_422_naming_the_member(
 async def test_an_npy_header_is_checked_against_the_member_s_size_before_allocating(
     asgi_client: httpx.AsyncClient, shape: tuple[int, ...]
 ) -> None:
-    body = _archive([("logits.npy", _npy_header_only(shape))])
+    body = hostile.header_only(shape)
     response, peak, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "logits")["detail"][0]
     assert "but the member holds 0 bytes" in detail["msg"]
@@ -187,8 +121,8 @@ async def test_an_npy_header_is_checked_against_the_member_s_size_before_allocat
 async def test_a_deeply_nested_request_json_is_a_422_naming_it(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    members = [("logits.npy", _npy(np.zeros((2, 3)))), ("request.json", b"[" * 3000 + b"]" * 3000)]
-    response, _, seconds = await _measured(lambda: _post_npz(asgi_client, _archive(members)))
+    body = hostile.nested_request_json(3000)
+    response, _, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "request.json")["detail"][0]
     assert "nested more than" in detail["msg"]
 
@@ -196,8 +130,8 @@ async def test_a_deeply_nested_request_json_is_a_422_naming_it(
 async def test_a_member_sent_twice_is_a_422_not_the_last_one_silently(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    members = [("logits.npy", _npy(np.zeros((2, 3)))), ("logits.npy", _npy(np.ones((2, 3))))]
-    response, _, seconds = await _measured(lambda: _post_npz(asgi_client, _archive(members)))
+    body = hostile.member_twice()
+    response, _, seconds = await _measured(lambda: _post_npz(asgi_client, body))
     detail = _assert_refused(response, 422, seconds, "logits.npy")["detail"][0]
     assert "twice" in detail["msg"]
 
@@ -206,14 +140,14 @@ async def test_random_corruptions_of_an_archive_are_4xx_never_500(
     asgi_client: httpx.AsyncClient,
 ) -> None:
     members = [
-        ("logits.npy", _npy(np.arange(12.0).reshape(3, 4))),
-        ("labels.npy", _npy(np.array([0, 1, 3]))),
+        ("logits.npy", npy(np.arange(12.0).reshape(3, 4))),
+        ("labels.npy", npy(np.array([0, 1, 3]))),
         ("request.json", b'{"include": ["loss"]}'),
     ]
     rng = np.random.default_rng(26)
     statuses: dict[int, int] = {}
     for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        body = _archive(members, method)
+        body = archive(members, method)
         for _ in range(150):
             corrupted = bytearray(body)
             for position in rng.integers(0, len(body), size=int(rng.integers(1, 4))):
@@ -226,7 +160,6 @@ async def test_random_corruptions_of_an_archive_are_4xx_never_500(
 
 # ----- JSON bodies -----
 
-PROBLEM = {"logits": [[0.5, 1.5, -0.2], [0.1, 0.2, 0.3]], "labels": [1, 0]}
 HEALTHZ_BOUND_SECONDS = 5.0
 """/healthz while a hostile body is served in-process: under 1 s on a quiet machine (measured
 apart); here only bounded well below the 13 s a quadratic scan held the loop."""
@@ -268,7 +201,7 @@ def _json(client: httpx.AsyncClient, path: str, body: bytes) -> Awaitable[httpx.
 async def test_an_unterminated_string_of_escaped_quotes_is_scanned_once(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    body = b'{"submissions":["' + b'\\"' * 32_000
+    body = hostile.unterminated_escaped_quotes(32_000)
     response, seconds, healthz = await _with_healthz(
         asgi_client, lambda: _json(asgi_client, "/v1/grade/batch", body)
     )
@@ -276,14 +209,14 @@ async def test_an_unterminated_string_of_escaped_quotes_is_scanned_once(
     assert healthz < HEALTHZ_BOUND_SECONDS
     # linear: 1 MB of the same (about 50 min when each quote restarted the scan)
     started = time.monotonic()
-    assert not too_many_elements(b'{"submissions":["' + b'\\"' * 500_000, 1000)
+    assert not too_many_elements(hostile.unterminated_escaped_quotes(500_000), 1000)
     assert time.monotonic() - started < GENEROUS_SECONDS / 10
 
 
 async def test_an_escaped_key_does_not_bypass_the_submission_count(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    body = b'{"problem_id": "x", "ite\\u006ds": [' + b",".join([b"{}"] * 500_000) + b"]}"
+    body = hostile.escaped_items_key(500_000)
     assert len(body) < 1_600_000
     response, peak, seconds = await _measured(lambda: _json(asgi_client, "/v1/grade/batch", body))
     assert response.status_code == 413
@@ -296,7 +229,7 @@ async def test_an_escaped_key_does_not_bypass_the_submission_count(
 async def test_three_hundred_thousand_bad_labels_make_a_small_422(
     asgi_client: httpx.AsyncClient,
 ) -> None:
-    body = json.dumps({"logits": [[0.0, 1.0]] * 300_000, "labels": [True] * 300_000}).encode()
+    body = hostile.boolean_labels(300_000)
     response, peak, seconds = await _measured(lambda: _json(asgi_client, "/v1/cross-entropy", body))
     content = _assert_refused(response, 422, seconds)
     assert content["detail"][0]["loc"][:3] == ["body", "labels", 0]
@@ -319,9 +252,7 @@ async def test_a_body_with_a_million_problems_lists_twenty_and_counts_the_rest(
 async def test_a_student_s_deeply_nested_answer_is_graded_zero_not_refused(
     asgi_client: httpx.AsyncClient, depth: int
 ) -> None:
-    deep = "[" * depth + "]" * depth
-    answer = f'{{"problem": {json.dumps(PROBLEM)}, "submission": {{"loss": {deep}}}}}'
-    response = await _json(asgi_client, "/v1/grade", answer.encode())
+    response = await _json(asgi_client, "/v1/grade", hostile.deep_student_answer(depth))
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["score"] == 0
@@ -363,11 +294,11 @@ async def test_a_nan_weight_in_an_npz_is_named_as_the_weight(
     asgi_client: httpx.AsyncClient,
 ) -> None:
     members = [
-        ("logits.npy", _npy(np.zeros((2, 3)))),
-        ("labels.npy", _npy(np.array([0, 1]))),
-        ("weight.npy", _npy(np.array([1.0, np.nan, 1.0]))),
+        ("logits.npy", npy(np.zeros((2, 3)))),
+        ("labels.npy", npy(np.array([0, 1]))),
+        ("weight.npy", npy(np.array([1.0, np.nan, 1.0]))),
     ]
-    response = await _post_npz(asgi_client, _archive(members))
+    response = await _post_npz(asgi_client, archive(members))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "weight", 1]
 
@@ -376,10 +307,10 @@ async def test_a_uint64_label_beyond_int64_is_not_label_minus_one(
     asgi_client: httpx.AsyncClient,
 ) -> None:
     members = [
-        ("logits.npy", _npy(np.zeros((2, 3)))),
-        ("labels.npy", _npy(np.array([0, 2**64 - 1], dtype=np.uint64))),
+        ("logits.npy", npy(np.zeros((2, 3)))),
+        ("labels.npy", npy(np.array([0, 2**64 - 1], dtype=np.uint64))),
     ]
-    response = await _post_npz(asgi_client, _archive(members))
+    response = await _post_npz(asgi_client, archive(members))
     assert response.status_code == 422
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "labels", 1]
@@ -391,8 +322,8 @@ async def test_zero_dimensional_logits_are_told_to_be_an_array(
     asgi_client: httpx.AsyncClient,
 ) -> None:
     as_json = await asgi_client.post("/v1/cross-entropy", json={"logits": 1.5, "labels": 0})
-    members = [("logits.npy", _npy(np.array(1.5))), ("labels.npy", _npy(np.array(0)))]
-    as_npz = await _post_npz(asgi_client, _archive(members))
+    members = [("logits.npy", npy(np.array(1.5))), ("labels.npy", npy(np.array(0)))]
+    as_npz = await _post_npz(asgi_client, archive(members))
     for response in (as_json, as_npz):
         assert response.status_code == 422
         detail = response.json()["detail"][0]

@@ -18,18 +18,11 @@ from app.api.encoding import linear_fields, respond
 from app.api.inputs import LinearValues, to_linear_call
 from app.api.schemas.compute import LinearCrossEntropyRequest
 from app.core.config import Settings
+from app.numerics.linear import LinearOutput
 
 MAX_RATIO = 2.0
-OUTPUTS = (
-    "loss",
-    "losses",
-    "input_gradient",
-    "linear_weight_gradient",
-    "linear_bias_gradient",
-    "logits",
-    "logits_gradient",
-    "probabilities",
-)
+OUTPUTS = tuple(output.value for output in LinearOutput)
+"""Every output /v1/linear-cross-entropy computes (its `numeric_gradient` check apart)."""
 SHAPE = (256, 64, 6000)
 """N, d, C: two blocks of samples, 12 MiB an array of logits."""
 SETTINGS = Settings()

@@ -8,10 +8,8 @@ budget) makes the test fail. The budget must show nothing in flight afterwards."
 
 import asyncio
 import gc
-import io
 import json
 import tracemalloc
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ from asgi_lifespan import LifespanManager
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
 from app.main import create_app
+from tests.helpers import npz_body
 
 NPZ = "application/x-npz"
 SETTLE_SECONDS = 10.0
@@ -33,31 +32,21 @@ LEFT_BYTES = 10 << 20
 REPEATS = 10
 
 
-def _npz(arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.save(member, array)
-            archive.writestr(f"{name}.npy", member.getvalue())
-        archive.writestr("request.json", json.dumps(fields))
-    return buffer.getvalue()
-
-
 RNG = np.random.default_rng(26)
-SLOW_BODY = _npz(
+SLOW_BODY = npz_body(
     {"logits": RNG.standard_normal((256, 2000)), "labels": RNG.integers(0, 2000, 256)},
     {"include": ["loss", "numeric_gradient"], "numeric": {"method": "five_point"}},
 )
-"""Loss and an element-wise five-point numeric gradient of 256 × 2000 logits: seconds of work
-(stopped at its deadline), and tens of MB of arrays."""
-FAST_BODY = _npz(
+"""Loss and an element-wise five-point numeric gradient of 256 × 2000 logits: about 0.1 s of
+work on a quiet machine (so its 504 case gives it a deadline of 5 ms, passed whatever the
+machine's speed), and tens of MB of arrays."""
+FAST_BODY = npz_body(
     {"logits": RNG.standard_normal((256, 2000)), "labels": RNG.integers(0, 2000, 256)},
     {"include": ["loss", "gradient", "probabilities"]},
 )
 MASKED = np.zeros((256, 2000))
 MASKED[7] = -np.inf
-INVALID_COMPUTE_BODY = _npz(
+INVALID_COMPUTE_BODY = npz_body(
     {"logits": MASKED, "labels": RNG.integers(0, 2000, 256)}, {"include": ["loss"]}
 )
 """A row of logits all -inf: refused (422) once the arrays are read, in the worker thread."""
@@ -168,7 +157,7 @@ BUSY = {
         pytest.param(FAST_BODY, NPZ, 200, {}, id="200"),
         pytest.param(INVALID_COMPUTE_BODY, NPZ, 422, {}, id="422-compute"),
         pytest.param(INVALID_JSON_BODY.encode(), "application/json", 422, {}, id="422-parse"),
-        pytest.param(SLOW_BODY, NPZ, 504, {"request_timeout_seconds": 0.1}, id="504"),
+        pytest.param(SLOW_BODY, NPZ, 504, {"request_timeout_seconds": 0.005}, id="504"),
         pytest.param(FAST_BODY, NPZ, 503, BUSY, id="503"),
     ],
 )

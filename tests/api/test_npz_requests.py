@@ -3,7 +3,6 @@ same answer; bfloat16, float16 and float32 members are read exactly; a candidate
 precision gets that precision's default tolerance; hostile archives are refused by name."""
 
 import io
-import json
 import zipfile
 from typing import Any
 
@@ -13,23 +12,12 @@ import numpy as np
 import pytest
 
 from app.numerics.candidate import DEFAULT_TOLERANCE
+from tests.helpers import npz_body
 
 NPZ = "application/x-npz"
 rng = np.random.default_rng(7)
 LOGITS = rng.normal(size=(6, 5)).round(3)
 LABELS = np.array([0, 4, 2, 2, 1, 3])
-
-
-def npz_body(arrays: dict[str, np.ndarray], fields: dict[str, Any] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.save(member, array, allow_pickle=False)
-            archive.writestr(f"{name}.npy", member.getvalue())
-        if fields is not None:
-            archive.writestr("request.json", json.dumps(fields))
-    return buffer.getvalue()
 
 
 async def post_npz(

@@ -9,8 +9,7 @@ from playwright.async_api import Page, expect
 
 from app.api.examples import FLOAT32_FAILS
 from tests.browser.conftest import Traffic
-from tests.conftest import start_uvicorn
-from tests.helpers import free_port
+from tests.helpers import free_port, start_uvicorn
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

@@ -171,3 +171,44 @@ def test_a_course_suite_file_next_to_the_tests(probe: pytest.Pytester, live_url:
     result = probe.runpytest_subprocess(*PLUGIN, "--gradcheck-url", live_url, "-v")
     result.assert_outcomes(passed=2)
     assert "test_submission[ignore_index] PASSED" in result.stdout.str()
+
+
+HEAD_PROBE = """
+import pytest
+from tests.client import lm_head_implementations as heads
+
+
+@pytest.mark.gradcheck(suite="lm_head")
+def test_head(gradcheck_case):
+    gradcheck_case.check(heads.chunked_linear_cross_entropy)
+
+
+@pytest.mark.gradcheck(suite="lm_head")
+def test_per_chunk(gradcheck_case):
+    gradcheck_case.check(heads.mean_per_chunk)
+"""
+PER_CHUNK_FAILS = {
+    "small_random",
+    "two_classes",
+    "ignore_index",
+    "label_smoothing",
+    "weight",
+    "causal_shift",
+    "denominator",
+    "vocab_32000",
+}
+"""The lm_head cases whose chunks of 4 hold different numbers of tokens: a mean per chunk
+differs from the mean there."""
+
+
+def test_the_lm_head_suite_runs_as_test_items(probe: pytest.Pytester, live_url: str) -> None:
+    probe.makepyfile(test_heads=HEAD_PROBE)
+    result = probe.runpytest_subprocess(*PLUGIN, "--gradcheck-url", live_url, "-rf")
+    out = result.stdout.str()
+    found = set(re.findall(r"FAILED test_heads.py::test_per_chunk\[(\w+)\]", out))
+    assert found == PER_CHUNK_FAILS
+    result.assert_outcomes(passed=16 + 16 - len(PER_CHUNK_FAILS), failed=len(PER_CHUNK_FAILS))
+    assert "normalized_per_chunk" in out
+    shrunk = re.findall(r"shrunk to input ([\d×]+), weight (\d+)×(\d+) in (\d+) calls", out)
+    assert len(shrunk) == len(PER_CHUNK_FAILS)
+    assert all(int(c) <= 5 and int(d) == 1 and int(n) <= 100 for _, c, d, n in shrunk), shrunk

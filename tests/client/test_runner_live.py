@@ -218,7 +218,7 @@ async def test_the_suites_routes_as_methods_sync_and_async(service: Client, live
     from gradcheck_client import AsyncClient
 
     listed = service.suites()
-    assert [s.name for s in listed] == ["basics", "torch", "kernel"]
+    assert [s.name for s in listed] == ["basics", "torch", "kernel", "lm_head"]
     basics = service.suite("basics")
     assert len(basics.cases) == listed[0].cases
     large = next(case for case in basics.cases if case.name == "large_batch")
@@ -228,7 +228,12 @@ async def test_the_suites_routes_as_methods_sync_and_async(service: Client, live
     result = service.cross_entropy(**{k: v for k, v in alone.items() if k != "tolerance"})
     assert result.loss is not None
     async with AsyncClient(live_url) as asynchronous:
-        assert [s.name for s in await asynchronous.suites()] == ["basics", "torch", "kernel"]
+        assert [s.name for s in await asynchronous.suites()] == [
+            "basics",
+            "torch",
+            "kernel",
+            "lm_head",
+        ]
         again = await asynchronous.suite("basics")
         assert [c.name for c in again.cases] == [c.name for c in basics.cases]
         fetched = await asynchronous.suite_case("basics", "large_batch")

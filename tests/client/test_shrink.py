@@ -1,16 +1,19 @@
 """Shrinking without a service (`gradcheck_client.shrink`): what each step keeps, that labels stay
-valid, that the budget stops it, and that the reproduction is Python that compiles."""
+valid (for the LM head's requests too), that the budget stops it, and that the reproduction is
+Python that compiles."""
 
 from typing import Any
 
 import numpy as np
 import pytest
 from gradcheck_client.shrink import (
+    LinearShrinker,
     OutOfBudget,
     Shrinker,
     function_import,
     keep_classes,
     reproduction,
+    shape_text,
 )
 from gradcheck_client.suites import Suite, SuiteError
 from hypothesis import given, settings
@@ -174,3 +177,53 @@ def test_every_layout_shrinks_to_a_consistent_request(
         assert kept.shape == tuple(np.delete(np.array(shrunk.shape), axis).tolist())
         assert ((kept >= 0) & (kept < shrunk.shape[axis])).all()
     assert shrunk.shape[axis] >= 2
+
+
+def head_request(causal: bool = False) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=(8, 5)), 4)
+    labels = np.array([0, 6, 2, -100, 5, 1, 6, 3])
+    fields: dict[str, Any] = {
+        "input": x.reshape(2, 4, 5) if causal else x,
+        "linear_weight": np.round(rng.normal(size=(7, 5)), 4),
+        "linear_bias": np.arange(7.0),
+        "weight": np.arange(1.0, 8.0),
+        "labels": labels.reshape(2, 4) if causal else labels,
+        "ignore_index": -100,
+    }
+    if causal:
+        fields["causal_shift"] = True
+    return fields
+
+
+def test_a_head_shrinks_positions_classes_and_features_together() -> None:
+    calls: list[dict[str, Any]] = []
+
+    def still_fails(smaller: dict[str, Any]) -> bool:
+        calls.append(smaller)
+        # "fails" while the class whose bias is 5.0 is a label of some kept position
+        labels = smaller["labels"][smaller["labels"] != -100]
+        return bool((smaller["linear_bias"][labels] == 5.0).any())
+
+    smallest = LinearShrinker(head_request(), "float64", still_fails).run()
+    assert smallest["input"].shape == (1, 1)
+    assert smallest["labels"].shape == (1,)
+    classes = smallest["linear_weight"].shape[0]
+    assert classes == 2 and smallest["linear_weight"].shape[1] == 1
+    assert smallest["linear_bias"].shape == smallest["weight"].shape == (classes,)
+    label = int(smallest["labels"][0])
+    assert smallest["linear_bias"][label] == 5.0
+    assert smallest["weight"][label] == 6.0  # the class weights follow the classes
+    assert shape_text(smallest) == "input 1×1, weight 2×1"
+    assert len(calls) < 100
+
+
+def test_a_causal_head_keeps_a_pair_of_positions_per_sequence() -> None:
+    def still_fails(smaller: dict[str, Any]) -> bool:
+        return bool(smaller["input"].ndim == 3)
+
+    smallest = LinearShrinker(head_request(causal=True), "float64", still_fails).run()
+    assert smallest["input"].shape == (1, 2, 1)
+    assert smallest["labels"].shape == (1, 2)
+    kept = smallest["labels"][smallest["labels"] != -100]
+    assert ((kept >= 0) & (kept < smallest["linear_weight"].shape[0])).all()

@@ -101,3 +101,28 @@ def test_no_verdict_exits_2(
         main(["test", f"{MODULE}:softmax_loss", "--suite-file", str(bad), "--url", live_url])
     assert unreadable.value.code == 2
     assert "neither a request nor a request_url" in capsys.readouterr().err
+
+
+HEAD_MODULE = "tests.client.lm_head_implementations"
+
+
+def test_an_lm_head_runs_from_the_command_line(
+    live_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    right = ["test", f"{HEAD_MODULE}:chunked_linear_cross_entropy", "--suite", "lm_head"]
+    assert main([*right, "--url", live_url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "suite lm_head v1: 16 passed, 0 failed, 0 not applicable"
+    report = tmp_path / "report.xml"
+    broken = ["test", f"{HEAD_MODULE}:labels_not_shifted", "--suite", "lm_head"]
+    assert main([*broken, "--url", live_url, "--junit-xml", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "--- causal_shift: " in out
+    assert "[labels_not_shifted]" in out
+    assert f"from {HEAD_MODULE} import labels_not_shifted" in out
+    root = ElementTree.parse(report).getroot()
+    assert root.get("name") == "gradcheck.lm_head"
+    failed = [tc for tc in root if tc.find("failure") is not None]
+    assert [tc.get("name") for tc in failed] == ["causal_shift"]
+    text = failed[0].find("failure").text or ""  # type: ignore[union-attr]
+    assert "input = np.array(" in text and "service.linear_cross_entropy(" in text

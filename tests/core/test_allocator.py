@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-import shlex
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.helpers import require
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import (
+    MAKE_STARTS,
+    ROOT,
+    compose_env,
+    dockerfile_final_env_words,
+    kubernetes_container_env,
+    make_command_words,
+    require,
+)
 
 ALLOCATOR_ENV = {
     "MALLOC_ARENA_MAX": "2",
@@ -115,46 +116,22 @@ def assignments(words: list[str]) -> dict[str, str]:
 
 
 def test_dockerfile_final_stage_sets_them() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    final_stage = re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]
-    instructions = re.sub(r"\\\n", " ", final_stage)
-    env_words = [
-        word
-        for line in instructions.splitlines()
-        if line.startswith("ENV ")
-        for word in shlex.split(line.removeprefix("ENV "), comments=True)
-    ]
-    assert assignments(env_words) == ALLOCATOR_ENV
+    assert assignments(dockerfile_final_env_words()) == ALLOCATOR_ENV
 
 
 def test_make_run_and_make_bench_start_with_them() -> None:
     """What `make -n` would run: the uvicorn of `make run` and the bench's own process (whose
     server inherits its environment)."""
-    make = shutil.which("make")
-    require(make is not None, "make is not installed")
-    assert make is not None
-    for target, program in (("run", "uvicorn"), ("bench", "bench.run")):
-        dry_run = subprocess.run(
-            [make, "--no-print-directory", "-n", target],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-            cwd=ROOT,
-        ).stdout
-        (command,) = [line for line in dry_run.splitlines() if program in line]
-        assert assignments(shlex.split(command)) == ALLOCATOR_ENV, command
+    for target, program in MAKE_STARTS:
+        words = make_command_words(target, program)
+        assert assignments(words) == ALLOCATOR_ENV, words
 
 
 def test_kubernetes_deployment_sets_them() -> None:
-    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    env = kubernetes_container_env()
     assert assignments([f"{key}={value}" for key, value in env.items()]) == ALLOCATOR_ENV
 
 
 def test_compose_sets_them() -> None:
-    # The file itself (PyYAML resolves its anchors and merge keys).
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env = compose["services"]["gradcheck"]["environment"]
+    env = compose_env()
     assert assignments([f"{key}={value}" for key, value in env.items()]) == ALLOCATOR_ENV

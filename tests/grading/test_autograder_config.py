@@ -5,7 +5,6 @@ student it is not their mistake, and say what to fix (stderr; a hidden Gradescop
 alone, and from the service when it answers (only a warning when it does not)."""
 
 import ast
-import importlib.util
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 
 from app.api.schemas.grading import GradeRequest, ProblemRequest
-from tests.conftest import ROOT
 from tests.grading.test_examples import (
     API_KEY,
     GRADESCOPE,
@@ -27,7 +25,7 @@ from tests.grading.test_examples import (
     service,
 )
 from tests.grading.test_formats import check_gradescope, check_prairielearn
-from tests.helpers import free_port, require
+from tests.helpers import ROOT, free_port, module_from_file, require
 
 pytestmark = pytest.mark.live
 __all__ = ["service"]  # the live server fixture, shared with test_examples
@@ -183,11 +181,7 @@ def test_the_scripts_know_every_option_of_the_service() -> None:
 
 def load_grader() -> Any:
     """examples/prairielearn/grade.py as a module."""
-    spec = importlib.util.spec_from_file_location("pl_grade", PL_EXAMPLES / "grade.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("pl_grade", PL_EXAMPLES / "grade.py")
 
 
 PL_GOOD = json.loads((PL_EXAMPLES / "config.json").read_text())

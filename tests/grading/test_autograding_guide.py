@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
 from tests.grading.example import textbook_softmax
 from tests.grading.test_examples import API_KEY, GRADESCOPE, SYSTEM_PYTHON, service
-from tests.helpers import require
+from tests.helpers import ROOT, require
 
 pytestmark = pytest.mark.live
 __all__ = ["service"]  # the live server fixture, shared with test_examples

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, start_uvicorn
+from tests.conftest import ClientFactory
 from tests.grading.example import GRADIENT, LABELS, LOGITS
-from tests.helpers import free_port
+from tests.helpers import free_port, start_uvicorn
 
 NOT_DIVIDED = {
     "problem": {"logits": LOGITS.tolist(), "labels": LABELS.tolist()},

@@ -2,7 +2,7 @@
 server on 127.0.0.1 with API keys and a signing secret; temporary directories stand in for
 /autograder and /grade. The scripts run under the system's python3 (standard library only)."""
 
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, start_uvicorn
 from tests.grading.test_formats import check_gradescope, check_prairielearn
-from tests.helpers import free_port, require
+from tests.helpers import ROOT, free_port, module_from_file, require, start_uvicorn
 
 pytestmark = pytest.mark.live
 
@@ -188,11 +187,7 @@ def test_gradescope_when_the_service_is_unreachable(tmp_path: Path) -> None:
 
 def load_server() -> Any:
     """examples/prairielearn/server.py, imported as PrairieLearn imports it."""
-    spec = importlib.util.spec_from_file_location("pl_server", PL_EXAMPLES / "server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("pl_server", PL_EXAMPLES / "server.py")
 
 
 def grade_dir(tmp_path: Path, url: str, answer: str | None) -> tuple[Path, dict[str, Any]]:

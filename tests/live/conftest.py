@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import start_uvicorn
-from tests.helpers import free_port
+from tests.helpers import free_port, start_uvicorn
 
 
 @dataclass

@@ -15,8 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import require
+from tests.helpers import ROOT, require
 from tests.live.conftest import ServerFactory
 
 pytestmark = pytest.mark.live

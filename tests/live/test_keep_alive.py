@@ -9,17 +9,20 @@ uvicorn's default does not (so the test can tell the two apart). And every place
 the service sets the same value."""
 
 import re
-import shlex
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT
-from tests.helpers import SERVER_ENV, require
+from tests.helpers import (
+    MAKE_STARTS,
+    ROOT,
+    SERVER_ENV,
+    compose_env,
+    dockerfile_final_env_words,
+    kubernetes_container_env,
+    make_command_words,
+)
 from tests.live.conftest import ServerFactory
 
 STALL_SECONDS = 6.0
@@ -86,38 +89,16 @@ def keep_alive_in(words: list[str]) -> str | None:
 
 def test_every_place_that_starts_the_service_sets_it() -> None:
     expected = SERVER_ENV["UVICORN_TIMEOUT_KEEP_ALIVE"]
-    make = shutil.which("make")
-    require(make is not None, "make is not installed")
-    assert make is not None
-    for target, program in (("run", "uvicorn"), ("bench", "bench.run")):
-        dry_run = subprocess.run(
-            [make, "--no-print-directory", "-n", target],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-            cwd=ROOT,
-        ).stdout
-        (command,) = [line for line in dry_run.splitlines() if program in line]
-        assert keep_alive_in(shlex.split(command)) == expected, command
+    for target, program in MAKE_STARTS:
+        words = make_command_words(target, program)
+        assert keep_alive_in(words) == expected, words
 
-    final_stage = re.split(r"^FROM\s", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
-    env_words = [
-        word
-        for line in re.sub(r"\\\n", " ", final_stage).splitlines()
-        if line.startswith("ENV ")
-        for word in shlex.split(line.removeprefix("ENV "), comments=True)
-    ]
-    assert keep_alive_in(env_words) == expected
+    assert keep_alive_in(dockerfile_final_env_words()) == expected
 
     entrypoint = (ROOT / "deploy" / "docker" / "entrypoint.sh").read_text()
     assert f'UVICORN_TIMEOUT_KEEP_ALIVE="${{UVICORN_TIMEOUT_KEEP_ALIVE:-{expected}}}"' in entrypoint
 
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    compose_value = compose["services"]["gradcheck"]["environment"]["UVICORN_TIMEOUT_KEEP_ALIVE"]
+    compose_value = compose_env()["UVICORN_TIMEOUT_KEEP_ALIVE"]
     assert compose_value == f"${{UVICORN_TIMEOUT_KEEP_ALIVE:-{expected}}}"
 
-    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["UVICORN_TIMEOUT_KEEP_ALIVE"] == expected
+    assert kubernetes_container_env()["UVICORN_TIMEOUT_KEEP_ALIVE"] == expected

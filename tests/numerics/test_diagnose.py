@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.numerics.candidate import CandidateCheck, check_candidate
-from app.numerics.cross_entropy import Reduction
+from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
 from app.numerics.diagnose import (
     PRIORITY,
     Observed,
@@ -23,6 +23,7 @@ from app.numerics.diagnose import (
     docs_link,
     message,
 )
+from app.numerics.gradcheck import Output, Report, analyse_cross_entropy
 
 Array = np.ndarray
 ATOL, RTOL = 1e-5, 1e-3
@@ -158,6 +159,45 @@ def check(
         rtol=tolerance.get("rtol", RTOL),
         inputs=inputs_of(p),
     )
+
+
+def service_report(p: Mapping[str, Any]) -> Report:
+    """The service's own analysis of `p` (the reference of a candidate check): every output a
+    candidate may send."""
+    inputs = inputs_of(p)
+    common: dict[str, Any] = {
+        "weight": inputs.weight,
+        "label_smoothing": inputs.label_smoothing,
+        "reduction": inputs.reduction,
+        "dtype": np.float64,
+    }
+    if np.asarray(p["labels"]).ndim == 1:
+        t = index_targets(
+            np.asarray(inputs.labels, np.int64),
+            p["z"].shape[1],
+            ignore_index=inputs.ignore_index,
+            **common,
+        )
+    else:
+        t = probability_targets(np.asarray(inputs.labels, np.float64), **common)
+    wanted = frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS, Output.HESSIAN})
+    return analyse_cross_entropy(p["z"], t, inputs.reduction, wanted)
+
+
+def service_outputs(report: Report) -> dict[str, Any]:
+    """The outputs of `report` by the names a candidate sends them under."""
+    assert report.loss is not None and report.losses is not None
+    assert report.gradient is not None and report.jacobian is not None
+    assert report.hessian is not None
+    return {
+        "probabilities": report.softmax.probabilities,
+        "log_probabilities": report.softmax.log_probabilities,
+        "loss": report.loss,
+        "losses": report.losses,
+        "gradient": report.gradient,
+        "jacobian": report.jacobian,
+        "hessian": report.hessian,
+    }
 
 
 def mistaken(p: Mapping[str, Any], **mistake: Any) -> dict[str, Array]:
@@ -677,54 +717,15 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
 @given(problems())
 def test_the_reference_passes_with_no_diagnosis(p: dict[str, Any]) -> None:
     ref = reference_of(p)
-    from app.numerics.cross_entropy import index_targets, probability_targets
-    from app.numerics.gradcheck import Output, analyse_cross_entropy
-
-    inputs = inputs_of(p)
-    weight = inputs.weight
-    if np.asarray(p["labels"]).ndim == 1:
-        t = index_targets(
-            np.asarray(inputs.labels, np.int64),
-            p["z"].shape[1],
-            weight=weight,
-            ignore_index=inputs.ignore_index,
-            label_smoothing=inputs.label_smoothing,
-            reduction=inputs.reduction,
-            dtype=np.float64,
-        )
-    else:
-        t = probability_targets(
-            np.asarray(inputs.labels, np.float64),
-            weight=weight,
-            label_smoothing=inputs.label_smoothing,
-            reduction=inputs.reduction,
-            dtype=np.float64,
-        )
-    report = analyse_cross_entropy(
-        p["z"],
-        t,
-        inputs.reduction,
-        frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS, Output.HESSIAN}),
-    )
-    assert report.loss is not None and report.losses is not None
-    assert report.gradient is not None and report.jacobian is not None
-    assert report.hessian is not None
-    service = {
-        "probabilities": report.softmax.probabilities,
-        "log_probabilities": report.softmax.log_probabilities,
-        "loss": report.loss,
-        "losses": report.losses,
-        "gradient": report.gradient,
-        "jacobian": report.jacobian,
-        "hessian": report.hessian,
-    }
+    report = service_report(p)
+    service = service_outputs(report)
     # the independent reference, sent as the candidate, against the service's values
     result = check_candidate(
         {name: np.asarray(value).tolist() for name, value in ref.items()},
         service,
         atol=ATOL,
         rtol=RTOL,
-        inputs=inputs,
+        inputs=inputs_of(p),
         softmax=report.softmax,
     )
     assert result.passed, result

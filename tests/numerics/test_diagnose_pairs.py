@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from app.numerics.candidate import DEFAULT_TOLERANCE, check_candidate
 from app.numerics.diagnose import MARGIN
-from app.numerics.gradcheck import Output, analyse_cross_entropy
 from tests.numerics.test_diagnose import (
     IGNORED,
     PADDING,
@@ -31,6 +30,8 @@ from tests.numerics.test_diagnose import (
     problem,
     problems,
     reference_of,
+    service_outputs,
+    service_report,
 )
 
 SMOOTHED_WEIGHTED = problem(smoothing=0.2, weight=[0.5, 2.0, 1.0, 3.0])
@@ -195,33 +196,7 @@ DTYPES = {
 
 def service_values(p: Mapping[str, Any]) -> dict[str, Array]:
     """Every output as the service computes it (the reference of a candidate check)."""
-    from app.numerics.cross_entropy import index_targets, probability_targets
-
-    inputs = inputs_of(p)
-    labels = np.asarray(p["labels"])
-    common: dict[str, Any] = {
-        "weight": inputs.weight,
-        "label_smoothing": inputs.label_smoothing,
-        "reduction": inputs.reduction,
-        "dtype": np.float64,
-    }
-    if labels.ndim == 1:
-        t = index_targets(
-            labels.astype(np.int64), p["z"].shape[1], ignore_index=inputs.ignore_index, **common
-        )
-    else:
-        t = probability_targets(labels.astype(np.float64), **common)
-    wanted = frozenset({Output.GRADIENT, Output.JACOBIAN, Output.LOSS, Output.HESSIAN})
-    report = analyse_cross_entropy(p["z"], t, inputs.reduction, wanted)
-    values = {
-        "probabilities": report.softmax.probabilities,
-        "log_probabilities": report.softmax.log_probabilities,
-        "loss": report.loss,
-        "losses": report.losses,
-        "gradient": report.gradient,
-        "jacobian": report.jacobian,
-        "hessian": report.hessian,
-    }
+    values = service_outputs(service_report(p))
     return {name: np.asarray(value, np.float64) for name, value in values.items()}
 
 

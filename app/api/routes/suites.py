@@ -1,8 +1,9 @@
 """GET /v1/suites: the named hard cases (`app.numerics.suites`) a tested function is run on.
 
-The checking itself is `/v1/cross-entropy`'s (a case's request with the function's outputs as
-`candidate`); these routes only serve the cases, small ones inline and each one alone at its own
-URL (as `.npz` with `Accept: application/x-npz`, ready to be posted).
+The checking itself is the case's endpoint's (`/v1/cross-entropy`, `/v1/linear-cross-entropy`
+for `lm_head`: a case's request with the function's outputs as `candidate`); these routes only
+serve the cases, small ones inline and each one alone at its own URL (as `.npz` with
+`Accept: application/x-npz`, ready to be posted).
 """
 
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from app.numerics.suites import BUILDERS, Suite, SuiteCase, suite
 router = APIRouter(prefix="/v1", tags=["suites"])
 
 SuiteName = Annotated[
-    str, Path(description="The suite: basics, torch or kernel.", examples=["basics"])
+    str, Path(description="The suite: basics, torch, kernel or lm_head.", examples=["basics"])
 ]
 CaseName = Annotated[str, Path(description="A case of the suite.", examples=["spread_800"])]
 

@@ -34,22 +34,25 @@ class CaseModel(BaseModel):
     )
     reason: str = Field(description="Why the case is hard, in one line.")
     dtype: Literal["float64", "float32", "bfloat16"] = Field(
-        description="The dtype of the logits the tested function receives. The request's logits "
-        "are exactly representable in it, and the reference is computed from exactly those "
-        "values (in float64)."
+        description="The dtype of the arrays the tested function receives (the logits; the "
+        "input, weight and bias for /v1/linear-cross-entropy). The request's arrays are exactly "
+        "representable in it, and the reference is computed from exactly those values (in "
+        "float64)."
     )
     tolerance: ToleranceOptions = Field(
         description="The tolerance the function's outputs are held to (also in the request)."
     )
     options: list[str] = Field(
         description="The loss options the case needs (reduction, weight, ignore_index, "
-        "label_smoothing, z_loss, softcap): a function that takes none of them cannot run it."
+        "label_smoothing, z_loss, softcap; causal_shift, denominator for "
+        "/v1/linear-cross-entropy): a function that takes none of them cannot run it."
     )
     features: list[Literal["k_dim", "no_batch", "probability_targets"]] = Field(
         description="The input features the case needs beyond (N, C) logits with index labels."
     )
     request: dict[str, Any] | None = Field(
-        description="The request body for `endpoint` (logits, labels, options, tolerance); null "
+        description="The request body for `endpoint` (logits or input, linear_weight, "
+        "linear_bias; labels, options, tolerance); null "
         "for a large case: fetch it from `request_url` (as .npz with Accept: application/x-npz)."
     )
     request_url: str = Field(description="Where the case's request alone is served.")

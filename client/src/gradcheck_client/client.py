@@ -569,10 +569,12 @@ class Client(_Core):
     ) -> SuiteReport:
         """Run `fn(logits, labels, **options) -> (loss, gradient)` on every case of `suite` (a
         name served by `GET /v1/suites`, a course's JSON file as a `Path`, or such a document)
-        and check its outputs; a failing case is shrunk to a smallest problem that fails the same
-        way (at most 100 service calls), with a reproduction to paste. See
-        `gradcheck_client.runner` for which options are passed and when a case is not
-        applicable."""
+        and check its outputs (for `lm_head`, cases of `/v1/linear-cross-entropy`:
+        `fn(input, linear_weight, labels, [linear_bias=…,] **options) -> (loss,
+        input_gradient, linear_weight_gradient[, linear_bias_gradient])`); a failing case is
+        shrunk to a smallest problem that fails the same way (at most 100 service calls), with
+        a reproduction to paste. See `gradcheck_client.runner` for which options are passed and
+        when a case is not applicable."""
         return run_suite(self, fn, suite, framework=framework, supports=supports, options=options)
 
     def softmax(

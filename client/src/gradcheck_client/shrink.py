@@ -8,6 +8,10 @@ labels are kept, and labels renumbered), then smaller magnitudes (rows centred, 
 10, single logits set to 0), then values rounded to few digits. Each step is tried in a fixed
 order, so the result is deterministic; `still_fails` raises `OutOfBudget` once its service calls
 are spent, and shrinking stops there with the smallest problem found so far.
+
+A `/v1/linear-cross-entropy` request (`LinearShrinker`) loses positions (sequences, then
+positions within them under `causal_shift`), then classes (rows of the head, its bias and the
+class weights; labels kept valid), then hidden features (columns of the input and the head).
 """
 
 from __future__ import annotations
@@ -209,8 +213,88 @@ def _positions(current: list[int], kept: list[int]) -> list[int]:
     return [where[item] for item in kept]
 
 
+class LinearShrinker(Shrinker):
+    """Shrinks a `/v1/linear-cross-entropy` request: positions, classes, hidden features."""
+
+    def run(self) -> dict[str, Any]:
+        """Every step in order; the smallest request found when the budget runs out."""
+        causal = bool(self.best.get("causal_shift"))
+        try:
+            self._fewer(lambda: _range(self.best["input"], 0), keep_positions, minimum=1)
+            if causal:  # positions within each sequence: at least one pair (t, t + 1)
+                self._fewer(lambda: _range(self.best["input"], 1), keep_steps, minimum=2)
+            self._fewer(
+                lambda: _range(self.best["linear_weight"], 0),
+                keep_head_classes,
+                minimum=2,
+                fixed=head_label_classes(self.best),
+            )
+            self._fewer(lambda: _range(self.best["input"], -1), keep_features, minimum=1)
+        except OutOfBudget:
+            pass
+        return self.best
+
+
+def _range(array: np.ndarray, axis: int) -> list[int]:
+    return list(range(np.shape(array)[axis]))
+
+
+def keep_positions(request: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The head's request with only `rows` of axis 0 (positions, or sequences)."""
+    labels = np.asarray(request["labels"])
+    return {**request, "input": request["input"][rows], "labels": labels[rows]}
+
+
+def keep_steps(request: dict[str, Any], steps: list[int]) -> dict[str, Any]:
+    """The head's causal request with only `steps` of each sequence (axis 1)."""
+    labels = np.asarray(request["labels"])
+    return {**request, "input": request["input"][:, steps], "labels": labels[:, steps]}
+
+
+def head_label_classes(request: dict[str, Any]) -> set[int]:
+    """The classes that are some position's (not ignored) index label."""
+    labels = np.asarray(request["labels"])
+    if labels.dtype.kind == "f":  # probability targets
+        return set()
+    ignore = _ignore_index(request)
+    return {int(label) for label in labels.reshape(-1) if label != ignore}
+
+
+def keep_head_classes(request: dict[str, Any], classes: list[int]) -> dict[str, Any]:
+    """The head's request with only `classes`: rows of the weight, entries of the bias and
+    the class weights, index labels renumbered."""
+    shrunk = {**request, "linear_weight": request["linear_weight"][classes]}
+    for name in ("linear_bias", "weight"):
+        if request.get(name) is not None:
+            shrunk[name] = np.asarray(request[name])[classes]
+    labels = np.asarray(request["labels"])
+    if labels.dtype.kind == "f":
+        shrunk["labels"] = labels[..., classes]
+    else:
+        ignore = _ignore_index(request)
+        renumber = {old: new for new, old in enumerate(classes)}
+        shrunk["labels"] = np.vectorize(lambda y: y if y == ignore else renumber[int(y)])(
+            labels
+        ).astype(np.int64)
+    return shrunk
+
+
+def keep_features(request: dict[str, Any], features: list[int]) -> dict[str, Any]:
+    """The head's request with only `features` of the hidden size d."""
+    return {
+        **request,
+        "input": request["input"][..., features],
+        "linear_weight": request["linear_weight"][..., features],
+    }
+
+
 def shape_text(request: dict[str, Any]) -> str:
-    """'3×5' (rows × classes), or the logits' shape."""
+    """'3×5' (rows × classes, the logits' shape), or for the head 'input 3×4, weight 5×4'."""
+    if "logits" not in request:
+        return (
+            f"input {'×'.join(map(str, np.shape(request['input'])))}, "
+            f"weight {'×'.join(map(str, np.shape(request['linear_weight'])))}"
+        )
     shape = np.shape(request["logits"])
     return "×".join(str(n) for n in shape)
 
@@ -345,10 +429,77 @@ def _options(
 def _check_options(request: dict[str, Any]) -> dict[str, str]:
     options: dict[str, str] = {}
     for key, value in request.items():
-        if key in {"logits", "labels", "include", "candidate"}:
+        if key in {"logits", "input", "linear_weight", "linear_bias", "labels", "include"}:
             continue
         if key == "weight" and value is not None:
             options[key] = f"np.array({_literal(np.asarray(value), 'float64')})"
         else:
             options[key] = repr(value)
     return options
+
+
+def linear_reproduction(
+    fn: Any,
+    framework: str,
+    request: dict[str, Any],
+    dtype: str,
+    passed_options: list[str],
+    url: str,
+) -> str:
+    """A few lines of Python with the arrays inline: run the LM-head function `fn` on the shrunk
+    problem and check its loss and gradients with the service."""
+    import_line, name = function_import(fn)
+    arrays = ["input", "linear_weight"]
+    if request.get("linear_bias") is not None:
+        arrays.append("linear_bias")
+    gradients = [f"{array}_gradient" for array in arrays]
+    lines = ["import numpy as np"]
+    if framework == "torch":
+        lines.append("import torch")
+    elif dtype == "bfloat16":
+        lines.append("import ml_dtypes")
+    lines += ["from gradcheck_client import Client", import_line, ""]
+    for array in arrays:
+        literal = _literal(np.asarray(request[array]), dtype)
+        if framework == "torch":
+            lines.append(
+                f"{array} = torch.tensor({literal}, dtype={_TORCH_DTYPES[dtype]}, "
+                "requires_grad=True)"
+            )
+        else:
+            lines.append(f"{array} = np.array({literal}, dtype={_NUMPY_DTYPES[dtype]})")
+    labels = _int_literal(np.asarray(request["labels"]))
+    lines.append(
+        f"labels = torch.tensor({labels})"
+        if framework == "torch"
+        else f"labels = np.array({labels})"
+    )
+    options = _options(request, passed_options, framework, dtype)
+    if "linear_bias" in arrays:
+        options = {"linear_bias": "linear_bias", **options}
+    arguments = "".join(f", {key}={value}" for key, value in options.items())
+    outputs = ", ".join(["loss", *gradients])
+    if framework == "torch":
+        lines += [
+            f"out = {name}(input, linear_weight, labels{arguments})",
+            f"{outputs} = out if isinstance(out, tuple) else "
+            f"(out, *torch.autograd.grad(out.sum(), [{', '.join(arrays)}]))",
+        ]
+    else:
+        lines.append(f"{outputs} = {name}(input, linear_weight, labels{arguments})")
+    candidate = ", ".join(f'"{output}": {output}' for output in ["loss", *gradients])
+    bias = ["        linear_bias=linear_bias,"] if "linear_bias" in arrays else []
+    lines += [
+        f"with Client({url!r}) as service:",
+        "    check = service.linear_cross_entropy(",
+        "        input,",
+        "        linear_weight,",
+        "        labels,",
+        *bias,
+        f"        candidate={{{candidate}}},",
+        '        include=["loss"],',
+        *(f"        {key}={value}," for key, value in _check_options(request).items()),
+        "    ).candidate_check",
+        "print(check.passed, [(d.output, d.code) for d in check.diagnoses])",
+    ]
+    return "\n".join(lines)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 FEATURES = frozenset({"k_dim", "no_batch", "probability_targets"})
 """Input features a case may need beyond (N, C) logits with index labels."""
-ARRAY_FIELDS = ("logits", "labels", "weight")
-"""The request fields that are arrays (numpy once read)."""
+FLOAT_FIELDS = ("logits", "input", "linear_weight", "linear_bias", "weight")
+"""The request fields that are float arrays (numpy once read), besides the labels."""
 
 
 class SuiteError(ValueError):
@@ -116,14 +116,15 @@ class Suite:
 
 
 def arrays_of(request: Mapping[str, Any]) -> dict[str, Any]:
-    """A request with its array fields as numpy arrays (float64 logits and weights; int64
-    index labels or float64 probability labels), the other fields as they are."""
+    """A request with its array fields as numpy arrays (float64 logits, or input, head weight
+    and bias, and class weights; int64 index labels or float64 probability labels), the other
+    fields as they are."""
     fields = dict(request)
-    fields["logits"] = np.asarray(fields["logits"], np.float64)
+    for name in FLOAT_FIELDS:
+        if fields.get(name) is not None:
+            fields[name] = np.asarray(fields[name], np.float64)
     labels = np.asarray(fields["labels"])
     fields["labels"] = labels.astype(np.int64 if labels.dtype.kind in "iub" else np.float64)
-    if fields.get("weight") is not None:
-        fields["weight"] = np.asarray(fields["weight"], np.float64)
     return fields
 
 
@@ -256,7 +257,7 @@ class CaseResult:
     `passed` is True or False for a case that ran, None for one that is not applicable
     (`applicable` False, `message` says why). `diagnoses` maps each failing output to the
     mistakes the service named for it. A failing case carries `smallest`, the shrunk request (a
-    `/v1/cross-entropy` body as a dict of lists), and `reproduction`, Python to paste."""
+    body for the case's endpoint as a dict of lists), and `reproduction`, Python to paste."""
 
     name: str
     passed: bool | None

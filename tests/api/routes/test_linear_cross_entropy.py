@@ -2,9 +2,7 @@
 members), torch's shapes, the numeric check, candidates and their diagnoses, refusals naming
 the field, and the size limits."""
 
-import io
 import json
-import zipfile
 from typing import Any
 
 import httpx
@@ -14,6 +12,7 @@ import pytest
 
 from app.numerics.cross_entropy import Reduction
 from app.numerics.linear import LinearOutput, LinearProblem, analyse_linear
+from tests.helpers import npz_body, read_npz
 
 NPZ = "application/x-npz"
 ALL = frozenset(LinearOutput)
@@ -33,28 +32,6 @@ def head(seed: int = 0, n: int = 96, d: int = 6, c: int = 9) -> dict[str, Any]:
 
 def as_json(arrays: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {**{k: np.asarray(v).tolist() for k, v in arrays.items()}, **fields}
-
-
-def npz_body(arrays: dict[str, Any], fields: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w") as member:
-                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-        archive.writestr("request.json", json.dumps(fields))
-    return buffer.getvalue()
-
-
-def read_npz(content: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    arrays, metadata = {}, {}
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:
-        for name in archive.namelist():
-            if name == "metadata.json":
-                metadata = json.loads(archive.read(name))
-            else:
-                with archive.open(name) as member:
-                    arrays[name.removesuffix(".npy")] = np.lib.format.read_array(member)
-    return arrays, metadata
 
 
 def reference(arrays: dict[str, Any], **options: Any) -> Any:

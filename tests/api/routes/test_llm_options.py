@@ -5,7 +5,6 @@ test suite would send it; the directional check at that size."""
 
 import io
 import json
-import zipfile
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.helpers import optional_module, require_module
+from tests.helpers import npz_body, optional_module, require_module
 
 torch = optional_module("torch")
 
@@ -72,17 +71,6 @@ async def test_z_loss_and_softcap_match_torch(
     np.testing.assert_allclose(answer["loss"], loss.detach().numpy(), rtol=1e-10, atol=0)
     np.testing.assert_allclose(answer["gradient"], gradient.numpy(), rtol=1e-10, atol=1e-16)
     assert answer["gradient_check"]["passed"] is True
-
-
-def npz_body(arrays: dict[str, Any], fields: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.save(member, array)
-            archive.writestr(f"{name}.npy", member.getvalue())
-        archive.writestr("request.json", json.dumps(fields))
-    return buffer.getvalue()
 
 
 def float64_gradient(
