@@ -13,6 +13,7 @@ dependency FastAPI solves costs a small request tens of microseconds (`make benc
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
@@ -40,7 +41,7 @@ from app.api.schemas.grading import GradeRequest, ProblemRequest
 from app.api.submissions import parse_with_unreadable_answers
 from app.core.budget import MemoryBudget
 from app.core.config import Settings
-from app.core.errors import RequestError
+from app.core.errors import LazyRefusal, RequestError
 from app.core.media import ContentType, parse_content_type
 from app.core.metrics import HttpMetrics
 from app.core.middleware import DEADLINE_STATE
@@ -126,10 +127,11 @@ class Received(Generic[Body]):
 
     body: Body
     context: RequestContext
-    overflow: RequestError | None = None
+    overflow: LazyRefusal | None = None
     """The refusal of the first number literal of a JSON body that overflows float64 outside
-    an answer (`overflowing_literal`): raised where a −∞ is read where −∞ masks a class (the
-    logits), since only the text tells `-1e999999` from `-Infinity`."""
+    an answer (`overflowing_literal`): decided (a scan of the body's bytes) and raised only
+    where a −∞ is read where −∞ masks a class (the logits), since only the text tells
+    `-1e999999` from `-Infinity`; a body without such a −∞ is never scanned."""
 
 
 def _check_json(content_type: ContentType) -> None:
@@ -187,7 +189,7 @@ class BodyReader(Generic[Model]):
 
     def received_json(self, body: bytes, context: RequestContext) -> Received[Model]:
         """The JSON `body` validated, with its first overflowing literal and `context`."""
-        return Received(self.parse(body), context, overflowing_literal(body))
+        return Received(self.parse(body), context, LazyRefusal(partial(overflowing_literal, body)))
 
     def parse(self, body: bytes) -> Model:
         """`model` from the JSON bytes, or RequestError with every problem located."""
@@ -250,7 +252,9 @@ class ArrayRequestBody(BodyReader[Model]):
             body = await request.body()
 
             def from_json() -> "Received[Model | ArrayBody[Model]]":  # not evaluated per call
-                return Received(self.parse(body), context, overflowing_literal(body))
+                return Received(
+                    self.parse(body), context, LazyRefusal(partial(overflowing_literal, body))
+                )
 
             return await self._parsed(body, PARSED_BYTES_PER_BODY_BYTE, context, from_json)
         # read, not kept on the request: its arrays are all that stays

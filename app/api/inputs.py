@@ -52,7 +52,7 @@ from app.api.schemas.compute import (
 )
 from app.api.schemas.grading import GradingProblem, ProblemRequest
 from app.core.config import Settings
-from app.core.errors import LimitExceeded, RequestError
+from app.core.errors import LazyRefusal, LimitExceeded, RequestError
 from app.grading.grade import Reference
 from app.grading.problems import GeneratedProblem, ProblemSpec, generate_problem
 from app.grading.tokens import PAYLOAD_FIELDS, InvalidProblemId, decode_problem_payload
@@ -262,7 +262,7 @@ def to_softmax_call(
     sent: SoftmaxValues | SoftmaxRequest | ArrayBody[SoftmaxRequest],
     settings: Settings,
     *,
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
     deadline: Deadline = NEVER,
     docs_url: str | None = None,
 ) -> SoftmaxCall:
@@ -309,7 +309,7 @@ def to_loss_call(
     sent: LossValues | CrossEntropyRequest | ArrayBody[CrossEntropyRequest],
     settings: Settings,
     *,
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
     deadline: Deadline = NEVER,
     docs_url: str | None = None,
 ) -> LossCall:
@@ -442,7 +442,7 @@ def to_linear_call(
     sent: LinearValues | LinearCrossEntropyRequest | ArrayBody[LinearCrossEntropyRequest],
     settings: Settings,
     *,
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
     deadline: Deadline = NEVER,
     docs_url: str | None = None,
 ) -> LinearCall:
@@ -505,7 +505,7 @@ def to_linear_call(
 
 
 def reference_of(
-    fields: LossFields, settings: Settings, overflow: RequestError | None = None
+    fields: LossFields, settings: Settings, overflow: LazyRefusal | None = None
 ) -> Reference:
     """The reference values of a problem, with its raw inputs for the diagnoses (`overflow`
     as for `to_softmax_call`)."""
@@ -600,7 +600,7 @@ def grading_reference(
     settings: Settings,
     key: bytes,
     location: tuple[str | int, ...] = (),
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
 ) -> Reference:
     """The reference of a problem: regenerated from its id, or parsed in full; errors
     located under `location` (`overflow` as for `to_softmax_call`)."""

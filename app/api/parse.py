@@ -29,7 +29,7 @@ from app.api.schemas.compute import (
     ToleranceOptions,
 )
 from app.core.config import Settings
-from app.core.errors import LimitExceeded, Location, RequestError
+from app.core.errors import LazyRefusal, LimitExceeded, Location, RequestError
 from app.numerics.cross_entropy import Reduction, Targets, index_targets, probability_targets
 from app.numerics.deadline import Deadline
 from app.numerics.diagnose import ProblemInputs
@@ -153,7 +153,7 @@ def parse_logits(
     settings: Settings,
     axis: int | None = None,
     include: Collection[str] = (),
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
 ) -> tuple[FloatArray, Layout]:
     """Logits as float64 rows (R, C) and their layout (class axis `axis`, by default 1, or 0
     for one axis): C ≥ 2 (at most GRADCHECK_MAX_CLASSES with a C×C output in `include`, else
@@ -198,7 +198,7 @@ def parse_logits(
 
 
 def _refuse_unusable_logits(
-    logits: FloatArray, layout: Layout, overflow: RequestError | None
+    logits: FloatArray, layout: Layout, overflow: LazyRefusal | None
 ) -> None:
     """422 at the first NaN, +inf or huge logit, or the first position that is all −inf."""
     bad = np.isnan(logits) | np.isposinf(logits)
@@ -211,7 +211,7 @@ def _refuse_unusable_logits(
         )
     _refuse_huge("logits", logits, layout)
     if overflow is not None:  # a −∞ may come from -1e999999, not -Infinity
-        raise overflow
+        overflow.raise_if_refused()
     all_masked = ~np.isfinite(logits).any(axis=1)
     if all_masked.any():
         position = layout.position(int(np.flatnonzero(all_masked)[0]))
@@ -484,7 +484,7 @@ def parse_loss(
     fields: "LossFields",
     settings: Settings,
     include: Collection[str] = (),
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
 ) -> ParsedLoss:
     """Logits, labels and weights of `fields`, each checked (413 first if the outputs in
     `include` would be too large; `overflow` as for `parse_logits`)."""
@@ -543,7 +543,7 @@ def parse_vector(value: object, include: Collection[str], layout: Layout) -> Flo
     return rows
 
 
-def parse_head_array(field: str, value: object, overflow: RequestError | None) -> FloatArray:
+def parse_head_array(field: str, value: object, overflow: LazyRefusal | None) -> FloatArray:
     """input, linear_weight or linear_bias as float64 (any float member of an .npz body
     converted exactly): finite and within ±MAX_MAGNITUDE, 422 at the first entry that is not
     (`overflow`, the body's first literal beyond float64, when that is what made it ±inf)."""
@@ -552,7 +552,7 @@ def parse_head_array(field: str, value: object, overflow: RequestError | None) -
         bad = ~np.isfinite(array)
         if bad.any():
             if overflow is not None:
-                raise overflow
+                overflow.raise_if_refused()
             raise RequestError(
                 (field, *_first(bad)), f"{field} must hold finite numbers", "finite_number"
             )

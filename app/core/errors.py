@@ -5,6 +5,7 @@ The numerics raise their own `app.numerics.errors.InvalidProblem`; `app.api.erro
 them into responses.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 Location = tuple[str | int, ...]
@@ -38,6 +39,24 @@ class RequestError(Exception):
     def omitted(self) -> int:
         """Problems found beyond those in `errors`."""
         return self.errors.omitted if isinstance(self.errors, ErrorItems) else 0
+
+
+class LazyRefusal:
+    """A refusal decided only when it is needed, and then once: whether a JSON body's −∞ was
+    written `-1e999999` (refused) or `-Infinity` (a mask) only its text tells, and scanning
+    tens of MB of text for that costs more than parsing it, so the scan runs only once a parsed
+    −∞ asks. Handed down explicitly from the body dependency (`app.api.deps.Received`)."""
+
+    def __init__(self, decide: Callable[[], RequestError | None]) -> None:
+        self._decide: Callable[[], RequestError | None] | None = decide
+        self._refusal: RequestError | None = None
+
+    def raise_if_refused(self) -> None:
+        """Raise the refusal, deciding it on the first call."""
+        if self._decide is not None:
+            self._refusal, self._decide = self._decide(), None
+        if self._refusal is not None:
+            raise self._refusal
 
 
 class LimitExceeded(Exception):

@@ -147,7 +147,7 @@ def test_json_is_written_from_the_arrays_with_minus_infinity_as_null() -> None:
         "columns": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
         "dtype": "float64",
     }
-    assert json.loads(encode_json(fields)) == {
+    assert json.loads(bytes(encode_json(fields))) == {
         "loss": 0.25,
         "log_probabilities": [[None, 0.0]],
         "columns": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],

@@ -9,7 +9,7 @@ from app.api.inputs import LossCall, LossValues, loss_values, to_loss_call
 from app.api.offload import run_in_worker, runs_inline
 from app.api.routes import ACCEPT_PARAMETER, ERROR_RESPONSES, success_response
 from app.api.schemas.compute import CrossEntropyResponse
-from app.core.errors import RequestError
+from app.core.errors import LazyRefusal
 
 router = APIRouter(prefix="/v1", tags=["cross-entropy"])
 
@@ -47,7 +47,7 @@ async def cross_entropy(received: CrossEntropyBody) -> Response:
     return respond(cross_entropy_fields(result, call.layout), context.accept, context.deadline)
 
 
-def _call(values: LossValues, context: RequestContext, overflow: RequestError | None) -> LossCall:
+def _call(values: LossValues, context: RequestContext, overflow: LazyRefusal | None) -> LossCall:
     return to_loss_call(
         values,
         context.settings,

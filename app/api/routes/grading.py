@@ -46,7 +46,7 @@ from app.api.schemas.grading import (
 )
 from app.api.submissions import too_many_elements
 from app.core.config import Settings
-from app.core.errors import LimitExceeded, RequestError
+from app.core.errors import LazyRefusal, LimitExceeded, RequestError
 from app.core.media import JSON_MEDIA_TYPE
 from app.core.threads import run_in_thread
 from app.grading.formats import Presentation, gradescope, native, prairielearn, summary_fields
@@ -145,7 +145,7 @@ def grade_fields(
     key: bytes,
     *,
     deadline: Deadline = NEVER,
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
     docs_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade every submission against the request's problem, until `deadline` (`overflow` as
@@ -182,7 +182,7 @@ def roster_fields(
     key: bytes,
     *,
     deadline: Deadline = NEVER,
-    overflow: RequestError | None = None,
+    overflow: LazyRefusal | None = None,
     docs_url: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Grade]]:
     """Grade each item against its own problem, in item order: problems made once per distinct
