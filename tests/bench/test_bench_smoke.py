@@ -94,7 +94,12 @@ def test_every_row_is_judged_by_the_one_table_of_targets(
     assert (str(TARGETS["8"]), str(TARGETS["8 HVP slope"])) == ("≤ 1.5", "≤ 1.2")
     summary = verdicts(rows).splitlines()
     assert len(summary) == sum(target is not None for target in TARGETS.values())
-    assert all(line.split(": ")[-1].split()[0] in (MET, "MISSED") for line in summary), summary
+    for line in summary:  # "case KEY (TARGET, SOURCE): VERDICT"
+        verdict = line.split("): ", 1)[1]
+        without_torch = (
+            verdict == case7_llm_kernel.TORCH_UNAVAILABLE and optional_module("torch") is None
+        )
+        assert verdict == MET or verdict.startswith("MISSED (") or without_torch, line
 
 
 def test_unavailable_rows_say_why_and_keep_their_target() -> None:
