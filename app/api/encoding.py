@@ -255,12 +255,12 @@ def encode_json(fields: dict[str, Any]) -> bytes | memoryview:
     Arrays over JSON_PIECE_NUMBERS numbers are written piece by piece in place of a marker in
     the rest of the document, into one growing buffer that is answered as it is (a memoryview
     of it, never copied into a bytes object: that copy doubled the peak of a large answer)."""
-    ready = {name: _json_ready(value) for name, value in fields.items()}
-    large = {
-        name: value
-        for name, value in ready.items()
-        if isinstance(value, np.ndarray) and value.size > JSON_PIECE_NUMBERS
-    }
+    ready = {}
+    large = {}
+    for name, value in fields.items():
+        ready[name] = value = _json_ready(value)
+        if isinstance(value, np.ndarray) and value.size > JSON_PIECE_NUMBERS:
+            large[name] = value
     if not large:
         return orjson.dumps(ready, option=orjson.OPT_SERIALIZE_NUMPY)
     marker = secrets.token_hex(16)

@@ -27,6 +27,7 @@ from app.numerics.gradcheck import (
     Output,
     Report,
     Tolerance,
+    all_finite,
 )
 from app.numerics.softmax import FloatArray
 
@@ -186,6 +187,15 @@ def _analyse_stacked(
         z_divisors=z_divisors,
     )
 
+    losses = rows.losses
+    rows_finite = (rows.softmax is not None or Output.PROBABILITIES not in include) and all_finite(
+        None if rows.softmax is None else rows.softmax.probabilities,
+        losses,
+        rows.gradient,
+        None if rows.numeric_gradient is None else rows.numeric_gradient.values,
+        rows.jacobian,
+        None if rows.numeric_jacobian is None else rows.numeric_jacobian.values,
+    )
     stops = np.cumsum(sizes).tolist()
     blocks = [slice(stop - size, stop) for size, stop in zip(sizes, stops, strict=True)]
     gradient_checks = _checks(rows.numeric_gradient, rows.gradient, blocks, numeric, tolerance)
@@ -200,7 +210,7 @@ def _analyse_stacked(
         reports.append(
             Report(
                 problem.logits,
-                losses=cross_entropy if z_terms is None else cross_entropy + z_terms,
+                losses=losses[part],
                 loss=reduce_losses(
                     cross_entropy, problem.targets, problem.reduction, z_terms=z_terms
                 ),
@@ -212,6 +222,7 @@ def _analyse_stacked(
                 jacobian_check=jacobian_check,
                 softcap=problem.softcap,
                 kept_softmax=None if rows.softmax is None else rows.softmax.rows(part),
+                rows_finite=rows_finite,
             )
         )
     return reports

@@ -201,6 +201,10 @@ class Report:
     kept_softmax: Softmax | None = None
     """The softmax of the (capped) logits as the analysis computed it; None where it was
     computed by blocks and not kept (`LossRows.of`)."""
+    rows_finite: bool = False
+    """Every array of the report but the reduced `loss` is known to be finite: the stacked
+    batch that computed it checked its rows at once (`app.numerics.batch`), so
+    `refuse_non_finite` checks the loss alone."""
 
     @cached_property
     def softmax(self) -> Softmax:
@@ -222,6 +226,10 @@ class Report:
         """Raise InvalidProblem naming the first output asked for, and its sample, that is not
         finite in the precision it was computed in (log-probabilities of masked logits are
         −inf by definition and are not outputs that can overflow)."""
+        if self.rows_finite:
+            if Output.LOSS in include and self.loss is not None:
+                _refuse_non_finite(str(Output.LOSS), self.loss)
+            return
         arrays: dict[Output, FloatArray | None] = {}
         if Output.PROBABILITIES in include:  # the softmax is computed only if asked for
             arrays[Output.PROBABILITIES] = self.softmax.probabilities
@@ -237,17 +245,29 @@ class Report:
         }
         named = [(str(name), value) for name, value in arrays.items() if name in include]
         for name, value in [*named, ("losses", self.losses)]:
-            if value is None or np.isfinite(value.sum()):  # one pass, no copy
-                continue
-            bad = ~np.isfinite(value)
-            if bad.any():
-                index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
-                where = f" of sample {index[0]}" if index else ""
-                raise InvalidProblem(
-                    ("logits", index[0]) if index else ("logits",),
-                    f"the {name}{where} is not finite in {value.dtype}: the logits are too "
-                    "large for this precision (use dtype float64 or smaller logits)",
-                )
+            if value is not None:
+                _refuse_non_finite(name, value)
+
+
+def all_finite(*arrays: FloatArray | None) -> bool:
+    """Whether every entry of `arrays` (None skipped) is finite: one pass and no copy each (a
+    sum is finite only if every term is; an overflowing sum says False, as a NaN or ±inf does)."""
+    return all(array is None or np.isfinite(array.sum()) for array in arrays)
+
+
+def _refuse_non_finite(name: str, value: FloatArray) -> None:
+    """InvalidProblem at the first sample of output `name` that is not finite."""
+    if all_finite(value):
+        return
+    bad = ~np.isfinite(value)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0]) if value.ndim else ()
+        where = f" of sample {index[0]}" if index else ""
+        raise InvalidProblem(
+            ("logits", index[0]) if index else ("logits",),
+            f"the {name}{where} is not finite in {value.dtype}: the logits are too "
+            "large for this precision (use dtype float64 or smaller logits)",
+        )
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,15 @@ EVERY_OUTPUT = frozenset(Output) - SECOND_ORDER
 
 
 def assert_identical(together: Report, alone: Report) -> None:
-    """Every array bit for bit, every check field for field."""
+    """Every array bit for bit, every check field for field; a batch that says its rows are
+    finite is right to (the flag only spares `refuse_non_finite` its per-report passes)."""
     for field in fields(Report):
         mine, theirs = getattr(together, field.name), getattr(alone, field.name)
-        if isinstance(theirs, Softmax):
+        if field.name == "rows_finite":
+            assert not theirs
+            if mine:
+                assert_rows_finite(alone)
+        elif isinstance(theirs, Softmax):
             for part in fields(Softmax):
                 np.testing.assert_array_equal(
                     getattr(mine, part.name), getattr(theirs, part.name), strict=True
@@ -47,6 +52,16 @@ def assert_identical(together: Report, alone: Report) -> None:
             assert mine is None, field.name
         else:
             np.testing.assert_array_equal(mine, theirs, err_msg=field.name, strict=True)
+
+
+def assert_rows_finite(report: Report) -> None:
+    """Every array of `report` but the reduced loss is finite."""
+    for field in fields(Report):
+        value = getattr(report, field.name)
+        if isinstance(value, Softmax):
+            assert np.isfinite(value.probabilities).all()
+        elif isinstance(value, np.ndarray) and field.name not in {"loss", "logits"}:
+            assert np.isfinite(value).all(), field.name
 
 
 def by_width(problems: list[LossProblem]) -> list[list[LossProblem]]:
@@ -153,3 +168,39 @@ def test_a_refused_problem_leaves_the_others_of_its_batch_their_reports() -> Non
     for report in (first, last):
         assert isinstance(report, Report)
         assert_identical(report, alone)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow is the point of it
+def test_a_batch_checks_the_finiteness_of_its_rows_once_and_refuses_as_alone() -> None:
+    """A batch checks its stacked rows at once; when one problem's outputs overflow its float32,
+    every report is checked alone again, and each gets what it gets alone: the overflowing one
+    its refusal naming the sample, the others their reports."""
+    fine = labelled(np.array([[0.0, 1.0], [2.0, 0.0]], np.float32), [0, 1])
+    huge = labelled(np.array([[0.0, 1.0], [3e38, -3e38]], np.float32), [0, 1])
+    together = analyse_cross_entropy_batch([fine, fine], EVERY_OUTPUT)
+    assert all(isinstance(report, Report) and report.rows_finite for report in together)
+    first, overflowing, last = analyse_cross_entropy_batch([fine, huge, fine], EVERY_OUTPUT)
+    for report in (first, overflowing, last):
+        assert isinstance(report, Report) and not report.rows_finite
+    assert isinstance(overflowing, Report)
+    per_sample = EVERY_OUTPUT - {Output.LOSS}  # the reduced loss would be named first
+    with pytest.raises(InvalidProblem) as refused:
+        overflowing.refuse_non_finite(per_sample)
+    alone = analyse_cross_entropy(huge.logits, huge.targets, Reduction.MEAN, EVERY_OUTPUT)
+    with pytest.raises(InvalidProblem) as refused_alone:
+        alone.refuse_non_finite(per_sample)
+    assert refused.value.location == refused_alone.value.location == ("logits", 1)
+    assert str(refused.value) == str(refused_alone.value)
+    assert isinstance(first, Report)
+    first.refuse_non_finite(EVERY_OUTPUT)
+
+
+def test_rows_known_finite_leave_only_the_reduced_loss_to_check() -> None:
+    """`rows_finite` spares every per-row array its pass, never the reduced loss (a sum of
+    finite losses may still overflow)."""
+    logits = np.zeros((2, 2))
+    gradient = np.array([[np.inf, 0.0], [0.0, 0.0]])
+    Report(logits, gradient=gradient, rows_finite=True).refuse_non_finite(EVERY_OUTPUT)
+    with pytest.raises(InvalidProblem) as error:
+        Report(logits, loss=np.array(np.inf), rows_finite=True).refuse_non_finite(EVERY_OUTPUT)
+    assert error.value.message.startswith("the loss is not finite in float64:")

@@ -144,13 +144,15 @@ DTYPE_DESCRIPTION = (
 NUMERIC_DESCRIPTION = "How the numeric derivative is taken: method and step h."
 TOLERANCE_DESCRIPTION = "The agreement test |analytic − numeric| ≤ atol + rtol·|numeric|."
 
-CROSS_ENTROPY_DEFAULT_INCLUDE = [
+CROSS_ENTROPY_DEFAULT_INCLUDE = (
     Output.PROBABILITIES,
     Output.LOSS,
     Output.GRADIENT,
     Output.NUMERIC_GRADIENT,
     Output.JACOBIAN,
-]
+)
+"""A tuple, as every include: pydantic deep-copies a mutable default on every request that
+leaves it out (a tuple is documented as the same JSON array)."""
 
 
 CANDIDATE_VALUE_DESCRIPTION = (
@@ -202,12 +204,12 @@ class SoftmaxRequest(BaseModel):
         "the class axis, 1, or 0 for logits with one axis.",
     )
     dtype: Dtype = Field("float64", description=DTYPE_DESCRIPTION)
-    include: list[Literal["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"]] = (
-        Field(
-            ["probabilities", "jacobian"],
-            description="Outputs to return: probabilities, log_probabilities, jacobian "
-            "(∂a_i/∂z_j = a_i(δ_ij − a_j)), numeric_jacobian (adds `jacobian_check`).",
-        )
+    include: tuple[
+        Literal["probabilities", "log_probabilities", "jacobian", "numeric_jacobian"], ...
+    ] = Field(
+        ("probabilities", "jacobian"),
+        description="Outputs to return: probabilities, log_probabilities, jacobian "
+        "(∂a_i/∂z_j = a_i(δ_ij − a_j)), numeric_jacobian (adds `jacobian_check`).",
     )
     numeric: FiniteDifferenceOptions = Field(
         default_factory=FiniteDifferenceOptions, description=NUMERIC_DESCRIPTION
@@ -271,7 +273,7 @@ class CrossEntropyRequest(LossOptions):
     tolerance: ToleranceOptions = Field(
         default_factory=ToleranceOptions, description=TOLERANCE_DESCRIPTION
     )
-    include: list[Output] = Field(
+    include: tuple[Output, ...] = Field(
         CROSS_ENTROPY_DEFAULT_INCLUDE,
         description="Outputs to return. Default: probabilities, loss, gradient, "
         "numeric_gradient (adds `gradient_check`), jacobian. On request also: "
@@ -545,7 +547,7 @@ class LinearCandidate(BaseModel):
     linear_bias_gradient: Any = _candidate_field("dL/dlinear_bias, (C,) or (C, d1, …, dK)")
 
 
-LINEAR_DEFAULT_INCLUDE = ["loss", "losses", "input_gradient", "linear_bias_gradient"]
+LINEAR_DEFAULT_INCLUDE = ("loss", "losses", "input_gradient", "linear_bias_gradient")
 LinearInclude = Literal[
     "loss",
     "losses",
@@ -587,7 +589,7 @@ class LinearCrossEntropyRequest(LossOptions):
         "mean's divisor Σ w_y (and the z-loss's) by this number (at least 1e-12), HF's "
         "num_items_in_batch.",
     )
-    include: list[LinearInclude] = Field(
+    include: tuple[LinearInclude, ...] = Field(
         LINEAR_DEFAULT_INCLUDE,  # type: ignore[arg-type]
         description="Outputs to return. Default: loss, losses, input_gradient, "
         "linear_bias_gradient. On request: linear_weight_gradient (C·d numbers), logits, "
