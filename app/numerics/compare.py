@@ -84,22 +84,26 @@ def compare_blocks(
     counts = np.add.reduceat(np.count_nonzero(failing.reshape(per_sample), axis=1), starts)
     max_abs = np.maximum.reduceat(difference.reshape(per_sample).max(axis=1), starts)
     max_rel = np.maximum.reduceat(relative.reshape(per_sample).max(axis=1), starts)
-    stops = [*starts[1:].tolist(), x.shape[0]]
-    agreements = []
-    for block, (start, stop) in enumerate(zip(starts.tolist(), stops, strict=True)):
-        count = int(counts[block])
-        worst = _worst(x[start:stop], y[start:stop], atol, rtol, keep) if count else []
-        agreements.append(
-            Agreement(
-                passed=count == 0,
-                max_abs_error=float(max_abs[block]),
-                max_rel_error=float(max_rel[block]),
-                mismatches=count,
-                checked=int(x[start:stop].size),
-                worst=worst,
-            )
+    per_row = x[:1].size
+    bounds = [*starts.tolist(), x.shape[0]]
+    return [
+        Agreement(
+            passed=count == 0,
+            max_abs_error=abs_error,
+            max_rel_error=rel_error,
+            mismatches=count,
+            checked=(stop - start) * per_row,
+            worst=_worst(x[start:stop], y[start:stop], atol, rtol, keep) if count else [],
         )
-    return agreements
+        for start, stop, count, abs_error, rel_error in zip(
+            bounds[:-1],
+            bounds[1:],
+            counts.tolist(),
+            max_abs.tolist(),
+            max_rel.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def tolerance_bound(atol: float, rtol: float, magnitude: FloatArray) -> FloatArray:

@@ -512,7 +512,7 @@ def estimate_error(
     derivative = scale * np.abs(bernoulli_cumulant(probabilities, order + 1 + cumulant_shift))
     with np.errstate(over="ignore", invalid="ignore"):  # a huge step: no finite estimate
         truncation = coefficient * h.astype(np.float64) ** order * derivative
-    truncation = np.nan_to_num(truncation, nan=LARGEST, posinf=LARGEST)
+    truncation = np.maximum(np.fmin(truncation, LARGEST), -LARGEST)  # NaN, ±inf: ±LARGEST
     if method is not Method.COMPLEX_STEP:
         stencil = STENCILS[method]
         reach = sum(abs(w * o) for w, o in zip(stencil.weights, stencil.offsets, strict=True))
