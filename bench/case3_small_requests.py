@@ -69,7 +69,8 @@ def measure(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
 def coalesced_batches(server: Server) -> tuple[float, float]:
     """(batches, requests in them) computed by the server's coalescer so far (/metrics)."""
     connection = Connection(server.port)
-    text = connection.request(build_request("GET", "/metrics")).raise_for_status().body.decode()
+    reply = connection.request(build_request("GET", "/metrics")).raise_for_status()
+    text = bytes(reply.body).decode()
     connection.close()
     values = dict(
         line.split(" ", 1)

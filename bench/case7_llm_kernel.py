@@ -32,6 +32,7 @@ from app.numerics.cross_entropy import Reduction
 from app.numerics.gradcheck import Output, ReferenceOutputs, analyse_cross_entropy
 from bench import cases
 from bench.client import Connection, build_request
+from bench.heap import in_warm_heap
 from bench.plan import Bench
 from bench.report import Row, reply_detail, row, unavailable
 from bench.server import running_server
@@ -90,6 +91,7 @@ def _candidate_tolerance(candidate: np.ndarray) -> tuple[float, float]:
     return DEFAULT_TOLERANCE[str(candidate.dtype)]
 
 
+@in_warm_heap
 def formula_floor(body: bytes) -> Checked:
     """The floor: the check written out in plain numpy float64, on one thread, as a caller
     would: `np.load` of the archive; y = c·tanh(z/c); ℓ = m + log Σ exp(y − m) per row (m the
@@ -119,6 +121,7 @@ def formula_floor(body: bytes) -> Checked:
     return Checked(float(loss), bool(np.allclose(candidate, gradient, rtol=rtol, atol=atol)))
 
 
+@in_warm_heap
 def numerics_in_process(body: bytes) -> CandidateCheck:
     """The service's own numerics on the request, in-process: `np.load` of the archive, the
     float64 loss and gradient with the same z-loss and softcap (`analyse_cross_entropy`), and
@@ -151,6 +154,7 @@ def torch_module() -> Any:
         return None
 
 
+@in_warm_heap
 def torch_autograd(torch: Any, body: bytes) -> Checked:
     """The check by torch float64 autograd, in-process, as Liger-Kernel's reference writes it:
     `np.load` of the archive; y = c·tanh(z/c); `F.cross_entropy(y, labels, ignore_index=-100)`

@@ -64,7 +64,7 @@ def in_table_order(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda line: order[line.key])
 
 
-def reply_detail(body: bytes | bytearray) -> str:
+def reply_detail(body: bytes | memoryview) -> str:
     """The start of an error response's `detail` (or of its body), for a table cell."""
     try:
         text = str(orjson.loads(body).get("detail", ""))

@@ -31,6 +31,7 @@ from bench import (
     case8_second_order,
     case9_linear,
 )
+from bench.heap import keep_freed_memory
 from bench.plan import QUICK, Bench, Plan
 from bench.plot import plot_scaling
 from bench.report import Row, in_table_order, machine, table, verdicts
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    keep_freed_memory()
     results = run(QUICK if args.quick else Plan(), args.output_dir, args.case)
     rows = [Row(**line) for line in results["rows"]]
     print(table(rows))
