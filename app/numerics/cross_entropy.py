@@ -289,7 +289,7 @@ def softcap_logits(logits: FloatArray, softcap: float) -> FloatArray:
        arXiv:2408.00118, 2024: logit soft-capping c·tanh(z/c).
     """
     z = np.asarray(logits)
-    masked = np.isneginf(np.real(z))
+    masked = np.real(z) == -np.inf
     if not masked.any():
         unmasked: FloatArray = softcap * np.tanh(z / softcap)
         return unmasked

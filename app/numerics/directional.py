@@ -138,7 +138,7 @@ class LogitChanges:
         self.problem = problem
         z = np.asarray(problem.logits)
         self.raw = z
-        self.masked = np.isneginf(z)
+        self.masked = z == -np.inf
         softcap = problem.softcap
         capped = z if softcap is None else softcap_logits(z, softcap)
         self.capped = capped

@@ -245,7 +245,7 @@ class _Rows:
     def __init__(self, logits: FloatArray) -> None:
         z = np.asarray(logits)
         rows = np.arange(z.shape[0])
-        self.masked = np.isneginf(z)
+        self.masked = z == -np.inf
         self.argmax = np.argmax(z, axis=1)
         self.maximum = z[rows, self.argmax]
         self.below_maximum = z - self.maximum[:, None]
@@ -274,7 +274,7 @@ class _Rows:
         to m' keeps them from overflowing when a step moves x far above m (h = ∛eps·|z| is
         about 700 at |z| = 1e8) and from underflowing when it moves the maximum far down.
         """
-        masked = np.isneginf(np.real(values))
+        masked = np.real(values) == -np.inf
         with np.errstate(invalid="ignore"):
             shifted = values - self.maximum
         return self.replaced_shifted(columns, np.where(masked, 0, shifted), masked)
@@ -313,7 +313,7 @@ class _Capped:
         """`_Rows.replaced` for raw values x of the columns (their capped y(x) replaces y)."""
         if self.softcap is None:
             return self.rows.replaced(columns, values)
-        masked = np.isneginf(np.real(values))
+        masked = np.real(values) == -np.inf
         raw = self.raw[:, columns].T
         moved = softcap_difference(
             np.where(masked, 0, raw), np.where(masked, 0, values), self.softcap

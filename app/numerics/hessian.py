@@ -584,7 +584,7 @@ class GradientColumns:
         if self.softcap is not None and self.slope is not None:
             slope = np.empty_like(gradient)
             slope[...] = self.slope
-            masked = np.isneginf(np.real(values))
+            masked = np.real(values) == -np.inf
             with np.errstate(over="ignore"):
                 moved = 1 / np.cosh(np.where(masked, 0, values) / self.softcap) ** 2
             moved = np.where(masked, 0, moved)
