@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.api.encoding import encode_npz
 from bench import case7_llm_kernel, cases
 from bench.heap import in_warm_heap, keep_freed_memory
 
@@ -71,7 +72,7 @@ def test_a_buffer_file_reads_and_seeks_as_bytes_io(
 
 def test_an_npz_reply_read_in_place_is_the_reply_read_from_bytes() -> None:
     arrays = {"hessian": np.arange(24.0).reshape(2, 3, 4), "losses": np.array([0.5, 1.5])}
-    body = cases.encode_npz({"reduction": "mean", **arrays})
+    body = encode_npz({"reduction": "mean", **arrays})
     in_place, from_bytes = cases.read_npz(memoryview(bytearray(body))), cases.read_npz(body)
     assert in_place.keys() == from_bytes.keys() == {"reduction", "hessian", "losses"}
     for name, array in arrays.items():
