@@ -450,18 +450,21 @@ def _compare(
         got = got_rows[part].astype(np.float64)
         expected = expected_rows[part]
         with np.errstate(invalid="ignore", over="ignore"):
-            difference = np.abs(got - expected)
+            difference = got - expected
+            np.abs(difference, out=difference)
             magnitude = np.abs(expected)
             bound = magnitude * rtol
             bound += atol  # a bound that overflows admits everything (compare.tolerance_bound)
             ok = difference <= bound
-            infinite = ~np.isfinite(magnitude)
-            if infinite.any():  # an infinite expected value (a mask's log 0): only itself
+            finite = bool(np.isfinite(magnitude.max(initial=0.0)))  # one pass, no temporary
+            if not finite:  # an infinite expected value (a mask's log 0): only itself
+                infinite = ~np.isfinite(magnitude)
                 same = got == expected
                 ok &= ~infinite
                 ok |= same
                 difference[same & infinite] = 0.0
-            row_ok[part] = ok.all(axis=1)
+            rows_pass = ok.all(axis=1)
+            row_ok[part] = rows_pass
             error = difference.max(axis=1, initial=0.0)
             row_error[part] = error
             found.largest = float(error.max(initial=0.0))
@@ -472,12 +475,13 @@ def _compare(
                 denominator = np.abs(got)
                 denominator += magnitude
                 np.maximum(denominator, REL_ERROR_FLOOR, out=denominator)
-                found.relative = float((difference / denominator).max(initial=0.0))
-                scale = _row_scale(magnitude)
+                relative = np.divide(difference, denominator, out=denominator)
+                found.relative = float(relative.max(initial=0.0))
+                scale = magnitude.max(axis=1, initial=0.0) if finite else _row_scale(magnitude)
                 if not scale.all():
                     scale[scale == 0] = output_scale()
                 found.ulps = float((error / ulp(scale, dtype)).max(initial=0.0))
-        failing = np.flatnonzero(~ok)
+        failing = np.empty(0, np.intp) if rows_pass.all() else np.flatnonzero(~ok)
         if failing.size:
             found.mismatches = int(failing.size)
             size = np.nan_to_num(difference.ravel()[failing], nan=np.inf)
