@@ -13,7 +13,10 @@ body's own bytes:
   inflating to more (or less) than it declares is refused, whatever the headers claim; its
   CRC-32 is checked;
 - an `.npy` header is parsed alone (`numpy.lib.format`, no pickles), and its shape × itemsize
-  compared with the member's real size before the array is made (a view of the bytes read);
+  compared with the member's real size before the array is made (a view of the bytes read:
+  of the body itself, read-only, for a stored member);
+- the members of a large body are checked on every core at once, and a bad archive is refused
+  at its first bad member in the archive's order, whichever thread found it;
 - `request.json` is parsed with a bound on its nesting.
 """
 
@@ -29,6 +32,10 @@ import ml_dtypes
 import numpy as np
 
 from app.core.errors import LimitExceeded, RequestError
+from app.numerics.layout import for_each_on_every_core
+
+Member = memoryview | bytearray
+"""A member's uncompressed bytes: a view of the body when stored, inflated bytes when deflated."""
 
 REQUEST_FIELDS_MEMBER = "request.json"
 MAX_MEMBERS = 32
@@ -50,6 +57,12 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting of `request.json` (its fields nest two or three levels)."""
 INFLATE_CHUNK_BYTES = 1 << 16
 """Compressed bytes handed to zlib at a time."""
+PARALLEL_READ_BYTES = 1 << 20
+"""Bodies of at least this many bytes have their members checked (CRC-32) and inflated on every
+core at once (zlib releases the GIL); smaller ones in the calling thread."""
+MAX_NPY_HEADER_BYTES = 12 + 10_000
+"""The longest `.npy` preamble read: magic, version and length (12 bytes at most) and numpy's
+own limit on the header (10,000 bytes, `numpy.lib.format`'s max_header_size)."""
 FLOAT_KINDS = frozenset({"f2", "f4", "f8"})
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -94,10 +107,24 @@ def read_npz(body: bytes, limit: int) -> tuple[dict[str, Any], dict[str, np.ndar
             f"than the {limit} this body may expand to: send its members stored (np.savez) or less "
             "compressed"
         )
+    readings: list[Member | RequestError] = [RequestError((), _NOT_ZIP)] * len(members)
+
+    def read(index: int) -> None:
+        try:
+            readings[index] = _member_bytes(view, members[index])
+        except RequestError as error:
+            readings[index] = error
+
+    if len(body) >= PARALLEL_READ_BYTES:
+        for_each_on_every_core(read, range(len(members)))
+    else:
+        for index in range(len(members)):
+            read(index)
     fields: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
-    for member in members:
-        data = _member_bytes(view, member)
+    for member, data in zip(members, readings, strict=True):
+        if isinstance(data, RequestError):  # the first bad member in the archive's order
+            raise data
         if member.filename == REQUEST_FIELDS_MEMBER:
             fields = read_json_member(member.filename, data)
         else:
@@ -133,9 +160,10 @@ def _check_listing(members: list[zipfile.ZipInfo]) -> None:
             )
 
 
-def _member_bytes(view: memoryview, member: zipfile.ZipInfo) -> bytearray:
+def _member_bytes(view: memoryview, member: zipfile.ZipInfo) -> Member:
     """The uncompressed bytes of `member`, read from the body at its local header, checked
-    against its declared size and CRC-32; never more than its declared size is inflated."""
+    against its declared size and CRC-32; never more than its declared size is inflated. A
+    stored member is a view of the body (no copy)."""
     name = member.filename
     start = member.header_offset
     header = bytes(view[start : start + _LOCAL_HEADER.size]) if start >= 0 else b""
@@ -160,7 +188,7 @@ def _member_bytes(view: memoryview, member: zipfile.ZipInfo) -> bytearray:
                 f"{member.file_size}",
                 "npz_invalid",
             )
-        data = bytearray(compressed)
+        data: Member = compressed
     else:
         data = _inflate(name, compressed, member.file_size)
     if zlib.crc32(data) != member.CRC:
@@ -197,11 +225,12 @@ def _inflate(name: str, compressed: memoryview, size: int) -> bytearray:
     return out
 
 
-def read_npy(name: str, data: bytearray) -> np.ndarray:
-    """The `.npy` member `name` as an array of a number type, a view of `data`: its header is
-    read alone, and shape × itemsize must be the size of the data after it (bfloat16 is
-    recognised from numpy's descriptor '<V2'; other byte orders are made native)."""
-    stream = io.BytesIO(data)
+def read_npy(name: str, data: Member) -> np.ndarray:
+    """The `.npy` member `name` as an array of a number type, a view of `data` (read-only when
+    `data` is; a copy where its data is not aligned for its dtype): its header is read alone,
+    and shape × itemsize must be the size of the data after it (bfloat16 is recognised from
+    numpy's descriptor '<V2'; other byte orders are made native)."""
+    stream = io.BytesIO(data[:MAX_NPY_HEADER_BYTES])
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -234,17 +263,19 @@ def read_npy(name: str, data: bytearray) -> np.ndarray:
             "npy_invalid",
         )
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    if not flat.flags.aligned:  # numpy's loops would copy it piece by piece on every pass
+        flat = flat.copy()
     array = flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
     if bfloat16:
         return array.view(ml_dtypes.bfloat16)
     return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
-def read_json_member(name: str, data: bytearray) -> dict[str, Any]:
+def read_json_member(name: str, data: Member) -> dict[str, Any]:
     """The JSON object of member `name`, nested at most MAX_JSON_DEPTH deep."""
     too_deep = False
     try:
-        fields = json.loads(data)
+        fields = json.loads(bytes(data))
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError((name,), f"not valid JSON: {error}", "json_invalid") from None
     except RecursionError:

@@ -16,18 +16,22 @@ message points where the caller looks.
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-BLOCK_ENTRIES = 1 << 15
+BLOCK_ENTRIES = 1 << 17
 """Work over a whole array of rows goes through blocks of consecutive rows of about this many
-entries (256 KiB of float64): every temporary of a block stays in cache, and a large request
-holds its temporaries for one block, not for the whole array."""
+entries (1 MiB of float64): a large request holds its temporaries for one block a core, not for
+the whole array. Smaller blocks keep each temporary in a core's cache but make each numpy call
+so short that the threads spend their time handing the GIL to each other: on two cores, an
+N = 256, C = 32,000 loss and gradient takes 190 ms with blocks of 2^15 entries (and as long on
+one thread), 130 ms with 2^17 (issue 25, `make bench` case 7)."""
 
 
 def row_blocks(rows: int, row_size: int) -> Iterator[slice]:
@@ -43,44 +47,49 @@ may run on. numpy releases the GIL inside its loops, so blocks on different thre
 different cores."""
 BLOCK_HELPERS = ThreadPoolExecutor(max(1, BLOCK_WORKERS - 1), thread_name_prefix="row-blocks")
 """The threads that help a caller through its blocks (started on first use)."""
+Item = TypeVar("Item")
+_NONE_LEFT = object()
 
 
 def for_each_row_block(work: Callable[[slice], None], rows: int, row_size: int) -> None:
     """Call `work` on every block of `row_blocks(rows, row_size)`, up to BLOCK_WORKERS blocks
-    at a time: the calling thread and BLOCK_WORKERS − 1 helpers each take the next block not
-    yet taken until none is left. `work` must write only its own rows (blocks are disjoint),
-    so what each block computes does not depend on which thread computed it, or when.
+    at a time (`for_each_on_every_core`). `work` must write only its own rows (blocks are
+    disjoint), so what each block computes does not depend on which thread computed it, or
+    when."""
+    for_each_on_every_core(work, list(row_blocks(rows, row_size)))
 
-    The caller works through its own blocks whatever the helpers do, so one request never
-    waits behind another's blocks: a helper still queued when the caller is done is
-    cancelled. The first exception raised by `work` stops every thread from taking another
-    block, and is raised here once the blocks under way have finished.
+
+def for_each_on_every_core(work: Callable[[Item], None], items: Sequence[Item]) -> None:
+    """Call `work` on every one of `items`, up to BLOCK_WORKERS at a time: the calling thread
+    and BLOCK_WORKERS − 1 helpers each take the next item not yet taken until none is left.
+
+    The caller works through the items whatever the helpers do, so one request never waits
+    behind another's: a helper still queued when the caller is done is cancelled. The first
+    exception raised by `work` stops every thread from taking another item, and is raised here
+    once the items under way have finished.
     """
-    blocks = list(row_blocks(rows, row_size))
-    untaken = iter(blocks)
+    untaken = iter(items)
     taking = threading.Lock()
     failed = threading.Event()
 
-    def take_blocks() -> None:
+    def take_items() -> None:
         while not failed.is_set():
             with taking:
-                part = next(untaken, None)
-            if part is None:
+                item = next(untaken, _NONE_LEFT)
+            if item is _NONE_LEFT:
                 return
             try:
-                work(part)
+                work(cast(Item, item))
             except BaseException:
                 failed.set()
                 raise
 
-    helpers = [
-        BLOCK_HELPERS.submit(take_blocks) for _ in range(min(len(blocks), BLOCK_WORKERS) - 1)
-    ]
+    helpers = [BLOCK_HELPERS.submit(take_items) for _ in range(min(len(items), BLOCK_WORKERS) - 1)]
     try:
-        take_blocks()
+        take_items()
     finally:
         started = [helper for helper in helpers if not helper.cancel()]
-        for helper in started:  # the blocks under way finish before anything is raised
+        for helper in started:  # the items under way finish before anything is raised
             helper.exception()
     for helper in started:
         helper.result()

@@ -29,8 +29,8 @@ OUTPUTS = tuple(output.value for output in Output)
 """Every output /v1/cross-entropy's `include` takes."""
 WIDE = (128, 8192)
 """Rows × classes of a request without C×C outputs: 128 blocks of rows, 8 MiB an array."""
-TALL = (2048, 24)
-"""With C×C outputs: 2048 × 24 × 24 numbers (9 MiB) a Jacobian; blocks of rows apply too."""
+TALL = (6144, 24)
+"""With C×C outputs: 6144 × 24 × 24 numbers (27 MiB) a Jacobian; blocks of rows apply too."""
 SETTINGS = Settings()
 
 
