@@ -83,6 +83,7 @@ def cross_entropy_request_cost(values: LossValues, settings: Settings, accept: s
         shape,
         include,
         probability_labels=probability_labels,
+        label_smoothing=bool(body.label_smoothing),
         response=_response_format(accept),
         parsed_bytes_per_number=_parsed_bytes(values.logits),
         later_softmax=later_softmax,

@@ -116,15 +116,15 @@ def _refusals(problems: Sequence[LossProblem]) -> list[InvalidProblem | None]:
     check over all of them first: usually none does)."""
     if len(problems) > 1:
         logits = np.concatenate([problem.logits for problem in problems])
-        q = np.concatenate([problem.targets.q for problem in problems])
-        if _refusal(logits, q) is None:
+        joined = Targets(np.concatenate([problem.targets.q for problem in problems]), 1.0)
+        if _refusal(logits, joined) is None:
             return [None] * len(problems)
-    return [_refusal(problem.logits, problem.targets.q) for problem in problems]
+    return [_refusal(problem.logits, problem.targets) for problem in problems]
 
 
-def _refusal(logits: FloatArray, q: FloatArray) -> InvalidProblem | None:
+def _refusal(logits: FloatArray, targets: Targets) -> InvalidProblem | None:
     try:
-        check_target_support(logits, q)
+        check_target_support(logits, targets)
     except InvalidProblem as error:
         return error
     return None

@@ -139,7 +139,11 @@ CROSS_ENTROPY_KEPT = 5.0
 """Softmax's kept arrays, q and the gradient."""
 BY_BLOCKS_KEPT = 2.0
 """q and the gradient: all that a cross-entropy computed by blocks of rows keeps
-(`app.numerics.gradcheck.LossRows.of`)."""
+(`app.numerics.gradcheck.LossRows.of`) when q is a matrix (probability labels, label
+smoothing)."""
+ONE_HOT_BY_BLOCKS_KEPT = 1.0
+"""The gradient: what it keeps for index labels without smoothing, whose q is one class a row
+(`app.numerics.cross_entropy.OneHot`, formed a block at a time)."""
 DIRECTIONAL_TRANSIENT = 12.0
 """float64 arrays of the logits' size alive at once while the gradient is checked along random
 directions (`app.numerics.directional.directional_check`): the direction, its step, the moved
@@ -149,8 +153,8 @@ as wide (DIRECTIONAL_COMPLEX_TRANSIENT, measured 16.1)."""
 DIRECTIONAL_COMPLEX_TRANSIENT = 17.0
 DIAGNOSIS_TRANSIENT = 3.0
 """Arrays of the logits' size beyond the softmax while a wrong candidate's mistake is named
-(`app.numerics.diagnose`: a wrong scalar loss measured 10.1 arrays in all at 128 × 8192, the
-softmax's 6.5 and the 2 kept included)."""
+(`app.numerics.diagnose`: a wrong scalar loss measured 9.1 arrays in all at 128 × 8192, the
+softmax's 6.5 and the gradient kept included; 10.1 while q was kept as a matrix)."""
 GRADING_PER_SUBMITTED = 6.0
 """float64 arrays of one part's size per submission while a part is graded: the submissions
 read, their stack, |difference|, the relative error and its temporaries (measured 4.8–6.1)."""
@@ -285,6 +289,7 @@ def cross_entropy_cost(
     include: Collection[str],
     *,
     probability_labels: bool = False,
+    label_smoothing: bool = False,
     response: ResponseFormat = ResponseFormat.JSON,
     parsed_bytes_per_number: int = 0,
     later_softmax: bool = False,
@@ -300,19 +305,22 @@ def cross_entropy_cost(
 
     A request asking for nothing beyond the loss and the gradient, larger than one block of
     rows, is computed by blocks and keeps q and the gradient alone (BY_BLOCKS_KEPT, plus one
-    block's arrays on each core at work); `later_softmax` counts the softmax formed afterwards,
+    block's arrays on each core at work; the gradient alone, ONE_HOT_BY_BLOCKS_KEPT, for index
+    labels without `label_smoothing`); `later_softmax` counts the softmax formed afterwards,
     with those two still held (a candidate's probabilities, or its diagnoses)."""
     inputs = logits_bytes(shape, parsed_bytes_per_number) + labels_bytes(
         shape, probability_labels, parsed_bytes_per_number
     )
     base, kept = CROSS_ENTROPY_BASE, CROSS_ENTROPY_KEPT
     if set(include) <= BY_BLOCKS and shape.numbers(Width.CLASSES) > BLOCK_ENTRIES:
+        one_hot = not (probability_labels or label_smoothing)
+        by_blocks = ONE_HOT_BY_BLOCKS_KEPT if one_hot else BY_BLOCKS_KEPT
         if later_softmax:
-            base = BY_BLOCKS_KEPT + SOFTMAX_BASE + DIAGNOSIS_TRANSIENT
-            kept = BY_BLOCKS_KEPT + SOFTMAX_KEPT
+            base = by_blocks + SOFTMAX_BASE + DIAGNOSIS_TRANSIENT
+            kept = by_blocks + SOFTMAX_KEPT
         else:
             blocks = BLOCK_WORKERS * CROSS_ENTROPY_BASE * BLOCK_ENTRIES  # one block a core
-            base, kept = BY_BLOCKS_KEPT + blocks / shape.numbers(Width.CLASSES), BY_BLOCKS_KEPT
+            base, kept = by_blocks + blocks / shape.numbers(Width.CLASSES), by_blocks
     return _analysis_cost(
         shape,
         include,

@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -64,11 +64,40 @@ class Reduction(StrEnum):
 
 
 @dataclass(frozen=True)
+class OneHot:
+    """Effective targets with one class a row, kept as that class and its value: q_nc =
+    values_n where c = classes_n, 0 elsewhere (index labels without smoothing; an ignored row has
+    the value 0). `dense` forms the matrix; a block of rows forms only its own."""
+
+    classes: NDArray[np.intp]
+    """The class of each row, shape (N,) (any class on an ignored row)."""
+    values: FloatArray
+    """q at that class, shape (N,): the label's weight w_y (1 without weights), 0 on ignored
+    rows."""
+    num_classes: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(N, C), as the matrix's."""
+        return self.classes.shape[0], self.num_classes
+
+    def dense(self) -> FloatArray:
+        """q as a matrix, shape (N, C)."""
+        q = np.zeros(self.shape, self.values.dtype)
+        q[np.arange(self.shape[0]), self.classes] = self.values
+        return q
+
+    def __getitem__(self, part: slice) -> "OneHot":
+        return OneHot(self.classes[part], self.values[part], self.num_classes)
+
+
+@dataclass(frozen=True)
 class Targets:
     """Effective targets of a batch and the divisor of its reduction."""
 
-    q: FloatArray
-    """Effective targets, shape (N, C), all ≥ 0."""
+    effective: FloatArray | OneHot
+    """q (`q`), or its one class a row (`OneHot`), formed as a matrix only when read: a
+    language model's batch computed by blocks of rows forms each block's q alone."""
     divisor: float
     """D: the reduced loss is Σ_n loss_n / D (1 for `sum` and `none`)."""
     exact_q: ExactTargets | None = None
@@ -82,6 +111,13 @@ class Targets:
     """D_z: the z-loss terms are reduced as Σ_n λ·ℓ_n² / D_z, D_z the number of non-ignored
     samples for `mean` (unweighted, as Liger-Kernel and PaLM define it), 1 otherwise."""
 
+    @cached_property
+    def q(self) -> FloatArray:
+        """Effective targets, shape (N, C), all ≥ 0 (formed on first use from a `OneHot`)."""
+        if isinstance(self.effective, OneHot):
+            return self.effective.dense()
+        return self.effective
+
     def rows(self, part: slice) -> "Targets":
         """The targets of the samples `part` (views), each row as the whole batch has it; the
         divisors stay the batch's."""
@@ -92,7 +128,7 @@ class Targets:
             factors = (weight[part] if weight.ndim == 2 else weight, base[part])
         return replace(
             self,
-            q=self.q[part],
+            effective=self.effective[part],
             exact_q=None if self.exact_q is None else partial(_rows_from, self.exact_q, start),
             factors=factors,
             active=None if self.active is None else self.active[part],
@@ -100,7 +136,7 @@ class Targets:
 
     def z_weights(self, z_loss: float) -> FloatArray:
         """λ per sample, 0 on ignored samples, shape (N,) (the weight of ℓ_n² in loss_n)."""
-        weights = np.full(self.q.shape[0], z_loss, np.float64)
+        weights = np.full(self.effective.shape[0], z_loss, np.float64)
         if self.active is not None:
             weights[~self.active] = 0.0
         return weights
@@ -176,15 +212,19 @@ def index_targets(
     classes = labels[active]
     rows = np.flatnonzero(active)
     w = None if weight is None else np.asarray(weight, dtype)
-    q = np.zeros((labels.shape[0], num_classes), dtype)
     chosen = 1 - label_smoothing if w is None else (1 - label_smoothing) * w[classes]
+    effective: FloatArray | OneHot
     if label_smoothing:
+        q = np.zeros((labels.shape[0], num_classes), dtype)
         q[rows] = (
             label_smoothing / num_classes if w is None else (label_smoothing / num_classes) * w
         )
         q[rows, classes] += chosen
-    else:  # q[rows, classes] is 0: set it (an indexed += reads first, costing twice as much)
-        q[rows, classes] = chosen
+        effective = q
+    else:
+        values = np.zeros(labels.shape[0], dtype)
+        values[rows] = chosen
+        effective = OneHot(np.where(active, labels, 0).astype(np.intp), values, num_classes)
 
     divisor = z_divisor = 1.0
     if reduction is Reduction.MEAN:
@@ -194,11 +234,11 @@ def index_targets(
         exact_w = np.ones(num_classes) if w is None else w
         exact_q = partial(_exact_index_targets, labels, exact_w, label_smoothing, ignore_index)
     if label_smoothing and w is not None:
-        base = np.zeros_like(q)
+        base = np.zeros((labels.shape[0], num_classes), dtype)
         base[rows] = label_smoothing / num_classes
         base[rows, classes] += 1 - label_smoothing
         factors = (w, base)
-    return Targets(q, divisor, exact_q, factors, active, z_divisor)
+    return Targets(effective, divisor, exact_q, factors, active, z_divisor)
 
 
 def probability_targets(
@@ -353,10 +393,11 @@ def log_sum_exp(sm: Softmax) -> FloatArray:
     return lse
 
 
-def check_target_support(logits: FloatArray, q: FloatArray) -> None:
+def check_target_support(logits: FloatArray, targets: Targets) -> None:
     """Raise InvalidProblem if some target mass sits on a −inf logit (an infinite loss)."""
     if logits.size == 0 or not np.isneginf(logits.min()):  # no mask: one pass, no temporary
         return
+    q = targets.q
     infinite = np.isneginf(logits) & (q != 0)  # a negative weight makes the loss −inf
     if infinite.any():
         n, c = (int(i) for i in np.argwhere(infinite)[0])

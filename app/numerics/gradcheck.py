@@ -554,7 +554,7 @@ def analyse_cross_entropy(
 
     Raises InvalidProblem when target mass sits on a −inf logit.
     """
-    check_target_support(logits, targets.q)
+    check_target_support(logits, targets)
     divisors = np.full(logits.shape[0], targets.divisor)
     rows = LossRows.of(logits, targets, divisors, include, numeric, z_loss=z_loss, softcap=softcap)
     gradient_check = jacobian_check = None

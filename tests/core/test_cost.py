@@ -83,6 +83,7 @@ class Case:
             shape,
             self.include,
             probability_labels=self.probability_labels,
+            label_smoothing=self.smoothing > 0,
             response=self.response,
             later_softmax=self.later_softmax,
         )
@@ -240,12 +241,17 @@ def test_cost_is_a_function_of_the_shape_alone() -> None:
 
 def test_include_nothing_still_counts_the_loss_and_gradient() -> None:
     """`include: []` computes the loss and the gradient all the same (by blocks): its cost
-    counts the logits, q and the gradient; sent as JSON (the issue's 3.56 GB) it is over the
-    default per-request limit, so refused (413) before computing."""
+    counts the logits and the gradient, and q as a matrix where the labels make one
+    (smoothing, probabilities; index labels keep one class a row); sent as JSON, its 32 M
+    parsed numbers count PYTHON_NUMBER_BYTES each on top (the issue's 3.56 GB, with q)."""
     shape = Shape(3200, 10000)
-    assert cross_entropy_cost(shape, []).peak > 3 * shape.array_bytes(Width.CLASSES)
+    logits_size = shape.array_bytes(Width.CLASSES)
+    assert cross_entropy_cost(shape, []).peak > 2 * logits_size
+    assert cross_entropy_cost(shape, [], label_smoothing=True).peak > 3 * logits_size
+    assert cross_entropy_cost(shape, [], probability_labels=True).peak > 3 * logits_size
     as_json = cross_entropy_cost(shape, [], parsed_bytes_per_number=PYTHON_NUMBER_BYTES)
-    assert as_json.peak > Settings().max_request_memory_bytes
+    parsed = shape.numbers(Width.CLASSES) * PYTHON_NUMBER_BYTES
+    assert as_json.peak >= cross_entropy_cost(shape, []).peak + parsed
 
 
 def test_the_output_limit_fits_the_default_per_request_limit() -> None:

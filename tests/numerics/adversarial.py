@@ -539,7 +539,7 @@ def cases(size: Size = "quick", seed: int = 2026) -> list[Case]:
         for option in options:
             case = Case(family, logits, **option.make(logits, rng))  # type: ignore[arg-type]
             try:
-                check_target_support(case.logits, case.targets().q)
+                check_target_support(case.logits, case.targets())
             except InvalidProblem:
                 continue  # e.g. every label weighs 0 under `mean`
             result.append(case)

@@ -5,11 +5,12 @@ import itertools
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from app.numerics.cross_entropy import (
+    OneHot,
     Reduction,
     Targets,
     index_targets,
@@ -137,6 +138,49 @@ def test_loss_and_gradient_match_mpmath(
     exact_gradient = reference.gradient_by_differentiation(loss_of_row, LOGITS.tolist())
     for computed, exact in zip(report.gradient, exact_gradient, strict=True):
         assert reference.relative_row_error(computed, exact) <= 1e-13
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(2, 9),
+    st.booleans(),
+    st.sampled_from([np.float64, np.float32]),
+    st.integers(0, 2**32 - 1),
+)
+def test_index_labels_without_smoothing_keep_one_class_a_row_and_form_the_same_q(
+    rows: int, classes: int, weighted: bool, dtype: type[np.floating], seed: int
+) -> None:
+    """q of index labels without smoothing is kept as one class a row (`OneHot`); the matrix
+    it forms, and the rows of any block, are w_y at the label and 0 elsewhere, 0 on an ignored
+    row, in the dtype."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, rows)
+    labels[rng.random(rows) < 0.3] = -100
+    weight = rng.uniform(0.0, 3.0, classes) if weighted else None
+    targets = index_targets(
+        labels,
+        classes,
+        weight=weight,
+        ignore_index=-100,
+        label_smoothing=0.0,
+        reduction=Reduction.SUM,
+        dtype=dtype,
+    )
+    assert isinstance(targets.effective, OneHot)
+    expected = np.zeros((rows, classes), dtype)
+    for n, label in enumerate(labels):
+        if label != -100:
+            expected[n, label] = 1.0 if weight is None else dtype(weight[label])
+    np.testing.assert_array_equal(targets.q, expected, strict=True)
+    part = slice(rows // 3, rows // 3 + 2)
+    np.testing.assert_array_equal(targets.rows(part).q, expected[part], strict=True)
+
+
+def test_label_smoothing_keeps_q_as_a_matrix() -> None:
+    targets = hard_targets([0, 2], 3, smoothing=0.1)
+    assert isinstance(targets.effective, np.ndarray)
+    assert targets.q is targets.effective
 
 
 def test_gradient_is_a_minus_y_only_when_the_target_sums_to_one() -> None:

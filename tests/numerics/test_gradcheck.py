@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from app.numerics.compare import Agreement
-from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.cross_entropy import OneHot, Reduction, index_targets, probability_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import ErrorEstimate, Method, choose_steps
 from app.numerics.gradcheck import (
@@ -192,16 +192,19 @@ def test_masked_log_probabilities_are_not_refused() -> None:
 @pytest.mark.parametrize(
     ("z_loss", "softcap"), [(0.0, None), (1e-4, None), (0.0, 30.0), (1e-4, 30.0)]
 )
-@pytest.mark.parametrize("probability_labels", [False, True])
+@pytest.mark.parametrize(
+    ("probability_labels", "label_smoothing"), [(False, 0.3), (False, 0.0), (True, 0.3)]
+)
 def test_rows_computed_by_blocks_are_the_rows_computed_whole(
-    z_loss: float, softcap: float | None, probability_labels: bool
+    z_loss: float, softcap: float | None, probability_labels: bool, label_smoothing: float
 ) -> None:
     """A loss and gradient alone, over several blocks of rows (`layout.BLOCK_ENTRIES`), are
     computed block by block and keep no softmax; every number is the one computed whole (with
     the probabilities asked for), bit for bit: weights and smoothing (q's exact definition and
     factors, asked with the block's rows), ignored samples, the z-loss's divisor, the
     soft-capping, and rows of the later blocks that cancel (uniform logits, uniform targets)
-    and are recomputed in double-double."""
+    and are recomputed in double-double. Index labels without smoothing form each block's q
+    alone, never the whole matrix."""
     rng = np.random.default_rng(5)
     rows, classes = 3 * BLOCK_ENTRIES // 700 + 5, 700  # four blocks, the last one short
     logits = rng.normal(scale=4.0, size=(rows, classes))
@@ -211,7 +214,11 @@ def test_rows_computed_by_blocks_are_the_rows_computed_whole(
         p = rng.dirichlet(np.ones(classes), rows)
         p[-7:] = 1 / classes
         targets = probability_targets(
-            p, weight=None, label_smoothing=0.3, reduction=Reduction.MEAN, dtype=np.float64
+            p,
+            weight=None,
+            label_smoothing=label_smoothing,
+            reduction=Reduction.MEAN,
+            dtype=np.float64,
         )
     else:
         labels = rng.integers(0, classes, rows)
@@ -221,7 +228,7 @@ def test_rows_computed_by_blocks_are_the_rows_computed_whole(
             classes,
             weight=weight,
             ignore_index=-100,
-            label_smoothing=0.3,
+            label_smoothing=label_smoothing,
             reduction=Reduction.MEAN,
             dtype=np.float64,
         )
@@ -230,6 +237,8 @@ def test_rows_computed_by_blocks_are_the_rows_computed_whole(
     by_blocks = LossRows.of(
         logits, targets, divisors, BY_BLOCKS, numeric, z_loss=z_loss, softcap=softcap
     )
+    if not (probability_labels or label_smoothing):  # `Targets.q` is a cached property
+        assert isinstance(targets.effective, OneHot) and "q" not in vars(targets)
     whole = LossRows.of(
         logits,
         targets,
