@@ -329,6 +329,8 @@ def parse_labels(request: "LossFields", layout: Layout) -> IndexArray | FloatArr
             f"{list(labels.shape)}",
         )
     flat = cast(IndexArray, labels.reshape(-1))
+    if flat.min(initial=0) >= 0 and flat.max(initial=0) < layout.classes:
+        return flat  # every label a class (two passes, no temporary)
     active = flat != request.ignore_index
     outside = active & ((flat < 0) | (flat >= layout.classes))
     if outside.any():

@@ -15,7 +15,13 @@ from numpy.typing import NDArray
 
 from app.numerics import double_double as dd
 from app.numerics.compare import compare_blocks
-from app.numerics.cross_entropy import Targets, check_target_support, reduce_losses
+from app.numerics.cross_entropy import (
+    OneHot,
+    Targets,
+    check_target_support,
+    has_masks,
+    reduce_losses,
+)
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Steps
 from app.numerics.gradcheck import (
@@ -67,14 +73,23 @@ def joined_targets(parts: Sequence[Targets]) -> Targets:
     Every row gets what its own batch would give it: `exact_q` asks each batch for its own rows
     (q itself where a batch has none: its q is exact), and `factors` are (1, q) for the rows of
     a batch without them (1·x is exact), `active` every row's own. The divisors are 1: each
-    batch's D and D_z stay the caller's.
+    batch's D and D_z stay the caller's. Batches whose q is one class a row (`OneHot`) stay so.
     """
-    q = np.concatenate([part.q for part in parts])
+    effective: FloatArray | OneHot
+    one_hots = [part.effective for part in parts if isinstance(part.effective, OneHot)]
+    if len(one_hots) == len(parts):
+        effective = OneHot(
+            np.concatenate([one_hot.classes for one_hot in one_hots]),
+            np.concatenate([one_hot.values for one_hot in one_hots]),
+            one_hots[0].num_classes,
+        )
+    else:
+        effective = np.concatenate([part.q for part in parts])
     active = None
     if any(part.active is not None for part in parts):
         active = np.concatenate(
             [
-                np.ones(part.q.shape[0], np.bool_) if part.active is None else part.active
+                np.ones(part.effective.shape[0], np.bool_) if part.active is None else part.active
                 for part in parts
             ]
         )
@@ -86,10 +101,10 @@ def joined_targets(parts: Sequence[Targets]) -> Targets:
         weights, bases = [], []
         for part in parts:
             weight, base = part.factors or (np.ones_like(part.q), part.q)
-            weights.append(np.broadcast_to(weight, part.q.shape))
+            weights.append(np.broadcast_to(weight, part.effective.shape))
             bases.append(base)
         factors = (np.concatenate(weights), np.concatenate(bases))
-    return Targets(q, 1.0, exact_q, factors, active, 1.0)
+    return Targets(effective, 1.0, exact_q, factors, active, 1.0)
 
 
 def _joined_exact_targets(parts: Sequence[Targets], rows: NDArray[np.intp]) -> dd.DD:
@@ -97,7 +112,7 @@ def _joined_exact_targets(parts: Sequence[Targets], rows: NDArray[np.intp]) -> d
     his, los = [], []
     start = 0
     for part in parts:
-        stop = start + part.q.shape[0]
+        stop = start + part.effective.shape[0]
         local = rows[(rows >= start) & (rows < stop)] - start
         start = stop
         if not local.size:
@@ -113,12 +128,9 @@ def _joined_exact_targets(parts: Sequence[Targets], rows: NDArray[np.intp]) -> d
 
 def _refusals(problems: Sequence[LossProblem]) -> list[InvalidProblem | None]:
     """Each problem's InvalidProblem if it puts target mass on a −inf logit, else None (one
-    check over all of them first: usually none does)."""
-    if len(problems) > 1:
-        logits = np.concatenate([problem.logits for problem in problems])
-        joined = Targets(np.concatenate([problem.targets.q for problem in problems]), 1.0)
-        if _refusal(logits, joined) is None:
-            return [None] * len(problems)
+    look for a mask over all of them first: usually there is none)."""
+    if len(problems) > 1 and not has_masks(np.concatenate([p.logits for p in problems])):
+        return [None] * len(problems)
     return [_refusal(problem.logits, problem.targets) for problem in problems]
 
 

@@ -393,9 +393,14 @@ def log_sum_exp(sm: Softmax) -> FloatArray:
     return lse
 
 
+def has_masks(logits: FloatArray) -> bool:
+    """Whether some logit is −inf (a mask): one pass, no temporary."""
+    return logits.size > 0 and bool(np.isneginf(logits.min()))
+
+
 def check_target_support(logits: FloatArray, targets: Targets) -> None:
     """Raise InvalidProblem if some target mass sits on a −inf logit (an infinite loss)."""
-    if logits.size == 0 or not np.isneginf(logits.min()):  # no mask: one pass, no temporary
+    if not has_masks(logits):
         return
     q = targets.q
     infinite = np.isneginf(logits) & (q != 0)  # a negative weight makes the loss −inf

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.numerics.batch import analyse_cross_entropy_batch
-from app.numerics.cross_entropy import Reduction, index_targets, probability_targets
+from app.numerics.batch import analyse_cross_entropy_batch, joined_targets
+from app.numerics.cross_entropy import OneHot, Reduction, index_targets, probability_targets
 from app.numerics.errors import InvalidProblem
 from app.numerics.finite_diff import Method
 from app.numerics.gradcheck import (
@@ -204,3 +204,35 @@ def test_rows_known_finite_leave_only_the_reduced_loss_to_check() -> None:
     with pytest.raises(InvalidProblem) as error:
         Report(logits, loss=np.array(np.inf), rows_finite=True).refuse_non_finite(EVERY_OUTPUT)
     assert error.value.message.startswith("the loss is not finite in float64:")
+
+
+def test_joined_one_hot_targets_stay_one_class_a_row_and_mixed_ones_form_q() -> None:
+    """Index labels without smoothing are joined as one class a row; a batch with smoothing
+    among them makes the joined q a matrix; either way it is every batch's q, row after row."""
+    plain = [
+        index_targets(
+            np.array(labels),
+            4,
+            weight=None,
+            ignore_index=-100,
+            label_smoothing=0.0,
+            reduction=Reduction.MEAN,
+            dtype=np.float64,
+        )
+        for labels in ([0, 3], [-100, 2, 1])
+    ]
+    smoothed = index_targets(
+        np.array([1]),
+        4,
+        weight=None,
+        ignore_index=-100,
+        label_smoothing=0.2,
+        reduction=Reduction.MEAN,
+        dtype=np.float64,
+    )
+    joined = joined_targets(plain)
+    assert isinstance(joined.effective, OneHot)
+    np.testing.assert_array_equal(joined.q, np.concatenate([part.q for part in plain]))
+    mixed = joined_targets([*plain, smoothed])
+    assert isinstance(mixed.effective, np.ndarray)
+    np.testing.assert_array_equal(mixed.q, np.concatenate([part.q for part in [*plain, smoothed]]))
