@@ -216,11 +216,11 @@ def test_the_bound_counts_values_arrays_objects_and_bytes() -> None:
         + objects * deps.JSON_PARSE_BYTES_PER_OBJECT
         + len(body) * deps.JSON_PARSE_BYTES_PER_BODY_BYTE
     )
-    long = b"[" + b",".join([b"[0]"] * 100_000) + b"]"  # several blocks of the count
+    long = b"[" + b",".join([b"[0]"] * 400_000) + b"]"  # several blocks of the count
     assert len(long) > deps.COUNT_BLOCK_BYTES
     assert json_parse_bytes(long) == (
-        100_000 * deps.JSON_PARSE_BYTES_PER_VALUE
-        + 100_001 * deps.JSON_PARSE_BYTES_PER_ARRAY
+        400_000 * deps.JSON_PARSE_BYTES_PER_VALUE
+        + 400_001 * deps.JSON_PARSE_BYTES_PER_ARRAY
         + len(long) * deps.JSON_PARSE_BYTES_PER_BODY_BYTE
     )
 
