@@ -209,27 +209,8 @@ def test_rows_known_finite_leave_only_the_reduced_loss_to_check() -> None:
 def test_joined_one_hot_targets_stay_one_class_a_row_and_mixed_ones_form_q() -> None:
     """Index labels without smoothing are joined as one class a row; a batch with smoothing
     among them makes the joined q a matrix; either way it is every batch's q, row after row."""
-    plain = [
-        index_targets(
-            np.array(labels),
-            4,
-            weight=None,
-            ignore_index=-100,
-            label_smoothing=0.0,
-            reduction=Reduction.MEAN,
-            dtype=np.float64,
-        )
-        for labels in ([0, 3], [-100, 2, 1])
-    ]
-    smoothed = index_targets(
-        np.array([1]),
-        4,
-        weight=None,
-        ignore_index=-100,
-        label_smoothing=0.2,
-        reduction=Reduction.MEAN,
-        dtype=np.float64,
-    )
+    plain = [hard_targets(labels, 4, reduction=Reduction.MEAN) for labels in ([0, 3], [-100, 2, 1])]
+    smoothed = hard_targets([1], 4, smoothing=0.2, reduction=Reduction.MEAN)
     joined = joined_targets(plain)
     assert isinstance(joined.effective, OneHot)
     np.testing.assert_array_equal(joined.q, np.concatenate([part.q for part in plain]))
